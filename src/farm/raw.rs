@@ -1,0 +1,102 @@
+//! The farm file exactly as written: serde types with spans, no meaning yet.
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use std::collections::BTreeMap;
+
+pub type S<T> = Spanned<T>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFarm {
+    pub farm: S<RawFarmMeta>,
+    #[serde(default)]
+    pub ssh: Option<RawSsh>,
+    #[serde(default)]
+    pub roles: BTreeMap<S<String>, RawRole>,
+    #[serde(default)]
+    pub hosts: BTreeMap<S<String>, S<RawHost>>,
+    #[serde(default)]
+    pub replace: Vec<S<RawReplace>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFarmMeta {
+    pub name: S<String>,
+    pub state_dir: Option<S<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSsh {
+    pub user: Option<String>,
+    pub port: Option<S<u16>>,
+    pub identity_file: Option<String>,
+    pub config_file: Option<String>,
+    pub known_hosts_file: Option<String>,
+    pub connect_timeout: Option<S<String>>,
+    pub command_timeout: Option<S<String>>,
+    pub jump: Option<String>,
+    pub sudo: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRole {
+    pub files: S<Vec<S<String>>>,
+    pub reload: Option<S<String>>,
+    #[serde(default)]
+    pub set: BTreeMap<S<String>, BTreeMap<S<String>, S<RawSetValue>>>,
+}
+
+/// A value of `set`. Nested tables come from dotted keys and are flattened.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(untagged)]
+pub enum RawSetValue {
+    Bool(bool),
+    Integer(i64),
+    Float(f64),
+    String(String),
+    Array(Vec<RawSetValue>),
+    Table(BTreeMap<String, RawSetValue>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHost {
+    pub address: Option<S<String>>,
+    pub role: S<String>,
+    #[serde(default)]
+    pub aliases: Vec<S<String>>,
+    pub user: Option<String>,
+    pub port: Option<S<u16>>,
+    pub transport: Option<S<String>>,
+    pub root: Option<S<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReplace {
+    pub old: S<String>,
+    pub new: S<String>,
+    pub at: Option<S<RawTime>>,
+    pub on: Option<Vec<S<String>>>,
+}
+
+/// `at` may be a TOML datetime or a string holding an RFC 3339 time.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum RawTime {
+    Datetime(toml_edit::Datetime),
+    Text(String),
+}
+
+impl RawTime {
+    pub fn text(&self) -> String {
+        match self {
+            RawTime::Datetime(d) => d.to_string(),
+            RawTime::Text(t) => t.clone(),
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The only layer that touches hosts: a small `Host` trait with an SSH and a
+//! local implementation, and compound operations built on `run`.
+//!
+//! Scripts come from [`script`] (pure, tested); this module only moves them
+//! and their input to a host and brings back what they printed.
+
+pub mod local;
+pub mod script;
+pub mod ssh;
+
+use crate::farm::{Farm, Transport};
+use crate::live::HostState;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a command printed and how it ended.
+#[derive(Debug)]
+pub struct Output {
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot connect to {host}: {detail}")]
+    Connect { host: String, detail: String, hint: &'static str },
+    #[error("{host} did not answer within {timeout:?}")]
+    Timeout { host: String, timeout: Duration },
+    #[error("lost the connection to {host}: {detail}")]
+    Lost { host: String, detail: String },
+}
+
+impl TransportError {
+    pub fn hint(&self) -> &'static str {
+        match self {
+            TransportError::Connect { hint, .. } => hint,
+            TransportError::Timeout { .. } => "the host may be hung or overloaded; check it, or raise [ssh] command_timeout",
+            TransportError::Lost { .. } => "check the host; nothing is renamed into place until every host is staged",
+        }
+    }
+}
+
+/// A host farmctl can run POSIX sh scripts on.
+pub trait Host: Send + Sync {
+    fn name(&self) -> &str;
+
+    /// Prefix for host paths: "" over SSH, the root directory for the local transport.
+    fn root(&self) -> &str;
+
+    /// Runs a sh script with `stdin` as its input.
+    fn run(&self, script: &str, stdin: Vec<u8>) -> impl Future<Output = Result<Output, TransportError>> + Send;
+
+    /// Reads hostname, clock and every managed file in one round trip.
+    fn read_state(&self, paths: &[String]) -> impl Future<Output = Result<HostState, String>> + Send {
+        async move {
+            let script = script::read_state(self.root(), paths);
+            let sent = now_ms();
+            let out = self.run(&script, Vec::new()).await.map_err(|e| format!("{e}\nhint: {}", e.hint()))?;
+            let received = now_ms();
+            let mut state = script::parse_read_state(&out.stdout, paths, sent, received).map_err(|e| {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                format!("{}: {e} {}", self.name(), stderr.trim())
+            })?;
+            if !self.root().is_empty() {
+                // A local host has no hostname of its own.
+                state.hostname = self.name().to_string();
+                state.clock_offset_ms = Some(0);
+            }
+            Ok(state)
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// Either kind of host, so that hosts of both kinds can be driven together.
+pub enum AnyHost {
+    Ssh(ssh::SshHost),
+    Local(local::LocalHost),
+}
+
+impl Host for AnyHost {
+    fn name(&self) -> &str {
+        match self {
+            AnyHost::Ssh(h) => h.name(),
+            AnyHost::Local(h) => h.name(),
+        }
+    }
+
+    fn root(&self) -> &str {
+        match self {
+            AnyHost::Ssh(h) => h.root(),
+            AnyHost::Local(h) => h.root(),
+        }
+    }
+
+    async fn run(&self, script: &str, stdin: Vec<u8>) -> Result<Output, TransportError> {
+        match self {
+            AnyHost::Ssh(h) => h.run(script, stdin).await,
+            AnyHost::Local(h) => h.run(script, stdin).await,
+        }
+    }
+}
+
+/// Connects to one host of the farm. For SSH this starts a multiplexed master.
+pub async fn connect(farm: &Farm, name: &str) -> Result<AnyHost, TransportError> {
+    let host = &farm.hosts[name];
+    match &host.transport {
+        Transport::Local { root } => Ok(AnyHost::Local(local::LocalHost::new(name, root, farm.ssh.command_timeout))),
+        Transport::Ssh { user, port } => {
+            ssh::SshHost::connect(name, host.address.as_deref().unwrap_or(name), user.as_deref(), *port, &farm.ssh)
+                .await
+                .map(AnyHost::Ssh)
+        }
+    }
+}
+
+/// Connects to many hosts at once, at most `parallel` handshakes at a time.
+pub async fn connect_all(farm: &Arc<Farm>, names: &[String], parallel: usize) -> Vec<(String, Result<Arc<AnyHost>, TransportError>)> {
+    let gate = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, name) in names.iter().enumerate() {
+        let (farm, gate, name) = (farm.clone(), gate.clone(), name.clone());
+        set.spawn(async move {
+            let _permit = gate.acquire().await;
+            (i, name.clone(), connect(&farm, &name).await.map(Arc::new))
+        });
+    }
+    let mut out: Vec<_> = Vec::with_capacity(names.len());
+    while let Some(r) = set.join_next().await {
+        out.push(r.expect("connect task panicked"));
+    }
+    out.sort_by_key(|(i, _, _)| *i);
+    out.into_iter().map(|(_, n, r)| (n, r)).collect()
+}

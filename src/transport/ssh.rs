@@ -1,0 +1,156 @@
+//! The SSH transport: one multiplexed OpenSSH master per host (`openssh`,
+//! native mux), so the operator's ssh_config, agent, ProxyJump and
+//! known_hosts all apply. Host keys are checked strictly.
+
+use super::{Host, Output, TransportError};
+use crate::farm::SshSettings;
+use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+pub struct SshHost {
+    name: String,
+    session: Session,
+    sudo: bool,
+    timeout: Duration,
+}
+
+/// A short, private directory for control sockets (socket paths have a length limit).
+pub fn control_directory() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let base = std::env::var_os("FARMCTL_CONTROL_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        // SAFETY-free uid lookup: the owner of /proc/self is the current user.
+        let uid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(0);
+        std::env::temp_dir().join(format!("farmctl-{uid}"))
+    });
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&base)?;
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700))?;
+    Ok(base)
+}
+
+/// The most useful hint for an SSH connection failure, from its message chain.
+pub fn connect_hint(chain: &str) -> &'static str {
+    let c = chain.to_ascii_lowercase();
+    if c.contains("host key verification failed") || c.contains("no matching host key") || c.contains("host key for") {
+        "the host key is unknown or has changed; verify it, then add it to known_hosts (or set [ssh] known_hosts_file). farmctl never accepts a key by itself"
+    } else if c.contains("permission denied") {
+        "authentication failed; check [ssh] user and identity_file, or load the key into ssh-agent"
+    } else if c.contains("connection refused") {
+        "nothing listens for SSH there; is sshd running, and are address and port right?"
+    } else if c.contains("timed out") || c.contains("no route") || c.contains("unreachable") {
+        "the host did not answer; check the address, the network, or raise [ssh] connect_timeout"
+    } else if c.contains("could not resolve") || c.contains("name or service not known") {
+        "the address does not resolve; check `address` for this host"
+    } else {
+        "check that `ssh` to this host works from this machine with the same user and options"
+    }
+}
+
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !t.trim().is_empty() && !parts.contains(&t) {
+            parts.push(t);
+        }
+        cur = s.source();
+    }
+    parts.join(": ").replace('\n', " ").trim().to_string()
+}
+
+impl SshHost {
+    pub async fn connect(name: &str, address: &str, user: Option<&str>, port: Option<u16>, ssh: &SshSettings) -> Result<Self, TransportError> {
+        let fail = |detail: String| {
+            let hint = connect_hint(&detail);
+            TransportError::Connect { host: name.to_string(), detail, hint }
+        };
+        let mut b = SessionBuilder::default();
+        b.known_hosts_check(KnownHosts::Strict)
+            .connect_timeout(ssh.connect_timeout)
+            .server_alive_interval(Duration::from_secs(5))
+            .control_directory(control_directory().map_err(|e| fail(format!("cannot create the control directory: {e}")))?);
+        if let Some(u) = user.or(ssh.user.as_deref()) {
+            b.user(u.to_string());
+        }
+        if let Some(p) = port.or(ssh.port) {
+            b.port(p);
+        }
+        if let Some(k) = &ssh.identity_file {
+            b.keyfile(k);
+        }
+        if let Some(c) = &ssh.config_file {
+            b.config_file(c);
+        }
+        if let Some(k) = &ssh.known_hosts_file {
+            b.user_known_hosts_file(k);
+        }
+        if let Some(j) = &ssh.jump {
+            b.jump_hosts([j]);
+        }
+        // ConnectTimeout covers the TCP connect; a host that accepts and then hangs needs this too.
+        let limit = ssh.connect_timeout + Duration::from_secs(5);
+        let session = tokio::time::timeout(limit, b.connect_mux(address))
+            .await
+            .map_err(|_| TransportError::Timeout { host: name.to_string(), timeout: limit })?
+            .map_err(|e| fail(error_chain(&e)))?;
+        Ok(SshHost { name: name.to_string(), session, sudo: ssh.sudo, timeout: ssh.command_timeout })
+    }
+}
+
+impl Host for SshHost {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn root(&self) -> &str {
+        ""
+    }
+
+    async fn run(&self, script: &str, stdin: Vec<u8>) -> Result<Output, TransportError> {
+        let lost = |e: openssh::Error| TransportError::Lost { host: self.name.clone(), detail: error_chain(&e) };
+        let mut cmd = if self.sudo {
+            let mut c = self.session.command("sudo");
+            c.arg("-n").arg("sh");
+            c
+        } else {
+            self.session.command("sh")
+        };
+        cmd.arg("-c").arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let run = async {
+            let mut child = cmd.spawn().await.map_err(lost)?;
+            let mut input = child.stdin().take().expect("piped stdin");
+            let feed = async move {
+                // The script may stop reading early (a refused check); that is not an error here.
+                let _ = input.write_all(&stdin).await;
+                let _ = input.shutdown().await;
+                drop(input);
+            };
+            tokio::join!(feed, child.wait_with_output()).1.map_err(lost)
+        };
+        let out = tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| TransportError::Timeout { host: self.name.clone(), timeout: self.timeout })??;
+        let status = out.status.code().unwrap_or(-1);
+        if status == 255 && out.stdout.is_empty() {
+            return Err(TransportError::Lost {
+                host: self.name.clone(),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(Output { status, stdout: out.stdout, stderr: out.stderr })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_follow_the_cause() {
+        assert!(connect_hint("failed to connect: Host key verification failed.").contains("known_hosts"));
+        assert!(connect_hint("ssh: connect to host 1.2.3.4 port 22: Connection refused").contains("sshd running"));
+        assert!(connect_hint("Permission denied (publickey).").contains("identity_file"));
+    }
+}
