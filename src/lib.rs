@@ -3,3 +3,4 @@ pub mod edit;
 pub mod farm;
 pub mod live;
 pub mod transport;
+pub mod plan;

@@ -1,0 +1,338 @@
+//! Pure: turns (farm, live state) into a Plan. No I/O.
+//!
+//! A plan is a DAG of actions (edits, then each host's reload), grouped into
+//! stages by time. The same farm and live state always give the same plan,
+//! byte for byte, once serialized.
+
+pub mod graph;
+mod scope;
+
+pub use scope::select;
+
+use crate::edit::{self, Cause, Replacer, Rule, TokenKind};
+use crate::farm::{Farm, Replacement};
+use crate::live::{FileState, LiveFarm};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    pub format_version: u32,
+    /// A hash of everything below; names backups and staged files on hosts.
+    pub id: String,
+    pub farm: FarmRef,
+    /// The `--limit` the plan was made with, so that apply re-derives the same scope.
+    pub limit: Vec<String>,
+    pub hosts: Vec<HostEntry>,
+    pub stages: Vec<Stage>,
+    pub actions: Vec<Action>,
+    /// Things a reviewer should know that change nothing (a missing file, say).
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FarmRef {
+    pub name: String,
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HostEntry {
+    pub name: String,
+    pub role: String,
+    #[serde(flatten)]
+    pub status: HostStatus,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum HostStatus {
+    Changed,
+    Unchanged,
+    Unreachable { error: String },
+    /// Reachable, but something on it stops planning (an unreadable file, say).
+    Failed { error: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Stage {
+    pub index: usize,
+    /// RFC 3339; absent means "when applied".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    pub actions: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Action {
+    pub id: String,
+    pub host: String,
+    pub stage: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    pub depends_on: Vec<String>,
+    #[serde(flatten)]
+    pub kind: ActionKind,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ActionKind {
+    Edit(Edit),
+    Reload { command: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Edit {
+    pub path: String,
+    pub before_sha256: String,
+    pub after_sha256: String,
+    pub after_size: usize,
+    pub reasons: Vec<String>,
+    pub diff: String,
+}
+
+impl Plan {
+    pub fn edits(&self) -> impl Iterator<Item = (&Action, &Edit)> {
+        self.actions.iter().filter_map(|a| match &a.kind {
+            ActionKind::Edit(e) => Some((a, e)),
+            _ => None,
+        })
+    }
+
+    pub fn reloads(&self) -> usize {
+        self.actions.iter().filter(|a| matches!(a.kind, ActionKind::Reload { .. })).count()
+    }
+
+    pub fn has_changes(&self) -> bool {
+        !self.actions.is_empty()
+    }
+
+    /// Hosts that could not be read or planned, with why.
+    pub fn failed_hosts(&self) -> Vec<(&str, &str)> {
+        self.hosts
+            .iter()
+            .filter_map(|h| match &h.status {
+                HostStatus::Unreachable { error } | HostStatus::Failed { error } => Some((h.name.as_str(), error.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn count(&self, want: fn(&HostStatus) -> bool) -> usize {
+        self.hosts.iter().filter(|h| want(&h.status)).count()
+    }
+
+    /// Deterministic JSON, with a trailing newline.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("a plan always serializes");
+        s.push('\n');
+        s
+    }
+}
+
+/// The token rules of one replacement: name, aliases and address of `old`
+/// map to the counterparts of `new`.
+pub fn rules_for(farm: &Farm, r: &Replacement) -> Vec<Rule> {
+    let (old, new) = (&farm.hosts[&r.old], &farm.hosts[&r.new]);
+    let mut rules = vec![Rule { from: old.name.clone(), to: new.name.clone(), kind: TokenKind::Name, origin: r.index }];
+    for (i, alias) in old.aliases.iter().enumerate() {
+        let to = match new.aliases.get(i) {
+            Some(a) => a.clone(),
+            // An FQDN alias whose first label is the name is covered by the name rule.
+            None if alias.starts_with(&format!("{}.", old.name)) => continue,
+            None => new.name.clone(),
+        };
+        rules.push(Rule { from: alias.clone(), to, kind: TokenKind::Name, origin: r.index });
+    }
+    if let (Some(a), Some(b)) = (&old.address, &new.address) {
+        rules.push(Rule { from: a.clone(), to: b.clone(), kind: TokenKind::Address, origin: r.index });
+    }
+    rules
+}
+
+/// Replacements grouped by time: `None` ("when applied") first, then ascending.
+fn time_groups(farm: &Farm) -> BTreeMap<Option<jiff::Timestamp>, Vec<&Replacement>> {
+    let mut groups: BTreeMap<_, Vec<_>> = BTreeMap::new();
+    for r in &farm.replacements {
+        groups.entry(r.at).or_default().push(r);
+    }
+    groups
+}
+
+fn diff_text(host: &str, path: &str, before: &[u8], after: &[u8]) -> String {
+    match (std::str::from_utf8(before), std::str::from_utf8(after)) {
+        (Ok(a), Ok(b)) => similar::TextDiff::from_lines(a, b)
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("{host}:{path}"), &format!("{host}:{path}"))
+            .to_string(),
+        _ => format!("Binary file {host}:{path} changed ({} -> {} bytes)\n", before.len(), after.len()),
+    }
+}
+
+fn reason(farm: &Farm, cause: &Cause) -> String {
+    match cause {
+        Cause::Replace(i) => format!("{} ([[replace]] #{})", farm.replacements[*i].describe(), i + 1),
+        Cause::Set(key) => format!("set {key}"),
+    }
+}
+
+fn stamp(t: &Option<jiff::Timestamp>) -> Option<String> {
+    t.map(|t| t.to_string())
+}
+
+/// Builds the plan for the hosts in `scope` (already selected by `--limit`).
+pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) -> Result<Plan, graph::Cycle> {
+    let groups = time_groups(farm);
+    let has_sets = farm.roles.values().any(|r| !r.set.is_empty());
+    let mut times: Vec<Option<jiff::Timestamp>> = groups.keys().copied().collect();
+    if has_sets && !times.contains(&None) {
+        times.insert(0, None);
+    }
+    let stage_of: BTreeMap<Option<jiff::Timestamp>, usize> = times.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+
+    let mut hosts = Vec::new();
+    let mut actions: Vec<Action> = Vec::new();
+    let mut notes = Vec::new();
+    for name in scope {
+        let host = &farm.hosts[name];
+        let role = &farm.roles[&host.role];
+        let state = match live.get(name) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                hosts.push(HostEntry { name: name.clone(), role: host.role.clone(), status: HostStatus::Unreachable { error: e.clone() } });
+                continue;
+            }
+            None => {
+                let error = "not read".to_string();
+                hosts.push(HostEntry { name: name.clone(), role: host.role.clone(), status: HostStatus::Unreachable { error } });
+                continue;
+            }
+        };
+        let mut host_actions: Vec<Action> = Vec::new();
+        let mut failure = None;
+        for path in &role.files {
+            let info = match state.files.get(path) {
+                Some(FileState::Present(info)) => info,
+                Some(FileState::Missing) | None => {
+                    notes.push(format!("{name}:{path} does not exist; nothing to edit there"));
+                    continue;
+                }
+                Some(FileState::Unreadable(why)) => {
+                    failure = Some(format!("{path}: {why}"));
+                    continue;
+                }
+            };
+            let sets = role.set.get(path).map(Vec::as_slice).unwrap_or(&[]);
+            let mut content = info.content.clone();
+            let mut before_hash = info.sha256.clone();
+            let mut previous: Option<String> = None;
+            for t in &times {
+                let rules: Vec<Rule> = groups
+                    .get(t)
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| farm.applies_to(r, host))
+                    .flat_map(|r| rules_for(farm, r))
+                    .collect();
+                let group_sets = if t.is_none() { sets } else { &[] };
+                if rules.is_empty() && group_sets.is_empty() {
+                    continue;
+                }
+                let edited = match edit::edit_file(path, &content, &Replacer::new(rules), group_sets) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        failure = Some(format!("{path}: {e}"));
+                        break;
+                    }
+                };
+                if edited.causes.is_empty() || edited.bytes == content {
+                    continue;
+                }
+                let stage = stage_of[t];
+                let id = format!("edit:{name}:{path}@{stage}");
+                let after_hash = crate::farm::sha256_hex(&edited.bytes);
+                host_actions.push(Action {
+                    id: id.clone(),
+                    host: name.clone(),
+                    stage,
+                    at: stamp(t),
+                    depends_on: previous.iter().cloned().collect(),
+                    kind: ActionKind::Edit(Edit {
+                        path: path.clone(),
+                        before_sha256: before_hash.clone(),
+                        after_sha256: after_hash.clone(),
+                        after_size: edited.bytes.len(),
+                        reasons: edited.causes.iter().map(|c| reason(farm, c)).collect(),
+                        diff: diff_text(name, path, &content, &edited.bytes),
+                    }),
+                });
+                previous = Some(id);
+                before_hash = after_hash;
+                content = edited.bytes;
+            }
+        }
+        if let Some(error) = failure {
+            hosts.push(HostEntry { name: name.clone(), role: host.role.clone(), status: HostStatus::Failed { error } });
+            continue;
+        }
+        if let Some(command) = &role.reload {
+            let mut by_stage: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+            for a in &host_actions {
+                by_stage.entry(a.stage).or_default().push(a.id.clone());
+            }
+            for (stage, deps) in by_stage {
+                host_actions.push(Action {
+                    id: format!("reload:{name}@{stage}"),
+                    host: name.clone(),
+                    stage,
+                    at: stamp(&times[stage]),
+                    depends_on: deps,
+                    kind: ActionKind::Reload { command: command.clone() },
+                });
+            }
+        }
+        let status = if host_actions.is_empty() { HostStatus::Unchanged } else { HostStatus::Changed };
+        hosts.push(HostEntry { name: name.clone(), role: host.role.clone(), status });
+        actions.extend(host_actions);
+    }
+
+    // Stage by stage, then host by host, each after what it depends on.
+    actions.sort_by(|a, b| (a.stage, &a.host).cmp(&(b.stage, &b.host)));
+    let ids: Vec<String> = actions.iter().map(|a| a.id.clone()).collect();
+    let deps: Vec<Vec<String>> = actions.iter().map(|a| a.depends_on.clone()).collect();
+    let order = graph::order(&ids, &deps)?;
+    let mut slots: Vec<Option<Action>> = actions.into_iter().map(Some).collect();
+    let actions: Vec<Action> = order.into_iter().map(|i| slots[i].take().expect("each index once")).collect();
+
+    let stages = times
+        .iter()
+        .enumerate()
+        .map(|(index, t)| Stage {
+            index,
+            at: stamp(t),
+            actions: actions.iter().filter(|a| a.stage == index).map(|a| a.id.clone()).collect(),
+        })
+        .filter(|s| !s.actions.is_empty())
+        .collect();
+
+    let mut plan = Plan {
+        format_version: FORMAT_VERSION,
+        id: String::new(),
+        farm: FarmRef { name: farm.name.clone(), path: farm.path.display().to_string(), sha256: farm.sha256.clone() },
+        limit: limit.to_vec(),
+        hosts,
+        stages,
+        actions,
+        notes,
+    };
+    plan.id = crate::farm::sha256_hex(plan.to_json().as_bytes())[..16].to_string();
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests;

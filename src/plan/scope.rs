@@ -1,0 +1,49 @@
+//! `--limit`: which hosts a run covers. Pure.
+
+use crate::farm::Farm;
+
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, tail)) => {
+            text.starts_with(head) && (0..=text.len() - head.len()).any(|i| {
+                let rest = &text[head.len() + i..];
+                text.is_char_boundary(head.len() + i) && glob(tail, rest)
+            })
+        }
+    }
+}
+
+/// Selects hosts by names, roles or `*` globs; a leading `!` excludes. With
+/// only exclusions (or nothing), the rest of the farm is selected. Every
+/// pattern must match something: a typo is an error, not an empty run.
+pub fn select(farm: &Farm, limit: &[String]) -> Result<Vec<String>, String> {
+    let (exclude, include): (Vec<&str>, Vec<&str>) =
+        limit.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).partition(|s| s.starts_with('!'));
+    let matches = |p: &str, name: &str| glob(p, name) || farm.hosts[name].role == p;
+    for p in include.iter().copied().chain(exclude.iter().map(|e| &e[1..])) {
+        if !farm.hosts.keys().any(|h| matches(p, h)) {
+            return Err(format!("--limit `{p}` matches no host or role in the farm"));
+        }
+    }
+    Ok(farm
+        .hosts
+        .keys()
+        .filter(|h| include.is_empty() || include.iter().any(|p| matches(p, h)))
+        .filter(|h| !exclude.iter().any(|p| matches(&p[1..], h)))
+        .cloned()
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globs() {
+        assert!(glob("ivr-*", "ivr-1"));
+        assert!(glob("*-1", "ivr-1"));
+        assert!(!glob("ivr-*", "web-1"));
+        assert!(glob("*", ""));
+    }
+}

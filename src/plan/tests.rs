@@ -1,0 +1,152 @@
+use super::*;
+use crate::farm::{self, sha256_hex};
+use crate::live::{FileInfo, HostState};
+use std::path::Path;
+
+const FARM: &str = r#"
+[farm]
+name = "t"
+[roles.web]
+files = ["/etc/web.toml"]
+[roles.ivr]
+files = ["/etc/ivr.toml", "/etc/peers.conf"]
+reload = "systemctl reload ivr"
+[hosts.web-a]
+address = "10.1.0.11"
+role = "web"
+aliases = ["web-a.east.example.com"]
+[hosts.web-b]
+address = "10.1.0.12"
+role = "web"
+[hosts.web-c]
+address = "10.1.0.13"
+role = "web"
+aliases = ["web-c.east.example.com"]
+[hosts.ivr-1]
+address = "10.1.1.1"
+role = "ivr"
+[hosts.ivr-2]
+address = "10.1.1.2"
+role = "ivr"
+"#;
+
+fn file(content: &str) -> FileState {
+    FileState::Present(FileInfo {
+        content: content.as_bytes().to_vec(),
+        sha256: sha256_hex(content.as_bytes()),
+        mode: "644".into(),
+        owner: "root".into(),
+        group: "root".into(),
+    })
+}
+
+fn live(farm: &Farm, ivr: &[(&str, &str)]) -> LiveFarm {
+    farm.hosts
+        .iter()
+        .map(|(name, h)| {
+            let mut files = BTreeMap::new();
+            for path in &farm.roles[&h.role].files {
+                let content = if h.role == "ivr" {
+                    ivr.iter().find(|(n, _)| n == name).map_or("", |(_, c)| c)
+                } else {
+                    "none"
+                };
+                let text = if path.ends_with(".toml") { format!("web = \"{content}\"\n") } else { format!("server {content}\n") };
+                files.insert(path.clone(), file(&text));
+            }
+            (name.clone(), Ok(HostState { hostname: name.clone(), clock_offset_ms: Some(0), files }))
+        })
+        .collect()
+}
+
+fn farm_with(extra: &str) -> Farm {
+    farm::parse(Path::new("t.toml"), &format!("{FARM}{extra}")).unwrap()
+}
+
+fn run(farm: &Farm, live: &LiveFarm) -> Plan {
+    let scope: Vec<String> = farm.hosts.keys().cloned().collect();
+    plan(farm, live, &scope, &[]).unwrap()
+}
+
+#[test]
+fn edits_only_the_hosts_that_refer_to_old() {
+    let farm = farm_with("[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\n");
+    let p = run(&farm, &live(&farm, &[("ivr-1", "web-a"), ("ivr-2", "web-b")]));
+    let edited: Vec<_> = p.edits().map(|(a, e)| format!("{}:{}", a.host, e.path)).collect();
+    assert_eq!(edited, vec!["ivr-1:/etc/ivr.toml", "ivr-1:/etc/peers.conf"]);
+    assert_eq!(p.reloads(), 1);
+    let reload = p.actions.last().unwrap();
+    assert_eq!(reload.id, "reload:ivr-1@0");
+    assert_eq!(reload.depends_on, vec!["edit:ivr-1:/etc/ivr.toml@0", "edit:ivr-1:/etc/peers.conf@0"]);
+    let (_, e) = p.edits().next().unwrap();
+    assert_eq!(e.reasons, vec!["replace web-a -> web-c ([[replace]] #1)"]);
+    assert!(e.diff.contains("-web = \"web-a\"\n+web = \"web-c\"\n"), "{}", e.diff);
+    assert_eq!(e.after_sha256, sha256_hex(b"web = \"web-c\"\n"));
+    assert_eq!(p.count(|s| *s == HostStatus::Changed), 1);
+}
+
+#[test]
+fn plans_are_deterministic() {
+    let farm = farm_with("[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\n");
+    let l = live(&farm, &[("ivr-1", "web-a"), ("ivr-2", "web-a.east.example.com")]);
+    let (a, b) = (run(&farm, &l).to_json(), run(&farm, &l).to_json());
+    assert_eq!(a, b);
+    let back: Plan = serde_json::from_str(&a).unwrap();
+    assert_eq!(back.to_json(), a);
+    assert!(a.contains("web-c.east.example.com"));
+}
+
+#[test]
+fn a_swap_and_a_chain_apply_in_one_pass() {
+    let farm = farm_with("[[replace]]\nold = \"web-a\"\nnew = \"web-b\"\n[[replace]]\nold = \"web-b\"\nnew = \"web-a\"\n");
+    let p = run(&farm, &live(&farm, &[("ivr-1", "web-a web-b"), ("ivr-2", "web-b")]));
+    let diffs: Vec<_> = p.edits().filter(|(_, e)| e.path == "/etc/peers.conf").map(|(_, e)| e.diff.clone()).collect();
+    assert!(diffs[0].contains("+server web-b web-a\n"), "{}", diffs[0]);
+    assert!(diffs[1].contains("+server web-a\n"), "{}", diffs[1]);
+}
+
+#[test]
+fn timed_replacements_become_chained_stages() {
+    let farm = farm_with(
+        "[[replace]]\nold = \"web-a\"\nnew = \"web-b\"\nat = \"2030-01-01T02:00:00Z\"\n\
+         [[replace]]\nold = \"web-b\"\nnew = \"web-c\"\nat = \"2030-01-02T02:00:00Z\"\n",
+    );
+    let p = run(&farm, &live(&farm, &[("ivr-1", "web-a")]));
+    assert_eq!(p.stages.len(), 2);
+    assert_eq!(p.stages[0].at.as_deref(), Some("2030-01-01T02:00:00Z"));
+    let toml: Vec<_> = p.edits().filter(|(_, e)| e.path == "/etc/ivr.toml").collect();
+    assert_eq!(toml.len(), 2);
+    assert_eq!(toml[1].1.before_sha256, toml[0].1.after_sha256);
+    assert_eq!(toml[1].0.depends_on, vec![toml[0].0.id.clone()]);
+}
+
+#[test]
+fn on_limits_a_replacement() {
+    let farm = farm_with("[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\non = [\"ivr-2\"]\n");
+    let p = run(&farm, &live(&farm, &[("ivr-1", "web-a"), ("ivr-2", "web-a")]));
+    assert!(p.edits().all(|(a, _)| a.host == "ivr-2"));
+    assert_eq!(p.edits().count(), 2);
+}
+
+#[test]
+fn unreachable_and_missing_are_reported() {
+    let farm = farm_with("[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\n");
+    let mut l = live(&farm, &[("ivr-1", "web-a")]);
+    l.insert("ivr-2".into(), Err("connection refused".into()));
+    if let Some(Ok(s)) = l.get_mut("ivr-1") {
+        s.files.insert("/etc/peers.conf".into(), FileState::Missing);
+    }
+    let p = run(&farm, &l);
+    assert_eq!(p.failed_hosts(), vec![("ivr-2", "connection refused")]);
+    assert_eq!(p.notes, vec!["ivr-1:/etc/peers.conf does not exist; nothing to edit there"]);
+}
+
+#[test]
+fn limit_selects_by_name_role_glob_and_exclusion() {
+    let farm = farm_with("");
+    let sel = |l: &[&str]| select(&farm, &l.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(sel(&["ivr"]).unwrap(), vec!["ivr-1", "ivr-2"]);
+    assert_eq!(sel(&["web-*", "!web-b"]).unwrap(), vec!["web-a", "web-c"]);
+    assert_eq!(sel(&["!ivr"]).unwrap().len(), 3);
+    assert!(sel(&["ivr-9"]).unwrap_err().contains("ivr-9"));
+}
