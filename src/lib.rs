@@ -4,3 +4,7 @@ pub mod farm;
 pub mod live;
 pub mod transport;
 pub mod plan;
+pub mod render;
+pub mod apply;
+pub mod app;
+pub mod cli;

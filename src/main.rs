@@ -1,3 +1,39 @@
-fn main() {
-    println!("Hello, world!");
+//! The farmctl binary: parse arguments, run one command, print any error with
+//! its hint, and pick the exit code (0 ok, 1 error, 2 changes pending).
+
+use clap::Parser;
+use farmctl::app::{self, Failure};
+use farmctl::cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return report(Failure::new(format!("cannot start the async runtime: {e}"))),
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Plan { farm, out, format, detailed_exitcode, reach } => {
+                app::plan_cmd(&farm, out.as_deref(), format.into(), detailed_exitcode, &reach.limit, reach.parallel as usize).await
+            }
+            Command::Apply { target, yes, max_fail, reach } => app::apply_cmd(&target, yes, max_fail, &reach.limit, reach.parallel as usize).await,
+            Command::Show { plan, format } => app::show_cmd(&plan, format.into()),
+            Command::Rollback { plan, yes, parallel } => app::rollback_cmd(&plan, yes, parallel as usize).await,
+            Command::Validate { farm } => app::validate_cmd(&farm),
+            Command::Journal { host } => app::journal_cmd(host.as_deref()),
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(f) => report(f),
+    }
+}
+
+fn report(f: Failure) -> ExitCode {
+    eprintln!("error: {}", f.message);
+    if let Some(h) = f.hint {
+        eprintln!("hint: {h}");
+    }
+    ExitCode::FAILURE
 }

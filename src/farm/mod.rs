@@ -96,8 +96,13 @@ impl Replacement {
 }
 
 impl Farm {
-    /// Whether a replacement applies to a host (by `on`).
+    /// Whether a replacement applies to a host. `on` limits it to roles or
+    /// hosts. The old host's own files are left alone unless `on` names it:
+    /// it is the server being replaced, not a client of it.
     pub fn applies_to(&self, r: &Replacement, host: &Host) -> bool {
+        if host.name == r.old {
+            return r.on.contains(&host.name);
+        }
         r.on.is_empty() || r.on.iter().any(|o| *o == host.name || *o == host.role)
     }
 }

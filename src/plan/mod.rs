@@ -185,8 +185,19 @@ fn stamp(t: &Option<jiff::Timestamp>) -> Option<String> {
     t.map(|t| t.to_string())
 }
 
+/// New file contents by edit action id. Kept beside the plan, never in it:
+/// a saved plan holds only what review needs.
+pub type Contents = BTreeMap<String, Vec<u8>>;
+
+/// A plan and the contents its edits write.
+#[derive(Debug)]
+pub struct Planned {
+    pub plan: Plan,
+    pub contents: Contents,
+}
+
 /// Builds the plan for the hosts in `scope` (already selected by `--limit`).
-pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) -> Result<Plan, graph::Cycle> {
+pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) -> Result<Planned, graph::Cycle> {
     let groups = time_groups(farm);
     let has_sets = farm.roles.values().any(|r| !r.set.is_empty());
     let mut times: Vec<Option<jiff::Timestamp>> = groups.keys().copied().collect();
@@ -198,6 +209,7 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
     let mut hosts = Vec::new();
     let mut actions: Vec<Action> = Vec::new();
     let mut notes = Vec::new();
+    let mut contents = Contents::new();
     for name in scope {
         let host = &farm.hosts[name];
         let role = &farm.roles[&host.role];
@@ -271,9 +283,10 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
                         diff: diff_text(name, path, &content, &edited.bytes),
                     }),
                 });
-                previous = Some(id);
+                previous = Some(id.clone());
                 before_hash = after_hash;
                 content = edited.bytes;
+                contents.insert(id, content.clone());
             }
         }
         if let Some(error) = failure {
@@ -331,7 +344,9 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
         notes,
     };
     plan.id = crate::farm::sha256_hex(plan.to_json().as_bytes())[..16].to_string();
-    Ok(plan)
+    let kept: std::collections::BTreeSet<&str> = plan.actions.iter().map(|a| a.id.as_str()).collect();
+    contents.retain(|id, _| kept.contains(id.as_str()));
+    Ok(Planned { plan, contents })
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ fn farm_with(extra: &str) -> Farm {
 
 fn run(farm: &Farm, live: &LiveFarm) -> Plan {
     let scope: Vec<String> = farm.hosts.keys().cloned().collect();
-    plan(farm, live, &scope, &[]).unwrap()
+    plan(farm, live, &scope, &[]).unwrap().plan
 }
 
 #[test]

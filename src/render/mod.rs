@@ -1,0 +1,164 @@
+//! Text, JSON and markdown views of a plan. Pure: each returns a String.
+
+use crate::plan::{ActionKind, HostStatus, Plan};
+use std::fmt::Write;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    Markdown,
+}
+
+pub fn render(plan: &Plan, format: Format, now: Option<jiff::Timestamp>, color: bool) -> String {
+    match format {
+        Format::Text => text(plan, now, color),
+        Format::Json => plan.to_json(),
+        Format::Markdown => markdown(plan, now),
+    }
+}
+
+/// "in 3h 2m" / "2m ago", relative to `now`.
+pub fn relative(at: &str, now: jiff::Timestamp) -> String {
+    let Ok(t) = at.parse::<jiff::Timestamp>() else { return String::new() };
+    let secs = t.as_second() - now.as_second();
+    let span = |s: i64| {
+        let (d, h, m, s) = (s / 86400, s % 86400 / 3600, s % 3600 / 60, s % 60);
+        match (d, h, m) {
+            (0, 0, 0) => format!("{s}s"),
+            (0, 0, _) => format!("{m}m {s}s"),
+            (0, _, _) => format!("{h}h {m}m"),
+            _ => format!("{d}d {h}h"),
+        }
+    };
+    if secs >= 0 {
+        format!("in {}", span(secs))
+    } else {
+        format!("{} ago", span(-secs))
+    }
+}
+
+fn stage_title(plan: &Plan, index: usize, at: Option<&str>, now: Option<jiff::Timestamp>) -> String {
+    let n = if plan.stages.len() > 1 { format!("Stage {} of {}: ", index + 1, plan.stages.len()) } else { String::new() };
+    match (at, now) {
+        (Some(at), Some(now)) => format!("{n}switch at {at} ({})", relative(at, now)),
+        (Some(at), None) => format!("{n}switch at {at}"),
+        (None, _) => format!("{n}when applied"),
+    }
+}
+
+fn paint(line: &str, color: bool) -> String {
+    if !color {
+        return line.to_string();
+    }
+    let code = if line.starts_with("+++") || line.starts_with("---") {
+        "1"
+    } else if line.starts_with('+') {
+        "32"
+    } else if line.starts_with('-') {
+        "31"
+    } else if line.starts_with("@@") {
+        "36"
+    } else {
+        return line.to_string();
+    };
+    format!("\x1b[{code}m{line}\x1b[0m")
+}
+
+/// The one-line summary that ends every text plan.
+pub fn summary(plan: &Plan) -> String {
+    let changed = plan.count(|s| *s == HostStatus::Changed);
+    let unchanged = plan.count(|s| *s == HostStatus::Unchanged);
+    let unreachable = plan.count(|s| matches!(s, HostStatus::Unreachable { .. }));
+    let failed = plan.count(|s| matches!(s, HostStatus::Failed { .. }));
+    let mut s = format!(
+        "Plan: {changed} host{} to change, {unchanged} unchanged, {unreachable} unreachable",
+        if changed == 1 { "" } else { "s" }
+    );
+    if failed > 0 {
+        write!(s, ", {failed} failed").unwrap();
+    }
+    write!(s, "; {} edit{}, {} reload{}.", plan.edits().count(), plural(plan.edits().count()), plan.reloads(), plural(plan.reloads())).unwrap();
+    s
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+pub fn text(plan: &Plan, now: Option<jiff::Timestamp>, color: bool) -> String {
+    let mut s = String::new();
+    writeln!(s, "farmctl plan {} for farm \"{}\" ({})", plan.id, plan.farm.name, plan.farm.path).unwrap();
+    if !plan.limit.is_empty() {
+        writeln!(s, "limited to: {}", plan.limit.join(",")).unwrap();
+    }
+    for stage in &plan.stages {
+        writeln!(s, "\n== {}", stage_title(plan, stage.index, stage.at.as_deref(), now)).unwrap();
+        let mut host = "";
+        for a in plan.actions.iter().filter(|a| a.stage == stage.index) {
+            if a.host != host {
+                host = &a.host;
+                writeln!(s, "\n{}", a.host).unwrap();
+            }
+            match &a.kind {
+                ActionKind::Edit(e) => {
+                    writeln!(s, "  ~ {}", e.path).unwrap();
+                    for r in &e.reasons {
+                        writeln!(s, "    because: {r}").unwrap();
+                    }
+                    for line in e.diff.lines() {
+                        writeln!(s, "    {}", paint(line, color)).unwrap();
+                    }
+                }
+                ActionKind::Reload { command } => writeln!(s, "  ↻ reload: {command}").unwrap(),
+            }
+        }
+    }
+    if !plan.notes.is_empty() {
+        s.push_str("\nNotes:\n");
+        plan.notes.iter().for_each(|n| writeln!(s, "  - {n}").unwrap());
+    }
+    let failed = plan.failed_hosts();
+    if !failed.is_empty() {
+        s.push_str("\nNot planned:\n");
+        for (h, e) in failed {
+            writeln!(s, "  ! {h}: {}", e.replace('\n', "\n    ")).unwrap();
+        }
+    }
+    if plan.actions.is_empty() {
+        s.push_str("\nNo changes. The farm matches the farm file.\n");
+    }
+    writeln!(s, "\n{}", summary(plan)).unwrap();
+    s
+}
+
+pub fn markdown(plan: &Plan, now: Option<jiff::Timestamp>) -> String {
+    let mut s = String::new();
+    writeln!(s, "### farmctl plan `{}` for farm `{}`\n", plan.id, plan.farm.name).unwrap();
+    writeln!(s, "**{}**\n", summary(plan)).unwrap();
+    for stage in &plan.stages {
+        writeln!(s, "#### {}\n", stage_title(plan, stage.index, stage.at.as_deref(), now)).unwrap();
+        s.push_str("| host | action | reason |\n|---|---|---|\n");
+        for a in plan.actions.iter().filter(|a| a.stage == stage.index) {
+            match &a.kind {
+                ActionKind::Edit(e) => writeln!(s, "| {} | edit `{}` | {} |", a.host, e.path, e.reasons.join("; ")).unwrap(),
+                ActionKind::Reload { command } => writeln!(s, "| {} | reload `{}` | after its edits |", a.host, command).unwrap(),
+            }
+        }
+        s.push('\n');
+        for (a, e) in plan.edits().filter(|(a, _)| a.stage == stage.index) {
+            writeln!(s, "<details><summary>{} <code>{}</code></summary>\n\n```diff\n{}```\n</details>\n", a.host, e.path, e.diff).unwrap();
+        }
+    }
+    for (h, e) in plan.failed_hosts() {
+        writeln!(s, "- :warning: **{h}** not planned: {}", e.lines().next().unwrap_or("")).unwrap();
+    }
+    for n in &plan.notes {
+        writeln!(s, "- {n}").unwrap();
+    }
+    s
+}
