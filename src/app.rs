@@ -95,17 +95,28 @@ fn unreachable_failure(plan: &Plan) -> Option<Failure> {
     if failed.is_empty() {
         return None;
     }
-    let names: Vec<&str> = failed.iter().map(|(h, _)| *h).collect();
-    let excl: Vec<String> = names.iter().map(|n| format!("!{n}")).collect();
-    Some(
-        Failure::new(format!(
-            "{} host{} could not be planned: {}",
-            names.len(),
-            if names.len() == 1 { "" } else { "s" },
-            failed.iter().map(|(h, e)| format!("{h} ({})", e.lines().next().unwrap_or(""))).collect::<Vec<_>>().join("; ")
-        ))
-        .hint(format!("fix the host(s), or leave them out with --limit '{}'", excl.join(","))),
-    )
+    let mut lines = Vec::new();
+    let mut hints: Vec<String> = Vec::new();
+    for (host, error) in &failed {
+        let (what, hint) = match error.split_once("\nhint: ") {
+            Some((w, h)) => (w, Some(h)),
+            None => (*error, None),
+        };
+        lines.push(format!("  {host}: {}", what.replace('\n', " ")));
+        if let Some(h) = hint.filter(|h| !hints.iter().any(|x| x == h)) {
+            hints.push(h.to_string());
+        }
+    }
+    if failed.len() < plan.hosts.len() {
+        let excl: Vec<String> = failed.iter().map(|(n, _)| format!("!{n}")).collect();
+        hints.push(format!("to go ahead without them, pass --limit '{}'", excl.join(",")));
+    }
+    let n = failed.len();
+    let mut f = Failure::new(format!("{n} host{} could not be planned:\n{}", if n == 1 { "" } else { "s" }, lines.join("\n")));
+    if !hints.is_empty() {
+        f = f.hint(hints.join("\nhint: "));
+    }
+    Some(f)
 }
 
 /// Loads the farm, selects hosts, reads them and plans.

@@ -1,0 +1,262 @@
+//! The lab farm: real OpenSSH servers on loopback, one per host, each in its
+//! own mount and UTS namespace (`unshare -mu`) with its own hostname and its
+//! own config directories bind-mounted from a temp dir. Needs root and
+//! Debian's openssh-server; `.ci/run` installs it. A lab that cannot start
+//! fails the test loudly: it never skips.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Directories each lab host gets to itself, bind-mounted over the real ones.
+pub const MOUNTS: &[&str] = &["/etc/ivr", "/etc/ivr-web", "/var/lib/farmctl", "/var/log/farmlab"];
+
+pub struct LabHost {
+    pub name: String,
+    pub address: String,
+    /// The host's private directory; `dir/etc/ivr` is its `/etc/ivr`.
+    pub dir: PathBuf,
+    sshd: Option<Child>,
+}
+
+impl LabHost {
+    /// A path on this host, seen from the workstation.
+    pub fn path(&self, host_path: &str) -> PathBuf {
+        self.dir.join(host_path.trim_start_matches('/'))
+    }
+
+    pub fn read(&self, host_path: &str) -> Vec<u8> {
+        std::fs::read(self.path(host_path)).unwrap_or_else(|e| panic!("{}:{host_path}: {e}", self.name))
+    }
+
+    pub fn write(&self, host_path: &str, bytes: &[u8]) {
+        let p = self.path(host_path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+
+    /// Kills this host's sshd: the host is down.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.sshd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.sshd.as_ref().map(|c| c.id())
+    }
+}
+
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub hosts: BTreeMap<String, LabHost>,
+    pub key: PathBuf,
+    pub known_hosts: PathBuf,
+    pub ssh_config: PathBuf,
+    pub control_dir: PathBuf,
+    pub journal: PathBuf,
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// A /24 of loopback no other lab is using (tests run in parallel processes).
+fn free_subnet(hosts: usize) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..50 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let r = h.finish();
+        let net = format!("127.{}.{}", 20 + r % 200, 1 + (r >> 8) % 250);
+        let busy = (1..=hosts).any(|i| {
+            let a: SocketAddr = format!("{net}.{i}:22").parse().unwrap();
+            TcpStream::connect_timeout(&a, Duration::from_millis(50)).is_ok()
+        });
+        if !busy {
+            return net;
+        }
+    }
+    panic!("no free loopback subnet for a lab");
+}
+
+fn require_prerequisites() {
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    assert!(root, "the lab farm needs root (it starts sshd in namespaces); run the README's test command");
+    assert!(
+        Path::new("/usr/sbin/sshd").exists(),
+        "the lab farm needs /usr/sbin/sshd: run the README's test command, which installs openssh-server"
+    );
+    for m in MOUNTS {
+        std::fs::create_dir_all(m).unwrap();
+    }
+    std::fs::create_dir_all("/run/sshd").unwrap();
+}
+
+impl Lab {
+    /// Starts one sshd per name, with the given files (host path -> content) on every host.
+    pub fn start(names: &[&str]) -> Lab {
+        require_prerequisites();
+        let dir = tempfile::Builder::new().prefix("farmlab").tempdir().unwrap();
+        let d = dir.path();
+        let key = d.join("id_ed25519");
+        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "farmlab", "-f"]).arg(&key));
+        std::fs::copy(d.join("id_ed25519.pub"), d.join("authorized_keys")).unwrap();
+        let ssh_config = d.join("ssh_config");
+        std::fs::write(&ssh_config, "# empty: the lab ignores the operator's ~/.ssh/config\n").unwrap();
+        let net = free_subnet(names.len());
+        let mut known = String::new();
+        let mut hosts = BTreeMap::new();
+        for (i, name) in names.iter().enumerate() {
+            let address = format!("{net}.{}", i + 1);
+            let hdir = d.join(name);
+            for m in MOUNTS {
+                std::fs::create_dir_all(hdir.join(m.trim_start_matches('/'))).unwrap();
+            }
+            let hostkey = hdir.join("ssh_host_ed25519_key");
+            run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&hostkey));
+            let pubkey = std::fs::read_to_string(hdir.join("ssh_host_ed25519_key.pub")).unwrap();
+            let mut parts = pubkey.split_whitespace();
+            known.push_str(&format!("{address} {} {}\n", parts.next().unwrap(), parts.next().unwrap()));
+            let cfg = hdir.join("sshd_config");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "ListenAddress {address}\nPort 22\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
+                     StrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+                     MaxStartups 200:30:400\nMaxSessions 50\nLogLevel ERROR\nSubsystem sftp internal-sftp\n",
+                    hostkey.display(),
+                    d.join("authorized_keys").display(),
+                    hdir.join("sshd.pid").display()
+                ),
+            )
+            .unwrap();
+            let mounts: String = MOUNTS
+                .iter()
+                .map(|m| format!("mount --bind '{}' '{m}' && ", hdir.join(m.trim_start_matches('/')).display()))
+                .collect();
+            let child = Command::new("unshare")
+                .args(["-mu", "--propagation", "private", "sh", "-c"])
+                .arg(format!("hostname '{name}' && {mounts} exec /usr/sbin/sshd -D -e -f '{}'", cfg.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(hdir.join("sshd.log")).unwrap())
+                .spawn()
+                .expect("unshare");
+            hosts.insert(name.to_string(), LabHost { name: name.to_string(), address, dir: hdir, sshd: Some(child) });
+        }
+        let known_hosts = d.join("known_hosts");
+        std::fs::write(&known_hosts, known).unwrap();
+        let control_dir = PathBuf::from(format!("/tmp/fl{}", &d.file_name().unwrap().to_string_lossy()[7..]));
+        std::fs::create_dir_all(&control_dir).unwrap();
+        let lab = Lab { journal: d.join("journal.jsonl"), dir, hosts, key, known_hosts, ssh_config, control_dir };
+        lab.wait_listening();
+        lab
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for h in self.hosts.values() {
+            let a: SocketAddr = format!("{}:22", h.address).parse().unwrap();
+            while TcpStream::connect_timeout(&a, Duration::from_millis(100)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "lab host {} never listened: {}",
+                    h.name,
+                    std::fs::read_to_string(h.dir.join("sshd.log")).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub fn host(&self, name: &str) -> &LabHost {
+        &self.hosts[name]
+    }
+
+    pub fn host_mut(&mut self, name: &str) -> &mut LabHost {
+        self.hosts.get_mut(name).unwrap()
+    }
+
+    /// The `[ssh]` section that points farmctl at this lab.
+    pub fn ssh_section(&self) -> String {
+        format!(
+            "[ssh]\nuser = \"root\"\nidentity_file = \"{}\"\nknown_hosts_file = \"{}\"\nconfig_file = \"{}\"\nconnect_timeout = \"3s\"\ncommand_timeout = \"20s\"\n",
+            self.key.display(),
+            self.known_hosts.display(),
+            self.ssh_config.display()
+        )
+    }
+
+    /// `[hosts.NAME]` entries for every lab host with the given role function.
+    pub fn hosts_section(&self, role: impl Fn(&str) -> &'static str) -> String {
+        self.hosts
+            .values()
+            .map(|h| format!("[hosts.{}]\naddress = \"{}\"\nrole = \"{}\"\n", h.name, h.address, role(&h.name)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn write_farm(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// farmctl, with this lab's journal and control directory.
+    pub fn farmctl(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_farmctl"));
+        c.env("FARMCTL_JOURNAL", &self.journal)
+            .env("FARMCTL_CONTROL_DIR", &self.control_dir)
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Every file under every host's mounted directories: (host, path) -> bytes.
+    pub fn snapshot(&self) -> BTreeMap<(String, String), Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for h in self.hosts.values() {
+            for m in ["/etc/ivr", "/etc/ivr-web"] {
+                let base = h.path(m);
+                let mut stack = vec![base.clone()];
+                while let Some(d) = stack.pop() {
+                    for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                        let p = e.path();
+                        if p.is_dir() {
+                            stack.push(p);
+                        } else {
+                            let rel = format!("{m}/{}", p.strip_prefix(&base).unwrap().display());
+                            out.insert((h.name.clone(), rel), std::fs::read(&p).unwrap_or_default());
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for h in self.hosts.values_mut() {
+            h.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.control_dir);
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

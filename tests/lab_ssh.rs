@@ -1,0 +1,252 @@
+//! farmctl against a lab farm of real sshd hosts: plan, apply, stale-plan
+//! refusal, rollback, locks and unreachable hosts, all over real SSH.
+
+mod lab;
+
+use lab::{stderr, stdout, Lab};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+const NAMES: &[&str] = &["web-a", "web-b", "web-c", "ivr-1", "ivr-2", "ivr-3", "ivr-4", "ivr-5", "ivr-6"];
+
+const IVR_TOML: &str = "# IVR node {H}. Main web server was web-a; see the runbook.\n\
+[node]\nname = \"{H}\"\n\n\
+[web]\nprimary = \"{W}\"          # serves call flows\nbackup = \"{W0}b\"\n\
+urls = [\"http://{W}:8080/flows/\", \"http://x{W0}/\", 'http://{WA}/']\n\
+not_ours = \"{WA0}0\"\nalso_not = \"ivr.{W0}\"\n";
+
+const PEERS: &str = "# peers of {H}: {W} serves call flows\r\n\
+web {W} {WA}:8080\n\
+web-backup {W0}b {WA0}0:8080\n\
+# x{W0} is a legacy name; so is ivr.{W0}\n\
+\tweb\t{W}\t\t{WA}\n";
+
+fn render(t: &str, host: &str, web: &str, addr: &str, web0: &str, addr0: &str) -> String {
+    t.replace("{H}", host).replace("{W0}", web0).replace("{WA0}", addr0).replace("{WA}", addr).replace("{W}", web)
+}
+
+fn web_of(ivr: &str) -> &'static str {
+    if ["ivr-1", "ivr-2", "ivr-3"].contains(&ivr) {
+        "web-a"
+    } else {
+        "web-b"
+    }
+}
+
+/// The lab of the issue: 3 web and 6 IVR hosts, ivr-1..3 using web-a, ivr-4..6 web-b.
+fn lab() -> Lab {
+    let lab = Lab::start(NAMES);
+    for h in lab.hosts.values() {
+        if h.name.starts_with("ivr") {
+            let w = web_of(&h.name);
+            let a = &lab.host(w).address;
+            h.write("/etc/ivr/ivr.toml", render(IVR_TOML, &h.name, w, a, w, a).as_bytes());
+            h.write("/etc/ivr/peers.conf", render(PEERS, &h.name, w, a, w, a).as_bytes());
+        } else {
+            h.write("/etc/ivr-web/web.toml", format!("[server]\nname = \"{}\"\n", h.name).as_bytes());
+        }
+    }
+    lab
+}
+
+fn farm(lab: &Lab, replace: &str) -> std::path::PathBuf {
+    let text = format!(
+        "[farm]\nname = \"lab\"\n\n{}\n\
+         [roles.web]\nfiles = [\"/etc/ivr-web/web.toml\"]\n\n\
+         [roles.ivr]\nfiles = [\"/etc/ivr/ivr.toml\", \"/etc/ivr/peers.conf\"]\n\
+         reload = \"echo reload $(hostname) >> /var/log/farmlab/reloads\"\n\n{}\n{replace}",
+        lab.ssh_section(),
+        lab.hosts_section(|n| if n.starts_with("web") { "web" } else { "ivr" })
+    );
+    lab.write_farm("farm.toml", &text)
+}
+
+const WEB_A_TO_C: &str = "[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\n";
+
+#[test]
+fn plan_apply_replan_changes_exactly_the_matched_tokens() {
+    let lab = lab();
+    let f = farm(&lab, WEB_A_TO_C);
+    let ivr1 = lab.host("ivr-1");
+    std::fs::set_permissions(ivr1.path("/etc/ivr/peers.conf"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(ivr1.path("/etc/ivr/peers.conf"), Some(4242), Some(4243)).unwrap();
+    let before = lab.snapshot();
+
+    let out = lab.farmctl().args(["plan", "farm.toml", "--detailed-exitcode", "-o", "plans/p.json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Plan: 3 hosts to change, 6 unchanged, 0 unreachable; 6 edits, 3 reloads."), "{text}");
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(lab.dir.path().join("plans/p.json")).unwrap()).unwrap();
+    let mut edited: Vec<String> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "edit")
+        .map(|a| format!("{}:{}", a["host"].as_str().unwrap(), a["path"].as_str().unwrap()))
+        .collect();
+    edited.sort();
+    let want: Vec<String> = ["ivr-1", "ivr-2", "ivr-3"]
+        .iter()
+        .flat_map(|h| [format!("{h}:/etc/ivr/ivr.toml"), format!("{h}:/etc/ivr/peers.conf")])
+        .collect();
+    assert_eq!(edited, want);
+    assert_eq!(lab.snapshot(), before, "plan must not write anything");
+
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    let (a, c) = (&lab.host("web-a").address, &lab.host("web-c").address);
+    for h in ["ivr-1", "ivr-2", "ivr-3"] {
+        let host = lab.host(h);
+        assert_eq!(String::from_utf8(host.read("/etc/ivr/ivr.toml")).unwrap(), render(IVR_TOML, h, "web-c", c, "web-a", a));
+        assert_eq!(String::from_utf8(host.read("/etc/ivr/peers.conf")).unwrap(), render(PEERS, h, "web-c", c, "web-a", a));
+        assert_eq!(std::fs::read_to_string(host.path("/var/log/farmlab/reloads")).unwrap(), format!("reload {h}\n"));
+        let backups = std::fs::read_dir(host.path("/var/lib/farmctl/backups")).unwrap().count();
+        assert_eq!(backups, 1, "one backup directory per applied plan stage on {h}");
+    }
+    let meta = std::fs::metadata(ivr1.path("/etc/ivr/peers.conf")).unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.uid(), meta.gid()), (0o640, 4242, 4243), "mode and owner survive");
+    let after = lab.snapshot();
+    for ((host, path), bytes) in &before {
+        if !["ivr-1", "ivr-2", "ivr-3"].contains(&host.as_str()) {
+            assert_eq!(after.get(&(host.clone(), path.clone())), Some(bytes), "{host}:{path} must be untouched");
+        }
+    }
+    assert_eq!(after.len(), before.len(), "no temp or staged files are left behind");
+    for h in ["ivr-4", "ivr-5", "ivr-6", "web-a"] {
+        assert!(!lab.host(h).path("/var/log/farmlab/reloads").exists(), "{h} must not be reloaded");
+    }
+    let journal = std::fs::read_to_string(&lab.journal).unwrap();
+    assert_eq!(journal.lines().filter(|l| l.contains("\"outcome\":\"written\"")).count(), 6);
+
+    let out = lab.farmctl().args(["plan", "farm.toml", "--detailed-exitcode"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("No changes."));
+}
+
+#[test]
+fn a_saved_plan_is_refused_when_a_file_changed_and_nothing_is_written() {
+    let lab = lab();
+    farm(&lab, WEB_A_TO_C);
+    let out = lab.farmctl().args(["plan", "farm.toml", "-o", "plans/p.json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ivr2 = lab.host("ivr-2");
+    let mut peers = ivr2.read("/etc/ivr/peers.conf");
+    peers.extend_from_slice(b"# edited by hand after the plan\n");
+    ivr2.write("/etc/ivr/peers.conf", &peers);
+    let before = lab.snapshot();
+
+    let out = lab.farmctl().args(["apply", "plans/p.json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("ivr-2:/etc/ivr/peers.conf: the file changed since the plan"), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+    assert_eq!(lab.snapshot(), before, "no host may be written");
+    for h in lab.hosts.values() {
+        assert!(!h.path("/var/lib/farmctl/lock").exists(), "no lock left on {}", h.name);
+    }
+}
+
+#[test]
+fn a_saved_plan_applies_exactly_and_rolls_back() {
+    let lab = lab();
+    farm(&lab, WEB_A_TO_C);
+    let before = lab.snapshot();
+    let out = lab.farmctl().args(["plan", "farm.toml", "-o", "plans/p.json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = lab.farmctl().args(["show", "plans/p.json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ivr-3"));
+
+    let out = lab.farmctl().args(["apply", "plans/p.json"]).output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_ne!(lab.snapshot(), before);
+
+    // Someone edits one applied file by hand; rollback must leave it alone and say so.
+    let ivr3 = lab.host("ivr-3");
+    let mut toml = ivr3.read("/etc/ivr/ivr.toml");
+    toml.extend_from_slice(b"# hand edit\n");
+    ivr3.write("/etc/ivr/ivr.toml", &toml);
+
+    let out = lab.farmctl().args(["rollback", "plans/p.json", "--yes"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("changed since the apply: /etc/ivr/ivr.toml"), "{}", stderr(&out));
+    let after = lab.snapshot();
+    for (key, bytes) in &before {
+        if key.0 == "ivr-3" && key.1 == "/etc/ivr/ivr.toml" {
+            assert_eq!(after[key], toml, "the hand-edited file is left as it is");
+        } else {
+            assert_eq!(&after[key], bytes, "{key:?} is restored byte for byte");
+        }
+    }
+}
+
+#[test]
+fn a_killed_host_is_named_and_limit_lets_the_rest_go_ahead() {
+    let mut lab = lab();
+    farm(&lab, WEB_A_TO_C);
+    lab.host_mut("ivr-2").kill();
+    let before = lab.snapshot();
+
+    let out = lab.farmctl().args(["plan", "farm.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("ivr-2") && err.contains("Connection refused"), "{err}");
+    assert!(err.contains("--limit '!ivr-2'"), "{err}");
+
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(lab.snapshot(), before, "an apply that cannot reach every host writes nothing");
+
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes", "--limit", "!ivr-2"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = lab.snapshot();
+    assert_eq!(after[&("ivr-2".to_string(), "/etc/ivr/ivr.toml".to_string())], before[&("ivr-2".to_string(), "/etc/ivr/ivr.toml".to_string())]);
+    assert_ne!(after[&("ivr-1".to_string(), "/etc/ivr/ivr.toml".to_string())], before[&("ivr-1".to_string(), "/etc/ivr/ivr.toml".to_string())]);
+}
+
+#[test]
+fn an_unknown_host_key_is_refused_with_a_hint() {
+    let lab = lab();
+    let f = farm(&lab, WEB_A_TO_C);
+    std::fs::write(&lab.known_hosts, "").unwrap();
+    let out = lab.farmctl().args(["plan"]).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("Host key verification failed"), "{err}");
+    assert!(err.contains("never accepts a key by itself"), "{err}");
+    assert_eq!(std::fs::read_to_string(&lab.known_hosts).unwrap(), "", "no key may be added");
+}
+
+#[test]
+fn a_held_lock_refuses_the_apply_and_names_its_holder() {
+    let lab = lab();
+    farm(&lab, WEB_A_TO_C);
+    let ivr1 = lab.host("ivr-1");
+    ivr1.write("/var/lib/farmctl/lock/owner", b"alice@ops-ws pid=4711 plan=abc since=2026-11-23T01:00:00Z\n");
+    let before = lab.snapshot();
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("ivr-1: refused, nothing written: another apply holds the lock (alice@ops-ws pid=4711"), "{err}");
+    assert_eq!(lab.snapshot(), before, "all or nothing: no host is switched");
+    assert!(ivr1.path("/var/lib/farmctl/lock/owner").exists(), "someone else's lock is never removed");
+    assert!(!lab.host("ivr-3").path("/var/lib/farmctl/lock").exists(), "our own locks are released");
+}
+
+#[test]
+fn each_lab_host_has_its_own_hostname_and_files() {
+    let lab = lab();
+    let f = farm(&lab, "");
+    let out = lab.farmctl().args(["plan", "--detailed-exitcode"]).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = std::process::Command::new("ssh")
+        .args(["-F"]).arg(&lab.ssh_config)
+        .args(["-i"]).arg(&lab.key)
+        .arg("-o").arg(format!("UserKnownHostsFile={}", lab.known_hosts.display()))
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        .arg(format!("root@{}", lab.host("ivr-4").address))
+        .arg("hostname; cat /etc/ivr/ivr.toml | head -1")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "ivr-4\n# IVR node ivr-4. Main web server was web-a; see the runbook.\n", "{}", stderr(&out));
+}
