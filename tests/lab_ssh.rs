@@ -65,7 +65,7 @@ const WEB_A_TO_C: &str = "[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\n";
 #[test]
 fn plan_apply_replan_changes_exactly_the_matched_tokens() {
     let lab = lab();
-    let f = farm(&lab, WEB_A_TO_C);
+    farm(&lab, WEB_A_TO_C);
     let ivr1 = lab.host("ivr-1");
     std::fs::set_permissions(ivr1.path("/etc/ivr/peers.conf"), std::fs::Permissions::from_mode(0o640)).unwrap();
     std::os::unix::fs::chown(ivr1.path("/etc/ivr/peers.conf"), Some(4242), Some(4243)).unwrap();
@@ -243,7 +243,7 @@ fn each_lab_host_has_its_own_hostname_and_files() {
         .args(["-F"]).arg(&lab.ssh_config)
         .args(["-i"]).arg(&lab.key)
         .arg("-o").arg(format!("UserKnownHostsFile={}", lab.known_hosts.display()))
-        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-p", &lab.port.to_string()])
         .arg(format!("root@{}", lab.host("ivr-4").address))
         .arg("hostname; cat /etc/ivr/ivr.toml | head -1")
         .output()

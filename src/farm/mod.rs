@@ -192,7 +192,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Farm, FarmError> {
         Ok(raw) => raw,
         Err(e) => {
             let offset = e.span().map_or(0, |s| s.start);
-            c.at(offset, describe_de_error(e.message()));
+            let mut message = describe_de_error(e.message());
+            let (line, _) = line_col(text, offset);
+            let source = text.lines().nth(line - 1).unwrap_or("").trim_start();
+            if message.contains("invalid type: map, expected a sequence") && source.starts_with('[') && !source.starts_with("[[") {
+                message.push_str("; a list of tables takes double brackets, as in [[replace]]");
+            }
+            c.at(offset, message);
             return Err(FarmError::Invalid(c.problems));
         }
     };
@@ -207,6 +213,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Farm, FarmError> {
 
 fn describe_de_error(message: &str) -> String {
     let m = message.trim().replace('\n', "; ");
+    if m == "missing field `farm`" {
+        return "missing the [farm] table; every farm file starts with [farm] and its `name`".into();
+    }
+    if let Some(field) = m.strip_prefix("missing field ") {
+        return format!("missing key {field} in this table");
+    }
     if m.contains("data did not match any variant of untagged enum RawSetValue") {
         return "expected a string, number, boolean or array as a `set` value".into();
     }

@@ -136,6 +136,11 @@ pub fn text(plan: &Plan, now: Option<jiff::Timestamp>, color: bool) -> String {
     s
 }
 
+/// Text safe inside a markdown table cell.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
 pub fn markdown(plan: &Plan, now: Option<jiff::Timestamp>) -> String {
     let mut s = String::new();
     writeln!(s, "### farmctl plan `{}` for farm `{}`\n", plan.id, plan.farm.name).unwrap();
@@ -145,8 +150,8 @@ pub fn markdown(plan: &Plan, now: Option<jiff::Timestamp>) -> String {
         s.push_str("| host | action | reason |\n|---|---|---|\n");
         for a in plan.actions.iter().filter(|a| a.stage == stage.index) {
             match &a.kind {
-                ActionKind::Edit(e) => writeln!(s, "| {} | edit `{}` | {} |", a.host, e.path, e.reasons.join("; ")).unwrap(),
-                ActionKind::Reload { command } => writeln!(s, "| {} | reload `{}` | after its edits |", a.host, command).unwrap(),
+                ActionKind::Edit(e) => writeln!(s, "| {} | edit `{}` | {} |", a.host, cell(&e.path), cell(&e.reasons.join("; "))).unwrap(),
+                ActionKind::Reload { command } => writeln!(s, "| {} | reload `{}` | after its edits |", a.host, cell(command)).unwrap(),
             }
         }
         s.push('\n');

@@ -53,6 +53,8 @@ impl LabHost {
 
 pub struct Lab {
     pub dir: tempfile::TempDir,
+    /// 22, unless a system sshd already holds port 22 on every address.
+    pub port: u16,
     pub hosts: BTreeMap<String, LabHost>,
     pub key: PathBuf,
     pub known_hosts: PathBuf,
@@ -111,6 +113,7 @@ impl Lab {
         let ssh_config = d.join("ssh_config");
         std::fs::write(&ssh_config, "# empty: the lab ignores the operator's ~/.ssh/config\n").unwrap();
         let net = free_subnet(names.len());
+        let port = if std::net::TcpListener::bind(format!("{net}.1:22")).is_ok() { 22 } else { 2222 };
         let mut known = String::new();
         let mut hosts = BTreeMap::new();
         for (i, name) in names.iter().enumerate() {
@@ -123,12 +126,13 @@ impl Lab {
             run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&hostkey));
             let pubkey = std::fs::read_to_string(hdir.join("ssh_host_ed25519_key.pub")).unwrap();
             let mut parts = pubkey.split_whitespace();
-            known.push_str(&format!("{address} {} {}\n", parts.next().unwrap(), parts.next().unwrap()));
+            let pattern = if port == 22 { address.clone() } else { format!("[{address}]:{port}") };
+            known.push_str(&format!("{pattern} {} {}\n", parts.next().unwrap(), parts.next().unwrap()));
             let cfg = hdir.join("sshd_config");
             std::fs::write(
                 &cfg,
                 format!(
-                    "ListenAddress {address}\nPort 22\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
+                    "ListenAddress {address}\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
                      StrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
                      MaxStartups 200:30:400\nMaxSessions 50\nLogLevel ERROR\nSubsystem sftp internal-sftp\n",
                     hostkey.display(),
@@ -155,7 +159,7 @@ impl Lab {
         std::fs::write(&known_hosts, known).unwrap();
         let control_dir = PathBuf::from(format!("/tmp/fl{}", &d.file_name().unwrap().to_string_lossy()[7..]));
         std::fs::create_dir_all(&control_dir).unwrap();
-        let lab = Lab { journal: d.join("journal.jsonl"), dir, hosts, key, known_hosts, ssh_config, control_dir };
+        let lab = Lab { journal: d.join("journal.jsonl"), dir, port, hosts, key, known_hosts, ssh_config, control_dir };
         lab.wait_listening();
         lab
     }
@@ -163,7 +167,7 @@ impl Lab {
     fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         for h in self.hosts.values() {
-            let a: SocketAddr = format!("{}:22", h.address).parse().unwrap();
+            let a: SocketAddr = format!("{}:{}", h.address, self.port).parse().unwrap();
             while TcpStream::connect_timeout(&a, Duration::from_millis(100)).is_err() {
                 assert!(
                     Instant::now() < deadline,
@@ -187,7 +191,8 @@ impl Lab {
     /// The `[ssh]` section that points farmctl at this lab.
     pub fn ssh_section(&self) -> String {
         format!(
-            "[ssh]\nuser = \"root\"\nidentity_file = \"{}\"\nknown_hosts_file = \"{}\"\nconfig_file = \"{}\"\nconnect_timeout = \"3s\"\ncommand_timeout = \"20s\"\n",
+            "[ssh]\nuser = \"root\"\nport = {}\nidentity_file = \"{}\"\nknown_hosts_file = \"{}\"\nconfig_file = \"{}\"\nconnect_timeout = \"3s\"\ncommand_timeout = \"20s\"\n",
+            self.port,
             self.key.display(),
             self.known_hosts.display(),
             self.ssh_config.display()

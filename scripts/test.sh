@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs when it is missing, then runs every test:
+# unit, property, snapshot, and the lab farm of real sshd hosts (needs root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+[ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
+command -v unshare >/dev/null 2>&1 || need_pkgs+=(util-linux)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "error: the lab farm needs ${need_pkgs[*]} and root; run this script as root" >&2
+    exit 1
+  fi
+  echo "installing ${need_pkgs[*]} ..." >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+mkdir -p /run/sshd
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: cargo is missing; install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+
+cargo test --locked "$@"

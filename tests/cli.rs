@@ -1,0 +1,157 @@
+//! farmctl through its binary, on the local transport: farm-file errors,
+//! the demo farm, saved plans and confirmation. (Everything that crosses SSH
+//! is tested against the lab farm in lab_ssh.rs.)
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn farmctl(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_farmctl"));
+    c.current_dir(dir).env("NO_COLOR", "1").env("FARMCTL_JOURNAL", dir.join("journal.jsonl")).stdin(Stdio::null());
+    c
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A copy of the demo farm in a temp dir, so tests may apply it.
+fn demo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("cp").arg("-r").arg(repo().join("inventories")).arg(dir.path()).status().unwrap();
+    assert!(status.success());
+    let _ = std::fs::remove_dir_all(dir.path().join("inventories/demo/ivr-1/var"));
+    dir
+}
+
+fn run(c: &mut Command) -> Output {
+    c.output().unwrap()
+}
+
+#[test]
+fn every_malformed_farm_file_is_located_and_exits_1() {
+    let dir = repo().join("tests/malformed");
+    let expected = std::fs::read_to_string(dir.join("EXPECTED")).unwrap();
+    let mut seen = 0;
+    for line in expected.lines() {
+        let file = line.split(':').next().unwrap();
+        let out = run(farmctl(&dir).args(["validate", file]));
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{file}: {err}");
+        assert!(!err.contains("panicked"), "{file}: {err}");
+        assert_eq!(err.lines().next().unwrap(), format!("error: {line}"), "{file}");
+        let (_, rest) = line.split_once(".toml:").unwrap();
+        let mut pos = rest.split(':');
+        let (l, c): (usize, usize) = (pos.next().unwrap().parse().unwrap(), pos.next().unwrap().parse().unwrap());
+        assert!(l >= 1 && c >= 1, "{file}: a real position");
+        // The caret display quotes the offending line.
+        seen += 1;
+    }
+    let files = std::fs::read_dir(&dir).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "toml")).count();
+    assert_eq!(seen, files, "every malformed file has an expectation");
+    assert!(seen >= 50);
+}
+
+#[test]
+fn errors_show_the_source_line_with_a_caret() {
+    let dir = repo().join("tests/malformed");
+    let out = run(farmctl(&dir).args(["validate", "56-unknown-role.toml"]));
+    assert_eq!(text(&out.stderr).lines().nth(1).unwrap(), "  | role = \"wbe\"");
+    assert_eq!(text(&out.stderr).lines().nth(2).unwrap(), "  |        ^");
+}
+
+#[test]
+fn the_demo_plan_shows_diffs_and_is_deterministic() {
+    let d = demo();
+    let out = run(farmctl(d.path()).args(["plan", "inventories/demo.toml", "--detailed-exitcode", "-o", "plans/a.json"]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("    -primary = \"web-a\"\n") && stdout.contains("    +primary = \"web-b\"\n"), "{stdout}");
+    assert!(stdout.ends_with("Plan: 3 hosts to change, 7 unchanged, 0 unreachable; 6 edits, 3 reloads.\n"), "{stdout}");
+    let out = run(farmctl(d.path()).args(["plan", "inventories/demo.toml", "-o", "plans/b.json"]));
+    assert!(out.status.success());
+    let (a, b) = (std::fs::read(d.path().join("plans/a.json")).unwrap(), std::fs::read(d.path().join("plans/b.json")).unwrap());
+    assert_eq!(a, b, "the same farm and state give a byte-identical plan");
+    let json = run(farmctl(d.path()).args(["plan", "inventories/demo.toml", "--format", "json"]));
+    assert_eq!(json.stdout, a);
+    let plan: serde_json::Value = serde_json::from_slice(&a).unwrap();
+    assert!(!text(&a).contains("max_calls = 240\n"), "a plan holds diffs, not whole files");
+    assert_eq!(plan["farm"]["path"], "inventories/demo.toml");
+}
+
+#[test]
+fn the_text_plan_snapshot() {
+    let d = demo();
+    let out = run(farmctl(d.path()).args(["plan", "inventories/demo.toml", "--limit", "ivr-1,web-a"]));
+    assert!(out.status.success());
+    insta::with_settings!({filters => vec![(r"plan [0-9a-f]{16}", "plan [ID]")]}, {
+        insta::assert_snapshot!(text(&out.stdout));
+    });
+}
+
+#[test]
+fn the_markdown_plan_snapshot() {
+    let d = demo();
+    let out = run(farmctl(d.path()).args(["plan", "inventories/demo.toml", "--limit", "ivr-4,ivr-1", "--format", "markdown"]));
+    assert!(out.status.success());
+    insta::with_settings!({filters => vec![(r"`[0-9a-f]{16}`", "`[ID]`")]}, {
+        insta::assert_snapshot!(text(&out.stdout));
+    });
+}
+
+#[test]
+fn apply_without_a_terminal_needs_yes_and_writes_nothing() {
+    let d = demo();
+    let file = d.path().join("inventories/demo/ivr-1/etc/ivr/ivr.toml");
+    let before = std::fs::read(&file).unwrap();
+    let out = run(farmctl(d.path()).args(["apply", "inventories/demo.toml"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("pass --yes"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    let out = run(farmctl(d.path()).args(["apply", "inventories/demo.toml", "--yes"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_ne!(std::fs::read(&file).unwrap(), before);
+    let out = run(farmctl(d.path()).args(["plan", "inventories/demo.toml", "--detailed-exitcode"]));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn show_tells_ci_when_a_plan_no_longer_matches_its_farm_file() {
+    let d = demo();
+    assert!(run(farmctl(d.path()).args(["plan", "inventories/demo.toml", "-o", "plans/p.json"])).status.success());
+    let out = run(farmctl(d.path()).args(["show", "plans/p.json", "--format", "markdown"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("```diff"));
+    let farm = d.path().join("inventories/demo.toml");
+    let mut t = std::fs::read_to_string(&farm).unwrap();
+    t.push_str("\n# a comment changes the farm file too\n");
+    std::fs::write(&farm, t).unwrap();
+    let out = run(farmctl(d.path()).args(["show", "plans/p.json"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("the plan no longer matches its farm file"), "{}", text(&out.stderr));
+    let out = run(farmctl(d.path()).args(["apply", "plans/p.json"]));
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn limit_typos_are_errors_not_empty_runs() {
+    let d = demo();
+    let out = run(farmctl(d.path()).args(["plan", "inventories/demo.toml", "--limit", "ivr-9"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--limit `ivr-9` matches no host or role"));
+}
+
+#[test]
+fn a_missing_local_root_is_named() {
+    let d = demo();
+    std::fs::remove_dir_all(d.path().join("inventories/demo/ivr-5")).unwrap();
+    let out = run(farmctl(d.path()).args(["plan", "inventories/demo.toml"]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("ivr-5: cannot connect to ivr-5: the local root"), "{err}");
+    assert!(err.contains("--limit '!ivr-5'"), "{err}");
+}
