@@ -119,13 +119,15 @@ fn unreachable_failure(plan: &Plan) -> Option<Failure> {
     Some(f)
 }
 
+type Made = (Arc<Farm>, Planned, BTreeMap<String, Arc<AnyHost>>, LiveFarm);
+
 /// Loads the farm, selects hosts, reads them and plans.
-async fn make_plan(farm_path: &Path, limit: &[String], parallel: usize) -> Result<(Arc<Farm>, Planned, BTreeMap<String, Arc<AnyHost>>), Failure> {
+async fn make_plan_live(farm_path: &Path, limit: &[String], parallel: usize) -> Result<Made, Failure> {
     let farm = Arc::new(farm::load(farm_path)?);
     let scope = plan::select(&farm, limit).map_err(|e| Failure::new(e).hint("--limit takes host names, roles or globs; `!name` excludes"))?;
     let (live, hosts) = read_hosts(&farm, &scope, parallel).await;
     let planned = plan::plan(&farm, &live, &scope, limit)?;
-    Ok((farm, planned, hosts))
+    Ok((farm, planned, hosts, live))
 }
 
 fn write_atomic(path: &Path, contents: &str) -> Result<(), Failure> {
@@ -141,12 +143,13 @@ fn write_atomic(path: &Path, contents: &str) -> Result<(), Failure> {
 }
 
 pub async fn plan_cmd(farm_path: &Path, out: Option<&Path>, format: Format, detailed: bool, limit: &[String], parallel: usize) -> Outcome {
-    let (_farm, planned, _hosts) = make_plan(farm_path, limit, parallel).await?;
+    let (farm, planned, _hosts, live) = make_plan_live(farm_path, limit, parallel).await?;
     let plan = planned.plan;
     print(&render::render(&plan, format, Some(jiff::Timestamp::now()), color()));
     if let Some(f) = unreachable_failure(&plan) {
         return Err(f);
     }
+    warn_clocks(&farm, &live);
     if let Some(out) = out {
         write_atomic(out, &plan.to_json())?;
         eprintln!("Saved plan {} to {}. Apply exactly this plan with: farmctl apply {}", plan.id, out.display(), out.display());
@@ -177,8 +180,8 @@ fn owner(plan: &Plan) -> String {
     format!("{user}@{host} pid={} plan={} since={}", std::process::id(), plan.id, jiff::Timestamp::now())
 }
 
-fn options(farm: &Farm, plan: &Plan, parallel: usize, max_fail: usize) -> apply::Options {
-    apply::Options { parallel, max_fail, owner: owner(plan), state_dir: farm.state_dir.clone() }
+fn options(farm: &Farm, plan: &Plan, parallel: usize, max_fail: usize, detach: bool) -> apply::Options {
+    apply::Options { parallel, max_fail, owner: owner(plan), state_dir: farm.state_dir.clone(), detach }
 }
 
 fn print_summary(what: &str, summary: &Summary, plan: &Plan) -> Outcome {
@@ -186,6 +189,7 @@ fn print_summary(what: &str, summary: &Summary, plan: &Plan) -> Outcome {
     for (host, state) in &summary.hosts {
         let word = match state {
             HostState::Applied { .. } => "applied",
+            HostState::Armed { .. } => "armed (switches on the host at its time)",
             HostState::RolledBack { changed, .. } if changed.is_empty() => "rolled back",
             HostState::RolledBack { .. } => "rolled back in part",
             HostState::ReloadFailed { .. } => "files in place, reload failed",
@@ -206,6 +210,9 @@ fn print_summary(what: &str, summary: &Summary, plan: &Plan) -> Outcome {
         if let (Some(skew), Some(at)) = (summary.skew_ms(*stage), plan.stages.iter().find(|s| s.index == *stage).and_then(|s| s.at.as_ref())) {
             eprintln!("switch at {at}: skew {skew:.1} ms across {} host(s)", summary.renames[stage].len());
         }
+    }
+    for p in &summary.problems {
+        eprintln!("problem: {p}");
     }
     if let Some(e) = &summary.journal_error {
         eprintln!("warning: could not write the journal: {e}");
@@ -252,25 +259,86 @@ fn is_plan_file(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "json")
 }
 
-pub async fn apply_cmd(target: &Path, yes: bool, max_fail: usize, limit: &[String], parallel: usize) -> Outcome {
+/// How `apply` runs.
+#[derive(Clone, Copy, Debug)]
+pub struct ApplyFlags {
+    pub yes: bool,
+    pub detach: bool,
+    pub max_fail: usize,
+    pub parallel: usize,
+}
+
+fn check_schedule(plan: &Plan, detach: bool) -> Result<(), Failure> {
+    if detach {
+        if let Some(why) = apply::detach_problem(plan) {
+            return Err(Failure::new(format!("cannot detach this plan: {why}")).hint("apply it without --detach, and keep this workstation running until the switch"));
+        }
+    }
+    let now = jiff::Timestamp::now();
+    for s in plan.stages.iter().filter(|s| s.actions.iter().any(|a| a.starts_with("edit:"))) {
+        if let Some(at) = &s.at {
+            if at.parse::<jiff::Timestamp>().is_ok_and(|t| t < now) {
+                return Err(Failure::new(format!("the switch time {at} has passed ({}); refusing to switch late", render::relative(at, now)))
+                    .hint("set a new `at` in the farm file (or remove it to switch when applied), then plan again"));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn apply_cmd(target: &Path, limit: &[String], flags: ApplyFlags) -> Outcome {
     if is_plan_file(target) {
         if !limit.is_empty() {
             return Err(Failure::new("--limit cannot narrow a saved plan: it applies exactly what it shows").hint("make a new plan with --limit"));
         }
-        return apply_saved(target, parallel, max_fail).await;
+        return apply_saved(target, flags).await;
     }
-    let (farm, planned, hosts) = make_plan(target, limit, parallel).await?;
+    let (farm, planned, hosts, live) = make_plan_live(target, limit, flags.parallel).await?;
     let plan = &planned.plan;
     print(&render::text(plan, Some(jiff::Timestamp::now()), color()));
     if let Some(f) = unreachable_failure(plan) {
         return Err(f);
     }
+    warn_clocks(&farm, &live);
     if !plan.has_changes() {
         return Ok(ExitCode::SUCCESS);
     }
-    confirm("apply this plan", yes)?;
-    let summary = apply::execute(plan, &planned.contents, &hosts, &options(&farm, plan, parallel, max_fail), &*apply::progress::reporter(), &Journal::open()).await;
+    check_schedule(plan, flags.detach)?;
+    confirm("apply this plan", flags.yes)?;
+    let mut conns = apply::Connections { farm: farm.clone(), hosts };
+    let opts = options(&farm, plan, flags.parallel, flags.max_fail, flags.detach);
+    let summary = apply::execute(plan, &planned.contents, &mut conns, &opts, &*apply::progress::reporter(), &Journal::open()).await;
+    print_offsets(&summary, &live);
     print_summary("apply", &summary, plan)
+}
+
+/// Warns about hosts whose clocks are off by more than the farm's tolerance.
+fn warn_clocks(farm: &Farm, live: &LiveFarm) {
+    let tolerance = farm.clock_tolerance.as_millis() as i64;
+    for (host, state) in live {
+        if let Ok(s) = state {
+            if let Some(off) = s.clock_offset_ms.filter(|o| o.abs() > tolerance) {
+                eprintln!("warning: {host}'s clock is {off:+} ms off this workstation's (tolerance {tolerance} ms); a detached switch there fires that much off");
+            }
+        }
+    }
+}
+
+fn print_offsets(summary: &Summary, live: &LiveFarm) {
+    if summary.renames.is_empty() {
+        return;
+    }
+    let offsets: Vec<String> = summary
+        .renames
+        .values()
+        .flat_map(|m| m.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter_map(|h| live.get(h).and_then(|s| s.as_ref().ok()).and_then(|s| s.clock_offset_ms).map(|o| format!("{h} {o:+} ms")))
+        .collect();
+    if !offsets.is_empty() {
+        eprintln!("host clock offsets against this workstation: {}", offsets.join(", "));
+    }
 }
 
 /// Differences between a saved plan and one re-derived now, as "host:path: what".
@@ -291,14 +359,15 @@ fn drift(saved: &Plan, fresh: &Plan) -> Vec<String> {
     out
 }
 
-async fn apply_saved(path: &Path, parallel: usize, max_fail: usize) -> Outcome {
+async fn apply_saved(path: &Path, flags: ApplyFlags) -> Outcome {
+    let ApplyFlags { parallel, max_fail, detach, .. } = flags;
     let saved = load_plan(path)?;
     let farm = Arc::new(farm_of(&saved)?);
     if !saved.has_changes() {
         eprintln!("Plan {} has no changes; nothing to do.", saved.id);
         return Ok(ExitCode::SUCCESS);
     }
-    let scope: Vec<String> = saved.hosts.iter().filter(|h| saved.actions.iter().any(|a| a.host == h.name)).map(|h| h.name.clone()).collect();
+    let scope: Vec<String> = saved.hosts.iter().filter(|h| saved.edits().any(|(a, _)| a.host == h.name)).map(|h| h.name.clone()).collect();
     for h in &scope {
         if !farm.hosts.contains_key(h) {
             return Err(Failure::new(format!("plan names host {h}, which the farm file does not have")));
@@ -314,10 +383,15 @@ async fn apply_saved(path: &Path, parallel: usize, max_fail: usize) -> Outcome {
         return Err(Failure::new(format!("refusing to apply stale plan {}, nothing was written:\n  {}", saved.id, stale.join("\n  ")))
             .hint("run `farmctl plan` again and review the new plan"));
     }
+    check_schedule(&saved, detach)?;
+    warn_clocks(&farm, &live);
     // Apply the saved plan itself, with the contents just re-derived (each checked by its after-hash above).
     eprintln!("Applying plan {}: {}", saved.id, render::summary(&saved));
     let contents = std::mem::take(&mut fresh.contents);
-    let summary = apply::execute(&saved, &contents, &hosts, &options(&farm, &saved, parallel, max_fail), &*apply::progress::reporter(), &Journal::open()).await;
+    let mut conns = apply::Connections { farm: farm.clone(), hosts };
+    let opts = options(&farm, &saved, parallel, max_fail, detach);
+    let summary = apply::execute(&saved, &contents, &mut conns, &opts, &*apply::progress::reporter(), &Journal::open()).await;
+    print_offsets(&summary, &live);
     print_summary("apply", &summary, &saved)
 }
 
@@ -351,7 +425,7 @@ pub async fn rollback_cmd(path: &Path, yes: bool, parallel: usize) -> Outcome {
             Err(e) => unreachable.push(format!("{name}: {e}")),
         }
     }
-    let summary = apply::rollback(&plan, &hosts, &options(&farm, &plan, parallel, 0), &*apply::progress::reporter(), &Journal::open()).await;
+    let summary = apply::rollback(&plan, &hosts, &options(&farm, &plan, parallel, 0, false), &*apply::progress::reporter(), &Journal::open()).await;
     if !unreachable.is_empty() {
         let _ = print_summary("rollback", &summary, &plan);
         return Err(Failure::new(format!("rollback could not reach: {}", unreachable.join("; "))).hint("run rollback again once the host is back; it only restores files that still have the plan's content"));
@@ -378,5 +452,125 @@ pub fn journal_cmd(host: Option<&str>) -> Outcome {
     for e in entries.iter().filter(|e| host.is_none_or(|h| e.host == h)) {
         println!("{} {} {}:{} {} {}..{} {}", e.time, e.plan, e.host, e.path, e.outcome, &e.before_sha256[..12.min(e.before_sha256.len())], &e.after_sha256[..12.min(e.after_sha256.len())], e.detail);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Connects to the selected hosts of a farm, reporting the ones it cannot reach.
+async fn connect_selected(farm_path: &Path, limit: &[String], parallel: usize) -> Result<(Arc<Farm>, Vec<(String, Arc<AnyHost>)>, Vec<String>), Failure> {
+    let farm = Arc::new(farm::load(farm_path)?);
+    let scope = plan::select(&farm, limit).map_err(Failure::new)?;
+    let (mut ok, mut down) = (Vec::new(), Vec::new());
+    for (name, r) in transport::connect_all(&farm, &scope, parallel).await {
+        match r {
+            Ok(h) => ok.push((name, h)),
+            Err(e) => down.push(format!("{name}: {e}")),
+        }
+    }
+    Ok((farm, ok, down))
+}
+
+async fn run_everywhere(hosts: Vec<(String, Arc<AnyHost>)>, script_for: impl Fn(&AnyHost) -> String) -> Vec<(String, Result<Vec<transport::script::Report>, String>)> {
+    let mut set = tokio::task::JoinSet::new();
+    for (name, host) in hosts {
+        let s = script_for(&host);
+        set.spawn(async move {
+            let r = host.run(&s, Vec::new()).await.map(|o| transport::script::parse_report(&o.stdout)).map_err(|e| e.to_string());
+            (name, r)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.expect("task panicked"));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+pub async fn status_cmd(farm_path: &Path, limit: &[String], parallel: usize) -> Outcome {
+    use transport::script::Report;
+    let (farm, hosts, down) = connect_selected(farm_path, limit, parallel).await?;
+    let state_dir = farm.state_dir.clone();
+    let results = run_everywhere(hosts, |h| transport::script::status(h.root(), &state_dir)).await;
+    let mut renames: BTreeMap<String, BTreeMap<String, i128>> = BTreeMap::new();
+    let mut any = false;
+    for (host, r) in &results {
+        match r {
+            Err(e) => println!("{host}: {e}"),
+            Ok(reports) => {
+                for rep in reports {
+                    match rep {
+                        Report::Job { id, state, at } => {
+                            any = true;
+                            println!("{host}: {id} {state} (switch at {at})");
+                        }
+                        Report::JobLog { id, line } => {
+                            if let Some(t) = line.strip_prefix("RENAMED ").and_then(|l| l.split(' ').nth(1)).and_then(|t| t.parse::<i128>().ok()) {
+                                let e = renames.entry(id.clone()).or_default().entry(host.clone()).or_insert(t);
+                                *e = (*e).min(t);
+                            } else {
+                                println!("{host}: {id}: {line}");
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    if !any {
+        println!("Nothing is armed or has fired on these hosts.");
+    }
+    for (id, times) in &renames {
+        let (min, max) = (times.values().min().unwrap(), times.values().max().unwrap());
+        println!("{id}: fired on {} host(s), skew {:.1} ms", times.len(), (max - min) as f64 / 1e6);
+    }
+    if !down.is_empty() {
+        return Err(Failure::new(format!("could not reach:\n  {}", down.join("\n  "))));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn cancel_cmd(farm_path: &Path, limit: &[String], parallel: usize) -> Outcome {
+    use transport::script::Report;
+    let (farm, hosts, down) = connect_selected(farm_path, limit, parallel).await?;
+    let state_dir = farm.state_dir.clone();
+    let results = run_everywhere(hosts, |h| transport::script::cancel(h.root(), &state_dir)).await;
+    let (mut cancelled, mut fired) = (0, Vec::new());
+    for (host, r) in &results {
+        match r {
+            Err(e) => println!("{host}: {e}"),
+            Ok(reports) => {
+                for rep in reports {
+                    match rep {
+                        Report::Cancelled(id) => {
+                            cancelled += 1;
+                            println!("{host}: cancelled {id}; its staged files are removed, nothing was switched");
+                        }
+                        Report::Fired(id) => {
+                            fired.push(format!("{host} ({id})"));
+                            println!("{host}: {id} had already fired");
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    println!("{cancelled} switch(es) cancelled.");
+    if !down.is_empty() {
+        return Err(Failure::new(format!("could not reach, so nothing was cancelled there:\n  {}", down.join("\n  "))).hint("run cancel again when the host is back; a switch armed there still fires"));
+    }
+    if !fired.is_empty() {
+        return Err(Failure::new(format!("too late on {}: the switch had fired", fired.join(", "))).hint("undo it with `farmctl rollback PLAN.json`"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn graph_cmd(farm_path: &Path, limit: &[String], parallel: usize) -> Outcome {
+    let (_farm, planned, _hosts, _live) = make_plan_live(farm_path, limit, parallel).await?;
+    if let Some(f) = unreachable_failure(&planned.plan) {
+        return Err(f);
+    }
+    print(&render::dot(&planned.plan));
     Ok(ExitCode::SUCCESS)
 }

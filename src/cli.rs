@@ -66,6 +66,9 @@ pub enum Command {
         /// Stop (and, while staging, undo everything) after more than N hosts fail
         #[arg(long, default_value_t = 0, value_name = "N")]
         max_fail: usize,
+        /// Arm a timer on each host for the scheduled switch, and exit
+        #[arg(long)]
+        detach: bool,
         #[command(flatten)]
         reach: Reach,
     },
@@ -83,6 +86,24 @@ pub enum Command {
         yes: bool,
         #[arg(long, default_value_t = 32, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         parallel: u32,
+    },
+    /// Show what `apply --detach` armed on each host, and what has fired
+    Status {
+        farm: PathBuf,
+        #[command(flatten)]
+        reach: Reach,
+    },
+    /// Disarm every detached switch that has not fired
+    Cancel {
+        farm: PathBuf,
+        #[command(flatten)]
+        reach: Reach,
+    },
+    /// Print the plan's dependency graph as Graphviz DOT
+    Graph {
+        farm: PathBuf,
+        #[command(flatten)]
+        reach: Reach,
     },
     /// Check a farm file without contacting any host
     Validate { farm: PathBuf },

@@ -17,7 +17,13 @@ fn main() -> ExitCode {
             Command::Plan { farm, out, format, detailed_exitcode, reach } => {
                 app::plan_cmd(&farm, out.as_deref(), format.into(), detailed_exitcode, &reach.limit, reach.parallel as usize).await
             }
-            Command::Apply { target, yes, max_fail, reach } => app::apply_cmd(&target, yes, max_fail, &reach.limit, reach.parallel as usize).await,
+            Command::Apply { target, yes, max_fail, detach, reach } => {
+                let flags = app::ApplyFlags { yes, detach, max_fail, parallel: reach.parallel as usize };
+                app::apply_cmd(&target, &reach.limit, flags).await
+            }
+            Command::Status { farm, reach } => app::status_cmd(&farm, &reach.limit, reach.parallel as usize).await,
+            Command::Cancel { farm, reach } => app::cancel_cmd(&farm, &reach.limit, reach.parallel as usize).await,
+            Command::Graph { farm, reach } => app::graph_cmd(&farm, &reach.limit, reach.parallel as usize).await,
             Command::Show { plan, format } => app::show_cmd(&plan, format.into()),
             Command::Rollback { plan, yes, parallel } => app::rollback_cmd(&plan, yes, parallel as usize).await,
             Command::Validate { farm } => app::validate_cmd(&farm),

@@ -27,6 +27,8 @@ pub struct Options {
     /// Written into each host lock, so that a second operator is told who holds it.
     pub owner: String,
     pub state_dir: String,
+    /// Arm a timer on each host for timed stages instead of waiting here.
+    pub detach: bool,
 }
 
 /// Where one host stands.
@@ -46,6 +48,8 @@ pub enum HostState {
     /// Staged fine, but other hosts failed, so the staged copies were removed.
     Aborted,
     Failed { error: String, written: Vec<String> },
+    /// A detached switch waits on the host for its time.
+    Armed { at: String },
     RolledBack { restored: usize, already: usize, changed: Vec<String> },
 }
 
@@ -55,7 +59,7 @@ impl HostState {
     }
 
     pub fn is_ok(&self) -> bool {
-        matches!(self, HostState::Applied { .. } | HostState::Staged)
+        matches!(self, HostState::Applied { .. } | HostState::Staged | HostState::Armed { .. })
             || matches!(self, HostState::RolledBack { changed, .. } if changed.is_empty())
     }
 }
@@ -73,6 +77,7 @@ impl fmt::Display for HostState {
             HostState::Aborted => write!(f, "aborted, nothing written (other hosts failed)"),
             HostState::Failed { error, written } if written.is_empty() => write!(f, "failed, nothing written: {error}"),
             HostState::Failed { error, written } => write!(f, "failed after writing {}: {error}", written.join(", ")),
+            HostState::Armed { at } => write!(f, "armed on the host: switches at {at} without this workstation"),
             HostState::RolledBack { restored, already, changed } => {
                 write!(f, "rolled back {restored} file(s), {already} already as before")?;
                 if !changed.is_empty() {
@@ -117,11 +122,13 @@ pub struct Summary {
     /// Rename times (ns since the epoch, host clocks) per timed stage, by host.
     pub renames: BTreeMap<usize, BTreeMap<String, i128>>,
     pub journal_error: Option<String>,
+    /// Failures that leave every file in place (a retire command, say).
+    pub problems: Vec<String>,
 }
 
 impl Summary {
     pub fn ok(&self) -> bool {
-        self.journal_error.is_none() && self.hosts.values().all(HostState::is_ok)
+        self.journal_error.is_none() && self.problems.is_empty() && self.hosts.values().all(HostState::is_ok)
     }
 
     /// Latest minus earliest first rename of a stage, in milliseconds.
@@ -139,9 +146,10 @@ struct HostStage {
     reload: Option<String>,
 }
 
-fn stage_work(plan: &Plan, stage: usize, contents: &Contents, skip: &BTreeMap<String, HostState>) -> Vec<HostStage> {
+fn stage_work(plan: &Plan, stage: usize, level: usize, contents: &Contents, skip: &BTreeMap<String, HostState>) -> Vec<HostStage> {
     let mut by_host: BTreeMap<&str, HostStage> = BTreeMap::new();
-    for a in plan.actions.iter().filter(|a| a.stage == stage && !skip.contains_key(&a.host)) {
+    let failed = |h: &str| skip.get(h).is_some_and(|s| !matches!(s, HostState::Applied { .. }));
+    for a in plan.actions.iter().filter(|a| a.stage == stage && a.level == level && !failed(&a.host)) {
         let w = by_host.entry(&a.host).or_insert_with(|| HostStage { host: a.host.clone(), files: vec![], input: vec![], reload: None });
         match &a.kind {
             ActionKind::Edit(e) => {
@@ -150,6 +158,7 @@ fn stage_work(plan: &Plan, stage: usize, contents: &Contents, skip: &BTreeMap<St
                 w.input.extend_from_slice(bytes);
             }
             ActionKind::Reload { command } => w.reload = Some(command.clone()),
+            ActionKind::Gate { .. } | ActionKind::Retire { .. } => {}
         }
     }
     by_host.into_values().filter(|w| !w.files.is_empty()).collect()
@@ -280,11 +289,93 @@ async fn wait_until(at: &str, reporter: &dyn Reporter) {
     }
 }
 
-/// Applies `plan` (with its `contents`) to the connected `hosts`.
+/// Open connections, and the farm to open more (gates and retires may name hosts outside the plan's edits).
+pub struct Connections {
+    pub farm: Arc<crate::farm::Farm>,
+    pub hosts: BTreeMap<String, Arc<AnyHost>>,
+}
+
+impl Connections {
+    pub async fn get(&mut self, name: &str) -> Result<Arc<AnyHost>, String> {
+        if let Some(h) = self.hosts.get(name) {
+            return Ok(h.clone());
+        }
+        if !self.farm.hosts.contains_key(name) {
+            return Err(format!("{name} is not in the farm file"));
+        }
+        let h = Arc::new(crate::transport::connect(&self.farm, name).await.map_err(|e| format!("{e} (hint: {})", e.hint()))?);
+        self.hosts.insert(name.to_string(), h.clone());
+        Ok(h)
+    }
+}
+
+/// Why a plan cannot be detached, if it cannot.
+pub fn detach_problem(plan: &Plan) -> Option<String> {
+    let timed: Vec<_> = plan.stages.iter().filter(|s| s.at.is_some()).collect();
+    if timed.is_empty() {
+        return Some("the plan has no scheduled switch (`at`), so there is nothing to arm".into());
+    }
+    if timed.len() > 1 {
+        return Some("the plan has more than one scheduled switch; each later one must be staged after the one before has fired".into());
+    }
+    if plan.stages.last().is_some_and(|s| s.at.is_none()) {
+        return Some("the plan has changes after its scheduled switch".into());
+    }
+    let stage = timed[0].index;
+    if plan.actions.iter().any(|a| a.stage == stage && a.level > 0) {
+        return Some("the scheduled switch waits for a host to become ready between switches, which needs this workstation".into());
+    }
+    None
+}
+
+/// Runs the operator command of each gate or retire, on its host.
+async fn run_commands(
+    conns: &mut Connections,
+    actions: Vec<&crate::plan::Action>,
+    reporter: &dyn Reporter,
+) -> Vec<(String, Result<(), String>)> {
+    let mut jobs = Vec::new();
+    for a in actions {
+        let command = match &a.kind {
+            ActionKind::Gate { command } => command.clone(),
+            ActionKind::Retire { command, .. } => command.clone(),
+            _ => None,
+        };
+        let host = conns.get(&a.host).await;
+        jobs.push((a.id.clone(), host, command));
+    }
+    let results = each(jobs, 64, |(id, host, command)| async move {
+        let host = match host {
+            Ok(h) => h,
+            Err(e) => return (id, Err(e)),
+        };
+        let script = script::one_command(host.root(), command.as_deref().unwrap_or("true"));
+        let r = match host.run(&script, Vec::new()).await {
+            Err(e) => Err(format!("{e} (hint: {})", e.hint())),
+            Ok(out) => match script::parse_report(&out.stdout).into_iter().find(|r| matches!(r, Report::Reload { .. })) {
+                Some(Report::Reload { status: 0, .. }) => Ok(()),
+                Some(Report::Reload { status, output }) => Err(format!("`{}` failed (exit {status}): {output}", command.unwrap_or_default())),
+                _ => Err(format!("no answer: {}", String::from_utf8_lossy(&out.stderr).trim())),
+            },
+        };
+        (id, r)
+    })
+    .await;
+    for (id, r) in &results {
+        let line = match r {
+            Ok(()) => format!("{id}: passed"),
+            Err(e) => format!("{id}: failed: {e}"),
+        };
+        reporter.event(Event::Note(line));
+    }
+    results
+}
+
+/// Applies `plan` (with its `contents`) through `conns`.
 pub async fn execute(
     plan: &Plan,
     contents: &Contents,
-    hosts: &BTreeMap<String, Arc<AnyHost>>,
+    conns: &mut Connections,
     opts: &Options,
     reporter: &dyn Reporter,
     journal: &Journal,
@@ -293,105 +384,193 @@ pub async fn execute(
     let token = format!("{}-{}-{}", plan.id, std::process::id(), jiff::Timestamp::now().as_nanosecond());
     let mut failures = 0usize;
     let total = plan.stages.len();
-    for stage in &plan.stages {
-        let work = stage_work(plan, stage.index, contents, &summary.hosts);
-        if work.is_empty() {
-            continue;
-        }
-        reporter.event(Event::Stage { index: stage.index, total, at: stage.at.clone(), hosts: work.len() });
+    'stages: for stage in &plan.stages {
+        let levels: std::collections::BTreeSet<usize> = plan.actions.iter().filter(|a| a.stage == stage.index).map(|a| a.level).collect();
+        let hosts_in_stage = plan.actions.iter().filter(|a| a.stage == stage.index && matches!(a.kind, ActionKind::Edit(_))).map(|a| &a.host).collect::<std::collections::BTreeSet<_>>().len();
+        reporter.event(Event::Stage { index: stage.index, total, at: stage.at.clone(), hosts: hosts_in_stage });
         let plan_stage = format!("{}-{}", plan.id, stage.index);
+        let mut waited = false;
+        for &level in &levels {
+            // 1. Gates: every host that clients are about to point at must be ready.
+            let gates: Vec<_> = plan.actions.iter().filter(|a| a.stage == stage.index && a.level == level && matches!(a.kind, ActionKind::Gate { .. })).collect();
+            let failed_gates: Vec<String> = run_commands(conns, gates, reporter)
+                .await
+                .into_iter()
+                .filter_map(|(id, r)| r.err().map(|e| format!("{id}: {e}")))
+                .collect();
+            if !failed_gates.is_empty() {
+                for a in plan.actions.iter().filter(|a| a.stage >= stage.index && matches!(a.kind, ActionKind::Edit(_))) {
+                    summary.hosts.entry(a.host.clone()).or_insert_with(|| HostState::Failed {
+                        error: format!("not started: a host it would point to is not ready: {}", failed_gates.join("; ")),
+                        written: vec![],
+                    });
+                }
+                break 'stages;
+            }
 
-        // 1. Stage every host: lock, compare-and-swap check, write dotfiles, back up.
-        let jobs: Vec<_> = work
-            .iter()
-            .map(|w| (hosts[&w.host].clone(), w.host.clone(), w.files.clone(), w.input.clone()))
-            .collect();
-        let (state_dir, ps, tk, owner) = (opts.state_dir.clone(), plan_stage.clone(), token.clone(), opts.owner.clone());
-        let staged = each(jobs, opts.parallel, move |(host, name, files, input)| {
-            let (state_dir, ps, tk, owner) = (state_dir.clone(), ps.clone(), tk.clone(), owner.clone());
-            async move {
-                let s = script::stage(&run_ids(&host, &state_dir, &ps, &tk), &owner, &files);
-                let out = host.run(&s, input).await;
-                (name, judge(&out, &files, HostState::Staged))
+            // 2. Stage every host: lock, compare-and-swap check, write dotfiles, back up.
+            let work = stage_work(plan, stage.index, level, contents, &summary.hosts);
+            if work.is_empty() {
+                continue;
             }
-        })
-        .await;
-        let mut ready = Vec::new();
-        for ((name, state), w) in staged.into_iter().zip(&work) {
-            reporter.event(Event::Host { host: name.clone(), state: state.clone() });
-            if state == HostState::Staged {
-                ready.push(w);
-            } else {
-                failures += 1;
-                let _ = journal.record(&entries(plan, &name, &w.files, &state)).map_err(|e| summary.journal_error = Some(e.to_string()));
-                summary.hosts.insert(name, state);
-            }
-        }
-        if failures > opts.max_fail {
-            // All or nothing: remove every staged copy; no target was touched.
-            let jobs: Vec<_> = ready.iter().map(|w| (hosts[&w.host].clone(), w.host.clone(), w.files.clone())).collect();
-            let (state_dir, ps, tk) = (opts.state_dir.clone(), plan_stage.clone(), token.clone());
-            each(jobs, opts.parallel, move |(host, _name, files)| {
-                let (state_dir, ps, tk) = (state_dir.clone(), ps.clone(), tk.clone());
-                async move { host.run(&script::abort(&run_ids(&host, &state_dir, &ps, &tk), &files), Vec::new()).await }
+            let jobs: Vec<_> = work.iter().map(|w| (conns.hosts[&w.host].clone(), w.host.clone(), w.files.clone(), w.input.clone())).collect();
+            let (state_dir, ps, tk, owner) = (opts.state_dir.clone(), plan_stage.clone(), token.clone(), opts.owner.clone());
+            let staged = each(jobs, opts.parallel, move |(host, name, files, input)| {
+                let (state_dir, ps, tk, owner) = (state_dir.clone(), ps.clone(), tk.clone(), owner.clone());
+                async move {
+                    let s = script::stage(&run_ids(&host, &state_dir, &ps, &tk), &owner, &files);
+                    let out = host.run(&s, input).await;
+                    (name, judge(&out, &files, HostState::Staged))
+                }
             })
             .await;
-            for w in ready {
-                reporter.event(Event::Host { host: w.host.clone(), state: HostState::Aborted });
-                let _ = journal.record(&entries(plan, &w.host, &w.files, &HostState::Aborted));
-                summary.hosts.insert(w.host.clone(), HostState::Aborted);
+            let mut ready = Vec::new();
+            for ((name, state), w) in staged.into_iter().zip(&work) {
+                reporter.event(Event::Host { host: name.clone(), state: state.clone() });
+                if state == HostState::Staged {
+                    ready.push(w);
+                } else {
+                    failures += 1;
+                    record(journal, &mut summary, entries(plan, &name, &w.files, &state));
+                    summary.hosts.insert(name, state);
+                }
             }
-            skip_rest(plan, stage.index, &mut summary);
-            reporter.finish();
-            return summary;
-        }
+            if failures > opts.max_fail {
+                abort(plan, &ready, conns, opts, &plan_stage, &token, reporter, journal, &mut summary).await;
+                skip_rest(plan, stage.index, &mut summary);
+                break 'stages;
+            }
 
-        // 2. Wait for the switch time, holding the connections.
-        if let Some(at) = &stage.at {
-            wait_until(at, reporter).await;
-        }
+            // 3a. Detached: hand each host a job that switches at T by itself.
+            if let (true, Some(at)) = (opts.detach, &stage.at) {
+                let ns = at.parse::<jiff::Timestamp>().map(|t| t.as_nanosecond()).unwrap_or_default();
+                let jobs: Vec<_> = ready.iter().map(|w| (conns.hosts[&w.host].clone(), w.host.clone(), w.files.clone(), w.reload.clone())).collect();
+                let (state_dir, ps, tk, at) = (opts.state_dir.clone(), plan_stage.clone(), token.clone(), at.clone());
+                let armed = each(jobs, opts.parallel, move |(host, name, files, reload)| {
+                    let (state_dir, ps, tk, at) = (state_dir.clone(), ps.clone(), tk.clone(), at.clone());
+                    async move {
+                        let ids = run_ids(&host, &state_dir, &ps, &tk);
+                        let job = script::switch(&ids, &files, reload.as_deref(), script::Trigger::At(ns));
+                        let out = host.run(&script::detach(&ids, &at), job.into_bytes()).await;
+                        let ok = out.as_ref().is_ok_and(|o| script::parse_report(&o.stdout).contains(&Report::Armed));
+                        let state = if ok { HostState::Armed { at: at.clone() } } else { judge(&out, &files, HostState::Failed { error: "the switch job did not start".into(), written: vec![] }) };
+                        (name, state)
+                    }
+                })
+                .await;
+                for (name, state) in armed {
+                    reporter.event(Event::Host { host: name.clone(), state: state.clone() });
+                    summary.hosts.insert(name, state);
+                }
+                continue;
+            }
 
-        // 3. Switch every ready host at once: re-check, rename, reload.
-        let jobs: Vec<_> = ready
-            .iter()
-            .map(|w| (hosts[&w.host].clone(), w.host.clone(), w.files.clone(), w.reload.clone()))
-            .collect();
-        let (state_dir, ps, tk) = (opts.state_dir.clone(), plan_stage.clone(), token.clone());
-        let switched = each(jobs, usize::MAX >> 4, move |(host, name, files, reload)| {
-            let (state_dir, ps, tk) = (state_dir.clone(), ps.clone(), tk.clone());
-            async move {
-                let s = script::switch(&run_ids(&host, &state_dir, &ps, &tk), &files, reload.as_deref());
-                let out = host.run(&s, Vec::new()).await;
-                let first = out.as_ref().ok().and_then(|o| {
-                    script::parse_report(&o.stdout).into_iter().find_map(|r| if let Report::Renamed { at_ns, .. } = r { Some(at_ns) } else { None })
-                });
-                (name, judge(&out, &files, HostState::Applied { files: files.len() }), first)
+            // 3b. Arm every ready host: each re-checks its files and waits for the word.
+            let (fire_tx, fire_rx) = tokio::sync::watch::channel(None::<bool>);
+            let mut running = tokio::task::JoinSet::new();
+            let mut armed_rx = Vec::new();
+            for (i, w) in ready.iter().enumerate() {
+                let host = conns.hosts[&w.host].clone();
+                let (armed_tx, rx) = tokio::sync::oneshot::channel();
+                armed_rx.push((i, rx));
+                let gate = crate::transport::Gate { armed: armed_tx, fire: fire_rx.clone() };
+                let s = script::switch(&run_ids(&host, &opts.state_dir, &plan_stage, &token), &w.files, w.reload.as_deref(), script::Trigger::Word);
+                running.spawn(async move { (i, host.run_gated(&s, Vec::new(), Some(gate)).await) });
             }
-        })
-        .await;
-        for ((name, state, first), w) in switched.into_iter().zip(&ready) {
-            reporter.event(Event::Host { host: name.clone(), state: state.clone() });
-            if let Err(e) = journal.record(&entries(plan, &name, &w.files, &state)) {
-                summary.journal_error = Some(format!("{}: {e}", journal.path().display()));
+            let arm_limit = conns.farm.ssh.command_timeout;
+            let mut not_armed = Vec::new();
+            for (i, rx) in armed_rx {
+                if tokio::time::timeout(arm_limit, rx).await.map(|r| r.is_err()).unwrap_or(true) {
+                    not_armed.push(i);
+                }
             }
-            if let Some(t) = first {
-                summary.renames.entry(stage.index).or_default().insert(name.clone(), t);
+            let go = not_armed.len() + failures <= opts.max_fail;
+            if go && !waited {
+                if let Some(at) = &stage.at {
+                    wait_until(at, reporter).await;
+                }
+                waited = true;
             }
-            if !matches!(state, HostState::Applied { .. }) {
-                failures += 1;
+            // 4. Fire: every host gets the word at once.
+            let _ = fire_tx.send(Some(go));
+            let mut results: Vec<Option<Result<crate::transport::Output, crate::transport::TransportError>>> = (0..ready.len()).map(|_| None).collect();
+            let deadline = tokio::time::Instant::now() + conns.farm.ssh.command_timeout;
+            while let Ok(Some(r)) = tokio::time::timeout_at(deadline, running.join_next()).await {
+                let (i, out) = r.expect("switch task panicked");
+                results[i] = Some(out);
             }
-            summary.hosts.insert(name, state);
+            running.abort_all();
+            for (i, w) in ready.iter().enumerate() {
+                let state = match &results[i] {
+                    None => HostState::Failed { error: "no answer after the switch was fired; the host may or may not have switched (check with `farmctl plan`)".into(), written: vec![] },
+                    Some(out) if !go && out.as_ref().is_ok_and(|o| script::parse_report(&o.stdout).contains(&Report::Aborted)) => HostState::Aborted,
+                    Some(out) => judge(out, &w.files, HostState::Applied { files: w.files.len() }),
+                };
+                if let Some(Ok(o)) = &results[i] {
+                    if let Some(t) = script::parse_report(&o.stdout).into_iter().find_map(|r| if let Report::Renamed { at_ns, .. } = r { Some(at_ns) } else { None }) {
+                        summary.renames.entry(stage.index).or_default().insert(w.host.clone(), t);
+                    }
+                }
+                reporter.event(Event::Host { host: w.host.clone(), state: state.clone() });
+                record(journal, &mut summary, entries(plan, &w.host, &w.files, &state));
+                if go && !matches!(state, HostState::Applied { .. }) {
+                    failures += 1;
+                }
+                summary.hosts.insert(w.host.clone(), state);
+            }
+            if !go || failures > opts.max_fail {
+                skip_rest(plan, stage.index, &mut summary);
+                break 'stages;
+            }
         }
-        if failures > opts.max_fail {
-            skip_rest(plan, stage.index, &mut summary);
-            break;
+        // 5. Retire the hosts nothing refers to any more.
+        if !opts.detach || stage.at.is_none() {
+            let retires: Vec<_> = plan.actions.iter().filter(|a| a.stage == stage.index && matches!(a.kind, ActionKind::Retire { .. })).collect();
+            for (id, r) in run_commands(conns, retires, reporter).await {
+                if let Err(e) = r {
+                    summary.problems.push(format!("{id}: {e}"));
+                }
+            }
         }
     }
-    for a in &plan.actions {
+    for a in plan.actions.iter().filter(|a| matches!(a.kind, ActionKind::Edit(_))) {
         summary.hosts.entry(a.host.clone()).or_insert(HostState::Applied { files: 0 });
     }
     reporter.finish();
     summary
+}
+
+fn record(journal: &Journal, summary: &mut Summary, entries: Vec<Entry>) {
+    if let Err(e) = journal.record(&entries) {
+        summary.journal_error = Some(format!("{}: {e}", journal.path().display()));
+    }
+}
+
+/// All or nothing: removes every staged copy of the ready hosts; no target was touched.
+#[allow(clippy::too_many_arguments)]
+async fn abort(
+    plan: &Plan,
+    ready: &[&HostStage],
+    conns: &Connections,
+    opts: &Options,
+    plan_stage: &str,
+    token: &str,
+    reporter: &dyn Reporter,
+    journal: &Journal,
+    summary: &mut Summary,
+) {
+    let jobs: Vec<_> = ready.iter().map(|w| (conns.hosts[&w.host].clone(), w.files.clone())).collect();
+    let (state_dir, ps, tk) = (opts.state_dir.clone(), plan_stage.to_string(), token.to_string());
+    each(jobs, opts.parallel, move |(host, files)| {
+        let (state_dir, ps, tk) = (state_dir.clone(), ps.clone(), tk.clone());
+        async move { host.run(&script::abort(&run_ids(&host, &state_dir, &ps, &tk), &files), Vec::new()).await }
+    })
+    .await;
+    for w in ready {
+        reporter.event(Event::Host { host: w.host.clone(), state: HostState::Aborted });
+        record(journal, summary, entries(plan, &w.host, &w.files, &HostState::Aborted));
+        summary.hosts.insert(w.host.clone(), HostState::Aborted);
+    }
 }
 
 /// Hosts with work only in later stages are reported as not started.

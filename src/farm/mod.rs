@@ -24,6 +24,8 @@ pub struct Farm {
     pub name: String,
     /// Where farmctl keeps its lock, backups and staged work on each host.
     pub state_dir: String,
+    /// A host clock further off than this is a warning at plan time.
+    pub clock_tolerance: Duration,
     pub ssh: SshSettings,
     pub roles: BTreeMap<String, Role>,
     pub hosts: BTreeMap<String, Host>,
@@ -58,6 +60,10 @@ pub struct Role {
     pub name: String,
     pub files: Vec<String>,
     pub reload: Option<String>,
+    /// Must pass on a host before clients are pointed at it.
+    pub health: Option<String>,
+    /// Runs on a replaced host once no host refers to it any more.
+    pub retire: Option<String>,
     /// path -> (dotted key, value), in key order.
     pub set: BTreeMap<String, Vec<(String, SetValue)>>,
 }
@@ -300,6 +306,7 @@ fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, text: &str) ->
         None => DEFAULT_STATE_DIR.to_string(),
     };
 
+    let clock_tolerance = duration(c, &meta.clock_tolerance, Duration::from_millis(500));
     let rs = raw.ssh.unwrap_or_default();
     let ssh = SshSettings {
         user: rs.user,
@@ -353,13 +360,19 @@ fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, text: &str) ->
             }
             set.insert(file.get_ref().clone(), pairs);
         }
-        if let Some(r) = &role.reload {
-            if r.get_ref().trim().is_empty() {
-                c.span(r, "expected a command; leave `reload` out if the role needs none");
+        for (key, cmd) in [("reload", &role.reload), ("health", &role.health), ("retire", &role.retire)] {
+            if let Some(r) = cmd {
+                if r.get_ref().trim().is_empty() {
+                    c.span(r, format!("expected a command; leave `{key}` out if the role needs none"));
+                }
             }
         }
         let rn = rname.into_inner();
-        roles.insert(rn.clone(), Role { name: rn, files, reload: role.reload.map(|r| r.into_inner()), set });
+        let take = |c: Option<S<String>>| c.map(|r| r.into_inner());
+        roles.insert(
+            rn.clone(),
+            Role { name: rn, files, reload: take(role.reload), health: take(role.health), retire: take(role.retire), set },
+        );
     }
 
     let mut hosts = BTreeMap::new();
@@ -455,6 +468,7 @@ fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, text: &str) ->
         sha256: sha256_hex(text.as_bytes()),
         name,
         state_dir,
+        clock_tolerance,
         ssh,
         roles,
         hosts,

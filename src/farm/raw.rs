@@ -25,6 +25,7 @@ pub struct RawFarm {
 pub struct RawFarmMeta {
     pub name: S<String>,
     pub state_dir: Option<S<String>>,
+    pub clock_tolerance: Option<S<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -46,6 +47,8 @@ pub struct RawSsh {
 pub struct RawRole {
     pub files: S<Vec<S<String>>>,
     pub reload: Option<S<String>>,
+    pub health: Option<S<String>>,
+    pub retire: Option<S<String>>,
     #[serde(default)]
     pub set: BTreeMap<S<String>, BTreeMap<S<String>, S<RawSetValue>>>,
 }

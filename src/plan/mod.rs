@@ -71,6 +71,10 @@ pub struct Action {
     pub id: String,
     pub host: String,
     pub stage: usize,
+    /// Within a stage: hosts of level 0 switch first (together, at `at`);
+    /// level n waits for the gates of hosts that level n-1 made ready.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub level: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
     pub depends_on: Vec<String>,
@@ -78,11 +82,27 @@ pub struct Action {
     pub kind: ActionKind,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ActionKind {
     Edit(Edit),
     Reload { command: String },
+    /// The host must be ready (reachable, and its role's `health` passing)
+    /// before any client is repointed to it.
+    Gate {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command: Option<String>,
+    },
+    /// No host refers to the host any more: its role's `retire` command runs.
+    Retire {
+        replaced_by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -196,6 +216,121 @@ pub struct Planned {
     pub contents: Contents,
 }
 
+/// Gates: an edit caused by a replacement waits for its new host to be ready,
+/// and that host is ready only after its own edits of the stage. Retires: once
+/// no host in the farm refers to the old host, its role's `retire` runs.
+fn add_gates_and_retires(
+    farm: &Farm,
+    times: &[Option<jiff::Timestamp>],
+    actions: &mut Vec<Action>,
+    caused_by: &BTreeMap<String, Vec<usize>>,
+    still_referred: &std::collections::BTreeSet<(usize, usize)>,
+) {
+    let mut extra: BTreeMap<String, Action> = BTreeMap::new();
+    let own_work: BTreeMap<(String, usize), Vec<String>> = actions.iter().fold(BTreeMap::new(), |mut m, a| {
+        if let ActionKind::Reload { .. } = a.kind {
+            m.insert((a.host.clone(), a.stage), vec![a.id.clone()]);
+        } else {
+            m.entry((a.host.clone(), a.stage)).or_insert_with(Vec::new).push(a.id.clone());
+        }
+        m
+    });
+    for a in actions.iter_mut() {
+        for &i in caused_by.get(&a.id).into_iter().flatten() {
+            let r = &farm.replacements[i];
+            let new = &farm.hosts[&r.new];
+            if a.host == r.new {
+                // A host's own files never wait for the host itself to be ready.
+                continue;
+            }
+            let gate = format!("gate:{}@{}", r.new, a.stage);
+            extra.entry(gate.clone()).or_insert_with(|| Action {
+                id: gate.clone(),
+                host: r.new.clone(),
+                stage: a.stage,
+                level: 0,
+                at: stamp(&times[a.stage]),
+                depends_on: own_work.get(&(r.new.clone(), a.stage)).cloned().unwrap_or_default(),
+                kind: ActionKind::Gate { command: farm.roles[&new.role].health.clone() },
+            });
+            if !a.depends_on.contains(&gate) {
+                a.depends_on.push(gate);
+            }
+            if still_referred.contains(&(a.stage, i)) {
+                continue;
+            }
+            let retire = format!("retire:{}@{}", r.old, a.stage);
+            let old = &farm.hosts[&r.old];
+            let entry = extra.entry(retire.clone()).or_insert_with(|| Action {
+                id: retire,
+                host: r.old.clone(),
+                stage: a.stage,
+                level: 0,
+                at: stamp(&times[a.stage]),
+                depends_on: vec![],
+                kind: ActionKind::Retire { replaced_by: r.new.clone(), command: farm.roles[&old.role].retire.clone() },
+            });
+            let after = own_work.get(&(a.host.clone(), a.stage)).cloned().unwrap_or_default();
+            for d in after {
+                if !entry.depends_on.contains(&d) {
+                    entry.depends_on.push(d);
+                }
+            }
+        }
+    }
+    actions.extend(extra.into_values());
+}
+
+fn group(k: &ActionKind) -> u8 {
+    match k {
+        ActionKind::Gate { .. } => 0,
+        ActionKind::Edit(_) | ActionKind::Reload { .. } => 1,
+        ActionKind::Retire { .. } => 2,
+    }
+}
+
+fn kind_rank(k: &ActionKind) -> u8 {
+    match k {
+        ActionKind::Gate { .. } => 0,
+        ActionKind::Edit(_) => 1,
+        ActionKind::Reload { .. } => 2,
+        ActionKind::Retire { .. } => 3,
+    }
+}
+
+/// Levels within a stage: a gate comes one level after the work it waits for;
+/// all of one host's edits and its reload share a level, so each host
+/// switches once per stage. `actions` must be in dependency order.
+fn assign_levels(actions: &mut [Action]) {
+    loop {
+        let level: BTreeMap<String, usize> = actions.iter().map(|a| (a.id.clone(), a.level)).collect();
+        let mut changed = false;
+        for a in actions.iter_mut() {
+            let bump = usize::from(matches!(a.kind, ActionKind::Gate { .. }));
+            let want = a.depends_on.iter().filter_map(|d| level.get(d)).map(|l| l + bump).max().unwrap_or(0);
+            if want > a.level {
+                a.level = want;
+                changed = true;
+            }
+        }
+        let mut host_level: BTreeMap<(String, usize), usize> = BTreeMap::new();
+        for a in actions.iter().filter(|a| matches!(a.kind, ActionKind::Edit(_) | ActionKind::Reload { .. })) {
+            let l = host_level.entry((a.host.clone(), a.stage)).or_default();
+            *l = (*l).max(a.level);
+        }
+        for a in actions.iter_mut().filter(|a| matches!(a.kind, ActionKind::Edit(_) | ActionKind::Reload { .. })) {
+            let l = host_level[&(a.host.clone(), a.stage)];
+            if l > a.level {
+                a.level = l;
+                changed = true;
+            }
+        }
+        if !changed {
+            return;
+        }
+    }
+}
+
 /// Builds the plan for the hosts in `scope` (already selected by `--limit`).
 pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) -> Result<Planned, graph::Cycle> {
     let groups = time_groups(farm);
@@ -210,6 +345,11 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
     let mut actions: Vec<Action> = Vec::new();
     let mut notes = Vec::new();
     let mut contents = Contents::new();
+    // Which replacements caused each edit, and which old names are still referred to after a stage.
+    let mut caused_by: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut still_referred: std::collections::BTreeSet<(usize, usize)> = Default::default();
+    let whole_farm = scope.len() == farm.hosts.len();
+    let mut unknown_hosts = false;
     for name in scope {
         let host = &farm.hosts[name];
         let role = &farm.roles[&host.role];
@@ -217,6 +357,7 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
             Some(Ok(s)) => s,
             Some(Err(e)) => {
                 hosts.push(HostEntry { name: name.clone(), role: host.role.clone(), status: HostStatus::Unreachable { error: e.clone() } });
+                unknown_hosts = true;
                 continue;
             }
             None => {
@@ -252,6 +393,13 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
                     .flat_map(|r| rules_for(farm, r))
                     .collect();
                 let group_sets = if t.is_none() { sets } else { &[] };
+                // Hosts a replacement skips (by `on`) may still refer to its old host.
+                for r in groups.get(t).into_iter().flatten().filter(|r| !farm.applies_to(r, host) && r.old != *name) {
+                    let probe = edit::edit_file(path, &content, &Replacer::new(rules_for(farm, r)), &[]);
+                    if probe.map_or(true, |p| !p.causes.is_empty()) {
+                        still_referred.insert((stage_of[t], r.index));
+                    }
+                }
                 if rules.is_empty() && group_sets.is_empty() {
                     continue;
                 }
@@ -272,6 +420,7 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
                     id: id.clone(),
                     host: name.clone(),
                     stage,
+                    level: 0,
                     at: stamp(t),
                     depends_on: previous.iter().cloned().collect(),
                     kind: ActionKind::Edit(Edit {
@@ -283,6 +432,10 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
                         diff: diff_text(name, path, &content, &edited.bytes),
                     }),
                 });
+                caused_by.insert(
+                    id.clone(),
+                    edited.causes.iter().filter_map(|c| if let Cause::Replace(i) = c { Some(*i) } else { None }).collect(),
+                );
                 previous = Some(id.clone());
                 before_hash = after_hash;
                 content = edited.bytes;
@@ -291,6 +444,7 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
         }
         if let Some(error) = failure {
             hosts.push(HostEntry { name: name.clone(), role: host.role.clone(), status: HostStatus::Failed { error } });
+            unknown_hosts = true;
             continue;
         }
         if let Some(command) = &role.reload {
@@ -303,6 +457,7 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
                     id: format!("reload:{name}@{stage}"),
                     host: name.clone(),
                     stage,
+                    level: 0,
                     at: stamp(&times[stage]),
                     depends_on: deps,
                     kind: ActionKind::Reload { command: command.clone() },
@@ -314,13 +469,26 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
         actions.extend(host_actions);
     }
 
+    add_gates_and_retires(farm, &times, &mut actions, &caused_by, &still_referred);
+    if !whole_farm || unknown_hosts {
+        if actions.iter().any(|a| a.id.starts_with("edit:")) && farm.roles.values().any(|r| r.retire.is_some()) {
+            notes.push("no host is retired: the plan does not cover every host, so farmctl cannot tell that nothing refers to it".into());
+        }
+        actions.retain(|a| !matches!(a.kind, ActionKind::Retire { .. }));
+    }
+
     // Stage by stage, then host by host, each after what it depends on.
     actions.sort_by(|a, b| (a.stage, &a.host).cmp(&(b.stage, &b.host)));
     let ids: Vec<String> = actions.iter().map(|a| a.id.clone()).collect();
     let deps: Vec<Vec<String>> = actions.iter().map(|a| a.depends_on.clone()).collect();
     let order = graph::order(&ids, &deps)?;
     let mut slots: Vec<Option<Action>> = actions.into_iter().map(Some).collect();
-    let actions: Vec<Action> = order.into_iter().map(|i| slots[i].take().expect("each index once")).collect();
+    let mut actions: Vec<Action> = order.into_iter().map(|i| slots[i].take().expect("each index once")).collect();
+    assign_levels(&mut actions);
+    // Levels respect every dependency, so this order is still topological.
+    // Gates, then host by host (edits before the reload), then retires.
+    actions.sort_by_key(|a| (a.stage, a.level, group(&a.kind), a.host.clone(), kind_rank(&a.kind)));
+    actions.iter_mut().for_each(|a| a.depends_on.sort());
 
     let stages = times
         .iter()

@@ -75,9 +75,16 @@ fn edits_only_the_hosts_that_refer_to_old() {
     let edited: Vec<_> = p.edits().map(|(a, e)| format!("{}:{}", a.host, e.path)).collect();
     assert_eq!(edited, vec!["ivr-1:/etc/ivr.toml", "ivr-1:/etc/peers.conf"]);
     assert_eq!(p.reloads(), 1);
-    let reload = p.actions.last().unwrap();
-    assert_eq!(reload.id, "reload:ivr-1@0");
+    let ids: Vec<&str> = p.actions.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec!["gate:web-c@0", "edit:ivr-1:/etc/ivr.toml@0", "edit:ivr-1:/etc/peers.conf@0", "reload:ivr-1@0", "retire:web-a@0"]
+    );
+    let reload = &p.actions[3];
     assert_eq!(reload.depends_on, vec!["edit:ivr-1:/etc/ivr.toml@0", "edit:ivr-1:/etc/peers.conf@0"]);
+    assert_eq!(p.actions[1].depends_on, vec!["gate:web-c@0"], "a client is repointed only after web-c is ready");
+    assert_eq!(p.actions[4].depends_on, vec!["reload:ivr-1@0"], "web-a retires after its last client reloaded");
+    assert!(p.actions.iter().all(|a| a.level == 0));
     let (_, e) = p.edits().next().unwrap();
     assert_eq!(e.reasons, vec!["replace web-a -> web-c ([[replace]] #1)"]);
     assert!(e.diff.contains("-web = \"web-a\"\n+web = \"web-c\"\n"), "{}", e.diff);
@@ -117,7 +124,7 @@ fn timed_replacements_become_chained_stages() {
     let toml: Vec<_> = p.edits().filter(|(_, e)| e.path == "/etc/ivr.toml").collect();
     assert_eq!(toml.len(), 2);
     assert_eq!(toml[1].1.before_sha256, toml[0].1.after_sha256);
-    assert_eq!(toml[1].0.depends_on, vec![toml[0].0.id.clone()]);
+    assert_eq!(toml[1].0.depends_on, vec![toml[0].0.id.clone(), "gate:web-c@1".to_string()]);
 }
 
 #[test]
@@ -149,4 +156,61 @@ fn limit_selects_by_name_role_glob_and_exclusion() {
     assert_eq!(sel(&["web-*", "!web-b"]).unwrap(), vec!["web-a", "web-c"]);
     assert_eq!(sel(&["!ivr"]).unwrap().len(), 3);
     assert!(sel(&["ivr-9"]).unwrap_err().contains("ivr-9"));
+}
+
+#[test]
+fn a_new_host_that_changes_too_is_ready_one_level_before_its_clients() {
+    // web-c itself refers to web-b, which is replaced by web-a at the same time as web-a by web-c... no:
+    // here web-c's own file changes (asr-1 -> asr-2 style), so its clients wait for it.
+    let farm = farm_with("[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\n[[replace]]\nold = \"web-b\"\nnew = \"web-a\"\n");
+    let mut l = live(&farm, &[("ivr-1", "web-a")]);
+    if let Some(Ok(s)) = l.get_mut("web-c") {
+        s.files.insert("/etc/web.toml".into(), file("peer = \"web-b\"\n"));
+    }
+    let p = run(&farm, &l);
+    let level = |id: &str| p.actions.iter().find(|a| a.id == id).map(|a| a.level).unwrap();
+    assert_eq!(level("edit:web-c:/etc/web.toml@0"), 0);
+    assert_eq!(level("gate:web-c@0"), 1);
+    assert_eq!(level("edit:ivr-1:/etc/ivr.toml@0"), 1);
+    assert_eq!(level("reload:ivr-1@0"), 1);
+}
+
+#[test]
+fn hosts_that_must_each_be_ready_before_the_other_are_a_named_circle() {
+    // web-a's file names web-c, which web-b replaces; web-b's file names ivr-2, which web-a replaces.
+    // So web-a waits for web-b to be ready, and web-b for web-a.
+    let farm = farm_with("[[replace]]\nold = \"web-c\"\nnew = \"web-b\"\n[[replace]]\nold = \"ivr-2\"\nnew = \"web-a\"\n");
+    let mut l = live(&farm, &[]);
+    for (h, peer) in [("web-a", "web-c"), ("web-b", "ivr-2")] {
+        if let Some(Ok(s)) = l.get_mut(h) {
+            s.files.insert("/etc/web.toml".into(), file(&format!("peer = \"{peer}\"\n")));
+        }
+    }
+    let scope: Vec<String> = farm.hosts.keys().cloned().collect();
+    let err = plan(&farm, &l, &scope, &[]).unwrap_err();
+    assert_eq!(
+        err.members,
+        vec!["edit:web-a:/etc/web.toml@0", "gate:web-a@0", "edit:web-b:/etc/web.toml@0", "gate:web-b@0", "edit:web-a:/etc/web.toml@0"]
+    );
+}
+
+#[test]
+fn a_host_that_is_its_own_new_name_does_not_wait_for_itself() {
+    let farm = farm_with("[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\n");
+    let mut l = live(&farm, &[("ivr-1", "web-a")]);
+    if let Some(Ok(s)) = l.get_mut("web-c") {
+        s.files.insert("/etc/web.toml".into(), file("peer = \"web-a\"\n"));
+    }
+    let p = run(&farm, &l);
+    let edit = p.actions.iter().find(|a| a.id == "edit:web-c:/etc/web.toml@0").unwrap();
+    assert!(edit.depends_on.is_empty());
+    assert_eq!(p.actions.iter().find(|a| a.id == "gate:web-c@0").unwrap().depends_on, vec!["edit:web-c:/etc/web.toml@0"]);
+}
+
+#[test]
+fn a_host_still_referred_to_is_not_retired() {
+    let farm = farm_with("[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\non = [\"ivr-1\"]\n");
+    let p = run(&farm, &live(&farm, &[("ivr-1", "web-a"), ("ivr-2", "web-a")]));
+    assert!(p.edits().all(|(a, _)| a.host == "ivr-1"));
+    assert!(!p.actions.iter().any(|a| a.id.starts_with("retire:")), "ivr-2 still uses web-a");
 }

@@ -1,6 +1,6 @@
 //! Text, JSON and markdown views of a plan. Pure: each returns a String.
 
-use crate::plan::{ActionKind, HostStatus, Plan};
+use crate::plan::{Action, ActionKind, HostStatus, Plan};
 use std::fmt::Write;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,11 +98,19 @@ pub fn text(plan: &Plan, now: Option<jiff::Timestamp>, color: bool) -> String {
     }
     for stage in &plan.stages {
         writeln!(s, "\n== {}", stage_title(plan, stage.index, stage.at.as_deref(), now)).unwrap();
+        let in_stage: Vec<&Action> = plan.actions.iter().filter(|a| a.stage == stage.index).collect();
         let mut host = "";
-        for a in plan.actions.iter().filter(|a| a.stage == stage.index) {
-            if a.host != host {
-                host = &a.host;
-                writeln!(s, "\n{}", a.host).unwrap();
+        for a in in_stage {
+            match &a.kind {
+                ActionKind::Edit(_) | ActionKind::Reload { .. } if a.host != host => {
+                    host = &a.host;
+                    writeln!(s, "\n{}", a.host).unwrap();
+                }
+                ActionKind::Gate { .. } | ActionKind::Retire { .. } => {
+                    host = "";
+                    s.push('\n');
+                }
+                _ => {}
             }
             match &a.kind {
                 ActionKind::Edit(e) => {
@@ -115,6 +123,7 @@ pub fn text(plan: &Plan, now: Option<jiff::Timestamp>, color: bool) -> String {
                     }
                 }
                 ActionKind::Reload { command } => writeln!(s, "  ↻ reload: {command}").unwrap(),
+                _ => writeln!(s, "{}", describe(a)).unwrap(),
             }
         }
     }
@@ -136,6 +145,22 @@ pub fn text(plan: &Plan, now: Option<jiff::Timestamp>, color: bool) -> String {
     s
 }
 
+/// One line for a gate or a retire.
+pub fn describe(a: &Action) -> String {
+    match &a.kind {
+        ActionKind::Gate { command: Some(c) } => format!("? {} must be ready before clients switch to it: health `{c}`", a.host),
+        ActionKind::Gate { command: None } => format!("? {} must be reachable before clients switch to it", a.host),
+        ActionKind::Retire { replaced_by, command: Some(c) } => {
+            format!("- {} is retired (replaced by {replaced_by}; no host refers to it): `{c}`", a.host)
+        }
+        ActionKind::Retire { replaced_by, command: None } => {
+            format!("- {} is retired (replaced by {replaced_by}; no host refers to it)", a.host)
+        }
+        ActionKind::Edit(e) => format!("~ {}:{}", a.host, e.path),
+        ActionKind::Reload { command } => format!("reload {}: {command}", a.host),
+    }
+}
+
 /// Text safe inside a markdown table cell.
 fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
@@ -152,6 +177,12 @@ pub fn markdown(plan: &Plan, now: Option<jiff::Timestamp>) -> String {
             match &a.kind {
                 ActionKind::Edit(e) => writeln!(s, "| {} | edit `{}` | {} |", a.host, cell(&e.path), cell(&e.reasons.join("; "))).unwrap(),
                 ActionKind::Reload { command } => writeln!(s, "| {} | reload `{}` | after its edits |", a.host, cell(command)).unwrap(),
+                ActionKind::Gate { command } => {
+                    writeln!(s, "| {} | gate{} | clients switch to it only when it is ready |", a.host, command.as_ref().map(|c| format!(" `{}`", cell(c))).unwrap_or_default()).unwrap()
+                }
+                ActionKind::Retire { replaced_by, command } => {
+                    writeln!(s, "| {} | retire{} | replaced by {replaced_by}; no host refers to it |", a.host, command.as_ref().map(|c| format!(" `{}`", cell(c))).unwrap_or_default()).unwrap()
+                }
             }
         }
         s.push('\n');
@@ -166,4 +197,29 @@ pub fn markdown(plan: &Plan, now: Option<jiff::Timestamp>) -> String {
         writeln!(s, "- {n}").unwrap();
     }
     s
+}
+
+/// The plan's dependency graph as Graphviz DOT: one node per action.
+pub fn dot(plan: &Plan) -> String {
+    use petgraph::dot::{Config, Dot};
+    let mut g = petgraph::graph::DiGraph::<String, String>::new();
+    let mut index = std::collections::BTreeMap::new();
+    for a in &plan.actions {
+        let what = match &a.kind {
+            ActionKind::Edit(e) => format!("edit {}:{}", a.host, e.path),
+            ActionKind::Reload { .. } => format!("reload {}", a.host),
+            ActionKind::Gate { .. } => format!("{} ready", a.host),
+            ActionKind::Retire { .. } => format!("retire {}", a.host),
+        };
+        let when = a.at.as_deref().map(|t| format!("\nat {t}")).unwrap_or_default();
+        index.insert(a.id.as_str(), g.add_node(format!("{what}{when}")));
+    }
+    for a in &plan.actions {
+        for d in &a.depends_on {
+            if let (Some(&from), Some(&to)) = (index.get(d.as_str()), index.get(a.id.as_str())) {
+                g.add_edge(from, to, String::new());
+            }
+        }
+    }
+    format!("{}", Dot::with_config(&g, &[Config::EdgeNoLabel]))
 }

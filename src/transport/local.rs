@@ -1,11 +1,10 @@
 //! The local transport: a directory stands in for a host's `/`. For demos and
 //! fast tests; it runs the very same scripts as SSH, through the local `sh`.
 
-use super::{Host, Output, TransportError};
+use super::{converse, Gate, Host, Output, TransportError};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 
 pub struct LocalHost {
     name: String,
@@ -30,7 +29,11 @@ impl Host for LocalHost {
         &self.root
     }
 
-    async fn run(&self, script: &str, stdin: Vec<u8>) -> Result<Output, TransportError> {
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    async fn run_gated(&self, script: &str, stdin: Vec<u8>, gate: Option<Gate>) -> Result<Output, TransportError> {
         let lost = |e: std::io::Error| TransportError::Lost { host: self.name.clone(), detail: e.to_string() };
         if !Path::new(&self.root).is_dir() {
             return Err(TransportError::Connect {
@@ -48,17 +51,9 @@ impl Host for LocalHost {
             .kill_on_drop(true)
             .spawn()
             .map_err(lost)?;
-        let mut input = child.stdin.take().expect("piped stdin");
-        let feed = async move {
-            // The script may stop reading early (a refused check); that is not an error here.
-            let _ = input.write_all(&stdin).await;
-            drop(input);
-        };
-        let run = async { tokio::join!(feed, child.wait_with_output()).1 };
-        let out = tokio::time::timeout(self.timeout, run)
-            .await
-            .map_err(|_| TransportError::Timeout { host: self.name.clone(), timeout: self.timeout })?
-            .map_err(lost)?;
-        Ok(Output { status: out.status.code().unwrap_or(-1), stdout: out.stdout, stderr: out.stderr })
+        let (w, r, e) = (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+        let (stdout, stderr) = converse(w, r, e, stdin, gate).await;
+        let status = child.wait().await.map_err(lost)?;
+        Ok(Output { status: status.code().unwrap_or(-1), stdout, stderr })
     }
 }

@@ -49,8 +49,23 @@ pub trait Host: Send + Sync {
     /// Prefix for host paths: "" over SSH, the root directory for the local transport.
     fn root(&self) -> &str;
 
-    /// Runs a sh script with `stdin` as its input.
-    fn run(&self, script: &str, stdin: Vec<u8>) -> impl Future<Output = Result<Output, TransportError>> + Send;
+    /// How long a command may take before the host counts as hung.
+    fn timeout(&self) -> Duration;
+
+    /// Runs a sh script with `stdin` as its input. With a [`Gate`], the script's
+    /// `ARMED` line is reported, and `go` or `abort` is written once the gate
+    /// fires; no timeout applies then (the caller keeps time).
+    fn run_gated(&self, script: &str, stdin: Vec<u8>, gate: Option<Gate>) -> impl Future<Output = Result<Output, TransportError>> + Send;
+
+    /// Runs a sh script with `stdin` as its input, within the host's timeout.
+    fn run(&self, script: &str, stdin: Vec<u8>) -> impl Future<Output = Result<Output, TransportError>> + Send {
+        async move {
+            let limit = self.timeout();
+            tokio::time::timeout(limit, self.run_gated(script, stdin, None))
+                .await
+                .map_err(|_| TransportError::Timeout { host: self.name().to_string(), timeout: limit })?
+        }
+    }
 
     /// Reads hostname, clock and every managed file in one round trip.
     fn read_state(&self, paths: &[String]) -> impl Future<Output = Result<HostState, String>> + Send {
@@ -71,6 +86,71 @@ pub trait Host: Send + Sync {
             Ok(state)
         }
     }
+}
+
+/// The workstation side of a switch handshake.
+pub struct Gate {
+    /// Fires when the script prints `ARMED`: every check passed, it waits for the word.
+    pub armed: tokio::sync::oneshot::Sender<()>,
+    /// `Some(true)` sends `go`, `Some(false)` sends `abort`.
+    pub fire: tokio::sync::watch::Receiver<Option<bool>>,
+}
+
+/// Feeds a script its input (and, with a gate, its go/abort word) while
+/// reading what it prints. Shared by both transports.
+pub(crate) async fn converse<W, R, E>(mut w: W, r: R, mut e: E, input: Vec<u8>, gate: Option<Gate>) -> (Vec<u8>, Vec<u8>)
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    R: tokio::io::AsyncRead + Unpin,
+    E: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let (armed, fire) = match gate {
+        Some(g) => (Some(g.armed), Some(g.fire)),
+        None => (None, None),
+    };
+    let writer = async move {
+        // The script may stop reading early (a refused check); that is not an error here.
+        let _ = w.write_all(&input).await;
+        if let Some(mut fire) = fire {
+            let go = loop {
+                if let Some(go) = *fire.borrow_and_update() {
+                    break go;
+                }
+                if fire.changed().await.is_err() {
+                    break false;
+                }
+            };
+            let _ = w.write_all(if go { b"go\n" } else { b"abort\n" }).await;
+            let _ = w.flush().await;
+        }
+        let _ = w.shutdown().await;
+    };
+    let reader = async move {
+        let mut out = Vec::new();
+        let mut r = tokio::io::BufReader::new(r);
+        let mut armed = armed;
+        loop {
+            let start = out.len();
+            match r.read_until(b'\n', &mut out).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if &out[start..] == b"ARMED\n" {
+                if let Some(a) = armed.take() {
+                    let _ = a.send(());
+                }
+            }
+        }
+        out
+    };
+    let errors = async move {
+        let mut b = Vec::new();
+        let _ = e.read_to_end(&mut b).await;
+        b
+    };
+    let ((), out, err) = tokio::join!(writer, reader, errors);
+    (out, err)
 }
 
 pub fn now_ms() -> i64 {
@@ -98,10 +178,17 @@ impl Host for AnyHost {
         }
     }
 
-    async fn run(&self, script: &str, stdin: Vec<u8>) -> Result<Output, TransportError> {
+    fn timeout(&self) -> Duration {
         match self {
-            AnyHost::Ssh(h) => h.run(script, stdin).await,
-            AnyHost::Local(h) => h.run(script, stdin).await,
+            AnyHost::Ssh(h) => h.timeout(),
+            AnyHost::Local(h) => h.timeout(),
+        }
+    }
+
+    async fn run_gated(&self, script: &str, stdin: Vec<u8>, gate: Option<Gate>) -> Result<Output, TransportError> {
+        match self {
+            AnyHost::Ssh(h) => h.run_gated(script, stdin, gate).await,
+            AnyHost::Local(h) => h.run_gated(script, stdin, gate).await,
         }
     }
 }

@@ -182,9 +182,20 @@ pub fn stage(ids: &RunIds, owner: &str, files: &[FileWrite]) -> String {
     s
 }
 
+/// What makes a staged switch fire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// Print `ARMED`, then wait for `go` (or `abort`) on stdin: the
+    /// workstation fires every host together over the connections it holds.
+    Word,
+    /// Sleep on the host until this instant (ns since the epoch, host clock):
+    /// for `apply --detach`, when the workstation may be gone.
+    At(i128),
+}
+
 /// Re-checks every before-hash right before renaming the staged copies into
 /// place, records the time of each rename, runs the reload and drops the lock.
-pub fn switch(ids: &RunIds, files: &[FileWrite], reload: Option<&str>) -> String {
+pub fn switch(ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: Trigger) -> String {
     let mut s = String::new();
     prelude(&mut s, ids, files, "");
     s.push_str("[ \"$(cat \"$S/lock/token\" 2>/dev/null)\" = \"$K\" ] || { echo 'ERR this run no longer holds the host lock'; cleanup; exit 1; }\n");
@@ -193,6 +204,32 @@ pub fn switch(ids: &RunIds, files: &[FileWrite], reload: Option<&str>) -> String
     }
     cas_checks(&mut s, files, |f| &f.before_sha256);
     s.push_str("if [ $bad = 1 ]; then cleanup; unlock; exit 4; fi\n");
+    match trigger {
+        Trigger::Word => s.push_str(
+            "echo ARMED\n\
+             read -r word || word=abort\n\
+             [ \"$word\" = go ] || { cleanup; unlock; echo ABORTED; exit 5; }\n",
+        ),
+        Trigger::At(ns) => {
+            writeln!(
+                s,
+                "trap 'cleanup; unlock; echo CANCELLED; exit 6' TERM INT\n\
+                 T={ns}\n\
+                 echo ARMED\n\
+                 while :; do\n\
+                 now=$(date +%s%N); d=$((T - now))\n\
+                 [ \"$d\" -le 0 ] && break\n\
+                 if [ \"$d\" -gt 3000000000 ]; then sleep $((d / 1000000000 - 2)) & wait $!\n\
+                 else sleep \"$(printf '%d.%09d' $((d / 1000000000)) $((d % 1000000000)))\" & wait $!; fi\n\
+                 done\n\
+                 trap - TERM INT"
+            )
+            .unwrap();
+            // The files may have changed while this waited.
+            cas_checks(&mut s, files, |f| &f.before_sha256);
+            s.push_str("if [ $bad = 1 ]; then cleanup; unlock; exit 4; fi\n");
+        }
+    }
     for i in 0..files.len() {
         writeln!(
             s,
@@ -202,6 +239,70 @@ pub fn switch(ids: &RunIds, files: &[FileWrite], reload: Option<&str>) -> String
     }
     reload_lines(&mut s, ids.root, reload);
     s.push_str("unlock\necho DONE\n");
+    s
+}
+
+/// Starts `job` (a [`switch`] with [`Trigger::At`], given on stdin) in the
+/// background on the host, detached from this session. Its log, pid and
+/// time live in `$S/armed/`.
+pub fn detach(ids: &RunIds, at: &str) -> String {
+    let mut s = String::new();
+    writeln!(s, "S={}\nP={}\nJ=\"$S/armed/$P\"", q(&on_host(ids.root, ids.state_dir)), q(ids.plan_id)).unwrap();
+    s.push_str("umask 077\nmkdir -p -- \"$S/armed\" || { echo 'ERR cannot create the armed directory'; exit 1; }\n");
+    s.push_str("cat > \"$J.sh\" || { echo 'ERR cannot write the switch job'; exit 1; }\n");
+    writeln!(s, "printf '%s\\n' {} > \"$J.at\"", q(at)).unwrap();
+    s.push_str(
+        "rm -f -- \"$J.log\" \"$J.cancelled\"\n\
+         if command -v setsid >/dev/null 2>&1; then setsid nohup sh \"$J.sh\" > \"$J.log\" 2>&1 < /dev/null &\n\
+         else nohup sh \"$J.sh\" > \"$J.log\" 2>&1 < /dev/null & fi\n\
+         echo $! > \"$J.pid\"\n\
+         i=0; while [ $i -lt 100 ] && ! grep -q '^ARMED$' \"$J.log\" 2>/dev/null; do\n\
+         grep -q '^ERR\\|^CHANGED' \"$J.log\" 2>/dev/null && break; sleep 0.05; i=$((i+1)); done\n\
+         cat \"$J.log\"\n",
+    );
+    s
+}
+
+/// Reports every detached switch job on the host, with its log.
+pub fn status(root: &str, state_dir: &str) -> String {
+    let mut s = String::new();
+    writeln!(s, "S={}", q(&on_host(root, state_dir))).unwrap();
+    s.push_str(
+        "for at in \"$S\"/armed/*.at; do\n\
+         [ -f \"$at\" ] || continue\n\
+         J=${at%.at}; id=${J##*/}\n\
+         pid=$(cat \"$J.pid\" 2>/dev/null)\n\
+         if grep -q '^DONE$' \"$J.log\" 2>/dev/null; then st=fired\n\
+         elif grep -q '^CANCELLED$' \"$J.log\" 2>/dev/null || [ -f \"$J.cancelled\" ]; then st=cancelled\n\
+         elif [ -n \"$pid\" ] && kill -0 \"$pid\" 2>/dev/null; then st=armed\n\
+         else st=failed; fi\n\
+         printf 'JOB %s %s %s\\n' \"$id\" \"$st\" \"$(cat \"$at\")\"\n\
+         sed -n 's/^\\(RENAMED\\|ERR\\|CHANGED\\|RELOAD\\) /\\1 /p' \"$J.log\" 2>/dev/null | sed \"s/^/LOG $id /\"\n\
+         done\n\
+         echo DONE\n",
+    );
+    s
+}
+
+/// Disarms every detached switch that has not fired: its job removes its
+/// staged copies and releases the lock.
+pub fn cancel(root: &str, state_dir: &str) -> String {
+    let mut s = String::new();
+    writeln!(s, "S={}", q(&on_host(root, state_dir))).unwrap();
+    s.push_str(
+        "for at in \"$S\"/armed/*.at; do\n\
+         [ -f \"$at\" ] || continue\n\
+         J=${at%.at}; id=${J##*/}\n\
+         grep -q '^DONE$\\|^CANCELLED$' \"$J.log\" 2>/dev/null && continue\n\
+         pid=$(cat \"$J.pid\" 2>/dev/null)\n\
+         if [ -n \"$pid\" ] && kill -TERM \"$pid\" 2>/dev/null; then\n\
+         i=0; while [ $i -lt 100 ] && ! grep -q '^CANCELLED$\\|^DONE$' \"$J.log\" 2>/dev/null; do sleep 0.05; i=$((i+1)); done\n\
+         fi\n\
+         touch \"$J.cancelled\"\n\
+         if grep -q '^DONE$' \"$J.log\" 2>/dev/null; then echo \"FIRED $id\"; else echo \"CANCELLED $id\"; fi\n\
+         done\n\
+         echo DONE\n",
+    );
     s
 }
 
@@ -215,6 +316,14 @@ fn reload_lines(s: &mut String, root: &str, reload: Option<&str>) {
         )
         .unwrap();
     }
+}
+
+/// Runs one operator command (a health check or a retire) and reports its status.
+pub fn one_command(root: &str, cmd: &str) -> String {
+    let mut s = String::new();
+    reload_lines(&mut s, root, Some(cmd));
+    s.push_str("echo DONE\n");
+    s
 }
 
 /// Removes staged copies and releases the lock, if this run holds it.
@@ -264,7 +373,15 @@ pub enum Report {
     Reload { status: i32, output: String },
     Error(String),
     Ready,
+    Armed,
+    Aborted,
     Done,
+    /// From `status`: a detached job, its state and its time.
+    Job { id: String, state: String, at: String },
+    /// From `status`: a line of a detached job's log.
+    JobLog { id: String, line: String },
+    Cancelled(String),
+    Fired(String),
 }
 
 /// Reads a script's report lines; unknown lines are ignored.
@@ -312,7 +429,22 @@ pub fn parse_report(out: &[u8]) -> Vec<Report> {
             }
             "ERR" => Report::Error(rest.to_string()),
             "READY" => Report::Ready,
+            "ARMED" => Report::Armed,
+            "ABORTED" => Report::Aborted,
             "DONE" => Report::Done,
+            "JOB" => {
+                let mut p = rest.splitn(3, ' ');
+                match (p.next(), p.next(), p.next()) {
+                    (Some(id), Some(state), Some(at)) => Report::Job { id: id.into(), state: state.into(), at: at.into() },
+                    _ => continue,
+                }
+            }
+            "LOG" => match rest.split_once(' ') {
+                Some((id, line)) => Report::JobLog { id: id.into(), line: line.into() },
+                None => continue,
+            },
+            "CANCELLED" => Report::Cancelled(rest.to_string()),
+            "FIRED" => Report::Fired(rest.to_string()),
             _ => continue,
         };
         reports.push(r);
@@ -390,12 +522,32 @@ mod tests {
     #[test]
     fn switch_quotes_the_reload_and_renames_after_checks() {
         let cmd = "systemctl reload 'ivr'; echo $HOME";
-        let s = switch(&ids(), &one(), Some(cmd));
+        let s = switch(&ids(), &one(), Some(cmd), Trigger::Word);
+        assert!(s.find("echo ARMED").unwrap() < s.find("mv -f").unwrap());
+        assert!(s.find("read -r word").unwrap() < s.find("mv -f").unwrap());
         assert!(s.find("CHANGED 0").unwrap() < s.find("mv -f").unwrap());
         assert!(s.contains(&format!("$(sh -c {} 2>&1)", q(cmd))), "{s}");
-        let local = switch(&RunIds { root: "/tmp/r oot", ..ids() }, &one(), Some("true"));
+        let local = switch(&RunIds { root: "/tmp/r oot", ..ids() }, &one(), Some("true"), Trigger::Word);
         assert!(local.contains("cd '/tmp/r oot' && sh -c true"));
         assert!(local.contains("readlink -f -- '/tmp/r oot/etc/x y.conf'"));
+    }
+
+    #[test]
+    fn a_timed_switch_sleeps_interruptibly_and_checks_again_before_renaming() {
+        let s = switch(&ids(), &one(), None, Trigger::At(1_800_000_000_000_000_000));
+        assert!(s.contains("T=1800000000000000000"));
+        assert!(s.contains("& wait $!"), "sleep must not block the cancel trap");
+        let wait = s.find("while :; do").unwrap();
+        assert!(s[wait..].find("CHANGED 0").unwrap() < s[wait..].find("mv -f").unwrap());
+        assert!(!s.contains("read -r word"));
+    }
+
+    #[test]
+    fn detach_quotes_the_time_and_reads_the_job_from_stdin() {
+        let s = detach(&ids(), "2026-12-01T02:00:00Z; reboot");
+        assert!(s.contains("printf '%s\\n' '2026-12-01T02:00:00Z; reboot' > \"$J.at\""), "{s}");
+        assert!(s.contains("cat > \"$J.sh\""));
+        assert!(s.contains("setsid nohup sh"));
     }
 
     #[test]

@@ -2,12 +2,11 @@
 //! native mux), so the operator's ssh_config, agent, ProxyJump and
 //! known_hosts all apply. Host keys are checked strictly.
 
-use super::{Host, Output, TransportError};
+use super::{converse, Gate, Host, Output, TransportError};
 use crate::farm::SshSettings;
 use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 
 pub struct SshHost {
     name: String,
@@ -108,7 +107,11 @@ impl Host for SshHost {
         ""
     }
 
-    async fn run(&self, script: &str, stdin: Vec<u8>) -> Result<Output, TransportError> {
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    async fn run_gated(&self, script: &str, stdin: Vec<u8>, gate: Option<Gate>) -> Result<Output, TransportError> {
         let lost = |e: openssh::Error| TransportError::Lost { host: self.name.clone(), detail: error_chain(&e) };
         let mut cmd = if self.sudo {
             let mut c = self.session.command("sudo");
@@ -118,28 +121,16 @@ impl Host for SshHost {
             self.session.command("sh")
         };
         cmd.arg("-c").arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let run = async {
-            let mut child = cmd.spawn().await.map_err(lost)?;
-            let mut input = child.stdin().take().expect("piped stdin");
-            let feed = async move {
-                // The script may stop reading early (a refused check); that is not an error here.
-                let _ = input.write_all(&stdin).await;
-                let _ = input.shutdown().await;
-                drop(input);
-            };
-            tokio::join!(feed, child.wait_with_output()).1.map_err(lost)
-        };
-        let out = tokio::time::timeout(self.timeout, run)
-            .await
-            .map_err(|_| TransportError::Timeout { host: self.name.clone(), timeout: self.timeout })??;
-        let status = out.status.code().unwrap_or(-1);
-        if status == 255 && out.stdout.is_empty() {
-            return Err(TransportError::Lost {
-                host: self.name.clone(),
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
+        let mut child = cmd.spawn().await.map_err(lost)?;
+        let w = child.stdin().take().expect("piped stdin");
+        let r = child.stdout().take().expect("piped stdout");
+        let e = child.stderr().take().expect("piped stderr");
+        let (stdout, stderr) = converse(w, r, e, stdin, gate).await;
+        let status = child.wait().await.map_err(lost)?.code().unwrap_or(-1);
+        if status == 255 && stdout.is_empty() {
+            return Err(TransportError::Lost { host: self.name.clone(), detail: String::from_utf8_lossy(&stderr).trim().to_string() });
         }
-        Ok(Output { status, stdout: out.stdout, stderr: out.stderr })
+        Ok(Output { status, stdout, stderr })
     }
 }
 
