@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
+command -v dot >/dev/null 2>&1 || need_pkgs+=(graphviz)
 command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 command -v unshare >/dev/null 2>&1 || need_pkgs+=(util-linux)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -3,64 +3,9 @@
 
 mod lab;
 
-use lab::{stderr, stdout, Lab};
+use lab::voice::{farm, lab, render, IVR_TOML, PEERS, WEB_A_TO_C};
+use lab::{stderr, stdout};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-
-const NAMES: &[&str] = &["web-a", "web-b", "web-c", "ivr-1", "ivr-2", "ivr-3", "ivr-4", "ivr-5", "ivr-6"];
-
-const IVR_TOML: &str = "# IVR node {H}. Main web server was web-a; see the runbook.\n\
-[node]\nname = \"{H}\"\n\n\
-[web]\nprimary = \"{W}\"          # serves call flows\nbackup = \"{W0}b\"\n\
-urls = [\"http://{W}:8080/flows/\", \"http://x{W0}/\", 'http://{WA}/']\n\
-not_ours = \"{WA0}0\"\nalso_not = \"ivr.{W0}\"\n";
-
-const PEERS: &str = "# peers of {H}: {W} serves call flows\r\n\
-web {W} {WA}:8080\n\
-web-backup {W0}b {WA0}0:8080\n\
-# x{W0} is a legacy name; so is ivr.{W0}\n\
-\tweb\t{W}\t\t{WA}\n";
-
-fn render(t: &str, host: &str, web: &str, addr: &str, web0: &str, addr0: &str) -> String {
-    t.replace("{H}", host).replace("{W0}", web0).replace("{WA0}", addr0).replace("{WA}", addr).replace("{W}", web)
-}
-
-fn web_of(ivr: &str) -> &'static str {
-    if ["ivr-1", "ivr-2", "ivr-3"].contains(&ivr) {
-        "web-a"
-    } else {
-        "web-b"
-    }
-}
-
-/// The lab of the issue: 3 web and 6 IVR hosts, ivr-1..3 using web-a, ivr-4..6 web-b.
-fn lab() -> Lab {
-    let lab = Lab::start(NAMES);
-    for h in lab.hosts.values() {
-        if h.name.starts_with("ivr") {
-            let w = web_of(&h.name);
-            let a = &lab.host(w).address;
-            h.write("/etc/ivr/ivr.toml", render(IVR_TOML, &h.name, w, a, w, a).as_bytes());
-            h.write("/etc/ivr/peers.conf", render(PEERS, &h.name, w, a, w, a).as_bytes());
-        } else {
-            h.write("/etc/ivr-web/web.toml", format!("[server]\nname = \"{}\"\n", h.name).as_bytes());
-        }
-    }
-    lab
-}
-
-fn farm(lab: &Lab, replace: &str) -> std::path::PathBuf {
-    let text = format!(
-        "[farm]\nname = \"lab\"\n\n{}\n\
-         [roles.web]\nfiles = [\"/etc/ivr-web/web.toml\"]\n\n\
-         [roles.ivr]\nfiles = [\"/etc/ivr/ivr.toml\", \"/etc/ivr/peers.conf\"]\n\
-         reload = \"echo reload $(hostname) >> /var/log/farmlab/reloads\"\n\n{}\n{replace}",
-        lab.ssh_section(),
-        lab.hosts_section(|n| if n.starts_with("web") { "web" } else { "ivr" })
-    );
-    lab.write_farm("farm.toml", &text)
-}
-
-const WEB_A_TO_C: &str = "[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\n";
 
 #[test]
 fn plan_apply_replan_changes_exactly_the_matched_tokens() {
@@ -89,7 +34,7 @@ fn plan_apply_replan_changes_exactly_the_matched_tokens() {
         .flat_map(|h| [format!("{h}:/etc/ivr/ivr.toml"), format!("{h}:/etc/ivr/peers.conf")])
         .collect();
     assert_eq!(edited, want);
-    assert_eq!(lab.snapshot(), before, "plan must not write anything");
+    lab::assert_same(&lab.snapshot(), &before, "plan must not write anything");
 
     let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
@@ -115,6 +60,8 @@ fn plan_apply_replan_changes_exactly_the_matched_tokens() {
     for h in ["ivr-4", "ivr-5", "ivr-6", "web-a"] {
         assert!(!lab.host(h).path("/var/log/farmlab/reloads").exists(), "{h} must not be reloaded");
     }
+    let retired = std::fs::read_to_string(lab.host("web-a").path("/var/log/farmlab/retired")).unwrap();
+    assert_eq!(retired, "retired web-a\n", "no host refers to web-a any more, so its role's retire ran there");
     let journal = std::fs::read_to_string(&lab.journal).unwrap();
     assert_eq!(journal.lines().filter(|l| l.contains("\"outcome\":\"written\"")).count(), 6);
 
@@ -140,7 +87,7 @@ fn a_saved_plan_is_refused_when_a_file_changed_and_nothing_is_written() {
     let err = stderr(&out);
     assert!(err.contains("ivr-2:/etc/ivr/peers.conf: the file changed since the plan"), "{err}");
     assert!(err.contains("nothing was written"), "{err}");
-    assert_eq!(lab.snapshot(), before, "no host may be written");
+    lab::assert_same(&lab.snapshot(), &before, "no host may be written");
     for h in lab.hosts.values() {
         assert!(!h.path("/var/lib/farmctl/lock").exists(), "no lock left on {}", h.name);
     }
@@ -195,7 +142,7 @@ fn a_killed_host_is_named_and_limit_lets_the_rest_go_ahead() {
 
     let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(lab.snapshot(), before, "an apply that cannot reach every host writes nothing");
+    lab::assert_same(&lab.snapshot(), &before, "an apply that cannot reach every host writes nothing");
 
     let out = lab.farmctl().args(["apply", "farm.toml", "--yes", "--limit", "!ivr-2"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -228,7 +175,7 @@ fn a_held_lock_refuses_the_apply_and_names_its_holder() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("ivr-1: refused, nothing written: another apply holds the lock (alice@ops-ws pid=4711"), "{err}");
-    assert_eq!(lab.snapshot(), before, "all or nothing: no host is switched");
+    lab::assert_same(&lab.snapshot(), &before, "all or nothing: no host is switched");
     assert!(ivr1.path("/var/lib/farmctl/lock/owner").exists(), "someone else's lock is never removed");
     assert!(!lab.host("ivr-3").path("/var/lib/farmctl/lock").exists(), "our own locks are released");
 }

@@ -5,6 +5,8 @@
 //! fails the test loudly: it never skips.
 #![allow(dead_code)]
 
+pub mod voice;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -246,6 +248,33 @@ impl Lab {
             }
         }
         out
+    }
+}
+
+/// The (host, path) keys on which two snapshots differ: for short failure messages.
+pub fn differences(a: &BTreeMap<(String, String), Vec<u8>>, b: &BTreeMap<(String, String), Vec<u8>>) -> Vec<String> {
+    a.keys()
+        .chain(b.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|(h, p)| format!("{h}:{p}"))
+        .collect()
+}
+
+/// Asserts two snapshots are equal, naming only the files that differ.
+#[track_caller]
+pub fn assert_same(a: &BTreeMap<(String, String), Vec<u8>>, b: &BTreeMap<(String, String), Vec<u8>>, why: &str) {
+    let d = differences(a, b);
+    assert!(d.is_empty(), "{why}; these differ: {d:?}");
+}
+
+impl Lab {
+    /// Like [`Lab::snapshot`], without farmctl's staged dotfiles.
+    pub fn targets(&self) -> BTreeMap<(String, String), Vec<u8>> {
+        let mut s = self.snapshot();
+        s.retain(|(_, p), _| !p.rsplit('/').next().unwrap_or("").starts_with('.'));
+        s
     }
 }
 

@@ -1,0 +1,190 @@
+//! Scheduled switches on the lab farm: every host at one instant, detached
+//! timers, cancel, gates, swaps, chains and circles, over real SSH.
+
+mod lab;
+
+use lab::voice::{farm, lab, render, IVR_TOML, PEERS};
+use lab::{stderr, stdout, Lab};
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+const IVRS: [&str; 6] = ["ivr-1", "ivr-2", "ivr-3", "ivr-4", "ivr-5", "ivr-6"];
+
+fn at(secs: u64) -> jiff::Timestamp {
+    let t = jiff::Timestamp::now() + Duration::from_secs(secs);
+    // Whole milliseconds, as an operator would write it.
+    jiff::Timestamp::from_millisecond(t.as_millisecond()).unwrap()
+}
+
+/// The time the inode of a host file last changed: for a renamed-in file, the rename.
+fn ctime_ns(lab: &Lab, host: &str, path: &str) -> i128 {
+    let m = std::fs::metadata(lab.host(host).path(path)).unwrap();
+    m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128
+}
+
+fn skew_printed(err: &str) -> f64 {
+    let line = err.lines().find(|l| l.contains(": skew ")).unwrap_or_else(|| panic!("no skew line in:\n{err}"));
+    line.split(": skew ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap()
+}
+
+fn replace_all_ivrs(t: jiff::Timestamp) -> String {
+    // Both web-a (ivr-1..3) and web-b (ivr-4..6) move, so all six IVR hosts switch.
+    format!(
+        "[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\nat = \"{t}\"\n\n[[replace]]\nold = \"web-b\"\nnew = \"web-c\"\nat = \"{t}\"\n"
+    )
+}
+
+#[test]
+fn every_host_switches_together_at_the_scheduled_instant() {
+    let lab = lab();
+    let t = at(6);
+    farm(&lab, &replace_all_ivrs(t));
+    let before = lab.snapshot();
+    let out = lab.farmctl().args(["plan", "farm.toml"]).output().unwrap();
+    assert!(stdout(&out).contains(&format!("switch at {t} (in ")), "{}", stdout(&out));
+
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{}{err}", stdout(&out));
+    let t_ns = t.as_nanosecond();
+    let times: Vec<i128> = IVRS.iter().map(|h| ctime_ns(&lab, h, "/etc/ivr/ivr.toml")).collect();
+    for (h, c) in IVRS.iter().zip(&times) {
+        assert!(*c >= t_ns, "{h} switched {} ms before T", (t_ns - c) as f64 / 1e6);
+    }
+    let measured = (times.iter().max().unwrap() - times.iter().min().unwrap()) as f64 / 1e6;
+    assert!(measured < 100.0, "the hosts switched {measured:.1} ms apart");
+    let printed = skew_printed(&err);
+    assert!((printed - measured).abs() < 10.0, "farmctl says {printed} ms, the hosts' ctimes say {measured:.1} ms");
+    assert!(err.contains("host clock offsets against this workstation: ivr-1 "), "{err}");
+    let after = lab.snapshot();
+    assert_ne!(after, before);
+    let (b, c) = (&lab.host("web-b").address, &lab.host("web-c").address);
+    assert_eq!(String::from_utf8(lab.host("ivr-5").read("/etc/ivr/peers.conf")).unwrap(), render(PEERS, "ivr-5", "web-c", c, "web-b", b));
+}
+
+#[test]
+fn a_detached_switch_fires_without_the_workstation_and_cancel_disarms_it() {
+    let lab = lab();
+    let t = at(5);
+    farm(&lab, &replace_all_ivrs(t));
+    let before = lab.snapshot();
+    let started = std::time::Instant::now();
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes", "--detach"]).output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("armed (switches on the host at its time): ivr-1, ivr-2"), "{}", stderr(&out));
+    assert!(jiff::Timestamp::now() < t, "farmctl returned before T ({:?})", started.elapsed());
+    lab::assert_same(&lab.targets(), &before, "nothing switches before T");
+
+    let out = lab.farmctl().args(["status", "farm.toml"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).matches(" armed (switch at ").count(), 6, "{}", stdout(&out));
+
+    std::thread::sleep(Duration::from_millis((t.as_millisecond() - jiff::Timestamp::now().as_millisecond()).max(0) as u64 + 1500));
+    let t_ns = t.as_nanosecond();
+    let times: Vec<i128> = IVRS.iter().map(|h| ctime_ns(&lab, h, "/etc/ivr/ivr.toml")).collect();
+    assert!(times.iter().all(|c| *c >= t_ns), "no host switches before T");
+    let measured = (times.iter().max().unwrap() - times.iter().min().unwrap()) as f64 / 1e6;
+    assert!(measured < 100.0, "detached hosts switched {measured:.1} ms apart");
+    let (a, c) = (&lab.host("web-a").address, &lab.host("web-c").address);
+    assert_eq!(String::from_utf8(lab.host("ivr-2").read("/etc/ivr/ivr.toml")).unwrap(), render(IVR_TOML, "ivr-2", "web-c", c, "web-a", a));
+    assert_eq!(std::fs::read_to_string(lab.host("ivr-2").path("/var/log/farmlab/reloads")).unwrap(), "reload ivr-2\n");
+
+    let out = lab.farmctl().args(["status", "farm.toml"]).output().unwrap();
+    let text = stdout(&out);
+    assert_eq!(text.matches(" fired (switch at ").count(), 6, "{text}");
+    let printed: f64 = text.lines().find(|l| l.contains("skew")).unwrap().split("skew ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!((printed - measured).abs() < 10.0, "status says {printed} ms, ctimes say {measured:.1} ms");
+    for h in IVRS {
+        assert!(!lab.host(h).path("/var/lib/farmctl/lock").exists(), "the fired job released {h}'s lock");
+    }
+}
+
+#[test]
+fn cancel_before_the_switch_leaves_every_file_as_it_was() {
+    let lab = lab();
+    let t = at(30);
+    farm(&lab, &replace_all_ivrs(t));
+    let before = lab.snapshot();
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes", "--detach"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = lab.farmctl().args(["cancel", "farm.toml"]).output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out).matches(": cancelled ").count(), 6, "{}", stdout(&out));
+    lab::assert_same(&lab.snapshot(), &before, "cancel leaves every file, and no staged copy, behind");
+    for h in IVRS {
+        assert!(!lab.host(h).path("/var/lib/farmctl/lock").exists(), "cancel released {h}'s lock");
+    }
+    let out = lab.farmctl().args(["status", "farm.toml"]).output().unwrap();
+    assert_eq!(stdout(&out).matches(" cancelled (switch at ").count(), 6, "{}", stdout(&out));
+    // And a new plan still sees everything pending.
+    let out = lab.farmctl().args(["plan", "farm.toml", "--detailed-exitcode"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_swap_and_a_chain_give_the_expected_files() {
+    let lab = lab();
+    let (a, b, c) = (lab.host("web-a").address.clone(), lab.host("web-b").address.clone(), lab.host("web-c").address.clone());
+    farm(&lab, "[[replace]]\nold = \"web-a\"\nnew = \"web-b\"\n[[replace]]\nold = \"web-b\"\nnew = \"web-a\"\n");
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for h in IVRS {
+        let (was, was_addr, now, now_addr) = if ["ivr-1", "ivr-2", "ivr-3"].contains(&h) { ("web-a", &a, "web-b", &b) } else { ("web-b", &b, "web-a", &a) };
+        assert_eq!(String::from_utf8(lab.host(h).read("/etc/ivr/peers.conf")).unwrap(), render(PEERS, h, now, now_addr, was, was_addr), "{h}");
+    }
+
+    // A chain on the swapped farm: web-b -> web-c and web-a -> web-b at once.
+    farm(&lab, "[[replace]]\nold = \"web-b\"\nnew = \"web-c\"\n[[replace]]\nold = \"web-a\"\nnew = \"web-b\"\n");
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for h in IVRS {
+        let (orig, orig_addr, now, now_addr) = if ["ivr-1", "ivr-2", "ivr-3"].contains(&h) { ("web-a", &a, "web-c", &c) } else { ("web-b", &b, "web-b", &b) };
+        assert_eq!(String::from_utf8(lab.host(h).read("/etc/ivr/ivr.toml")).unwrap(), render(IVR_TOML, h, now, now_addr, orig, orig_addr), "{h}");
+    }
+}
+
+#[test]
+fn a_new_host_that_is_not_ready_stops_the_switch_before_any_write() {
+    let lab = lab();
+    farm(&lab, "[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\n");
+    lab.host("web-c").write("/etc/ivr-web/down", b"maintenance\n");
+    let before = lab.snapshot();
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("gate:web-c@0: failed: `test ! -e /etc/ivr-web/down` failed (exit 1)"), "{err}");
+    assert!(err.contains("a host it would point to is not ready"), "{err}");
+    lab::assert_same(&lab.snapshot(), &before, "nothing may change");
+}
+
+#[test]
+fn a_circle_of_readiness_is_refused_and_named() {
+    let lab = lab();
+    // web-a's file names ivr-6, which web-b replaces; web-b's file names ivr-5, which web-a replaces.
+    lab.host("web-a").write("/etc/ivr-web/web.toml", b"[server]\nname = \"web-a\"\npeer = \"ivr-6\"\n");
+    lab.host("web-b").write("/etc/ivr-web/web.toml", b"[server]\nname = \"web-b\"\npeer = \"ivr-5\"\n");
+    farm(&lab, "[[replace]]\nold = \"ivr-6\"\nnew = \"web-b\"\non = [\"web\"]\n[[replace]]\nold = \"ivr-5\"\nnew = \"web-a\"\non = [\"web\"]\n");
+    let out = lab.farmctl().args(["plan", "farm.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("circle: edit:web-a:/etc/ivr-web/web.toml@0 -> gate:web-a@0 -> edit:web-b:/etc/ivr-web/web.toml@0 -> gate:web-b@0 -> edit:web-a:/etc/ivr-web/web.toml@0"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_graph_renders_with_graphviz() {
+    let lab = lab();
+    farm(&lab, &replace_all_ivrs(at(3600)));
+    let out = lab.farmctl().args(["graph", "farm.toml"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dot = stdout(&out);
+    assert!(dot.starts_with("digraph {"), "{dot}");
+    assert_eq!(dot.matches("edit ivr-").count(), 12, "{dot}");
+    let path = lab.dir.path().join("plan.dot");
+    std::fs::write(&path, &dot).unwrap();
+    let rendered = std::process::Command::new("dot").arg("-Tsvg").arg(&path).output().expect("graphviz `dot` is installed by scripts/test.sh");
+    assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
+    assert!(String::from_utf8_lossy(&rendered.stdout).contains("<svg"));
+}
