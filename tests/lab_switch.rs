@@ -65,7 +65,7 @@ fn every_host_switches_together_at_the_scheduled_instant() {
 #[test]
 fn a_detached_switch_fires_without_the_workstation_and_cancel_disarms_it() {
     let lab = lab();
-    let t = at(5);
+    let t = at(10);
     farm(&lab, &replace_all_ivrs(t));
     let before = lab.snapshot();
     let started = std::time::Instant::now();
