@@ -225,7 +225,7 @@ fn print_summary(what: &str, summary: &Summary, plan: &Plan) -> Outcome {
     let hint = if summary.hosts.values().any(|s| matches!(s, HostState::Refused { .. })) {
         "someone changed a file since the plan: run `farmctl plan` again and review the new plan"
     } else if summary.hosts.values().any(|s| matches!(s, HostState::Locked { .. })) {
-        "wait for the other apply to finish; if it died, remove the lock directory named in the farm's state_dir on that host"
+        "wait for the other apply to finish; if it died on another workstation, run `farmctl unlock FARM --limit HOST`"
     } else if summary.hosts.values().any(|s| matches!(s, HostState::ReloadFailed { .. })) {
         "the new files are in place; fix the service and reload it, or undo with `farmctl rollback PLAN.json`"
     } else {
@@ -572,5 +572,47 @@ pub async fn graph_cmd(farm_path: &Path, limit: &[String], parallel: usize) -> O
         return Err(f);
     }
     print(&render::dot(&planned.plan));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn unlock_cmd(farm_path: &Path, yes: bool, limit: &[String], parallel: usize) -> Outcome {
+    use transport::script::Report;
+    let (farm, hosts, down) = connect_selected(farm_path, limit, parallel).await?;
+    confirm("break the locks of these hosts (only do this when no apply is running)", yes)?;
+    let state_dir = farm.state_dir.clone();
+    let paths: BTreeMap<String, Vec<String>> = hosts.iter().map(|(n, _)| (n.clone(), farm.roles[&farm.hosts[n].role].files.clone())).collect();
+    let mut set = tokio::task::JoinSet::new();
+    for (name, host) in hosts {
+        let s = transport::script::unlock(host.root(), &state_dir, &paths[&name]);
+        set.spawn(async move { (name, host.run(&s, Vec::new()).await.map(|o| transport::script::parse_report(&o.stdout))) });
+    }
+    let mut results = Vec::new();
+    while let Some(r) = set.join_next().await {
+        results.push(r.expect("task panicked"));
+    }
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut armed = Vec::new();
+    for (host, r) in results {
+        match r {
+            Err(e) => println!("{host}: {e}"),
+            Ok(reports) => {
+                let holder = reports.iter().find_map(|r| if let Report::Holder(h) = r { Some(h.clone()) } else { None });
+                if reports.contains(&Report::Free) {
+                    println!("{host}: not locked");
+                } else if let Some(job) = reports.iter().find_map(|r| if let Report::ArmedJob(j) = r { Some(j.clone()) } else { None }) {
+                    armed.push(host.clone());
+                    println!("{host}: left locked: switch {job} is armed there");
+                } else if reports.contains(&Report::Unlocked) {
+                    println!("{host}: unlocked (was held by {})", holder.unwrap_or_default());
+                }
+            }
+        }
+    }
+    if !armed.is_empty() {
+        return Err(Failure::new(format!("{} still armed: {}", armed.len(), armed.join(", "))).hint("disarm with `farmctl cancel FARM` first"));
+    }
+    if !down.is_empty() {
+        return Err(Failure::new(format!("could not reach:\n  {}", down.join("\n  "))));
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -99,6 +99,15 @@ pub enum Command {
         #[command(flatten)]
         reach: Reach,
     },
+    /// Break the host locks of an apply that died, removing its staged copies
+    Unlock {
+        farm: PathBuf,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        reach: Reach,
+    },
     /// Print the plan's dependency graph as Graphviz DOT
     Graph {
         farm: PathBuf,

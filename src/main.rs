@@ -23,6 +23,7 @@ fn main() -> ExitCode {
             }
             Command::Status { farm, reach } => app::status_cmd(&farm, &reach.limit, reach.parallel as usize).await,
             Command::Cancel { farm, reach } => app::cancel_cmd(&farm, &reach.limit, reach.parallel as usize).await,
+            Command::Unlock { farm, yes, reach } => app::unlock_cmd(&farm, yes, &reach.limit, reach.parallel as usize).await,
             Command::Graph { farm, reach } => app::graph_cmd(&farm, &reach.limit, reach.parallel as usize).await,
             Command::Show { plan, format } => app::show_cmd(&plan, format.into()),
             Command::Rollback { plan, yes, parallel } => app::rollback_cmd(&plan, yes, parallel as usize).await,

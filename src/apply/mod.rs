@@ -12,7 +12,7 @@ pub mod progress;
 
 use crate::plan::{ActionKind, Contents, Edit, Plan};
 use crate::transport::script::{self, FileWrite, Report, RunIds};
-use crate::transport::{AnyHost, Host};
+use crate::transport::{AnyHost, Host, Word};
 use journal::{Entry, Journal};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -413,17 +413,24 @@ pub async fn execute(
             if work.is_empty() {
                 continue;
             }
+            // The first host alone, then the rest: of two applies started together, one
+            // gets the first lock and goes ahead, and the other is refused at once.
             let jobs: Vec<_> = work.iter().map(|w| (conns.hosts[&w.host].clone(), w.host.clone(), w.files.clone(), w.input.clone())).collect();
+            let mut jobs = jobs.into_iter();
+            let first: Vec<_> = jobs.by_ref().take(1).collect();
             let (state_dir, ps, tk, owner) = (opts.state_dir.clone(), plan_stage.clone(), token.clone(), opts.owner.clone());
-            let staged = each(jobs, opts.parallel, move |(host, name, files, input)| {
+            let stage_one = move |(host, name, files, input): (Arc<AnyHost>, String, Vec<FileWrite>, Vec<u8>)| {
                 let (state_dir, ps, tk, owner) = (state_dir.clone(), ps.clone(), tk.clone(), owner.clone());
-                async move {
-                    let s = script::stage(&run_ids(&host, &state_dir, &ps, &tk), &owner, &files);
-                    let out = host.run(&s, input).await;
-                    (name, judge(&out, &files, HostState::Staged))
-                }
-            })
-            .await;
+                async move { (name.clone(), stage_host(&host, &RunIds { root: host.root(), state_dir: &state_dir, plan_id: &ps, token: &tk }, &owner, &files, input).await) }
+            };
+            let stage_one = Arc::new(stage_one);
+            let f = stage_one.clone();
+            let mut staged = each(first, 1, move |j| f(j)).await;
+            let first_failed = staged.iter().any(|(_, st)| *st != HostState::Staged);
+            if !(first_failed && opts.max_fail == 0) {
+                let f = stage_one.clone();
+                staged.extend(each(jobs.collect(), opts.parallel, move |j| f(j)).await);
+            }
             let mut ready = Vec::new();
             for ((name, state), w) in staged.into_iter().zip(&work) {
                 reporter.event(Event::Host { host: name.clone(), state: state.clone() });
@@ -465,34 +472,44 @@ pub async fn execute(
                 continue;
             }
 
-            // 3b. Arm every ready host: each re-checks its files and waits for the word.
-            let (fire_tx, fire_rx) = tokio::sync::watch::channel(None::<bool>);
+            // 3b. Arm every ready host: each re-checks its files and waits for a word.
+            let (word_tx, word_rx) = tokio::sync::watch::channel(Word::Wait);
             let mut running = tokio::task::JoinSet::new();
-            let mut armed_rx = Vec::new();
+            let mut signals = Vec::new();
             for (i, w) in ready.iter().enumerate() {
                 let host = conns.hosts[&w.host].clone();
-                let (armed_tx, rx) = tokio::sync::oneshot::channel();
-                armed_rx.push((i, rx));
-                let gate = crate::transport::Gate { armed: armed_tx, fire: fire_rx.clone() };
+                let (armed_tx, armed_rx) = tokio::sync::oneshot::channel();
+                let (checked_tx, checked_rx) = tokio::sync::oneshot::channel();
+                signals.push((armed_rx, checked_rx));
+                let gate = crate::transport::Gate { armed: armed_tx, checked: checked_tx, word: word_rx.clone() };
                 let s = script::switch(&run_ids(&host, &opts.state_dir, &plan_stage, &token), &w.files, w.reload.as_deref(), script::Trigger::Word);
                 running.spawn(async move { (i, host.run_gated(&s, Vec::new(), Some(gate)).await) });
             }
-            let arm_limit = conns.farm.ssh.command_timeout;
-            let mut not_armed = Vec::new();
-            for (i, rx) in armed_rx {
-                if tokio::time::timeout(arm_limit, rx).await.map(|r| r.is_err()).unwrap_or(true) {
-                    not_armed.push(i);
-                }
+            let limit = conns.farm.ssh.command_timeout;
+            let mut armed = Vec::new();
+            for (armed_rx, checked_rx) in signals {
+                let ok = tokio::time::timeout(limit, armed_rx).await.is_ok_and(|r| r.is_ok());
+                armed.push((ok, checked_rx));
             }
-            let go = not_armed.len() + failures <= opts.max_fail;
+            let mut go = armed.iter().filter(|(ok, _)| !ok).count() + failures <= opts.max_fail;
             if go && !waited {
                 if let Some(at) = &stage.at {
                     wait_until(at, reporter).await;
                 }
                 waited = true;
             }
-            // 4. Fire: every host gets the word at once.
-            let _ = fire_tx.send(Some(go));
+            // 4. At the switch time: every host checks once more, then all get the word at once.
+            if go {
+                let _ = word_tx.send(Word::Check);
+                let mut bad = 0;
+                for (ok, checked_rx) in armed {
+                    if ok && !tokio::time::timeout(limit, checked_rx).await.is_ok_and(|r| r == Ok(true)) {
+                        bad += 1;
+                    }
+                }
+                go = bad + failures <= opts.max_fail;
+            }
+            let _ = word_tx.send(if go { Word::Go } else { Word::Abort });
             let mut results: Vec<Option<Result<crate::transport::Output, crate::transport::TransportError>>> = (0..ready.len()).map(|_| None).collect();
             let deadline = tokio::time::Instant::now() + conns.farm.ssh.command_timeout;
             while let Ok(Some(r)) = tokio::time::timeout_at(deadline, running.join_next()).await {
@@ -570,6 +587,40 @@ async fn abort(
         reporter.event(Event::Host { host: w.host.clone(), state: HostState::Aborted });
         record(journal, summary, entries(plan, &w.host, &w.files, &HostState::Aborted));
         summary.hosts.insert(w.host.clone(), HostState::Aborted);
+    }
+}
+
+/// Stages one host. A lock left by a farmctl of this workstation that is no
+/// longer running is broken (its staged copies go with it), and staging is
+/// tried once more.
+async fn stage_host(host: &AnyHost, ids: &RunIds<'_>, owner: &str, files: &[FileWrite], input: Vec<u8>) -> HostState {
+    if let Err(e) = host.refresh().await {
+        return HostState::Failed { error: format!("{e} (hint: {})", e.hint()), written: vec![] };
+    }
+    let s = script::stage(ids, owner, files);
+    let state = judge(&host.run(&s, input.clone()).await, files, HostState::Staged);
+    match &state {
+        HostState::Locked { holder } if lock_is_stale(holder) => {
+            let _ = host.run(&script::break_lock(ids.root, ids.state_dir, holder), Vec::new()).await;
+            judge(&host.run(&s, input).await, files, HostState::Staged)
+        }
+        _ => state,
+    }
+}
+
+/// Whether a lock's holder line names a farmctl on this workstation that is gone.
+pub fn lock_is_stale(holder: &str) -> bool {
+    let mut words = holder.split_whitespace();
+    let who = words.next().unwrap_or("");
+    let here = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let same_host = who.rsplit_once('@').is_some_and(|(_, h)| h == here.trim());
+    let pid = words.find_map(|w| w.strip_prefix("pid=")).and_then(|p| p.parse::<u32>().ok());
+    match (same_host, pid) {
+        (true, Some(pid)) => {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            comm.trim() != "farmctl"
+        }
+        _ => false,
     }
 }
 

@@ -57,6 +57,12 @@ pub trait Host: Send + Sync {
     /// fires; no timeout applies then (the caller keeps time).
     fn run_gated(&self, script: &str, stdin: Vec<u8>, gate: Option<Gate>) -> impl Future<Output = Result<Output, TransportError>> + Send;
 
+    /// Makes sure the connection still stands, reconnecting if it has gone
+    /// idle and closed (as after a long confirmation prompt).
+    fn refresh(&self) -> impl Future<Output = Result<(), TransportError>> + Send {
+        async { Ok(()) }
+    }
+
     /// Runs a sh script with `stdin` as its input, within the host's timeout.
     fn run(&self, script: &str, stdin: Vec<u8>) -> impl Future<Output = Result<Output, TransportError>> + Send {
         async move {
@@ -88,12 +94,23 @@ pub trait Host: Send + Sync {
     }
 }
 
+/// What the workstation tells an armed switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Word {
+    Wait,
+    /// Re-check every file now and say so (`CHECKED ok|bad`).
+    Check,
+    Go,
+    Abort,
+}
+
 /// The workstation side of a switch handshake.
 pub struct Gate {
-    /// Fires when the script prints `ARMED`: every check passed, it waits for the word.
+    /// Fires when the script prints `ARMED`: every check passed, it waits for a word.
     pub armed: tokio::sync::oneshot::Sender<()>,
-    /// `Some(true)` sends `go`, `Some(false)` sends `abort`.
-    pub fire: tokio::sync::watch::Receiver<Option<bool>>,
+    /// Fires with the script's answer to `check`.
+    pub checked: tokio::sync::oneshot::Sender<bool>,
+    pub word: tokio::sync::watch::Receiver<Word>,
 }
 
 /// Feeds a script its input (and, with a gate, its go/abort word) while
@@ -105,41 +122,61 @@ where
     E: tokio::io::AsyncRead + Unpin,
 {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-    let (armed, fire) = match gate {
-        Some(g) => (Some(g.armed), Some(g.fire)),
-        None => (None, None),
+    let (armed, checked, word) = match gate {
+        Some(g) => (Some(g.armed), Some(g.checked), Some(g.word)),
+        None => (None, None, None),
     };
     let writer = async move {
         // The script may stop reading early (a refused check); that is not an error here.
         let _ = w.write_all(&input).await;
-        if let Some(mut fire) = fire {
-            let go = loop {
-                if let Some(go) = *fire.borrow_and_update() {
-                    break go;
+        if let Some(mut word) = word {
+            let mut sent_check = false;
+            loop {
+                let now = *word.borrow_and_update();
+                let line: &[u8] = match now {
+                    Word::Check if !sent_check => b"check\n",
+                    Word::Go => b"go\n",
+                    Word::Abort => b"abort\n",
+                    _ => b"",
+                };
+                if !line.is_empty() {
+                    let _ = w.write_all(line).await;
+                    let _ = w.flush().await;
+                    sent_check |= now == Word::Check;
                 }
-                if fire.changed().await.is_err() {
-                    break false;
+                if matches!(now, Word::Go | Word::Abort) {
+                    break;
                 }
-            };
-            let _ = w.write_all(if go { b"go\n" } else { b"abort\n" }).await;
-            let _ = w.flush().await;
+                if word.changed().await.is_err() {
+                    let _ = w.write_all(b"abort\n").await;
+                    break;
+                }
+            }
         }
         let _ = w.shutdown().await;
     };
     let reader = async move {
         let mut out = Vec::new();
         let mut r = tokio::io::BufReader::new(r);
-        let mut armed = armed;
+        let (mut armed, mut checked) = (armed, checked);
         loop {
             let start = out.len();
             match r.read_until(b'\n', &mut out).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
-            if &out[start..] == b"ARMED\n" {
-                if let Some(a) = armed.take() {
-                    let _ = a.send(());
+            match &out[start..] {
+                b"ARMED\n" => {
+                    if let Some(a) = armed.take() {
+                        let _ = a.send(());
+                    }
                 }
+                b"CHECKED ok\n" | b"CHECKED bad\n" => {
+                    if let Some(c) = checked.take() {
+                        let _ = c.send(out[start..].starts_with(b"CHECKED ok"));
+                    }
+                }
+                _ => {}
             }
         }
         out
@@ -182,6 +219,13 @@ impl Host for AnyHost {
         match self {
             AnyHost::Ssh(h) => h.timeout(),
             AnyHost::Local(h) => h.timeout(),
+        }
+    }
+
+    async fn refresh(&self) -> Result<(), TransportError> {
+        match self {
+            AnyHost::Ssh(h) => h.refresh().await,
+            AnyHost::Local(h) => h.refresh().await,
         }
     }
 

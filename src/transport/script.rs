@@ -158,6 +158,10 @@ pub fn stage(ids: &RunIds, owner: &str, files: &[FileWrite]) -> String {
          if ! mkdir -- \"$S/lock\" 2>/dev/null; then printf 'LOCKED %s\\n' \"$(head -n 1 \"$S/lock/owner\" 2>/dev/null)\"; exit 3; fi\n",
     );
     writeln!(s, "printf '%s\\n' {} > \"$S/lock/owner\"\nprintf '%s' \"$K\" > \"$S/lock/token\"", q(owner)).unwrap();
+    // Holding the lock, no other farmctl is at work here: staged copies left by a crash go.
+    for i in 0..files.len() {
+        writeln!(s, "rm -f -- \"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-\"*").unwrap();
+    }
     cas_checks(&mut s, files, |f| &f.before_sha256);
     s.push_str("if [ $bad = 1 ]; then unlock; exit 4; fi\n");
     s.push_str("B=\"$S/backups/$P\"\nmkdir -p -- \"$B\" || fail 'cannot create the backup directory'\n");
@@ -205,11 +209,17 @@ pub fn switch(ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: 
     cas_checks(&mut s, files, |f| &f.before_sha256);
     s.push_str("if [ $bad = 1 ]; then cleanup; unlock; exit 4; fi\n");
     match trigger {
-        Trigger::Word => s.push_str(
-            "echo ARMED\n\
-             read -r word || word=abort\n\
-             [ \"$word\" = go ] || { cleanup; unlock; echo ABORTED; exit 5; }\n",
-        ),
+        Trigger::Word => {
+            s.push_str("echo ARMED\nread -r word || word=abort\nif [ \"$word\" = check ]; then\n");
+            // At the switch time: one more check on every host before any renames.
+            cas_checks(&mut s, files, |f| &f.before_sha256);
+            s.push_str(
+                "if [ $bad = 1 ]; then echo 'CHECKED bad'; else echo 'CHECKED ok'; fi\n\
+                 read -r word || word=abort\n\
+                 fi\n\
+                 [ \"$word\" = go ] || { cleanup; unlock; echo ABORTED; exit 5; }\n",
+            );
+        }
         Trigger::At(ns) => {
             writeln!(
                 s,
@@ -318,6 +328,36 @@ fn reload_lines(s: &mut String, root: &str, reload: Option<&str>) {
     }
 }
 
+/// Removes the host lock if `holder` (its owner line) still holds it.
+pub fn break_lock(root: &str, state_dir: &str, holder: &str) -> String {
+    format!(
+        "S={}\nif [ \"$(head -n 1 \"$S/lock/owner\" 2>/dev/null)\" = {} ]; then rm -rf -- \"$S/lock\" && echo UNLOCKED; fi\necho DONE\n",
+        q(&on_host(root, state_dir)),
+        q(holder)
+    )
+}
+
+/// For `farmctl unlock`: names the lock's holder and removes it with every
+/// staged copy beside `paths`, unless a detached switch is armed.
+pub fn unlock(root: &str, state_dir: &str, paths: &[String]) -> String {
+    let mut s = String::new();
+    writeln!(s, "S={}", q(&on_host(root, state_dir))).unwrap();
+    s.push_str(
+        "[ -d \"$S/lock\" ] || { echo 'FREE'; echo DONE; exit 0; }\n\
+         printf 'HOLDER %s\\n' \"$(head -n 1 \"$S/lock/owner\" 2>/dev/null)\"\n\
+         for p in \"$S\"/armed/*.pid; do\n\
+         [ -f \"$p\" ] || continue; J=${p%.pid}\n\
+         grep -q '^DONE$\\|^CANCELLED$' \"$J.log\" 2>/dev/null && continue\n\
+         kill -0 \"$(cat \"$p\")\" 2>/dev/null && { echo \"ARMEDJOB ${J##*/}\"; echo DONE; exit 0; }\n\
+         done\n",
+    );
+    for p in paths {
+        writeln!(s, "t=$(readlink -f -- {p}) || t={p}; rm -f -- \"${{t%/*}}/.${{t##*/}}.farmctl-\"*", p = q(&on_host(root, p))).unwrap();
+    }
+    s.push_str("rm -rf -- \"$S/lock\" && echo UNLOCKED\necho DONE\n");
+    s
+}
+
 /// Runs one operator command (a health check or a retire) and reports its status.
 pub fn one_command(root: &str, cmd: &str) -> String {
     let mut s = String::new();
@@ -382,6 +422,10 @@ pub enum Report {
     JobLog { id: String, line: String },
     Cancelled(String),
     Fired(String),
+    Holder(String),
+    ArmedJob(String),
+    Unlocked,
+    Free,
 }
 
 /// Reads a script's report lines; unknown lines are ignored.
@@ -444,6 +488,10 @@ pub fn parse_report(out: &[u8]) -> Vec<Report> {
                 None => continue,
             },
             "CANCELLED" => Report::Cancelled(rest.to_string()),
+            "HOLDER" => Report::Holder(rest.to_string()),
+            "ARMEDJOB" => Report::ArmedJob(rest.to_string()),
+            "UNLOCKED" => Report::Unlocked,
+            "FREE" => Report::Free,
             "FIRED" => Report::Fired(rest.to_string()),
             _ => continue,
         };
@@ -525,6 +573,8 @@ mod tests {
         let s = switch(&ids(), &one(), Some(cmd), Trigger::Word);
         assert!(s.find("echo ARMED").unwrap() < s.find("mv -f").unwrap());
         assert!(s.find("read -r word").unwrap() < s.find("mv -f").unwrap());
+        let check = s.find("if [ \"$word\" = check ]").unwrap();
+        assert!(s[check..].find("CHANGED 0").unwrap() < s[check..].find("CHECKED ok").unwrap());
         assert!(s.find("CHANGED 0").unwrap() < s.find("mv -f").unwrap());
         assert!(s.contains(&format!("$(sh -c {} 2>&1)", q(cmd))), "{s}");
         let local = switch(&RunIds { root: "/tmp/r oot", ..ids() }, &one(), Some("true"), Trigger::Word);

@@ -6,11 +6,16 @@ use super::{converse, Gate, Host, Output, TransportError};
 use crate::farm::SshSettings;
 use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct SshHost {
     name: String,
-    session: Session,
+    address: String,
+    builder: SessionBuilder,
+    connect_limit: Duration,
+    /// Replaced by [`Host::refresh`] when the master has gone away.
+    session: tokio::sync::RwLock<Arc<Session>>,
     sudo: bool,
     timeout: Duration,
 }
@@ -66,6 +71,8 @@ impl SshHost {
             TransportError::Connect { host: name.to_string(), detail, hint }
         };
         let mut b = SessionBuilder::default();
+        // A master outlives a killed farmctl by at most this long, never forever.
+        b.control_persist(openssh::ControlPersist::IdleFor(std::num::NonZeroUsize::new(60).expect("non-zero")));
         b.known_hosts_check(KnownHosts::Strict)
             .connect_timeout(ssh.connect_timeout)
             .server_alive_interval(Duration::from_secs(5))
@@ -89,13 +96,29 @@ impl SshHost {
             b.jump_hosts([j]);
         }
         // ConnectTimeout covers the TCP connect; a host that accepts and then hangs needs this too.
-        let limit = ssh.connect_timeout + Duration::from_secs(5);
-        let session = tokio::time::timeout(limit, b.connect_mux(address))
-            .await
-            .map_err(|_| TransportError::Timeout { host: name.to_string(), timeout: limit })?
-            .map_err(|e| fail(error_chain(&e)))?;
-        Ok(SshHost { name: name.to_string(), session, sudo: ssh.sudo, timeout: ssh.command_timeout })
+        let connect_limit = ssh.connect_timeout + Duration::from_secs(5);
+        let session = open(name, address, &b, connect_limit).await?;
+        Ok(SshHost {
+            name: name.to_string(),
+            address: address.to_string(),
+            builder: b,
+            connect_limit,
+            session: tokio::sync::RwLock::new(Arc::new(session)),
+            sudo: ssh.sudo,
+            timeout: ssh.command_timeout,
+        })
     }
+}
+
+async fn open(name: &str, address: &str, b: &SessionBuilder, limit: Duration) -> Result<Session, TransportError> {
+    tokio::time::timeout(limit, b.connect_mux(address))
+        .await
+        .map_err(|_| TransportError::Timeout { host: name.to_string(), timeout: limit })?
+        .map_err(|e| {
+            let detail = error_chain(&e);
+            let hint = connect_hint(&detail);
+            TransportError::Connect { host: name.to_string(), detail, hint }
+        })
 }
 
 impl Host for SshHost {
@@ -111,14 +134,25 @@ impl Host for SshHost {
         self.timeout
     }
 
+    async fn refresh(&self) -> Result<(), TransportError> {
+        let current = self.session.read().await.clone();
+        if current.check().await.is_ok() {
+            return Ok(());
+        }
+        let fresh = open(&self.name, &self.address, &self.builder, self.connect_limit).await?;
+        *self.session.write().await = Arc::new(fresh);
+        Ok(())
+    }
+
     async fn run_gated(&self, script: &str, stdin: Vec<u8>, gate: Option<Gate>) -> Result<Output, TransportError> {
         let lost = |e: openssh::Error| TransportError::Lost { host: self.name.clone(), detail: error_chain(&e) };
+        let session = self.session.read().await.clone();
         let mut cmd = if self.sudo {
-            let mut c = self.session.command("sudo");
+            let mut c = session.command("sudo");
             c.arg("-n").arg("sh");
             c
         } else {
-            self.session.command("sh")
+            session.command("sh")
         };
         cmd.arg("-c").arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().await.map_err(lost)?;
