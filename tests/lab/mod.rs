@@ -19,10 +19,41 @@ pub const MOUNTS: &[&str] = &["/etc/ivr", "/etc/ivr-web", "/var/lib/farmctl", "/
 pub struct LabHost {
     pub name: String,
     pub address: String,
+    pub port: u16,
     /// The host's private directory; `dir/etc/ivr` is its `/etc/ivr`.
     pub dir: PathBuf,
     sshd: Option<Child>,
+    /// tmpfs mounted over some of `dir`'s directories, unmounted on drop.
+    tmpfs: Vec<PathBuf>,
 }
+
+/// The sshd `ForceCommand` of every lab host: runs the client's command, unless
+/// a one-shot rule in `<host dir>/inject` ("PHASE ACTION") says to fail when a
+/// farmctl script of that phase arrives. Phases: read, stage, switch.
+/// Actions: die (the host goes down before the script runs), die-midway (it
+/// goes down 0.3 s into the script), hang (sshd stops answering).
+const INJECT: &str = r#"#!/bin/sh
+H=__DIR__
+cmd=$SSH_ORIGINAL_COMMAND
+rule=$(cat "$H/inject" 2>/dev/null)
+phase=${rule%% *}; action=${rule#* }
+case "$phase" in
+  read) marker='kernel/hostname' ;;
+  stage) marker='STAGED' ;;
+  switch) marker='echo ARMED' ;;
+  *) marker='' ;;
+esac
+if [ -n "$marker" ] && printf '%s' "$cmd" | grep -qF -- "$marker"; then
+  rm -f "$H/inject"
+  echo "$phase $action $(date +%s%N)" >> "$H/injected"
+  case "$action" in
+    die) kill -9 "$(cat "$H/sshd.pid")" "$PPID"; exit 255 ;;
+    die-midway) /bin/sh -c "$cmd" & sleep 0.3; kill -9 "$(cat "$H/sshd.pid")" "$PPID" 0; exit 255 ;;
+    hang) kill -STOP "$(cat "$H/sshd.pid")"; kill -STOP "$PPID"; sleep 100000 ;;
+  esac
+fi
+exec /bin/sh -c "$cmd"
+"#;
 
 impl LabHost {
     /// A path on this host, seen from the workstation.
@@ -48,9 +79,97 @@ impl LabHost {
         }
     }
 
+    /// The host dies: its sshd and every session and command under it, at once.
+    pub fn crash(&mut self) {
+        if let Some(pid) = self.pid() {
+            signal_tree(pid, "KILL");
+        }
+        self.kill();
+    }
+
+    /// The host hangs: its sshd and sessions stop (SIGSTOP) until [`LabHost::resume`].
+    pub fn hang(&self) {
+        if let Some(pid) = self.pid() {
+            signal_tree(pid, "STOP");
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            signal_tree(pid, "CONT");
+        }
+    }
+
+    /// Arms a one-shot fault for the next farmctl script of `phase` (see INJECT).
+    pub fn inject(&self, phase: &str, action: &str) {
+        std::fs::write(self.dir.join("inject"), format!("{phase} {action}")).unwrap();
+    }
+
+    /// Whether an injected fault has fired.
+    pub fn injected(&self) -> bool {
+        self.dir.join("injected").exists()
+    }
+
+    /// Starts (or restarts) this host's sshd in its own namespaces.
+    fn spawn(&mut self) {
+        let cfg = self.dir.join("sshd_config");
+        let mounts: String = MOUNTS
+            .iter()
+            .map(|m| format!("mount --bind '{}' '{m}' && ", self.dir.join(m.trim_start_matches('/')).display()))
+            .collect();
+        let child = Command::new("unshare")
+            .args(["-mu", "--propagation", "private", "sh", "-c"])
+            .arg(format!("hostname '{}' && {mounts} exec /usr/sbin/sshd -D -e -f '{}'", self.name, cfg.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("sshd.log")).unwrap())
+            .spawn()
+            .expect("unshare");
+        self.sshd = Some(child);
+        let a: SocketAddr = format!("{}:{}", self.address, self.port).parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&a, Duration::from_millis(100)).is_err() {
+            assert!(Instant::now() < deadline, "lab host {} never listened: {}", self.name, std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Brings a crashed host back, with its files as the crash left them.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.sshd.as_ref().map(|c| c.id())
     }
+}
+
+/// How a lab is set up beyond the defaults.
+#[derive(Default)]
+pub struct Options {
+    /// (host, directory, size): a small tmpfs over that host directory, for a full disk.
+    pub tmpfs: Vec<(&'static str, &'static str, &'static str)>,
+}
+
+/// Sends a signal to a process and all its descendants.
+pub fn signal_tree(root: u32, signal: &str) {
+    let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        let after = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+        if let Some(ppid) = after.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok()) {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut all = vec![root];
+    let mut i = 0;
+    while i < all.len() {
+        all.extend(children.get(&all[i]).cloned().unwrap_or_default());
+        i += 1;
+    }
+    let _ = Command::new("kill").arg(format!("-{signal}")).args(all.iter().map(|p| p.to_string())).status();
 }
 
 pub struct Lab {
@@ -104,8 +223,13 @@ fn require_prerequisites() {
 }
 
 impl Lab {
-    /// Starts one sshd per name, with the given files (host path -> content) on every host.
+    /// Starts one sshd per name.
     pub fn start(names: &[&str]) -> Lab {
+        Lab::start_with(names, Options::default())
+    }
+
+    /// Starts one sshd per name, with the given options.
+    pub fn start_with(names: &[&str], opts: Options) -> Lab {
         require_prerequisites();
         let dir = tempfile::Builder::new().prefix("farmlab").tempdir().unwrap();
         let d = dir.path();
@@ -136,50 +260,35 @@ impl Lab {
                 format!(
                     "ListenAddress {address}\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
                      StrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
-                     MaxStartups 200:30:400\nMaxSessions 50\nLogLevel ERROR\nSubsystem sftp internal-sftp\n",
+                     MaxStartups 200:30:400\nMaxSessions 50\nLogLevel ERROR\nSubsystem sftp internal-sftp\n\
+                     ForceCommand {}\n",
                     hostkey.display(),
                     d.join("authorized_keys").display(),
-                    hdir.join("sshd.pid").display()
+                    hdir.join("sshd.pid").display(),
+                    hdir.join("inject.sh").display()
                 ),
             )
             .unwrap();
-            let mounts: String = MOUNTS
-                .iter()
-                .map(|m| format!("mount --bind '{}' '{m}' && ", hdir.join(m.trim_start_matches('/')).display()))
-                .collect();
-            let child = Command::new("unshare")
-                .args(["-mu", "--propagation", "private", "sh", "-c"])
-                .arg(format!("hostname '{name}' && {mounts} exec /usr/sbin/sshd -D -e -f '{}'", cfg.display()))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(hdir.join("sshd.log")).unwrap())
-                .spawn()
-                .expect("unshare");
-            hosts.insert(name.to_string(), LabHost { name: name.to_string(), address, dir: hdir, sshd: Some(child) });
+            let inject = hdir.join("inject.sh");
+            std::fs::write(&inject, INJECT.replace("__DIR__", &format!("'{}'", hdir.display()))).unwrap();
+            std::fs::set_permissions(&inject, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            let mut tmpfs = Vec::new();
+            for (h, path, size) in &opts.tmpfs {
+                if *h == *name {
+                    let target = hdir.join(path.trim_start_matches('/'));
+                    run(Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}")]).arg("tmpfs").arg(&target));
+                    tmpfs.push(target);
+                }
+            }
+            let mut host = LabHost { name: name.to_string(), address, port, dir: hdir, sshd: None, tmpfs };
+            host.spawn();
+            hosts.insert(name.to_string(), host);
         }
         let known_hosts = d.join("known_hosts");
         std::fs::write(&known_hosts, known).unwrap();
         let control_dir = PathBuf::from(format!("/tmp/fl{}", &d.file_name().unwrap().to_string_lossy()[7..]));
         std::fs::create_dir_all(&control_dir).unwrap();
-        let lab = Lab { journal: d.join("journal.jsonl"), dir, port, hosts, key, known_hosts, ssh_config, control_dir };
-        lab.wait_listening();
-        lab
-    }
-
-    fn wait_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for h in self.hosts.values() {
-            let a: SocketAddr = format!("{}:{}", h.address, self.port).parse().unwrap();
-            while TcpStream::connect_timeout(&a, Duration::from_millis(100)).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "lab host {} never listened: {}",
-                    h.name,
-                    std::fs::read_to_string(h.dir.join("sshd.log")).unwrap_or_default()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        Lab { journal: d.join("journal.jsonl"), dir, port, hosts, key, known_hosts, ssh_config, control_dir }
     }
 
     pub fn host(&self, name: &str) -> &LabHost {
@@ -281,7 +390,11 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for h in self.hosts.values_mut() {
-            h.kill();
+            h.resume();
+            h.crash();
+            for t in &h.tmpfs {
+                let _ = Command::new("umount").arg("-l").arg(t).status();
+            }
         }
         let _ = std::fs::remove_dir_all(&self.control_dir);
     }
