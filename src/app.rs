@@ -152,7 +152,7 @@ pub async fn plan_cmd(farm_path: &Path, out: Option<&Path>, format: Format, deta
     warn_clocks(&farm, &live);
     if let Some(out) = out {
         write_atomic(out, &plan.to_json())?;
-        eprintln!("Saved plan {} to {}. Apply exactly this plan with: farmctl apply {}", plan.id, out.display(), out.display());
+        crate::say!("Saved plan {} to {}. Apply exactly this plan with: farmctl apply {}", plan.id, out.display(), out.display());
     }
     Ok(if detailed && plan.has_changes() { ExitCode::from(EXIT_CHANGES) } else { ExitCode::SUCCESS })
 }
@@ -164,7 +164,7 @@ fn confirm(what: &str, yes: bool) -> Result<(), Failure> {
     if !std::io::stdin().is_terminal() {
         return Err(Failure::new(format!("refusing to {what} without confirmation: stdin is not a terminal")).hint("review the plan, then pass --yes"));
     }
-    eprint!("\nDo you want to {what}? Only 'yes' will be accepted: ");
+    { use std::io::Write as _; let mut e = std::io::stderr(); let _ = write!(e, "\nDo you want to {what}? Only 'yes' will be accepted: "); let _ = e.flush(); }
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer).map_err(|e| Failure::new(e.to_string()))?;
     if answer.trim() == "yes" {
@@ -202,23 +202,23 @@ fn print_summary(what: &str, summary: &Summary, plan: &Plan) -> Outcome {
         };
         by_state.entry(word).or_default().push(host);
     }
-    eprintln!();
+    crate::say!("");
     for (word, hosts) in &by_state {
-        eprintln!("{word}: {}", hosts.join(", "));
+        crate::say!("{word}: {}", hosts.join(", "));
     }
     for (stage, _) in &summary.renames {
         if let (Some(skew), Some(at)) = (summary.skew_ms(*stage), plan.stages.iter().find(|s| s.index == *stage).and_then(|s| s.at.as_ref())) {
-            eprintln!("switch at {at}: skew {skew:.1} ms across {} host(s)", summary.renames[stage].len());
+            crate::say!("switch at {at}: skew {skew:.1} ms across {} host(s)", summary.renames[stage].len());
         }
     }
     for p in &summary.problems {
-        eprintln!("problem: {p}");
+        crate::say!("problem: {p}");
     }
     if let Some(e) = &summary.journal_error {
-        eprintln!("warning: could not write the journal: {e}");
+        crate::say!("warning: could not write the journal: {e}");
     }
     if summary.ok() {
-        eprintln!("{what} complete: {} host(s).", summary.hosts.len());
+        crate::say!("{what} complete: {} host(s).", summary.hosts.len());
         return Ok(ExitCode::SUCCESS);
     }
     let problems: Vec<String> = summary.hosts.iter().filter(|(_, s)| !s.is_ok()).map(|(h, s)| format!("{h}: {s}")).collect();
@@ -317,8 +317,12 @@ fn warn_clocks(farm: &Farm, live: &LiveFarm) {
     let tolerance = farm.clock_tolerance.as_millis() as i64;
     for (host, state) in live {
         if let Ok(s) = state {
-            if let Some(off) = s.clock_offset_ms.filter(|o| o.abs() > tolerance) {
-                eprintln!("warning: {host}'s clock is {off:+} ms off this workstation's (tolerance {tolerance} ms); a detached switch there fires that much off");
+            // Only what the measurement can vouch for: the offset is known to within half the round trip.
+            if let Some(off) = s.clock_offset_ms.filter(|o| o.abs() - s.clock_uncertainty_ms > tolerance) {
+                crate::say!(
+                    "warning: {host}'s clock is {off:+} ms (±{} ms) off this workstation's (tolerance {tolerance} ms); a detached switch there fires that much off",
+                    s.clock_uncertainty_ms
+                );
             }
         }
     }
@@ -334,10 +338,13 @@ fn print_offsets(summary: &Summary, live: &LiveFarm) {
         .flat_map(|m| m.keys())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
-        .filter_map(|h| live.get(h).and_then(|s| s.as_ref().ok()).and_then(|s| s.clock_offset_ms).map(|o| format!("{h} {o:+} ms")))
+        .filter_map(|h| {
+            let s = live.get(h)?.as_ref().ok()?;
+            s.clock_offset_ms.map(|o| format!("{h} {o:+} ms (±{})", s.clock_uncertainty_ms))
+        })
         .collect();
     if !offsets.is_empty() {
-        eprintln!("host clock offsets against this workstation: {}", offsets.join(", "));
+        crate::say!("host clock offsets against this workstation: {}", offsets.join(", "));
     }
 }
 
@@ -364,7 +371,7 @@ async fn apply_saved(path: &Path, flags: ApplyFlags) -> Outcome {
     let saved = load_plan(path)?;
     let farm = Arc::new(farm_of(&saved)?);
     if !saved.has_changes() {
-        eprintln!("Plan {} has no changes; nothing to do.", saved.id);
+        crate::say!("Plan {} has no changes; nothing to do.", saved.id);
         return Ok(ExitCode::SUCCESS);
     }
     let scope: Vec<String> = saved.hosts.iter().filter(|h| saved.edits().any(|(a, _)| a.host == h.name)).map(|h| h.name.clone()).collect();
@@ -386,7 +393,7 @@ async fn apply_saved(path: &Path, flags: ApplyFlags) -> Outcome {
     check_schedule(&saved, detach)?;
     warn_clocks(&farm, &live);
     // Apply the saved plan itself, with the contents just re-derived (each checked by its after-hash above).
-    eprintln!("Applying plan {}: {}", saved.id, render::summary(&saved));
+    crate::say!("Applying plan {}: {}", saved.id, render::summary(&saved));
     let contents = std::mem::take(&mut fresh.contents);
     let mut conns = apply::Connections { farm: farm.clone(), hosts };
     let opts = options(&farm, &saved, parallel, max_fail, detach);
@@ -407,12 +414,12 @@ pub async fn rollback_cmd(path: &Path, yes: bool, parallel: usize) -> Outcome {
     let farm = Arc::new(farm::load(Path::new(&plan.farm.path))?);
     let scope: Vec<String> = plan.edits().map(|(a, _)| a.host.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     if scope.is_empty() {
-        eprintln!("Plan {} has no edits; nothing to roll back.", plan.id);
+        crate::say!("Plan {} has no edits; nothing to roll back.", plan.id);
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!("Rollback of plan {} restores, on {} host(s), every file that still has the content the plan wrote:", plan.id, scope.len());
+    crate::say!("Rollback of plan {} restores, on {} host(s), every file that still has the content the plan wrote:", plan.id, scope.len());
     for (a, e) in plan.edits() {
-        eprintln!("  {}:{}", a.host, e.path);
+        crate::say!("  {}:{}", a.host, e.path);
     }
     confirm("roll back this plan", yes)?;
     let mut hosts = BTreeMap::new();

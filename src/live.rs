@@ -27,6 +27,8 @@ pub struct HostState {
     pub hostname: String,
     /// The host's clock minus the workstation's, in milliseconds (midpoint estimate).
     pub clock_offset_ms: Option<i64>,
+    /// Half the round trip of the read: the offset is known to within this.
+    pub clock_uncertainty_ms: i64,
     /// Keyed by the path as the farm file names it.
     pub files: BTreeMap<String, FileState>,
 }

@@ -38,9 +38,9 @@ fn main() -> ExitCode {
 }
 
 fn report(f: Failure) -> ExitCode {
-    eprintln!("error: {}", f.message);
+    farmctl::say!("error: {}", f.message);
     if let Some(h) = f.hint {
-        eprintln!("hint: {h}");
+        farmctl::say!("hint: {h}");
     }
     ExitCode::FAILURE
 }

@@ -520,7 +520,13 @@ pub async fn execute(
             for (i, w) in ready.iter().enumerate() {
                 let state = match &results[i] {
                     None => HostState::Failed { error: "no answer after the switch was fired; the host may or may not have switched (check with `farmctl plan`)".into(), written: vec![] },
-                    Some(out) if !go && out.as_ref().is_ok_and(|o| script::parse_report(&o.stdout).contains(&Report::Aborted)) => HostState::Aborted,
+                    Some(Ok(o)) if !go && {
+                        let r = script::parse_report(&o.stdout);
+                        r.contains(&Report::Aborted) && !r.iter().any(|x| matches!(x, Report::Changed { .. }))
+                    } =>
+                    {
+                        HostState::Aborted
+                    }
                     Some(out) => judge(out, &w.files, HostState::Applied { files: w.files.len() }),
                 };
                 if let Some(Ok(o)) = &results[i] {

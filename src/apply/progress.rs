@@ -12,7 +12,7 @@ pub struct Lines;
 
 impl Reporter for Lines {
     fn event(&self, e: Event) {
-        eprintln!("{}", e.line());
+        crate::say!("{}", e.line());
     }
 }
 

@@ -376,7 +376,8 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
                     continue;
                 }
                 Some(FileState::Unreadable(why)) => {
-                    failure = Some(format!("{path}: {why}"));
+                    let hint = if why.contains("permission") { " (hint: connect as a user who may read it, or set [ssh] sudo = true)" } else { "" };
+                    failure = Some(format!("{path}: {why}{hint}"));
                     continue;
                 }
             };

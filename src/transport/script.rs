@@ -89,7 +89,7 @@ pub fn parse_read_state(out: &[u8], paths: &[String], sent_ms: i64, received_ms:
         };
         files.insert(path.clone(), state);
     }
-    Ok(HostState { hostname, clock_offset_ms, files })
+    Ok(HostState { hostname, clock_offset_ms, clock_uncertainty_ms: (received_ms - sent_ms).max(0) / 2, files })
 }
 
 /// One file to write in a staged apply.
@@ -155,7 +155,9 @@ pub fn stage(ids: &RunIds, owner: &str, files: &[FileWrite]) -> String {
     prelude(&mut s, ids, files, "");
     s.push_str(
         "mkdir -p -- \"$S\" || { echo \"ERR cannot create the state directory $S\"; exit 1; }\n\
-         if ! mkdir -- \"$S/lock\" 2>/dev/null; then printf 'LOCKED %s\\n' \"$(head -n 1 \"$S/lock/owner\" 2>/dev/null)\"; exit 3; fi\n",
+         if ! e=$(mkdir -- \"$S/lock\" 2>&1); then\n\
+         if [ -d \"$S/lock\" ]; then printf 'LOCKED %s\\n' \"$(head -n 1 \"$S/lock/owner\" 2>/dev/null)\"; exit 3; fi\n\
+         printf 'ERR cannot take the lock in %s: %s\\n' \"$S\" \"$e\"; exit 1; fi\n",
     );
     writeln!(s, "printf '%s\\n' {} > \"$S/lock/owner\"\nprintf '%s' \"$K\" > \"$S/lock/token\"", q(owner)).unwrap();
     // Holding the lock, no other farmctl is at work here: staged copies left by a crash go.

@@ -48,7 +48,7 @@ if [ -n "$marker" ] && printf '%s' "$cmd" | grep -qF -- "$marker"; then
   echo "$phase $action $(date +%s%N)" >> "$H/injected"
   case "$action" in
     die) kill -9 "$(cat "$H/sshd.pid")" "$PPID"; exit 255 ;;
-    die-midway) /bin/sh -c "$cmd" & sleep 0.3; kill -9 "$(cat "$H/sshd.pid")" "$PPID" 0; exit 255 ;;
+    die-midway) exec 3<&0; /bin/sh -c "$cmd" <&3 & sleep 0.3; kill -9 "$(cat "$H/sshd.pid")" "$PPID" 0; exit 255 ;;
     hang) kill -STOP "$(cat "$H/sshd.pid")"; kill -STOP "$PPID"; sleep 100000 ;;
   esac
 fi
@@ -125,6 +125,8 @@ impl LabHost {
             .stderr(std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("sshd.log")).unwrap())
             .spawn()
             .expect("unshare");
+        // sshd -D writes no pid file; the injection wrapper needs the listener's pid.
+        std::fs::write(self.dir.join("sshd.pid"), child.id().to_string()).unwrap();
         self.sshd = Some(child);
         let a: SocketAddr = format!("{}:{}", self.address, self.port).parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -264,7 +266,7 @@ impl Lab {
                      ForceCommand {}\n",
                     hostkey.display(),
                     d.join("authorized_keys").display(),
-                    hdir.join("sshd.pid").display(),
+                    hdir.join("sshd-own.pid").display(),
                     hdir.join("inject.sh").display()
                 ),
             )

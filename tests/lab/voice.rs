@@ -29,9 +29,15 @@ pub fn web_of(ivr: &str) -> &'static str {
     }
 }
 
-/// The lab of the issue: 3 web and 6 IVR hosts, ivr-1..3 using web-a, ivr-4..6 web-b.
+/// The lab of the issues: 3 web and 6 IVR hosts, ivr-1..3 using web-a, ivr-4..6 web-b.
 pub fn lab() -> Lab {
     let lab = Lab::start(NAMES);
+    fill(&lab);
+    lab
+}
+
+/// Writes every host's config files.
+pub fn fill(lab: &Lab) {
     for h in lab.hosts.values() {
         if h.name.starts_with("ivr") {
             let w = web_of(&h.name);
@@ -42,21 +48,36 @@ pub fn lab() -> Lab {
             h.write("/etc/ivr-web/web.toml", format!("[server]\nname = \"{}\"\n", h.name).as_bytes());
         }
     }
-    lab
 }
 
 pub fn farm(lab: &Lab, replace: &str) -> std::path::PathBuf {
+    farm_custom(lab, "echo reload $(hostname) >> /var/log/farmlab/reloads", "", replace)
+}
+
+/// The lab farm file with another IVR reload command and more `[ssh]` settings.
+pub fn farm_custom(lab: &Lab, ivr_reload: &str, ssh_extra: &str, replace: &str) -> std::path::PathBuf {
+    // Settings in `ssh_extra` replace the lab's own.
+    let overridden: Vec<&str> = ssh_extra.lines().filter_map(|l| l.split(" =").next()).collect();
+    let ssh: String = lab.ssh_section().lines().filter(|l| !overridden.iter().any(|k| l.starts_with(&format!("{k} =")))).map(|l| format!("{l}\n")).collect();
     let text = format!(
-        "[farm]\nname = \"lab\"\n\n{}\n\
+        "[farm]\nname = \"lab\"\n\n{}{ssh_extra}\n\
          [roles.web]\nfiles = [\"/etc/ivr-web/web.toml\"]\n\
          health = \"test ! -e /etc/ivr-web/down\"\n\
          retire = \"echo retired $(hostname) >> /var/log/farmlab/retired\"\n\n\
          [roles.ivr]\nfiles = [\"/etc/ivr/ivr.toml\", \"/etc/ivr/peers.conf\"]\n\
-         reload = \"echo reload $(hostname) >> /var/log/farmlab/reloads\"\n\n{}\n{replace}",
-        lab.ssh_section(),
+         reload = {ivr_reload:?}\n\n{}\n{replace}",
+        ssh,
         lab.hosts_section(|n| if n.starts_with("web") { "web" } else { "ivr" })
     );
     lab.write_farm("farm.toml", &text)
+}
+
+/// What an IVR host's two files hold after `web-a -> web-c` (ivr-1..3) or before it.
+pub fn ivr_files(lab: &Lab, host: &str, switched: bool) -> (String, String) {
+    let w0 = web_of(host);
+    let a0 = &lab.host(w0).address;
+    let (w, a) = if switched && w0 == "web-a" { ("web-c", &lab.host("web-c").address) } else { (w0, a0) };
+    (render(IVR_TOML, host, w, a, w0, a0), render(PEERS, host, w, a, w0, a0))
 }
 
 pub const WEB_A_TO_C: &str = "[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\n";
