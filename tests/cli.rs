@@ -115,6 +115,9 @@ fn apply_without_a_terminal_needs_yes_and_writes_nothing() {
     let out = run(farmctl(d.path()).args(["apply", "inventories/demo.toml", "--yes"]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_ne!(std::fs::read(&file).unwrap(), before);
+    let journal = std::fs::read_to_string(d.path().join("journal.jsonl")).unwrap();
+    assert_eq!(journal.lines().count(), 6, "one journal line per written file");
+    assert!(!journal.contains("max_calls") && !journal.contains("web-b"), "the journal holds hashes, never contents");
     let out = run(farmctl(d.path()).args(["plan", "inventories/demo.toml", "--detailed-exitcode"]));
     assert_eq!(out.status.code(), Some(0));
 }

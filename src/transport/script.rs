@@ -155,6 +155,7 @@ pub fn stage(ids: &RunIds, owner: &str, files: &[FileWrite]) -> String {
     prelude(&mut s, ids, files, "");
     s.push_str(
         "mkdir -p -- \"$S\" || { echo \"ERR cannot create the state directory $S\"; exit 1; }\n\
+         chmod 700 -- \"$S\" 2>/dev/null\n\
          if ! e=$(mkdir -- \"$S/lock\" 2>&1); then\n\
          if [ -d \"$S/lock\" ]; then printf 'LOCKED %s\\n' \"$(head -n 1 \"$S/lock/owner\" 2>/dev/null)\"; exit 3; fi\n\
          printf 'ERR cannot take the lock in %s: %s\\n' \"$S\" \"$e\"; exit 1; fi\n",
