@@ -197,3 +197,34 @@ fn each_lab_host_has_its_own_hostname_and_files() {
         .unwrap();
     assert_eq!(stdout(&out), "ivr-4\n# IVR node ivr-4. Main web server was web-a; see the runbook.\n", "{}", stderr(&out));
 }
+
+/// The sockets of the SSH masters farmctl left for reuse, in this lab's control directory.
+fn masters(lab: &lab::Lab) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(lab.control_dir.join("reuse"))
+        .map(|d| d.flatten().filter_map(|e| std::fs::read_to_string(e.path()).ok()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_apply_right_after_a_plan_reuses_its_connections() {
+    let lab = lab();
+    farm(&lab, WEB_A_TO_C);
+    let out = lab.farmctl().args(["plan", "farm.toml", "-o", "plans/p.json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after_plan = masters(&lab);
+    assert_eq!(after_plan.len(), 9, "one master per host is left running for the next farmctl");
+    let out = lab.farmctl().args(["apply", "plans/p.json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after_apply = masters(&lab);
+    // A fresh connection would have recorded a new socket for its host.
+    assert_eq!(after_apply, after_plan, "every host the apply touched was reached over the plan's master");
+
+    // With control_persist = "0s", nothing outlives the process.
+    let farm_path = lab.dir.path().join("farm.toml");
+    let text = std::fs::read_to_string(&farm_path).unwrap().replace("[ssh]\n", "[ssh]\ncontrol_persist = \"0s\"\n");
+    std::fs::write(&farm_path, text).unwrap();
+    let _ = std::fs::remove_dir_all(lab.control_dir.join("reuse"));
+    let out = lab.farmctl().args(["plan", "farm.toml"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(masters(&lab).is_empty());
+}

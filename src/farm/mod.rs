@@ -43,6 +43,8 @@ pub struct SshSettings {
     pub command_timeout: Duration,
     pub jump: Option<String>,
     pub sudo: bool,
+    /// How long an idle SSH master outlives farmctl, for the next run to reuse; zero turns reuse off.
+    pub control_persist: Duration,
 }
 
 /// A value assigned with `set`.
@@ -318,6 +320,13 @@ fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, text: &str) ->
         command_timeout: duration(c, &rs.command_timeout, Duration::from_secs(300)),
         jump: rs.jump,
         sudo: rs.sudo.unwrap_or(false),
+        control_persist: match &rs.control_persist {
+            None => Duration::from_secs(60),
+            Some(v) => humantime::parse_duration(v.get_ref()).unwrap_or_else(|e| {
+                c.span(v, format!("expected a duration such as \"60s\" (or \"0s\" to close connections on exit): {e}"));
+                Duration::from_secs(60)
+            }),
+        },
     };
 
     let mut roles = BTreeMap::new();

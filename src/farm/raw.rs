@@ -40,6 +40,7 @@ pub struct RawSsh {
     pub command_timeout: Option<S<String>>,
     pub jump: Option<String>,
     pub sudo: Option<bool>,
+    pub control_persist: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

@@ -15,7 +15,9 @@ pub struct SshHost {
     builder: SessionBuilder,
     connect_limit: Duration,
     /// Replaced by [`Host::refresh`] when the master has gone away.
-    session: tokio::sync::RwLock<Arc<Session>>,
+    session: tokio::sync::RwLock<Option<Arc<Session>>>,
+    /// Where to record the master for the next farmctl to reuse, if masters persist.
+    reuse: Option<PathBuf>,
     sudo: bool,
     timeout: Duration,
 }
@@ -71,8 +73,10 @@ impl SshHost {
             TransportError::Connect { host: name.to_string(), detail, hint }
         };
         let mut b = SessionBuilder::default();
-        // A master outlives a killed farmctl by at most this long, never forever.
-        b.control_persist(openssh::ControlPersist::IdleFor(std::num::NonZeroUsize::new(60).expect("non-zero")));
+        // A master outlives its farmctl by at most this long once idle (never forever),
+        // so that a `plan` and the `apply` after it share one handshake per host.
+        let persist = ssh.control_persist.as_secs().max(1) as usize;
+        b.control_persist(openssh::ControlPersist::IdleFor(std::num::NonZeroUsize::new(persist).expect("at least 1")));
         b.known_hosts_check(KnownHosts::Strict)
             .connect_timeout(ssh.connect_timeout)
             .server_alive_interval(Duration::from_secs(5))
@@ -97,16 +101,57 @@ impl SshHost {
         }
         // ConnectTimeout covers the TCP connect; a host that accepts and then hangs needs this too.
         let connect_limit = ssh.connect_timeout + Duration::from_secs(5);
-        let session = open(name, address, &b, connect_limit).await?;
+        let reuse = if ssh.control_persist.is_zero() {
+            None
+        } else {
+            let key = crate::farm::sha256_hex(format!("{address}\0{user:?}\0{port:?}\0{ssh:?}").as_bytes());
+            control_directory().ok().map(|d| d.join("reuse").join(&key[..20]))
+        };
+        let session = match resume(reuse.as_deref()).await {
+            Some(s) => s,
+            None => open(name, address, &b, connect_limit).await?,
+        };
         Ok(SshHost {
             name: name.to_string(),
             address: address.to_string(),
             builder: b,
             connect_limit,
-            session: tokio::sync::RwLock::new(Arc::new(session)),
+            session: tokio::sync::RwLock::new(Some(Arc::new(session))),
+            reuse,
             sudo: ssh.sudo,
             timeout: ssh.command_timeout,
         })
+    }
+}
+
+/// A master left by an earlier farmctl for the same destination and options, if it still answers.
+async fn resume(record: Option<&std::path::Path>) -> Option<Session> {
+    let socket = std::fs::read_to_string(record?).ok()?;
+    let socket = PathBuf::from(socket.trim());
+    if !socket.exists() {
+        return None;
+    }
+    let session = Session::resume_mux(socket.into_boxed_path(), None);
+    match tokio::time::timeout(Duration::from_secs(2), session.check()).await {
+        Ok(Ok(())) => Some(session),
+        _ => None,
+    }
+}
+
+impl Drop for SshHost {
+    /// With persistence on, leaves the master running (it exits once idle for
+    /// `control_persist`) and records its socket for the next farmctl.
+    fn drop(&mut self) {
+        let (Some(record), Some(session)) = (self.reuse.take(), self.session.get_mut().take()) else { return };
+        let Ok(session) = Arc::try_unwrap(session) else { return };
+        let (socket, _log) = session.detach();
+        if let Some(dir) = record.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let tmp = record.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, socket.to_string_lossy().as_bytes()).is_ok() {
+            let _ = std::fs::rename(&tmp, &record);
+        }
     }
 }
 
@@ -135,18 +180,18 @@ impl Host for SshHost {
     }
 
     async fn refresh(&self) -> Result<(), TransportError> {
-        let current = self.session.read().await.clone();
+        let current = self.session.read().await.clone().expect("a session until drop");
         if current.check().await.is_ok() {
             return Ok(());
         }
         let fresh = open(&self.name, &self.address, &self.builder, self.connect_limit).await?;
-        *self.session.write().await = Arc::new(fresh);
+        *self.session.write().await = Some(Arc::new(fresh));
         Ok(())
     }
 
     async fn run_gated(&self, script: &str, stdin: Vec<u8>, gate: Option<Gate>) -> Result<Output, TransportError> {
         let lost = |e: openssh::Error| TransportError::Lost { host: self.name.clone(), detail: error_chain(&e) };
-        let session = self.session.read().await.clone();
+        let session = self.session.read().await.clone().expect("a session until drop");
         let mut cmd = if self.sudo {
             let mut c = session.command("sudo");
             c.arg("-n").arg("sh");
