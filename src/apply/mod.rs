@@ -349,6 +349,9 @@ async fn run_commands(
             Ok(h) => h,
             Err(e) => return (id, Err(e)),
         };
+        if let Err(e) = host.refresh().await {
+            return (id, Err(format!("{e} (hint: {})", e.hint())));
+        }
         let script = script::one_command(host.root(), command.as_deref().unwrap_or("true"));
         let r = match host.run(&script, Vec::new()).await {
             Err(e) => Err(format!("{e} (hint: {})", e.hint())),
@@ -391,158 +394,16 @@ pub async fn execute(
         let plan_stage = format!("{}-{}", plan.id, stage.index);
         let mut waited = false;
         for &level in &levels {
-            // 1. Gates: every host that clients are about to point at must be ready.
             let gates: Vec<_> = plan.actions.iter().filter(|a| a.stage == stage.index && a.level == level && matches!(a.kind, ActionKind::Gate { .. })).collect();
-            let failed_gates: Vec<String> = run_commands(conns, gates, reporter)
-                .await
-                .into_iter()
-                .filter_map(|(id, r)| r.err().map(|e| format!("{id}: {e}")))
-                .collect();
-            if !failed_gates.is_empty() {
-                for a in plan.actions.iter().filter(|a| a.stage >= stage.index && matches!(a.kind, ActionKind::Edit(_))) {
-                    summary.hosts.entry(a.host.clone()).or_insert_with(|| HostState::Failed {
-                        error: format!("not started: a host it would point to is not ready: {}", failed_gates.join("; ")),
-                        written: vec![],
-                    });
-                }
-                break 'stages;
-            }
-
-            // 2. Stage every host: lock, compare-and-swap check, write dotfiles, back up.
             let work = stage_work(plan, stage.index, level, contents, &summary.hosts);
-            if work.is_empty() {
-                continue;
-            }
-            // The first host alone, then the rest: of two applies started together, one
-            // gets the first lock and goes ahead, and the other is refused at once.
-            let jobs: Vec<_> = work.iter().map(|w| (conns.hosts[&w.host].clone(), w.host.clone(), w.files.clone(), w.input.clone())).collect();
-            let mut jobs = jobs.into_iter();
-            let first: Vec<_> = jobs.by_ref().take(1).collect();
-            let (state_dir, ps, tk, owner) = (opts.state_dir.clone(), plan_stage.clone(), token.clone(), opts.owner.clone());
-            let stage_one = move |(host, name, files, input): (Arc<AnyHost>, String, Vec<FileWrite>, Vec<u8>)| {
-                let (state_dir, ps, tk, owner) = (state_dir.clone(), ps.clone(), tk.clone(), owner.clone());
-                async move { (name.clone(), stage_host(&host, &RunIds { root: host.root(), state_dir: &state_dir, plan_id: &ps, token: &tk }, &owner, &files, input).await) }
+            let detached = opts.detach && stage.at.is_some();
+            let flow = if detached {
+                detach_level(plan, stage, &work, gates, conns, opts, &plan_stage, &token, reporter, journal, &mut summary, &mut failures).await
+            } else {
+                switch_level(plan, stage, &work, gates, conns, opts, &plan_stage, &token, !waited, reporter, journal, &mut summary, &mut failures).await
             };
-            let stage_one = Arc::new(stage_one);
-            let f = stage_one.clone();
-            let mut staged = each(first, 1, move |j| f(j)).await;
-            let first_failed = staged.iter().any(|(_, st)| *st != HostState::Staged);
-            if !(first_failed && opts.max_fail == 0) {
-                let f = stage_one.clone();
-                staged.extend(each(jobs.collect(), opts.parallel, move |j| f(j)).await);
-            }
-            let mut ready = Vec::new();
-            for ((name, state), w) in staged.into_iter().zip(&work) {
-                reporter.event(Event::Host { host: name.clone(), state: state.clone() });
-                if state == HostState::Staged {
-                    ready.push(w);
-                } else {
-                    failures += 1;
-                    record(journal, &mut summary, entries(plan, &name, &w.files, &state));
-                    summary.hosts.insert(name, state);
-                }
-            }
-            if failures > opts.max_fail {
-                abort(plan, &ready, conns, opts, &plan_stage, &token, reporter, journal, &mut summary).await;
-                skip_rest(plan, stage.index, &mut summary);
-                break 'stages;
-            }
-
-            // 3a. Detached: hand each host a job that switches at T by itself.
-            if let (true, Some(at)) = (opts.detach, &stage.at) {
-                let ns = at.parse::<jiff::Timestamp>().map(|t| t.as_nanosecond()).unwrap_or_default();
-                let jobs: Vec<_> = ready.iter().map(|w| (conns.hosts[&w.host].clone(), w.host.clone(), w.files.clone(), w.reload.clone())).collect();
-                let (state_dir, ps, tk, at) = (opts.state_dir.clone(), plan_stage.clone(), token.clone(), at.clone());
-                let armed = each(jobs, opts.parallel, move |(host, name, files, reload)| {
-                    let (state_dir, ps, tk, at) = (state_dir.clone(), ps.clone(), tk.clone(), at.clone());
-                    async move {
-                        let ids = run_ids(&host, &state_dir, &ps, &tk);
-                        let job = script::switch(&ids, &files, reload.as_deref(), script::Trigger::At(ns));
-                        let out = host.run(&script::detach(&ids, &at), job.into_bytes()).await;
-                        let ok = out.as_ref().is_ok_and(|o| script::parse_report(&o.stdout).contains(&Report::Armed));
-                        let state = if ok { HostState::Armed { at: at.clone() } } else { judge(&out, &files, HostState::Failed { error: "the switch job did not start".into(), written: vec![] }) };
-                        (name, state)
-                    }
-                })
-                .await;
-                for (name, state) in armed {
-                    reporter.event(Event::Host { host: name.clone(), state: state.clone() });
-                    summary.hosts.insert(name, state);
-                }
-                continue;
-            }
-
-            // 3b. Arm every ready host: each re-checks its files and waits for a word.
-            let (word_tx, word_rx) = tokio::sync::watch::channel(Word::Wait);
-            let mut running = tokio::task::JoinSet::new();
-            let mut signals = Vec::new();
-            for (i, w) in ready.iter().enumerate() {
-                let host = conns.hosts[&w.host].clone();
-                let (armed_tx, armed_rx) = tokio::sync::oneshot::channel();
-                let (checked_tx, checked_rx) = tokio::sync::oneshot::channel();
-                signals.push((armed_rx, checked_rx));
-                let gate = crate::transport::Gate { armed: armed_tx, checked: checked_tx, word: word_rx.clone() };
-                let s = script::switch(&run_ids(&host, &opts.state_dir, &plan_stage, &token), &w.files, w.reload.as_deref(), script::Trigger::Word);
-                running.spawn(async move { (i, host.run_gated(&s, Vec::new(), Some(gate)).await) });
-            }
-            let limit = conns.farm.ssh.command_timeout;
-            let mut armed = Vec::new();
-            for (armed_rx, checked_rx) in signals {
-                let ok = tokio::time::timeout(limit, armed_rx).await.is_ok_and(|r| r.is_ok());
-                armed.push((ok, checked_rx));
-            }
-            let mut go = armed.iter().filter(|(ok, _)| !ok).count() + failures <= opts.max_fail;
-            if go && !waited {
-                if let Some(at) = &stage.at {
-                    wait_until(at, reporter).await;
-                }
-                waited = true;
-            }
-            // 4. At the switch time: every host checks once more, then all get the word at once.
-            if go {
-                let _ = word_tx.send(Word::Check);
-                let mut bad = 0;
-                for (ok, checked_rx) in armed {
-                    if ok && !tokio::time::timeout(limit, checked_rx).await.is_ok_and(|r| r == Ok(true)) {
-                        bad += 1;
-                    }
-                }
-                go = bad + failures <= opts.max_fail;
-            }
-            let _ = word_tx.send(if go { Word::Go } else { Word::Abort });
-            let mut results: Vec<Option<Result<crate::transport::Output, crate::transport::TransportError>>> = (0..ready.len()).map(|_| None).collect();
-            let deadline = tokio::time::Instant::now() + conns.farm.ssh.command_timeout;
-            while let Ok(Some(r)) = tokio::time::timeout_at(deadline, running.join_next()).await {
-                let (i, out) = r.expect("switch task panicked");
-                results[i] = Some(out);
-            }
-            running.abort_all();
-            for (i, w) in ready.iter().enumerate() {
-                let state = match &results[i] {
-                    None => HostState::Failed { error: "no answer after the switch was fired; the host may or may not have switched (check with `farmctl plan`)".into(), written: vec![] },
-                    Some(Ok(o)) if !go && {
-                        let r = script::parse_report(&o.stdout);
-                        r.contains(&Report::Aborted) && !r.iter().any(|x| matches!(x, Report::Changed { .. }))
-                    } =>
-                    {
-                        HostState::Aborted
-                    }
-                    Some(out) => judge(out, &w.files, HostState::Applied { files: w.files.len() }),
-                };
-                if let Some(Ok(o)) = &results[i] {
-                    if let Some(t) = script::parse_report(&o.stdout).into_iter().find_map(|r| if let Report::Renamed { at_ns, .. } = r { Some(at_ns) } else { None }) {
-                        summary.renames.entry(stage.index).or_default().insert(w.host.clone(), t);
-                    }
-                }
-                reporter.event(Event::Host { host: w.host.clone(), state: state.clone() });
-                record(journal, &mut summary, entries(plan, &w.host, &w.files, &state));
-                if go && !matches!(state, HostState::Applied { .. }) {
-                    failures += 1;
-                }
-                summary.hosts.insert(w.host.clone(), state);
-            }
-            if !go || failures > opts.max_fail {
-                skip_rest(plan, stage.index, &mut summary);
+            waited = true;
+            if flow.is_break() {
                 break 'stages;
             }
         }
@@ -561,6 +422,256 @@ pub async fn execute(
     }
     reporter.finish();
     summary
+}
+
+/// Gates that failed, as "id: why"; the edits they guard are reported as not started.
+fn gate_failures(plan: &Plan, stage: usize, results: Vec<(String, Result<(), String>)>, summary: &mut Summary) -> bool {
+    let failed: Vec<String> = results.into_iter().filter_map(|(id, r)| r.err().map(|e| format!("{id}: {e}"))).collect();
+    if failed.is_empty() {
+        return false;
+    }
+    for a in plan.actions.iter().filter(|a| a.stage >= stage && matches!(a.kind, ActionKind::Edit(_))) {
+        summary.hosts.entry(a.host.clone()).or_insert_with(|| HostState::Failed {
+            error: format!("not started: a host it would point to is not ready: {}", failed.join("; ")),
+            written: vec![],
+        });
+    }
+    true
+}
+
+/// One host's whole write in one session: stage, arm, and (on the word) check and switch.
+/// A lock left by a dead farmctl of this workstation is broken and the session tried once more.
+async fn stage_and_switch_host(
+    host: Arc<AnyHost>,
+    script_text: String,
+    input: Vec<u8>,
+    word: tokio::sync::watch::Receiver<Word>,
+    armed_out: tokio::sync::oneshot::Sender<()>,
+    checked_out: tokio::sync::oneshot::Sender<bool>,
+    state_dir: String,
+) -> Result<crate::transport::Output, crate::transport::TransportError> {
+    host.refresh().await?;
+    let (mut armed_out, mut checked_out) = (Some(armed_out), Some(checked_out));
+    let mut attempt = 0;
+    loop {
+        let (a_tx, a_rx) = tokio::sync::oneshot::channel();
+        let (c_tx, c_rx) = tokio::sync::oneshot::channel();
+        let gate = crate::transport::Gate { armed: a_tx, checked: c_tx, word: word.clone() };
+        let forward = async {
+            if a_rx.await.is_ok() {
+                if let Some(o) = armed_out.take() {
+                    let _ = o.send(());
+                }
+                if let Ok(c) = c_rx.await {
+                    if let Some(o) = checked_out.take() {
+                        let _ = o.send(c);
+                    }
+                }
+            }
+        };
+        let (out, ()) = tokio::join!(host.run_gated(&script_text, input.clone(), Some(gate)), forward);
+        attempt += 1;
+        let stale = out.as_ref().ok().and_then(|o| {
+            script::parse_report(&o.stdout).into_iter().find_map(|r| match r {
+                Report::Locked(holder) if lock_is_stale(&holder) => Some(holder),
+                _ => None,
+            })
+        });
+        match stale {
+            Some(holder) if attempt == 1 => {
+                let _ = host.run(&script::break_lock(host.root(), &state_dir, &holder), Vec::new()).await;
+            }
+            _ => return out,
+        }
+    }
+}
+
+/// One level of a stage, with the workstation holding every connection: each
+/// host stages and arms in one session while the gates run; then at T every
+/// host checks, and all get `go` together (or `abort`, if anything failed).
+#[allow(clippy::too_many_arguments)]
+async fn switch_level(
+    plan: &Plan,
+    stage: &crate::plan::Stage,
+    work: &[HostStage],
+    gates: Vec<&crate::plan::Action>,
+    conns: &mut Connections,
+    opts: &Options,
+    plan_stage: &str,
+    token: &str,
+    wait_for_time: bool,
+    reporter: &dyn Reporter,
+    journal: &Journal,
+    summary: &mut Summary,
+    failures: &mut usize,
+) -> std::ops::ControlFlow<()> {
+    use std::ops::ControlFlow;
+    let (word_tx, word_rx) = tokio::sync::watch::channel(Word::Wait);
+    let mut running = tokio::task::JoinSet::new();
+    let mut signals = Vec::new();
+    let limit = conns.farm.ssh.command_timeout;
+    let spawn = |i: usize, w: &HostStage, running: &mut tokio::task::JoinSet<_>| {
+        let host = conns.hosts[&w.host].clone();
+        let (armed_tx, armed_rx) = tokio::sync::oneshot::channel();
+        let (checked_tx, checked_rx) = tokio::sync::oneshot::channel();
+        let s = script::stage_and_switch(&run_ids(&host, &opts.state_dir, plan_stage, token), &opts.owner, &w.files, w.reload.as_deref());
+        let (input, word, state_dir) = (w.input.clone(), word_rx.clone(), opts.state_dir.clone());
+        running.spawn(async move { (i, stage_and_switch_host(host, s, input, word, armed_tx, checked_tx, state_dir).await) });
+        (armed_rx, checked_rx)
+    };
+    // The first host alone, then the rest: of two applies started together, one
+    // gets the first lock and goes ahead, and the other is refused at once.
+    let mut armed: Vec<(bool, tokio::sync::oneshot::Receiver<bool>)> = Vec::new();
+    let mut spawned = 0;
+    if let Some(first) = work.first() {
+        let (a, c) = spawn(0, first, &mut running);
+        spawned = 1;
+        let ok = tokio::time::timeout(limit, a).await.is_ok_and(|r| r.is_ok());
+        armed.push((ok, c));
+        if ok || opts.max_fail > 0 {
+            for (i, w) in work.iter().enumerate().skip(1) {
+                signals.push(spawn(i, w, &mut running));
+            }
+            spawned = work.len();
+        }
+    }
+    let gates_failed = gate_failures(plan, stage.index, run_commands(conns, gates, reporter).await, summary);
+    for (a, c) in signals {
+        let ok = tokio::time::timeout(limit, a).await.is_ok_and(|r| r.is_ok());
+        armed.push((ok, c));
+    }
+    for (w, (ok, _)) in work.iter().zip(&armed) {
+        if *ok {
+            reporter.event(Event::Host { host: w.host.clone(), state: HostState::Staged });
+        }
+    }
+    let armed_flags: Vec<bool> = armed.iter().map(|(ok, _)| *ok).collect();
+    let not_armed = work.len() - armed_flags.iter().filter(|ok| **ok).count();
+    let mut go = !gates_failed && not_armed + *failures <= opts.max_fail;
+    if go && wait_for_time {
+        if let Some(at) = &stage.at {
+            wait_until(at, reporter).await;
+        }
+    }
+    // At the switch time: every host checks once more, then all get the word at once.
+    if go {
+        let _ = word_tx.send(Word::Check);
+        let mut bad = 0;
+        for (ok, checked_rx) in armed {
+            if ok && !tokio::time::timeout(limit, checked_rx).await.is_ok_and(|r| r == Ok(true)) {
+                bad += 1;
+            }
+        }
+        go = bad + not_armed + *failures <= opts.max_fail;
+    }
+    let _ = word_tx.send(if go { Word::Go } else { Word::Abort });
+    let mut results: Vec<Option<Result<crate::transport::Output, crate::transport::TransportError>>> = (0..work.len()).map(|_| None).collect();
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Ok(Some(r)) = tokio::time::timeout_at(deadline, running.join_next()).await {
+        let (i, out) = r.expect("switch task panicked");
+        results[i] = Some(out);
+    }
+    running.abort_all();
+    let mut failed_here = 0;
+    for (i, w) in work.iter().enumerate() {
+        let reports = match &results[i] {
+            Some(Ok(o)) => script::parse_report(&o.stdout),
+            _ => Vec::new(),
+        };
+        let state = match &results[i] {
+            // Never started: the first host was refused.
+            None if i >= spawned => HostState::Aborted,
+            // Never armed, so it cannot have switched.
+            None if !armed_flags.get(i).copied().unwrap_or(false) => {
+                HostState::Failed { error: format!("{} did not answer within {limit:?}", w.host), written: vec![] }
+            }
+            None => HostState::Failed { error: "no answer after the switch was fired; the host may or may not have switched (check with `farmctl plan`)".into(), written: vec![] },
+            Some(Ok(_)) if !go && reports.contains(&Report::Aborted) && !reports.iter().any(|x| matches!(x, Report::Changed { .. })) => HostState::Aborted,
+            Some(out) => judge(out, &w.files, HostState::Applied { files: w.files.len() }),
+        };
+        if let Some(t) = reports.iter().find_map(|r| if let Report::Renamed { at_ns, .. } = r { Some(*at_ns) } else { None }) {
+            summary.renames.entry(stage.index).or_default().insert(w.host.clone(), t);
+        }
+        reporter.event(Event::Host { host: w.host.clone(), state: state.clone() });
+        record(journal, summary, entries(plan, &w.host, &w.files, &state));
+        if !matches!(state, HostState::Applied { .. } | HostState::Aborted) {
+            failed_here += 1;
+        }
+        summary.hosts.insert(w.host.clone(), state);
+    }
+    *failures += failed_here;
+    if gates_failed || !go || *failures > opts.max_fail {
+        skip_rest(plan, stage.index, summary);
+        return ControlFlow::Break(());
+    }
+    ControlFlow::Continue(())
+}
+
+/// One level of a timed stage with `--detach`: gates now, then each host stages
+/// and gets a job that switches at T by itself.
+#[allow(clippy::too_many_arguments)]
+async fn detach_level(
+    plan: &Plan,
+    stage: &crate::plan::Stage,
+    work: &[HostStage],
+    gates: Vec<&crate::plan::Action>,
+    conns: &mut Connections,
+    opts: &Options,
+    plan_stage: &str,
+    token: &str,
+    reporter: &dyn Reporter,
+    journal: &Journal,
+    summary: &mut Summary,
+    failures: &mut usize,
+) -> std::ops::ControlFlow<()> {
+    use std::ops::ControlFlow;
+    if gate_failures(plan, stage.index, run_commands(conns, gates, reporter).await, summary) {
+        return ControlFlow::Break(());
+    }
+    let jobs: Vec<_> = work.iter().map(|w| (conns.hosts[&w.host].clone(), w.host.clone(), w.files.clone(), w.input.clone())).collect();
+    let (state_dir, ps, tk, owner) = (opts.state_dir.clone(), plan_stage.to_string(), token.to_string(), opts.owner.clone());
+    let staged = each(jobs, opts.parallel, move |(host, name, files, input)| {
+        let (state_dir, ps, tk, owner) = (state_dir.clone(), ps.clone(), tk.clone(), owner.clone());
+        async move { (name, stage_host(&host, &RunIds { root: host.root(), state_dir: &state_dir, plan_id: &ps, token: &tk }, &owner, &files, input).await) }
+    })
+    .await;
+    let mut ready = Vec::new();
+    for ((name, state), w) in staged.into_iter().zip(work) {
+        reporter.event(Event::Host { host: name.clone(), state: state.clone() });
+        if state == HostState::Staged {
+            ready.push(w);
+        } else {
+            *failures += 1;
+            record(journal, summary, entries(plan, &name, &w.files, &state));
+            summary.hosts.insert(name, state);
+        }
+    }
+    if *failures > opts.max_fail {
+        abort(plan, &ready, conns, opts, plan_stage, token, reporter, journal, summary).await;
+        skip_rest(plan, stage.index, summary);
+        return ControlFlow::Break(());
+    }
+    let at = stage.at.clone().unwrap_or_default();
+    let ns = at.parse::<jiff::Timestamp>().map(|t| t.as_nanosecond()).unwrap_or_default();
+    let jobs: Vec<_> = ready.iter().map(|w| (conns.hosts[&w.host].clone(), w.host.clone(), w.files.clone(), w.reload.clone())).collect();
+    let (state_dir, ps, tk) = (opts.state_dir.clone(), plan_stage.to_string(), token.to_string());
+    let armed = each(jobs, opts.parallel, move |(host, name, files, reload)| {
+        let (state_dir, ps, tk, at) = (state_dir.clone(), ps.clone(), tk.clone(), at.clone());
+        async move {
+            let ids = run_ids(&host, &state_dir, &ps, &tk);
+            let job = script::switch(&ids, &files, reload.as_deref(), script::Trigger::At(ns));
+            let out = host.run(&script::detach(&ids, &at), job.into_bytes()).await;
+            let ok = out.as_ref().is_ok_and(|o| script::parse_report(&o.stdout).contains(&Report::Armed));
+            let state = if ok { HostState::Armed { at: at.clone() } } else { judge(&out, &files, HostState::Failed { error: "the switch job did not start".into(), written: vec![] }) };
+            (name, state)
+        }
+    })
+    .await;
+    for (name, state) in armed {
+        reporter.event(Event::Host { host: name.clone(), state: state.clone() });
+        summary.hosts.insert(name, state);
+    }
+    ControlFlow::Continue(())
 }
 
 fn record(journal: &Journal, summary: &mut Summary, entries: Vec<Entry>) {

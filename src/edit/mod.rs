@@ -66,7 +66,8 @@ pub fn edit_file(path: &str, content: &[u8], replacer: &Replacer, sets: &[(Strin
             Ok(Edited { bytes: out.bytes, causes: out.origins.into_iter().map(Cause::Replace).collect() })
         }
         FileKind::Toml => {
-            if replacer.is_empty() && sets.is_empty() {
+            // Fast path: no name occurs anywhere in the raw text, so none occurs in a string value.
+            if sets.is_empty() && (replacer.is_empty() || replacer.apply(content).origins.is_empty()) {
                 return Ok(Edited { bytes: content.to_vec(), causes: Vec::new() });
             }
             let text = std::str::from_utf8(content).map_err(|_| EditError::NotUtf8)?;
@@ -129,7 +130,10 @@ mod tests {
 
     #[test]
     fn broken_toml_is_an_error_with_position() {
-        let err = edit_file("/x.toml", b"a = 1\nb = \n", &replacer(), &[]).unwrap_err();
+        let err = edit_file("/x.toml", b"a = \"web-a\"\nb = \n", &replacer(), &[]).unwrap_err();
         assert!(matches!(err, EditError::Toml { line: 2, .. }), "{err:?}");
+        // A broken file that names no replaced host needs no edit, so it stops nothing.
+        let out = edit_file("/x.toml", b"a = 1\nb = \n", &replacer(), &[]).unwrap();
+        assert!(out.causes.is_empty());
     }
 }

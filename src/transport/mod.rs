@@ -126,6 +126,9 @@ where
         Some(g) => (Some(g.armed), Some(g.checked), Some(g.word)),
         None => (None, None, None),
     };
+    // The reader says when the script's output has ended: a script that exited
+    // without arming will never read a word, so the writer must stop waiting.
+    let (ended_tx, mut ended_rx) = tokio::sync::oneshot::channel::<()>();
     let writer = async move {
         // The script may stop reading early (a refused check); that is not an error here.
         let _ = w.write_all(&input).await;
@@ -147,9 +150,14 @@ where
                 if matches!(now, Word::Go | Word::Abort) {
                     break;
                 }
-                if word.changed().await.is_err() {
-                    let _ = w.write_all(b"abort\n").await;
-                    break;
+                tokio::select! {
+                    changed = word.changed() => {
+                        if changed.is_err() {
+                            let _ = w.write_all(b"abort\n").await;
+                            break;
+                        }
+                    }
+                    _ = &mut ended_rx => break,
                 }
             }
         }
@@ -179,6 +187,7 @@ where
                 _ => {}
             }
         }
+        let _ = ended_tx.send(());
         out
     };
     let errors = async move {

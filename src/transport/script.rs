@@ -153,6 +153,23 @@ fn cas_checks(s: &mut String, files: &[FileWrite], hash_of: impl Fn(&FileWrite) 
 pub fn stage(ids: &RunIds, owner: &str, files: &[FileWrite]) -> String {
     let mut s = String::new();
     prelude(&mut s, ids, files, "");
+    stage_body(&mut s, owner, files);
+    s.push_str("echo READY\n");
+    s
+}
+
+/// [`stage`] and then [`switch`] with [`Trigger::Word`], in one command: one
+/// session per host for the whole write. The workstation learns that the host
+/// is staged from its `ARMED` line.
+pub fn stage_and_switch(ids: &RunIds, owner: &str, files: &[FileWrite], reload: Option<&str>) -> String {
+    let mut s = String::new();
+    prelude(&mut s, ids, files, "");
+    stage_body(&mut s, owner, files);
+    switch_body(&mut s, ids, files, reload, Trigger::Word);
+    s
+}
+
+fn stage_body(s: &mut String, owner: &str, files: &[FileWrite]) {
     s.push_str(
         "mkdir -p -- \"$S\" || { echo \"ERR cannot create the state directory $S\"; exit 1; }\n\
          chmod 700 -- \"$S\" 2>/dev/null\n\
@@ -165,7 +182,7 @@ pub fn stage(ids: &RunIds, owner: &str, files: &[FileWrite]) -> String {
     for i in 0..files.len() {
         writeln!(s, "rm -f -- \"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-\"*").unwrap();
     }
-    cas_checks(&mut s, files, |f| &f.before_sha256);
+    cas_checks(s, files, |f| &f.before_sha256);
     s.push_str("if [ $bad = 1 ]; then unlock; exit 4; fi\n");
     s.push_str("B=\"$S/backups/$P\"\nmkdir -p -- \"$B\" || fail 'cannot create the backup directory'\n");
     for (i, f) in files.iter().enumerate() {
@@ -185,8 +202,7 @@ pub fn stage(ids: &RunIds, owner: &str, files: &[FileWrite]) -> String {
         )
         .unwrap();
     }
-    s.push_str("sync -- \"$B\" 2>/dev/null\necho READY\n");
-    s
+    s.push_str("sync -- \"$B\" 2>/dev/null\n");
 }
 
 /// What makes a staged switch fire.
@@ -205,17 +221,22 @@ pub enum Trigger {
 pub fn switch(ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: Trigger) -> String {
     let mut s = String::new();
     prelude(&mut s, ids, files, "");
+    switch_body(&mut s, ids, files, reload, trigger);
+    s
+}
+
+fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: Trigger) {
     s.push_str("[ \"$(cat \"$S/lock/token\" 2>/dev/null)\" = \"$K\" ] || { echo 'ERR this run no longer holds the host lock'; cleanup; exit 1; }\n");
     for i in 0..files.len() {
         writeln!(s, "[ -f \"$s{i}\" ] || fail 'the staged copy of {i} is gone'").unwrap();
     }
-    cas_checks(&mut s, files, |f| &f.before_sha256);
+    cas_checks(s, files, |f| &f.before_sha256);
     s.push_str("if [ $bad = 1 ]; then cleanup; unlock; exit 4; fi\n");
     match trigger {
         Trigger::Word => {
             s.push_str("echo ARMED\nread -r word || word=abort\nif [ \"$word\" = check ]; then\n");
             // At the switch time: one more check on every host before any renames.
-            cas_checks(&mut s, files, |f| &f.before_sha256);
+            cas_checks(s, files, |f| &f.before_sha256);
             s.push_str(
                 "if [ $bad = 1 ]; then echo 'CHECKED bad'; else echo 'CHECKED ok'; fi\n\
                  read -r word || word=abort\n\
@@ -239,7 +260,7 @@ pub fn switch(ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: 
             )
             .unwrap();
             // The files may have changed while this waited.
-            cas_checks(&mut s, files, |f| &f.before_sha256);
+            cas_checks(s, files, |f| &f.before_sha256);
             s.push_str("if [ $bad = 1 ]; then cleanup; unlock; exit 4; fi\n");
         }
     }
@@ -250,9 +271,8 @@ pub fn switch(ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: 
         )
         .unwrap();
     }
-    reload_lines(&mut s, ids.root, reload);
+    reload_lines(s, ids.root, reload);
     s.push_str("unlock\necho DONE\n");
-    s
 }
 
 /// Starts `job` (a [`switch`] with [`Trigger::At`], given on stdin) in the

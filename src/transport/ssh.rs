@@ -75,8 +75,10 @@ impl SshHost {
         let mut b = SessionBuilder::default();
         // A master outlives its farmctl by at most this long once idle (never forever),
         // so that a `plan` and the `apply` after it share one handshake per host.
-        let persist = ssh.control_persist.as_secs().max(1) as usize;
-        b.control_persist(openssh::ControlPersist::IdleFor(std::num::NonZeroUsize::new(persist).expect("at least 1")));
+        // With persistence off, the master is shut down when farmctl drops it; the idle
+        // limit then only bounds a master whose farmctl was killed.
+        let idle = if ssh.control_persist.is_zero() { 60 } else { ssh.control_persist.as_secs().max(1) as usize };
+        b.control_persist(openssh::ControlPersist::IdleFor(std::num::NonZeroUsize::new(idle).expect("at least 1")));
         b.known_hosts_check(KnownHosts::Strict)
             .connect_timeout(ssh.connect_timeout)
             .server_alive_interval(Duration::from_secs(5))

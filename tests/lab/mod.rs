@@ -14,7 +14,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Directories each lab host gets to itself, bind-mounted over the real ones.
-pub const MOUNTS: &[&str] = &["/etc/ivr", "/etc/ivr-web", "/var/lib/farmctl", "/var/log/farmlab"];
+/// `/root` too: the workstation's own shell start-up files (which may start
+/// dozens of processes per SSH session) are not part of a lab host.
+pub const MOUNTS: &[&str] = &["/etc/ivr", "/etc/ivr-web", "/var/lib/farmctl", "/var/log/farmlab", "/root"];
 
 pub struct LabHost {
     pub name: String,
