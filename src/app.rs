@@ -195,7 +195,7 @@ fn print_summary(what: &str, summary: &Summary, plan: &Plan) -> Outcome {
             HostState::ReloadFailed { .. } => "files in place, reload failed",
             HostState::Refused { .. } => "refused (changed since the plan)",
             HostState::Locked { .. } => "refused (locked by another apply)",
-            HostState::Aborted => "aborted (nothing written)",
+            HostState::Aborted { .. } => "aborted (nothing written)",
             HostState::Failed { written, .. } if written.is_empty() => "failed (nothing written)",
             HostState::Failed { .. } => "failed part-way",
             _ => "unfinished",
@@ -222,7 +222,14 @@ fn print_summary(what: &str, summary: &Summary, plan: &Plan) -> Outcome {
         return Ok(ExitCode::SUCCESS);
     }
     let problems: Vec<String> = summary.hosts.iter().filter(|(_, s)| !s.is_ok()).map(|(h, s)| format!("{h}: {s}")).collect();
-    let hint = if summary.hosts.values().any(|s| matches!(s, HostState::Refused { .. })) {
+    let not_ready = |s: &HostState| match s {
+        HostState::Aborted { why } => why.contains("not ready"),
+        HostState::Failed { error, .. } => error.contains("not ready"),
+        _ => false,
+    };
+    let hint = if summary.hosts.values().any(not_ready) {
+        "a host that clients would switch to is not ready (its role's `health` failed); fix it, then apply again"
+    } else if summary.hosts.values().any(|s| matches!(s, HostState::Refused { .. })) {
         "someone changed a file since the plan: run `farmctl plan` again and review the new plan"
     } else if summary.hosts.values().any(|s| matches!(s, HostState::Locked { .. })) {
         "wait for the other apply to finish; if it died on another workstation, run `farmctl unlock FARM --limit HOST`"

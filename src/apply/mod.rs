@@ -46,7 +46,7 @@ pub enum HostState {
     /// Another apply holds this host's lock; nothing written on this host.
     Locked { holder: String },
     /// Staged fine, but other hosts failed, so the staged copies were removed.
-    Aborted,
+    Aborted { why: String },
     Failed { error: String, written: Vec<String> },
     /// A detached switch waits on the host for its time.
     Armed { at: String },
@@ -74,7 +74,7 @@ impl fmt::Display for HostState {
             HostState::ReloadFailed { status, output } => write!(f, "files in place, but the reload failed (exit {status}): {output}"),
             HostState::Refused { changed } => write!(f, "refused, nothing written: changed since the plan: {}", changed.join(", ")),
             HostState::Locked { holder } => write!(f, "refused, nothing written: another apply holds the lock ({holder})"),
-            HostState::Aborted => write!(f, "aborted, nothing written (other hosts failed)"),
+            HostState::Aborted { why } => write!(f, "aborted, nothing written ({why})"),
             HostState::Failed { error, written } if written.is_empty() => write!(f, "failed, nothing written: {error}"),
             HostState::Failed { error, written } => write!(f, "failed after writing {}: {error}", written.join(", ")),
             HostState::Armed { at } => write!(f, "armed on the host: switches at {at} without this workstation"),
@@ -221,7 +221,7 @@ fn entries(plan: &Plan, host: &str, files: &[FileWrite], outcome: &HostState) ->
                 HostState::ReloadFailed { .. } => ("written", outcome.to_string()),
                 HostState::Failed { written, .. } if written.contains(&f.path) => ("written", outcome.to_string()),
                 HostState::Refused { changed } if changed.contains(&f.path) => ("refused", "changed since the plan".into()),
-                HostState::Aborted => ("aborted", String::new()),
+                HostState::Aborted { why } => ("aborted", why.clone()),
                 _ => ("not-written", outcome.to_string()),
             };
             Entry {
@@ -573,6 +573,14 @@ async fn switch_level(
     }
     running.abort_all();
     let mut failed_here = 0;
+    let why = match summary.hosts.values().find_map(|s| match s {
+        HostState::Failed { error, .. } if gates_failed => Some(error.trim_start_matches("not started: ").to_string()),
+        _ => None,
+    }) {
+        Some(gate) => gate,
+        None => "other hosts failed".to_string(),
+    };
+    let aborted = || HostState::Aborted { why: why.clone() };
     for (i, w) in work.iter().enumerate() {
         let reports = match &results[i] {
             Some(Ok(o)) => script::parse_report(&o.stdout),
@@ -580,13 +588,13 @@ async fn switch_level(
         };
         let state = match &results[i] {
             // Never started: the first host was refused.
-            None if i >= spawned => HostState::Aborted,
+            None if i >= spawned => aborted(),
             // Never armed, so it cannot have switched.
             None if !armed_flags.get(i).copied().unwrap_or(false) => {
                 HostState::Failed { error: format!("{} did not answer within {limit:?}", w.host), written: vec![] }
             }
             None => HostState::Failed { error: "no answer after the switch was fired; the host may or may not have switched (check with `farmctl plan`)".into(), written: vec![] },
-            Some(Ok(_)) if !go && reports.contains(&Report::Aborted) && !reports.iter().any(|x| matches!(x, Report::Changed { .. })) => HostState::Aborted,
+            Some(Ok(_)) if !go && reports.contains(&Report::Aborted) && !reports.iter().any(|x| matches!(x, Report::Changed { .. })) => aborted(),
             Some(out) => judge(out, &w.files, HostState::Applied { files: w.files.len() }),
         };
         if let Some(t) = reports.iter().find_map(|r| if let Report::Renamed { at_ns, .. } = r { Some(*at_ns) } else { None }) {
@@ -594,7 +602,7 @@ async fn switch_level(
         }
         reporter.event(Event::Host { host: w.host.clone(), state: state.clone() });
         record(journal, summary, entries(plan, &w.host, &w.files, &state));
-        if !matches!(state, HostState::Applied { .. } | HostState::Aborted) {
+        if !matches!(state, HostState::Applied { .. } | HostState::Aborted { .. }) {
             failed_here += 1;
         }
         summary.hosts.insert(w.host.clone(), state);
@@ -701,9 +709,10 @@ async fn abort(
     })
     .await;
     for w in ready {
-        reporter.event(Event::Host { host: w.host.clone(), state: HostState::Aborted });
-        record(journal, summary, entries(plan, &w.host, &w.files, &HostState::Aborted));
-        summary.hosts.insert(w.host.clone(), HostState::Aborted);
+        let state = HostState::Aborted { why: "other hosts failed".into() };
+        reporter.event(Event::Host { host: w.host.clone(), state: state.clone() });
+        record(journal, summary, entries(plan, &w.host, &w.files, &state));
+        summary.hosts.insert(w.host.clone(), state);
     }
 }
 
