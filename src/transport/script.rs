@@ -134,8 +134,11 @@ fn prelude(s: &mut String, ids: &RunIds, files: &[FileWrite], staged_suffix: &st
     s.push_str("fail() { printf 'ERR %s\\n' \"$1\"; cleanup; unlock; exit 1; }\n");
 }
 
+/// Hashes every listed file in one `sha256sum` and compares the lot; only
+/// when that differs does it check file by file, to name what changed.
 fn cas_checks(s: &mut String, files: &[FileWrite], hash_of: impl Fn(&FileWrite) -> &str) {
-    s.push_str("bad=0\n");
+    batch_hashes(s, files.iter().map(&hash_of), (0..files.len()).map(|i| format!("\"$t{i}\"")));
+    s.push_str("bad=0\nif [ \"$G\" != \"$E\" ]; then\n");
     for (i, f) in files.iter().enumerate() {
         writeln!(
             s,
@@ -145,6 +148,20 @@ fn cas_checks(s: &mut String, files: &[FileWrite], hash_of: impl Fn(&FileWrite) 
         )
         .unwrap();
     }
+    s.push_str("fi\n");
+}
+
+/// Sets `E` to the expected hashes and `G` to the hashes of `paths`, one per line.
+fn batch_hashes<'a>(s: &mut String, expected: impl Iterator<Item = &'a str>, paths: impl Iterator<Item = String>) {
+    let expected: Vec<&str> = expected.collect();
+    let paths: Vec<String> = paths.collect();
+    writeln!(
+        s,
+        "E={}\nG=$(sha256sum -- {} 2>/dev/null | sed 's/^\\\\//' | cut -c1-64)",
+        q(&expected.join("\n")),
+        paths.join(" ")
+    )
+    .unwrap();
 }
 
 /// Takes the host lock, checks every before-hash, then writes each new content
@@ -179,30 +196,45 @@ fn stage_body(s: &mut String, owner: &str, files: &[FileWrite]) {
     );
     writeln!(s, "printf '%s\\n' {} > \"$S/lock/owner\"\nprintf '%s' \"$K\" > \"$S/lock/token\"", q(owner)).unwrap();
     // Holding the lock, no other farmctl is at work here: staged copies left by a crash go.
-    for i in 0..files.len() {
-        writeln!(s, "rm -f -- \"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-\"*").unwrap();
-    }
+    let leftovers: Vec<String> = (0..files.len()).map(|i| format!("\"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-\"*")).collect();
+    writeln!(s, "rm -f -- {}", leftovers.join(" ")).unwrap();
     cas_checks(s, files, |f| &f.before_sha256);
     s.push_str("if [ $bad = 1 ]; then unlock; exit 4; fi\n");
     s.push_str("B=\"$S/backups/$P\"\nmkdir -p -- \"$B\" || fail 'cannot create the backup directory'\n");
     for (i, f) in files.iter().enumerate() {
+        writeln!(s, "head -c {len} > \"$s{i}\" || fail 'cannot write the staged copy of {i} (disk full?)'", len = f.len).unwrap();
+    }
+    let staged = || (0..files.len()).map(|i| format!("\"$s{i}\""));
+    let targets = || (0..files.len()).map(|i| format!("\"$t{i}\""));
+    // Every staged copy is whole, or the write failed (a full disk can truncate silently).
+    batch_hashes(s, files.iter().map(|f| f.after_sha256.as_str()), staged());
+    s.push_str("[ \"$G\" = \"$E\" ] || fail 'a staged copy is incomplete (disk full?)'\n");
+    // Each copy gets its target's mode and owner: one stat for all targets, one for all copies.
+    writeln!(
+        s,
+        "W=$(stat -L -c '%a %u:%g' -- {t}) || fail 'cannot read the mode of a target'\n\
+         H=$(stat -c '%u:%g' -- {c}) || fail 'cannot read a staged copy'\n\
+         i=0\n\
+         while read -r mode own; do eval \"m$i=\\$mode o$i=\\$own\"; i=$((i+1)); done <<FARMCTL_EOF\n$W\nFARMCTL_EOF\n\
+         i=0\n\
+         while read -r own; do eval \"h$i=\\$own\"; i=$((i+1)); done <<FARMCTL_EOF\n$H\nFARMCTL_EOF",
+        t = targets().collect::<Vec<_>>().join(" "),
+        c = staged().collect::<Vec<_>>().join(" "),
+    )
+    .unwrap();
+    for (i, f) in files.iter().enumerate() {
         writeln!(
             s,
-            "head -c {len} > \"$s{i}\" || fail 'cannot write the staged copy of {i} (disk full?)'\n\
-             c=$(sha256sum < \"$s{i}\"); [ \"${{c%% *}}\" = {after} ] || fail 'the staged copy of {i} is incomplete (disk full?)'\n\
-             chmod \"$(stat -L -c %a -- \"$t{i}\")\" \"$s{i}\" || fail 'cannot keep the mode of {i}'\n\
-             o=$(stat -L -c %u:%g -- \"$t{i}\"); [ \"$(stat -c %u:%g -- \"$s{i}\")\" = \"$o\" ] || chown \"$o\" \"$s{i}\" || fail 'cannot keep the owner of {i}'\n\
-             sync -- \"$s{i}\" 2>/dev/null || sync\n\
+            "chmod \"$m{i}\" \"$s{i}\" || fail 'cannot keep the mode of {i}'\n\
+             [ \"$h{i}\" = \"$o{i}\" ] || chown \"$o{i}\" \"$s{i}\" || fail 'cannot keep the owner of {i}'\n\
              cp -p -- \"$t{i}\" \"$B/{i}\" || fail 'cannot back up {i}'\n\
              printf '%s\\t%s\\n' {i} {path} >> \"$B/index\"\n\
              echo 'STAGED {i}'",
-            len = f.len,
-            after = q(&f.after_sha256),
             path = q(&f.path),
         )
         .unwrap();
     }
-    s.push_str("sync -- \"$B\" 2>/dev/null\n");
+    writeln!(s, "sync -- {} \"$B\" 2>/dev/null || sync", staged().collect::<Vec<_>>().join(" ")).unwrap();
 }
 
 /// What makes a staged switch fire.
@@ -621,6 +653,27 @@ mod tests {
         assert!(s.contains("printf '%s\\n' '2026-12-01T02:00:00Z; reboot' > \"$J.at\""), "{s}");
         assert!(s.contains("cat > \"$J.sh\""));
         assert!(s.contains("setsid nohup sh"));
+    }
+
+    #[test]
+    fn batched_hashes_match_without_the_file_by_file_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a b"), dir.path().join("c\\d"));
+        std::fs::write(&a, "one\n").unwrap();
+        std::fs::write(&b, "two\n").unwrap();
+        let files: Vec<FileWrite> = [(&a, "one\n"), (&b, "two\n")]
+            .iter()
+            .map(|(p, c)| FileWrite { path: p.display().to_string(), before_sha256: crate::farm::sha256_hex(c.as_bytes()), after_sha256: String::new(), len: 0 })
+            .collect();
+        let mut s = format!("fail() {{ echo \"FAIL $1\"; exit 1; }}\nt0={}\nt1={}\n", q(&files[0].path), q(&files[1].path));
+        cas_checks(&mut s, &files, |f| &f.before_sha256);
+        s.push_str("[ \"$G\" = \"$E\" ] && echo FAST\necho bad=$bad\n");
+        let out = std::process::Command::new("sh").arg("-c").arg(&s).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "FAST\nbad=0\n", "{s}");
+        std::fs::write(&b, "changed\n").unwrap();
+        let out = std::process::Command::new("sh").arg("-c").arg(&s).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.starts_with("CHANGED 1 ") && text.ends_with("bad=1\n"), "{text}");
     }
 
     #[test]
