@@ -119,6 +119,24 @@ fn unreachable_failure(plan: &Plan) -> Option<Failure> {
     Some(f)
 }
 
+/// Connects to every host of `names`; any that cannot be reached is an error naming it.
+async fn connect_hosts(farm: &Arc<Farm>, names: &[String], parallel: usize) -> Result<BTreeMap<String, Arc<AnyHost>>, Failure> {
+    let mut hosts = BTreeMap::new();
+    let mut down = Vec::new();
+    for (name, r) in transport::connect_all(farm, names, parallel).await {
+        match r {
+            Ok(h) => {
+                hosts.insert(name, h);
+            }
+            Err(e) => down.push(format!("{name}: {e}")),
+        }
+    }
+    if !down.is_empty() {
+        return Err(Failure::new(format!("refusing to apply, nothing was written: cannot reach\n  {}", down.join("\n  "))).hint("fix the host, or make a new plan with --limit"));
+    }
+    Ok(hosts)
+}
+
 type Made = (Arc<Farm>, Planned, BTreeMap<String, Arc<AnyHost>>, LiveFarm);
 
 /// Loads the farm, selects hosts, reads them and plans.
@@ -152,6 +170,8 @@ pub async fn plan_cmd(farm_path: &Path, out: Option<&Path>, format: Format, deta
     warn_clocks(&farm, &live);
     if let Some(out) = out {
         write_atomic(out, &plan.to_json())?;
+        let changed: Vec<String> = plan.edits().map(|(a, _)| a.host.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        crate::snapshot::save(&plan.id, &farm.sha256, &live, &changed);
         crate::say!("Saved plan {} to {}. Apply exactly this plan with: farmctl apply {}", plan.id, out.display(), out.display());
     }
     Ok(if detailed && plan.has_changes() { ExitCode::from(EXIT_CHANGES) } else { ExitCode::SUCCESS })
@@ -387,7 +407,12 @@ async fn apply_saved(path: &Path, flags: ApplyFlags) -> Outcome {
             return Err(Failure::new(format!("plan names host {h}, which the farm file does not have")));
         }
     }
-    let (live, hosts) = read_hosts(&farm, &scope, parallel).await;
+    // Right after `plan -o` on this workstation, what it read stands in for a second read:
+    // every host still checks each file's before-hash when it stages.
+    let (live, hosts) = match crate::snapshot::load(&saved.id, &farm.sha256) {
+        Some(live) => (live, connect_hosts(&farm, &scope, parallel).await?),
+        None => read_hosts(&farm, &scope, parallel).await,
+    };
     let mut fresh = plan::plan(&farm, &live, &scope, &saved.limit)?;
     if let Some(f) = unreachable_failure(&fresh.plan) {
         return Err(Failure::new(format!("refusing to apply plan {}, nothing was written: {}", saved.id, f.message)).hint(f.hint.unwrap_or_default()));
@@ -405,6 +430,7 @@ async fn apply_saved(path: &Path, flags: ApplyFlags) -> Outcome {
     let mut conns = apply::Connections { farm: farm.clone(), hosts };
     let opts = options(&farm, &saved, parallel, max_fail, detach);
     let summary = apply::execute(&saved, &contents, &mut conns, &opts, &*apply::progress::reporter(), &Journal::open()).await;
+    crate::snapshot::remove(&saved.id);
     print_offsets(&summary, &live);
     print_summary("apply", &summary, &saved)
 }

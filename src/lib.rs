@@ -15,6 +15,7 @@ pub mod live;
 pub mod transport;
 pub mod plan;
 pub mod render;
+pub mod snapshot;
 pub mod apply;
 pub mod app;
 pub mod cli;

@@ -7,7 +7,11 @@ use std::process::{Command, Output, Stdio};
 
 fn farmctl(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_farmctl"));
-    c.current_dir(dir).env("NO_COLOR", "1").env("FARMCTL_JOURNAL", dir.join("journal.jsonl")).stdin(Stdio::null());
+    c.current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env("FARMCTL_JOURNAL", dir.join("journal.jsonl"))
+        .env("FARMCTL_CACHE_DIR", dir.join("cache"))
+        .stdin(Stdio::null());
     c
 }
 

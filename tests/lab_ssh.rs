@@ -85,6 +85,15 @@ fn a_saved_plan_is_refused_when_a_file_changed_and_nothing_is_written() {
     let out = lab.farmctl().args(["apply", "plans/p.json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
+    assert!(err.contains("ivr-2: refused, nothing written: changed since the plan: /etc/ivr/peers.conf"), "{err}");
+    assert!(err.contains("aborted (nothing written): ivr-1, ivr-3"), "{err}");
+
+    // Without the snapshot `plan -o` left (another workstation, or later), apply reads
+    // every host first and refuses before it stages anything.
+    std::fs::remove_dir_all(lab.dir.path().join("cache")).unwrap();
+    let out = lab.farmctl().args(["apply", "plans/p.json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
     assert!(err.contains("ivr-2:/etc/ivr/peers.conf: the file changed since the plan"), "{err}");
     assert!(err.contains("nothing was written"), "{err}");
     lab::assert_same(&lab.snapshot(), &before, "no host may be written");

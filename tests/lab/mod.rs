@@ -333,6 +333,7 @@ impl Lab {
     pub fn farmctl(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_farmctl"));
         c.env("FARMCTL_JOURNAL", &self.journal)
+            .env("FARMCTL_CACHE_DIR", self.dir.path().join("cache"))
             .env("FARMCTL_CONTROL_DIR", &self.control_dir)
             .env("NO_COLOR", "1")
             .current_dir(self.dir.path())
