@@ -214,7 +214,7 @@ fn main() {
     }
     let sizes: Vec<usize> = get("--hosts").unwrap_or_else(|| "10,50".into()).split(',').map(|s| s.parse().unwrap()).collect();
     let runs: usize = get("--runs").map_or(5, |r| r.parse().unwrap());
-    let ansible = get("--ansible").map(PathBuf::from);
+    let ansible = get("--ansible").map(|p| std::path::absolute(PathBuf::from(p)).expect("a path"));
     println!("| hosts | OpenSSH floor (s) | plan cold (s) | apply FARM cold (s) | warm apply PLAN (s) | switch skew (ms) | ansible --check --diff (s) | ansible run (s) | plan / floor | apply / floor | warm / floor | ansible check / plan | ansible run / apply |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
