@@ -3,8 +3,8 @@
 # real sshd hosts, then the planner at scale. Needs root (the lab farm) and
 # installs Ansible into bench/.venv with pip when it is missing.
 #
-#   sudo bash bench/run.sh                   # 10, 50 and 100 hosts; 3 runs each
-#   HOSTS=10,50 RUNS=5 sudo bash bench/run.sh
+#   bash bench/run.sh                        # 10, 50 and 100 hosts; 3 runs each
+#   HOSTS=10,50 RUNS=5 bash bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOSTS=${HOSTS:-10,50,100}

@@ -137,7 +137,7 @@ impl Bench {
     fn skew(&self) -> f64 {
         self.repeat(|i| {
             self.reset();
-            let lead = 3.0 + self.ivr.len() as f64 * 0.04;
+            let lead = 5.0 + self.ivr.len() as f64 * 0.15;
             let at = jiff::Timestamp::from_millisecond((jiff::Timestamp::now().as_millisecond() as f64 + lead * 1000.0) as i64).unwrap();
             self.farm("farm-at.toml", "control_persist = \"0s\"\n", &format!("at = \"{at}\"\n"));
             let (_, err) = Bench::timed(self.farmctl(&self.fresh_control(&format!("skew{i}"))).args(["apply", "farm-at.toml", "--yes"]));

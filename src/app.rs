@@ -509,10 +509,11 @@ async fn connect_selected(farm_path: &Path, limit: &[String], parallel: usize) -
     Ok((farm, ok, down))
 }
 
-async fn run_everywhere(hosts: Vec<(String, Arc<AnyHost>)>, script_for: impl Fn(&AnyHost) -> String) -> Vec<(String, Result<Vec<transport::script::Report>, String>)> {
+/// Runs one script on every host at once (built per host), and parses what each reported.
+async fn run_everywhere(hosts: Vec<(String, Arc<AnyHost>)>, script_for: impl Fn(&str, &AnyHost) -> String) -> Vec<(String, Result<Vec<transport::script::Report>, String>)> {
     let mut set = tokio::task::JoinSet::new();
     for (name, host) in hosts {
-        let s = script_for(&host);
+        let s = script_for(&name, &host);
         set.spawn(async move {
             let r = host.run(&s, Vec::new()).await.map(|o| transport::script::parse_report(&o.stdout)).map_err(|e| e.to_string());
             (name, r)
@@ -530,7 +531,7 @@ pub async fn status_cmd(farm_path: &Path, limit: &[String], parallel: usize) -> 
     use transport::script::Report;
     let (farm, hosts, down) = connect_selected(farm_path, limit, parallel).await?;
     let state_dir = farm.state_dir.clone();
-    let results = run_everywhere(hosts, |h| transport::script::status(h.root(), &state_dir)).await;
+    let results = run_everywhere(hosts, |_, h| transport::script::status(h.root(), &state_dir)).await;
     let mut renames: BTreeMap<String, BTreeMap<String, i128>> = BTreeMap::new();
     let mut any = false;
     for (host, r) in &results {
@@ -574,7 +575,7 @@ pub async fn cancel_cmd(farm_path: &Path, limit: &[String], parallel: usize) -> 
     use transport::script::Report;
     let (farm, hosts, down) = connect_selected(farm_path, limit, parallel).await?;
     let state_dir = farm.state_dir.clone();
-    let results = run_everywhere(hosts, |h| transport::script::cancel(h.root(), &state_dir)).await;
+    let results = run_everywhere(hosts, |_, h| transport::script::cancel(h.root(), &state_dir)).await;
     let (mut cancelled, mut fired) = (0, Vec::new());
     for (host, r) in &results {
         match r {
@@ -620,19 +621,10 @@ pub async fn unlock_cmd(farm_path: &Path, yes: bool, limit: &[String], parallel:
     let (farm, hosts, down) = connect_selected(farm_path, limit, parallel).await?;
     confirm("break the locks of these hosts (only do this when no apply is running)", yes)?;
     let state_dir = farm.state_dir.clone();
-    let paths: BTreeMap<String, Vec<String>> = hosts.iter().map(|(n, _)| (n.clone(), farm.roles[&farm.hosts[n].role].files.clone())).collect();
-    let mut set = tokio::task::JoinSet::new();
-    for (name, host) in hosts {
-        let s = transport::script::unlock(host.root(), &state_dir, &paths[&name]);
-        set.spawn(async move { (name, host.run(&s, Vec::new()).await.map(|o| transport::script::parse_report(&o.stdout))) });
-    }
-    let mut results = Vec::new();
-    while let Some(r) = set.join_next().await {
-        results.push(r.expect("task panicked"));
-    }
-    results.sort_by(|a, b| a.0.cmp(&b.0));
+    let files = |name: &str| &farm.roles[&farm.hosts[name].role].files;
+    let results = run_everywhere(hosts, |name, h| transport::script::unlock(h.root(), &state_dir, files(name))).await;
     let mut armed = Vec::new();
-    for (host, r) in results {
+    for (host, r) in &results {
         match r {
             Err(e) => println!("{host}: {e}"),
             Ok(reports) => {

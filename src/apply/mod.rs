@@ -397,10 +397,11 @@ pub async fn execute(
             let gates: Vec<_> = plan.actions.iter().filter(|a| a.stage == stage.index && a.level == level && matches!(a.kind, ActionKind::Gate { .. })).collect();
             let work = stage_work(plan, stage.index, level, contents, &summary.hosts);
             let detached = opts.detach && stage.at.is_some();
+            let run = Level { plan, stage, opts, plan_stage: &plan_stage, token: &token, reporter, journal };
             let flow = if detached {
-                detach_level(plan, stage, &work, gates, conns, opts, &plan_stage, &token, reporter, journal, &mut summary, &mut failures).await
+                detach_level(&run, &work, gates, conns, &mut summary, &mut failures).await
             } else {
-                switch_level(plan, stage, &work, gates, conns, opts, &plan_stage, &token, !waited, reporter, journal, &mut summary, &mut failures).await
+                switch_level(&run, &work, gates, conns, !waited, &mut summary, &mut failures).await
             };
             waited = true;
             if flow.is_break() {
@@ -437,6 +438,18 @@ fn gate_failures(plan: &Plan, stage: usize, results: Vec<(String, Result<(), Str
         });
     }
     true
+}
+
+/// What every level of one stage of a run shares.
+#[derive(Clone, Copy)]
+struct Level<'a> {
+    plan: &'a Plan,
+    stage: &'a crate::plan::Stage,
+    opts: &'a Options,
+    plan_stage: &'a str,
+    token: &'a str,
+    reporter: &'a dyn Reporter,
+    journal: &'a Journal,
 }
 
 /// One host's whole write in one session: stage, arm, and (on the word) check and switch.
@@ -489,22 +502,16 @@ async fn stage_and_switch_host(
 /// One level of a stage, with the workstation holding every connection: each
 /// host stages and arms in one session while the gates run; then at T every
 /// host checks, and all get `go` together (or `abort`, if anything failed).
-#[allow(clippy::too_many_arguments)]
 async fn switch_level(
-    plan: &Plan,
-    stage: &crate::plan::Stage,
+    run: &Level<'_>,
     work: &[HostStage],
     gates: Vec<&crate::plan::Action>,
     conns: &mut Connections,
-    opts: &Options,
-    plan_stage: &str,
-    token: &str,
     wait_for_time: bool,
-    reporter: &dyn Reporter,
-    journal: &Journal,
     summary: &mut Summary,
     failures: &mut usize,
 ) -> std::ops::ControlFlow<()> {
+    let Level { plan, stage, opts, plan_stage, token, reporter, journal } = *run;
     use std::ops::ControlFlow;
     let (word_tx, word_rx) = tokio::sync::watch::channel(Word::Wait);
     let mut running = tokio::task::JoinSet::new();
@@ -617,21 +624,15 @@ async fn switch_level(
 
 /// One level of a timed stage with `--detach`: gates now, then each host stages
 /// and gets a job that switches at T by itself.
-#[allow(clippy::too_many_arguments)]
 async fn detach_level(
-    plan: &Plan,
-    stage: &crate::plan::Stage,
+    run: &Level<'_>,
     work: &[HostStage],
     gates: Vec<&crate::plan::Action>,
     conns: &mut Connections,
-    opts: &Options,
-    plan_stage: &str,
-    token: &str,
-    reporter: &dyn Reporter,
-    journal: &Journal,
     summary: &mut Summary,
     failures: &mut usize,
 ) -> std::ops::ControlFlow<()> {
+    let Level { plan, stage, opts, plan_stage, token, reporter, journal } = *run;
     use std::ops::ControlFlow;
     if gate_failures(plan, stage.index, run_commands(conns, gates, reporter).await, summary) {
         return ControlFlow::Break(());
@@ -655,7 +656,7 @@ async fn detach_level(
         }
     }
     if *failures > opts.max_fail {
-        abort(plan, &ready, conns, opts, plan_stage, token, reporter, journal, summary).await;
+        abort(run, &ready, conns, summary).await;
         skip_rest(plan, stage.index, summary);
         return ControlFlow::Break(());
     }
@@ -689,18 +690,8 @@ fn record(journal: &Journal, summary: &mut Summary, entries: Vec<Entry>) {
 }
 
 /// All or nothing: removes every staged copy of the ready hosts; no target was touched.
-#[allow(clippy::too_many_arguments)]
-async fn abort(
-    plan: &Plan,
-    ready: &[&HostStage],
-    conns: &Connections,
-    opts: &Options,
-    plan_stage: &str,
-    token: &str,
-    reporter: &dyn Reporter,
-    journal: &Journal,
-    summary: &mut Summary,
-) {
+async fn abort(run: &Level<'_>, ready: &[&HostStage], conns: &Connections, summary: &mut Summary) {
+    let Level { plan, opts, plan_stage, token, reporter, journal, .. } = *run;
     let jobs: Vec<_> = ready.iter().map(|w| (conns.hosts[&w.host].clone(), w.files.clone())).collect();
     let (state_dir, ps, tk) = (opts.state_dir.clone(), plan_stage.to_string(), token.to_string());
     each(jobs, opts.parallel, move |(host, files)| {
