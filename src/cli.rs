@@ -116,6 +116,10 @@ pub enum Command {
     },
     /// Check a farm file without contacting any host
     Validate { farm: PathBuf },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff)
+    Man,
     /// Show the local journal of applies
     Journal {
         /// Only this host

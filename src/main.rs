@@ -29,6 +29,19 @@ fn main() -> ExitCode {
             Command::Rollback { plan, yes, parallel } => app::rollback_cmd(&plan, yes, parallel as usize).await,
             Command::Validate { farm } => app::validate_cmd(&farm),
             Command::Journal { host } => app::journal_cmd(host.as_deref()),
+            Command::Completions { shell } => {
+                let mut cmd = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut cmd, "farmctl", &mut std::io::stdout());
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Man => {
+                let cmd = <Cli as clap::CommandFactory>::command();
+                clap_mangen::Man::new(cmd)
+                    .render(&mut std::io::stdout())
+                    .or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) })
+                    .map(|_| ExitCode::SUCCESS)
+                    .map_err(|e| Failure::new(format!("cannot write the man page: {e}")))
+            }
         }
     });
     match outcome {

@@ -162,3 +162,14 @@ fn a_missing_local_root_is_named() {
     assert!(err.contains("ivr-5: cannot connect to ivr-5: the local root"), "{err}");
     assert!(err.contains("--limit '!ivr-5'"), "{err}");
 }
+
+#[test]
+fn completions_and_the_man_page_are_generated() {
+    let d = tempfile::tempdir().unwrap();
+    let out = run(farmctl(d.path()).args(["completions", "bash"]));
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("_farmctl()") && text(&out.stdout).contains("rollback"));
+    let out = run(farmctl(d.path()).args(["man"]));
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains(".TH farmctl 1"));
+}
