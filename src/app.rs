@@ -226,9 +226,9 @@ fn print_summary(what: &str, summary: &Summary, plan: &Plan) -> Outcome {
     for (word, hosts) in &by_state {
         crate::say!("{word}: {}", hosts.join(", "));
     }
-    for (stage, _) in &summary.renames {
+    for (stage, renames) in &summary.renames {
         if let (Some(skew), Some(at)) = (summary.skew_ms(*stage), plan.stages.iter().find(|s| s.index == *stage).and_then(|s| s.at.as_ref())) {
-            crate::say!("switch at {at}: skew {skew:.1} ms across {} host(s)", summary.renames[stage].len());
+            crate::say!("switch at {at}: skew {skew:.1} ms across {} host(s)", renames.len());
         }
     }
     for p in &summary.problems {
