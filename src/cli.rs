@@ -116,6 +116,8 @@ pub enum Command {
     },
     /// Check a farm file without contacting any host
     Validate { farm: PathBuf },
+    /// Print the JSON Schema of the farm file
+    Schema,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff)

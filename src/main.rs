@@ -34,6 +34,10 @@ fn main() -> ExitCode {
                 clap_complete::generate(shell, &mut cmd, "farmctl", &mut std::io::stdout());
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Schema => {
+                println!("{}", serde_json::to_string_pretty(&farmctl::farm::farm_schema()).expect("a schema serializes"));
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Man => {
                 let cmd = <Cli as clap::CommandFactory>::command();
                 clap_mangen::Man::new(cmd)

@@ -173,3 +173,31 @@ fn completions_and_the_man_page_are_generated() {
     assert!(out.status.success());
     assert!(text(&out.stdout).contains(".TH farmctl 1"));
 }
+
+#[test]
+fn the_schema_names_exactly_the_keys_the_parser_accepts() {
+    let d = tempfile::tempdir().unwrap();
+    let out = run(farmctl(d.path()).arg("schema"));
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = |v: &serde_json::Value| v["properties"].as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    let p = &schema["properties"];
+    // The parser's own list of keys, as its unknown-field errors give it.
+    let expected = std::fs::read_to_string(repo().join("tests/malformed/EXPECTED")).unwrap();
+    let accepted = |file: &str| -> Vec<String> {
+        let line = expected.lines().find(|l| l.starts_with(file)).unwrap();
+        let mut k: Vec<String> = line.split("expected ").nth(1).unwrap().split('`').skip(1).step_by(2).map(String::from).collect();
+        k.sort();
+        k
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(keys(&schema)), accepted("59-unknown-top-level-key"));
+    assert_eq!(sorted(keys(&p["farm"])), accepted("53-unknown-farm-key"));
+    assert_eq!(sorted(keys(&p["ssh"])), accepted("58-unknown-ssh-key"));
+    assert_eq!(sorted(keys(&p["roles"]["additionalProperties"])), accepted("57-unknown-role-key"));
+    assert_eq!(sorted(keys(&p["hosts"]["additionalProperties"])), accepted("54-unknown-host-key"));
+    assert_eq!(sorted(keys(&p["replace"]["items"])), accepted("55-unknown-replace-key"));
+}

@@ -5,6 +5,9 @@
 //! is ever replaced by a silent default.
 
 mod raw;
+mod schema;
+
+pub use schema::farm_schema;
 
 use raw::{RawFarm, RawSetValue, S};
 use sha2::{Digest, Sha256};

@@ -1,0 +1,93 @@
+//! The JSON Schema of the farm file, for editors (taplo, Even Better TOML).
+//! Kept beside `raw.rs`; a test checks that both name the same keys.
+
+use serde_json::{json, Value};
+
+fn string(description: &str) -> Value {
+    json!({ "type": "string", "description": description })
+}
+
+fn strings(description: &str) -> Value {
+    json!({ "type": "array", "items": { "type": "string" }, "description": description })
+}
+
+pub fn farm_schema() -> Value {
+    let duration = |d: &str| json!({ "type": "string", "pattern": "^[0-9]", "description": d });
+    let set_value = json!({ "description": "a TOML value: string, number, boolean, array, or a table of such" });
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "farmctl farm file",
+        "type": "object",
+        "required": ["farm"],
+        "additionalProperties": false,
+        "properties": {
+            "farm": {
+                "type": "object", "required": ["name"], "additionalProperties": false,
+                "properties": {
+                    "name": string("the farm's name"),
+                    "state_dir": string("absolute directory on each host for locks, backups and armed switches (default /var/lib/farmctl)"),
+                    "clock_tolerance": duration("warn at plan time when a host clock is further off (default 500ms)")
+                }
+            },
+            "ssh": {
+                "type": "object", "additionalProperties": false,
+                "properties": {
+                    "user": string("login user"),
+                    "port": { "type": "integer", "minimum": 1, "maximum": 65535 },
+                    "identity_file": string("private key, relative to the farm file"),
+                    "config_file": string("ssh_config passed as ssh -F"),
+                    "known_hosts_file": string("known_hosts file; host keys are always checked"),
+                    "connect_timeout": duration("default 10s"),
+                    "command_timeout": duration("a host that takes longer is reported as hung (default 5m)"),
+                    "jump": string("ProxyJump host"),
+                    "sudo": { "type": "boolean", "description": "run the host side under sudo -n" },
+                    "control_persist": duration("idle SSH masters outlive farmctl this long (default 60s; 0s = off)")
+                }
+            },
+            "roles": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object", "required": ["files"], "additionalProperties": false,
+                    "properties": {
+                        "files": strings("absolute paths of the managed config files"),
+                        "reload": string("runs once per host after its edits"),
+                        "health": string("must pass on a host before clients switch to it"),
+                        "retire": string("runs on a replaced host once nothing refers to it"),
+                        "set": {
+                            "type": "object",
+                            "description": "per TOML file: dotted key = desired value",
+                            "additionalProperties": { "type": "object", "additionalProperties": set_value }
+                        }
+                    }
+                }
+            },
+            "hosts": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object", "required": ["role"], "additionalProperties": false,
+                    "properties": {
+                        "address": string("address or DNS name (required for SSH hosts)"),
+                        "role": string("a role of [roles]"),
+                        "aliases": strings("other names the host is known by"),
+                        "user": string("overrides [ssh] user"),
+                        "port": { "type": "integer", "minimum": 1, "maximum": 65535 },
+                        "transport": { "enum": ["ssh", "local"] },
+                        "root": string("for transport = \"local\": the directory standing in for /")
+                    }
+                }
+            },
+            "replace": {
+                "type": "array",
+                "items": {
+                    "type": "object", "required": ["old", "new"], "additionalProperties": false,
+                    "properties": {
+                        "old": string("a host of [hosts]"),
+                        "new": string("a host of [hosts]"),
+                        "at": string("RFC 3339 time of the switch; absent means when applied"),
+                        "on": strings("roles or hosts this replacement is limited to")
+                    }
+                }
+            }
+        }
+    })
+}
