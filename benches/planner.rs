@@ -6,7 +6,7 @@
 //!     cargo bench --bench planner -- --hosts 10000 --replacements 1
 
 use farmctl::farm::{self, sha256_hex};
-use farmctl::live::{FileInfo, FileState, HostState, LiveFarm};
+use farmctl::live::{FileInfo, FileState, LiveHost, LiveFarm};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -62,7 +62,7 @@ fn child(hosts: usize, replacements: usize) {
         } else {
             map.insert("/etc/ivr-web/web.toml".into(), FileState::Missing);
         }
-        live.insert(name.clone(), Ok(HostState { hostname: name.clone(), clock_offset_ms: Some(0), clock_uncertainty_ms: 0, files: map }));
+        live.insert(name.clone(), Ok(LiveHost { hostname: name.clone(), clock_offset_ms: Some(0), clock_uncertainty_ms: 0, files: map }));
     }
     let scope: Vec<String> = farm.hosts.keys().cloned().collect();
     let t1 = Instant::now();

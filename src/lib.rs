@@ -9,13 +9,19 @@ macro_rules! say {
         let _ = writeln!(std::io::stderr(), $($arg)*);
     }};
 }
+// Pure layers: the farm file, observed state, rewriting, planning, views.
 pub mod edit;
+pub mod error;
 pub mod farm;
 pub mod live;
-pub mod transport;
 pub mod plan;
 pub mod render;
-pub mod snapshot;
+// The edges: the only layer that touches hosts, and the executor over it.
 pub mod apply;
-pub mod app;
+pub mod fanout;
+pub mod snapshot;
+pub mod transport;
+// The library pipeline, then the command line on top of it.
+pub mod pipeline;
 pub mod cli;
+pub mod cmd;

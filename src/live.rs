@@ -8,7 +8,36 @@ pub enum FileState {
     Present(FileInfo),
     Missing,
     /// It exists but cannot be read or is not a regular file.
-    Unreadable(String),
+    Unreadable(Unreadable),
+}
+
+/// Why a managed file could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unreadable {
+    NotRegularFile,
+    PermissionDenied,
+    Other(String),
+}
+
+impl Unreadable {
+    /// Reads back what [`Unreadable`]'s `Display` wrote.
+    pub fn parse(s: &str) -> Unreadable {
+        match s {
+            "not a regular file" => Unreadable::NotRegularFile,
+            "permission denied" => Unreadable::PermissionDenied,
+            other => Unreadable::Other(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreadable::NotRegularFile => f.write_str("not a regular file"),
+            Unreadable::PermissionDenied => f.write_str("permission denied"),
+            Unreadable::Other(s) => f.write_str(s),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,7 +52,7 @@ pub struct FileInfo {
 
 /// What one read of a host returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HostState {
+pub struct LiveHost {
     pub hostname: String,
     /// The host's clock minus the workstation's, in milliseconds (midpoint estimate).
     pub clock_offset_ms: Option<i64>,
@@ -33,5 +62,18 @@ pub struct HostState {
     pub files: BTreeMap<String, FileState>,
 }
 
+/// Why a host could not be read: what happened, and what to do about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// The state of every host in scope: either what was read, or why it could not be.
-pub type LiveFarm = BTreeMap<String, Result<HostState, String>>;
+pub type LiveFarm = BTreeMap<String, Result<LiveHost, ReadError>>;

@@ -1,62 +1,54 @@
-//! The farmctl binary: parse arguments, run one command, print any error with
-//! its hint, and pick the exit code (0 ok, 1 error, 2 changes pending).
+//! The farmctl binary: parse arguments, run one command, render any error
+//! with its hints, and pick the exit code: 0 ok, 1 error (usage errors
+//! included), 2 changes pending (`plan --detailed-exitcode` only).
 
 use clap::Parser;
-use farmctl::app::{self, Failure};
 use farmctl::cli::{Cli, Command};
+use farmctl::cmd;
+use farmctl::error::{Error, ErrorKind};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // Help and --version are not errors; a usage error must not exit 2,
+            // which `--detailed-exitcode` reserves for "changes pending".
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
-        Err(e) => return report(Failure::new(format!("cannot start the async runtime: {e}"))),
+        Err(e) => return report(Error::new(ErrorKind::Io, format!("cannot start the async runtime: {e}"))),
     };
     let outcome = runtime.block_on(async {
-        match cli.command {
-            Command::Plan { farm, out, format, detailed_exitcode, reach } => {
-                app::plan_cmd(&farm, out.as_deref(), format.into(), detailed_exitcode, &reach.limit, reach.parallel as usize).await
-            }
-            Command::Apply { target, yes, max_fail, detach, reach } => {
-                let flags = app::ApplyFlags { yes, detach, max_fail, parallel: reach.parallel as usize };
-                app::apply_cmd(&target, &reach.limit, flags).await
-            }
-            Command::Status { farm, reach } => app::status_cmd(&farm, &reach.limit, reach.parallel as usize).await,
-            Command::Cancel { farm, reach } => app::cancel_cmd(&farm, &reach.limit, reach.parallel as usize).await,
-            Command::Unlock { farm, yes, reach } => app::unlock_cmd(&farm, yes, &reach.limit, reach.parallel as usize).await,
-            Command::Graph { farm, reach } => app::graph_cmd(&farm, &reach.limit, reach.parallel as usize).await,
-            Command::Show { plan, format } => app::show_cmd(&plan, format.into()),
-            Command::Rollback { plan, yes, parallel } => app::rollback_cmd(&plan, yes, parallel as usize).await,
-            Command::Validate { farm } => app::validate_cmd(&farm),
-            Command::Journal { host } => app::journal_cmd(host.as_deref()),
-            Command::Completions { shell } => {
-                let mut cmd = <Cli as clap::CommandFactory>::command();
-                clap_complete::generate(shell, &mut cmd, "farmctl", &mut std::io::stdout());
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::Schema => {
-                println!("{}", serde_json::to_string_pretty(&farmctl::farm::farm_schema()).expect("a schema serializes"));
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::Man => {
-                let cmd = <Cli as clap::CommandFactory>::command();
-                clap_mangen::Man::new(cmd)
-                    .render(&mut std::io::stdout())
-                    .or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) })
-                    .map(|_| ExitCode::SUCCESS)
-                    .map_err(|e| Failure::new(format!("cannot write the man page: {e}")))
-            }
+        match &cli.command {
+            Command::Plan(a) => cmd::plan::run(a).await,
+            Command::Apply(a) => cmd::apply::run(a).await,
+            Command::Show(a) => cmd::show::run(a),
+            Command::Rollback(a) => cmd::rollback::run(a).await,
+            Command::Status(a) => cmd::switches::status(a).await,
+            Command::Cancel(a) => cmd::switches::cancel(a).await,
+            Command::Unlock(a) => cmd::switches::unlock(a).await,
+            Command::Graph(a) => cmd::graph::run(a).await,
+            Command::Validate(a) => cmd::validate::run(a),
+            Command::Journal(a) => cmd::journal::run(a),
+            Command::Schema => cmd::meta::schema(),
+            Command::Completions(a) => cmd::meta::completions(a),
+            Command::Man => cmd::meta::man(),
         }
     });
     match outcome {
         Ok(code) => code,
-        Err(f) => report(f),
+        Err(e) => report(e),
     }
 }
 
-fn report(f: Failure) -> ExitCode {
-    farmctl::say!("error: {}", f.message);
-    if let Some(h) = f.hint {
+/// The one place an error is rendered: its message, then each hint.
+fn report(e: Error) -> ExitCode {
+    farmctl::say!("error: {}", e.message);
+    for h in &e.hints {
         farmctl::say!("hint: {h}");
     }
     ExitCode::FAILURE

@@ -7,7 +7,7 @@
 //! files 0600), expire after a few minutes, and are removed once applied.
 //! Plans and the journal never hold file contents.
 
-use crate::live::{FileInfo, FileState, HostState, LiveFarm};
+use crate::live::{FileInfo, FileState, LiveHost, LiveFarm, Unreadable};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -60,7 +60,7 @@ pub fn save(plan_id: &str, farm_sha256: &str, live: &LiveFarm, hosts: &[String])
                 let f = match f {
                     FileState::Present(i) => SnapFile::Present { content: b64.encode(&i.content), mode: i.mode.clone(), owner: i.owner.clone(), group: i.group.clone() },
                     FileState::Missing => SnapFile::Missing,
-                    FileState::Unreadable(w) => SnapFile::Unreadable(w.clone()),
+                    FileState::Unreadable(w) => SnapFile::Unreadable(w.to_string()),
                 };
                 (p.clone(), f)
             })
@@ -104,11 +104,11 @@ pub fn load(plan_id: &str, farm_sha256: &str) -> Option<LiveFarm> {
                     FileState::Present(FileInfo { sha256: crate::farm::sha256_hex(&content), content, mode, owner, group })
                 }
                 SnapFile::Missing => FileState::Missing,
-                SnapFile::Unreadable(w) => FileState::Unreadable(w),
+                SnapFile::Unreadable(w) => FileState::Unreadable(Unreadable::parse(&w)),
             };
             map.insert(p, f);
         }
-        live.insert(host.clone(), Ok(HostState { hostname: host, clock_offset_ms: None, clock_uncertainty_ms: 0, files: map }));
+        live.insert(host.clone(), Ok(LiveHost { hostname: host, clock_offset_ms: None, clock_uncertainty_ms: 0, files: map }));
     }
     Some(live)
 }

@@ -95,8 +95,8 @@ fn edited_files_and_their_backups_keep_mode_and_owner() {
     let m = std::fs::metadata(&secret).unwrap();
     assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o600, 0, 4244));
     assert_eq!(String::from_utf8(ivr2.read("/etc/ivr/ivr.toml")).unwrap(), ivr_files(&lab, "ivr-2", true).0);
-    let backups = ivr2.path("/var/lib/farmctl/backups");
-    assert_eq!(std::fs::metadata(ivr2.path("/var/lib/farmctl")).unwrap().mode() & 0o077, 0, "the state directory is private");
+    let backups = ivr2.state("backups");
+    assert_eq!(std::fs::metadata(ivr2.state("")).unwrap().mode() & 0o077, 0, "the host's state directory is private");
     let dir = std::fs::read_dir(&backups).unwrap().next().unwrap().unwrap().path();
     assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
     let b = std::fs::metadata(dir.join("0")).unwrap();

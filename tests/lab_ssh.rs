@@ -45,7 +45,7 @@ fn plan_apply_replan_changes_exactly_the_matched_tokens() {
         assert_eq!(String::from_utf8(host.read("/etc/ivr/ivr.toml")).unwrap(), render(IVR_TOML, h, "web-c", c, "web-a", a));
         assert_eq!(String::from_utf8(host.read("/etc/ivr/peers.conf")).unwrap(), render(PEERS, h, "web-c", c, "web-a", a));
         assert_eq!(std::fs::read_to_string(host.path("/var/log/farmlab/reloads")).unwrap(), format!("reload {h}\n"));
-        let backups = std::fs::read_dir(host.path("/var/lib/farmctl/backups")).unwrap().count();
+        let backups = std::fs::read_dir(host.state("backups")).unwrap().count();
         assert_eq!(backups, 1, "one backup directory per applied plan stage on {h}");
     }
     let meta = std::fs::metadata(ivr1.path("/etc/ivr/peers.conf")).unwrap();
@@ -98,7 +98,7 @@ fn a_saved_plan_is_refused_when_a_file_changed_and_nothing_is_written() {
     assert!(err.contains("nothing was written"), "{err}");
     lab::assert_same(&lab.snapshot(), &before, "no host may be written");
     for h in lab.hosts.values() {
-        assert!(!h.path("/var/lib/farmctl/lock").exists(), "no lock left on {}", h.name);
+        assert!(!h.state("lock").exists(), "no lock left on {}", h.name);
     }
 }
 
@@ -178,15 +178,15 @@ fn a_held_lock_refuses_the_apply_and_names_its_holder() {
     let lab = lab();
     farm(&lab, WEB_A_TO_C);
     let ivr1 = lab.host("ivr-1");
-    ivr1.write("/var/lib/farmctl/lock/owner", b"alice@ops-ws pid=4711 plan=abc since=2026-11-23T01:00:00Z\n");
+    ivr1.write("/var/lib/farmctl/hosts/ivr-1/lock/owner", b"alice@ops-ws pid=4711 plan=abc since=2026-11-23T01:00:00Z\n");
     let before = lab.snapshot();
     let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("ivr-1: refused, nothing written: another apply holds the lock (alice@ops-ws pid=4711"), "{err}");
     lab::assert_same(&lab.snapshot(), &before, "all or nothing: no host is switched");
-    assert!(ivr1.path("/var/lib/farmctl/lock/owner").exists(), "someone else's lock is never removed");
-    assert!(!lab.host("ivr-3").path("/var/lib/farmctl/lock").exists(), "our own locks are released");
+    assert!(ivr1.state("lock/owner").exists(), "someone else's lock is never removed");
+    assert!(!lab.host("ivr-3").state("lock").exists(), "our own locks are released");
 }
 
 #[test]

@@ -95,7 +95,7 @@ fn a_detached_switch_fires_without_the_workstation_and_cancel_disarms_it() {
     let printed: f64 = text.lines().find(|l| l.contains("skew")).unwrap().split("skew ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     assert!((printed - measured).abs() < 10.0, "status says {printed} ms, ctimes say {measured:.1} ms");
     for h in IVRS {
-        assert!(!lab.host(h).path("/var/lib/farmctl/lock").exists(), "the fired job released {h}'s lock");
+        assert!(!lab.host(h).state("lock").exists(), "the fired job released {h}'s lock");
     }
 }
 
@@ -112,7 +112,7 @@ fn cancel_before_the_switch_leaves_every_file_as_it_was() {
     assert_eq!(stdout(&out).matches(": cancelled ").count(), 6, "{}", stdout(&out));
     lab::assert_same(&lab.snapshot(), &before, "cancel leaves every file, and no staged copy, behind");
     for h in IVRS {
-        assert!(!lab.host(h).path("/var/lib/farmctl/lock").exists(), "cancel released {h}'s lock");
+        assert!(!lab.host(h).state("lock").exists(), "cancel released {h}'s lock");
     }
     let out = lab.farmctl().args(["status", "farm.toml"]).output().unwrap();
     assert_eq!(stdout(&out).matches(" cancelled (switch at ").count(), 6, "{}", stdout(&out));

@@ -33,6 +33,8 @@ pub struct Farm {
     pub roles: BTreeMap<String, Role>,
     pub hosts: BTreeMap<String, Host>,
     pub replacements: Vec<Replacement>,
+    /// Things that are allowed but worth saying (a shared address, by `allow_shared_address`).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -438,6 +440,7 @@ fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, text: &str) ->
         );
     }
 
+    let warnings = Vec::new();
     let mut replacements = Vec::new();
     let mut by_time: BTreeMap<(Option<jiff::Timestamp>, String), usize> = BTreeMap::new();
     for (index, r) in raw.replace.into_iter().enumerate() {
@@ -485,6 +488,7 @@ fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, text: &str) ->
         roles,
         hosts,
         replacements,
+        warnings,
     }
 }
 

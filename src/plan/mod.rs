@@ -11,7 +11,7 @@ pub use scope::select;
 
 use crate::edit::{self, Cause, Replacer, Rule, TokenKind};
 use crate::farm::{Farm, Replacement};
-use crate::live::{FileState, LiveFarm};
+use crate::live::{FileState, LiveFarm, Unreadable};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -54,7 +54,21 @@ pub enum HostStatus {
     Unchanged,
     Unreachable { error: String },
     /// Reachable, but something on it stops planning (an unreadable file, say).
-    Failed { error: String },
+    Failed {
+        error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hint: Option<String>,
+    },
+}
+
+impl HostEntry {
+    /// What to do about a host that could not be planned, when the planner knows.
+    pub fn hint(&self) -> Option<&str> {
+        match &self.status {
+            HostStatus::Failed { hint, .. } => hint.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -136,7 +150,7 @@ impl Plan {
         self.hosts
             .iter()
             .filter_map(|h| match &h.status {
-                HostStatus::Unreachable { error } | HostStatus::Failed { error } => Some((h.name.as_str(), error.as_str())),
+                HostStatus::Unreachable { error } | HostStatus::Failed { error, .. } => Some((h.name.as_str(), error.as_str())),
                 _ => None,
             })
             .collect()
@@ -144,6 +158,13 @@ impl Plan {
 
     pub fn count(&self, want: fn(&HostStatus) -> bool) -> usize {
         self.hosts.iter().filter(|h| want(&h.status)).count()
+    }
+
+    /// The digest of the plan's content, which is its id: the first 16 hex
+    /// digits of the sha256 of its JSON with the id left empty.
+    pub fn digest(&self) -> String {
+        let blank = Plan { id: String::new(), ..self.clone() };
+        crate::farm::sha256_hex(blank.to_json().as_bytes())[..16].to_string()
     }
 
     /// Deterministic JSON, with a trailing newline.
@@ -356,7 +377,7 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
         let state = match live.get(name) {
             Some(Ok(s)) => s,
             Some(Err(e)) => {
-                hosts.push(HostEntry { name: name.clone(), role: host.role.clone(), status: HostStatus::Unreachable { error: e.clone() } });
+                hosts.push(HostEntry { name: name.clone(), role: host.role.clone(), status: HostStatus::Unreachable { error: e.message.clone() } });
                 unknown_hosts = true;
                 continue;
             }
@@ -368,6 +389,7 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
         };
         let mut host_actions: Vec<Action> = Vec::new();
         let mut failure = None;
+        let mut failure_hint = None;
         for path in &role.files {
             let info = match state.files.get(path) {
                 Some(FileState::Present(info)) => info,
@@ -376,8 +398,10 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
                     continue;
                 }
                 Some(FileState::Unreadable(why)) => {
-                    let hint = if why.contains("permission") { " (hint: connect as a user who may read it, or set [ssh] sudo = true)" } else { "" };
-                    failure = Some(format!("{path}: {why}{hint}"));
+                    if *why == Unreadable::PermissionDenied {
+                        failure_hint = Some("connect as a user who may read it, or set [ssh] sudo = true".to_string());
+                    }
+                    failure = Some(format!("{path}: {why}"));
                     continue;
                 }
             };
@@ -444,7 +468,7 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
             }
         }
         if let Some(error) = failure {
-            hosts.push(HostEntry { name: name.clone(), role: host.role.clone(), status: HostStatus::Failed { error } });
+            hosts.push(HostEntry { name: name.clone(), role: host.role.clone(), status: HostStatus::Failed { error, hint: failure_hint } });
             unknown_hosts = true;
             continue;
         }
@@ -472,7 +496,7 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
 
     add_gates_and_retires(farm, &times, &mut actions, &caused_by, &still_referred);
     if !whole_farm || unknown_hosts {
-        if actions.iter().any(|a| a.id.starts_with("edit:")) && farm.roles.values().any(|r| r.retire.is_some()) {
+        if actions.iter().any(|a| matches!(a.kind, ActionKind::Edit(_))) && farm.roles.values().any(|r| r.retire.is_some()) {
             notes.push("no host is retired: the plan does not cover every host, so farmctl cannot tell that nothing refers to it".into());
         }
         actions.retain(|a| !matches!(a.kind, ActionKind::Retire { .. }));
@@ -512,7 +536,7 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
         actions,
         notes,
     };
-    plan.id = crate::farm::sha256_hex(plan.to_json().as_bytes())[..16].to_string();
+    plan.id = plan.digest();
     let kept: std::collections::BTreeSet<&str> = plan.actions.iter().map(|a| a.id.as_str()).collect();
     contents.retain(|id, _| kept.contains(id.as_str()));
     Ok(Planned { plan, contents })

@@ -1,6 +1,6 @@
 use super::*;
 use crate::farm::{self, sha256_hex};
-use crate::live::{FileInfo, HostState};
+use crate::live::{FileInfo, LiveHost};
 use std::path::Path;
 
 const FARM: &str = r#"
@@ -54,7 +54,7 @@ fn live(farm: &Farm, ivr: &[(&str, &str)]) -> LiveFarm {
                 let text = if path.ends_with(".toml") { format!("web = \"{content}\"\n") } else { format!("server {content}\n") };
                 files.insert(path.clone(), file(&text));
             }
-            (name.clone(), Ok(HostState { hostname: name.clone(), clock_offset_ms: Some(0), clock_uncertainty_ms: 0, files }))
+            (name.clone(), Ok(LiveHost { hostname: name.clone(), clock_offset_ms: Some(0), clock_uncertainty_ms: 0, files }))
         })
         .collect()
 }
@@ -139,7 +139,7 @@ fn on_limits_a_replacement() {
 fn unreachable_and_missing_are_reported() {
     let farm = farm_with("[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\n");
     let mut l = live(&farm, &[("ivr-1", "web-a")]);
-    l.insert("ivr-2".into(), Err("connection refused".into()));
+    l.insert("ivr-2".into(), Err(crate::live::ReadError { message: "connection refused".into(), hint: None }));
     if let Some(Ok(s)) = l.get_mut("ivr-1") {
         s.files.insert("/etc/peers.conf".into(), FileState::Missing);
     }

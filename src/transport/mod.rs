@@ -1,15 +1,20 @@
 //! The only layer that touches hosts: a small `Host` trait with an SSH and a
 //! local implementation, and compound operations built on `run`.
 //!
-//! Scripts come from [`script`] (pure, tested); this module only moves them
-//! and their input to a host and brings back what they printed.
+//! Scripts come from `script` (pure, tested) and are private to this layer;
+//! [`protocol`] runs them and hands back typed reports. Nothing above
+//! `transport` builds a script or parses a host's answer.
 
 pub mod local;
-pub mod script;
+pub mod protocol;
+mod script;
 pub mod ssh;
 
+pub use protocol::{ArmedJob, CancelOutcome, Cause, CommandResult, JobState, UnlockOutcome, WriteReport};
+pub use script::{FileWrite, RunIds};
+
 use crate::farm::{Farm, Transport};
-use crate::live::HostState;
+use crate::live::{LiveHost, ReadError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,15 +79,15 @@ pub trait Host: Send + Sync {
     }
 
     /// Reads hostname, clock and every managed file in one round trip.
-    fn read_state(&self, paths: &[String]) -> impl Future<Output = Result<HostState, String>> + Send {
+    fn read_state(&self, paths: &[String]) -> impl Future<Output = Result<LiveHost, ReadError>> + Send {
         async move {
             let script = script::read_state(self.root(), paths);
             let sent = now_ms();
-            let out = self.run(&script, Vec::new()).await.map_err(|e| format!("{e}\nhint: {}", e.hint()))?;
+            let out = self.run(&script, Vec::new()).await.map_err(ReadError::from)?;
             let received = now_ms();
             let mut state = script::parse_read_state(&out.stdout, paths, sent, received).map_err(|e| {
                 let stderr = String::from_utf8_lossy(&out.stderr);
-                format!("{}: {e} {}", self.name(), stderr.trim())
+                ReadError { message: format!("{}: {e} {}", self.name(), stderr.trim()).trim_end().to_string(), hint: None }
             })?;
             if !self.root().is_empty() {
                 // A local host has no hostname of its own.
@@ -91,6 +96,19 @@ pub trait Host: Send + Sync {
             }
             Ok(state)
         }
+    }
+}
+
+/// Where farmctl keeps one farm host's lock, backups, staged work and armed
+/// switches: per farm host, so that two farm hosts on one machine (two names
+/// for one server, or a shared `/var/lib`) never lock each other out.
+pub fn host_state_dir(state_dir: &str, host: &str) -> String {
+    format!("{}/hosts/{host}", state_dir.trim_end_matches('/'))
+}
+
+impl From<TransportError> for ReadError {
+    fn from(e: TransportError) -> Self {
+        ReadError { message: e.to_string(), hint: Some(e.hint().to_string()) }
     }
 }
 
@@ -261,19 +279,13 @@ pub async fn connect(farm: &Farm, name: &str) -> Result<AnyHost, TransportError>
 
 /// Connects to many hosts at once, at most `parallel` handshakes at a time.
 pub async fn connect_all(farm: &Arc<Farm>, names: &[String], parallel: usize) -> Vec<(String, Result<Arc<AnyHost>, TransportError>)> {
-    let gate = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
-    let mut set = tokio::task::JoinSet::new();
-    for (i, name) in names.iter().enumerate() {
-        let (farm, gate, name) = (farm.clone(), gate.clone(), name.clone());
-        set.spawn(async move {
-            let _permit = gate.acquire().await;
-            (i, name.clone(), connect(&farm, &name).await.map(Arc::new))
-        });
-    }
-    let mut out: Vec<_> = Vec::with_capacity(names.len());
-    while let Some(r) = set.join_next().await {
-        out.push(r.expect("connect task panicked"));
-    }
-    out.sort_by_key(|(i, _, _)| *i);
-    out.into_iter().map(|(_, n, r)| (n, r)).collect()
+    let farm = farm.clone();
+    crate::fanout::each(names.to_vec(), parallel, move |name| {
+        let farm = farm.clone();
+        async move {
+            let r = connect(&farm, &name).await.map(Arc::new);
+            (name, r)
+        }
+    })
+    .await
 }

@@ -6,7 +6,7 @@
 //! read those lines back. Needs only sh, coreutils (`sha256sum`, `stat`,
 //! `base64`, `head -c`, `readlink -f`) and `mv`.
 
-use crate::live::{FileInfo, FileState, HostState};
+use crate::live::{FileInfo, FileState, LiveHost, Unreadable};
 use base64::Engine;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -46,7 +46,7 @@ pub fn read_state(root: &str, paths: &[String]) -> String {
 }
 
 /// Parses the output of [`read_state`]. `sent_ms`/`received_ms` bracket the command, for the clock offset.
-pub fn parse_read_state(out: &[u8], paths: &[String], sent_ms: i64, received_ms: i64) -> Result<HostState, String> {
+pub fn parse_read_state(out: &[u8], paths: &[String], sent_ms: i64, received_ms: i64) -> Result<LiveHost, String> {
     let text = std::str::from_utf8(out).map_err(|_| "the host's answer was not text".to_string())?;
     let mut lines = text.lines();
     let hostname = lines
@@ -65,7 +65,7 @@ pub fn parse_read_state(out: &[u8], paths: &[String], sent_ms: i64, received_ms:
         let state = if line == "M" {
             FileState::Missing
         } else if let Some(why) = line.strip_prefix("U ") {
-            FileState::Unreadable(why.to_string())
+            FileState::Unreadable(Unreadable::parse(why))
         } else if let Some(meta) = line.strip_prefix("F ") {
             let mut m = meta.split(' ');
             let (mode, owner, group) = (m.next().unwrap_or(""), m.next().unwrap_or(""), m.next().unwrap_or(""));
@@ -89,7 +89,7 @@ pub fn parse_read_state(out: &[u8], paths: &[String], sent_ms: i64, received_ms:
         };
         files.insert(path.clone(), state);
     }
-    Ok(HostState { hostname, clock_offset_ms, clock_uncertainty_ms: (received_ms - sent_ms).max(0) / 2, files })
+    Ok(LiveHost { hostname, clock_offset_ms, clock_uncertainty_ms: (received_ms - sent_ms).max(0) / 2, files })
 }
 
 /// One file to write in a staged apply.
@@ -103,24 +103,29 @@ pub struct FileWrite {
 
 /// Where a run keeps its lock, backups and staged files on a host.
 #[derive(Clone, Debug)]
-pub struct RunIds<'a> {
-    pub root: &'a str,
-    pub state_dir: &'a str,
+pub struct RunIds {
+    pub root: String,
+    /// This farm host's own state directory (see [`super::host_state_dir`]).
+    pub state_dir: String,
     /// Names the backups and staged files: the plan id.
-    pub plan_id: &'a str,
+    pub plan_id: String,
     /// Proves lock ownership between the stage and switch commands.
-    pub token: &'a str,
+    pub token: String,
+    /// The farm host this run writes for: names its staged copies, so that two
+    /// farm hosts on one machine never take each other's for leftovers.
+    pub host: String,
 }
 
 fn prelude(s: &mut String, ids: &RunIds, files: &[FileWrite], staged_suffix: &str) {
-    writeln!(s, "S={}\nP={}\nK={}", q(&on_host(ids.root, ids.state_dir)), q(ids.plan_id), q(ids.token)).unwrap();
-    s.push_str("umask 077\n");
+    writeln!(s, "S={}\nP={}\nK={}\nN={}", q(&on_host(&ids.root, &ids.state_dir)), q(&ids.plan_id), q(&ids.token), q(&ids.host)).unwrap();
+    // Messages in C, so that the errno words can be read back; the operator's umask is kept for reloads.
+    s.push_str("export LC_ALL=C\nU=$(umask)\numask 077\n");
     for (i, f) in files.iter().enumerate() {
         // The target (symlinks resolved, so the link survives) and its staged sibling.
         writeln!(
             s,
-            "t{i}=$(readlink -f -- {p}) || t{i}={p}\ns{i}=\"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-$P{suffix}\"",
-            p = q(&on_host(ids.root, &f.path)),
+            "t{i}=$(readlink -f -- {p}) || t{i}={p}\ns{i}=\"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-$N@$P{suffix}\"",
+            p = q(&on_host(&ids.root, &f.path)),
             suffix = staged_suffix
         )
         .unwrap();
@@ -188,7 +193,7 @@ pub fn stage_and_switch(ids: &RunIds, owner: &str, files: &[FileWrite], reload: 
 
 fn stage_body(s: &mut String, owner: &str, files: &[FileWrite]) {
     s.push_str(
-        "mkdir -p -- \"$S\" || { echo \"ERR cannot create the state directory $S\"; exit 1; }\n\
+        "e=$(mkdir -p -- \"$S\" 2>&1) || { printf 'ERR cannot create the state directory %s: %s\\n' \"$S\" \"$e\"; exit 1; }\n\
          chmod 700 -- \"$S\" 2>/dev/null\n\
          if ! e=$(mkdir -- \"$S/lock\" 2>&1); then\n\
          if [ -d \"$S/lock\" ]; then printf 'LOCKED %s\\n' \"$(head -n 1 \"$S/lock/owner\" 2>/dev/null)\"; exit 3; fi\n\
@@ -196,19 +201,20 @@ fn stage_body(s: &mut String, owner: &str, files: &[FileWrite]) {
     );
     writeln!(s, "printf '%s\\n' {} > \"$S/lock/owner\"\nprintf '%s' \"$K\" > \"$S/lock/token\"", q(owner)).unwrap();
     // Holding the lock, no other farmctl is at work here: staged copies left by a crash go.
-    let leftovers: Vec<String> = (0..files.len()).map(|i| format!("\"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-\"*")).collect();
+    let leftovers: Vec<String> = (0..files.len()).map(|i| format!("\"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-$N@\"*")).collect();
     writeln!(s, "rm -f -- {}", leftovers.join(" ")).unwrap();
     cas_checks(s, files, |f| &f.before_sha256);
     s.push_str("if [ $bad = 1 ]; then unlock; exit 4; fi\n");
-    s.push_str("B=\"$S/backups/$P\"\nmkdir -p -- \"$B\" || fail 'cannot create the backup directory'\n");
+    s.push_str("B=\"$S/backups/$P\"\ne=$(mkdir -p -- \"$B\" 2>&1) || fail \"cannot create the backup directory: $e\"\n");
     for (i, f) in files.iter().enumerate() {
-        writeln!(s, "head -c {len} > \"$s{i}\" || fail 'cannot write the staged copy of {i} (disk full?)'", len = f.len).unwrap();
+        // The error words (errno's text) travel back, so the cause is read, not guessed.
+        writeln!(s, "e=$(head -c {len} 2>&1 > \"$s{i}\") || fail \"cannot write the staged copy of {i}: $e\"", len = f.len).unwrap();
     }
     let staged = || (0..files.len()).map(|i| format!("\"$s{i}\""));
     let targets = || (0..files.len()).map(|i| format!("\"$t{i}\""));
     // Every staged copy is whole, or the write failed (a full disk can truncate silently).
     batch_hashes(s, files.iter().map(|f| f.after_sha256.as_str()), staged());
-    s.push_str("[ \"$G\" = \"$E\" ] || fail 'a staged copy is incomplete (disk full?)'\n");
+    s.push_str("[ \"$G\" = \"$E\" ] || fail 'a staged copy does not hold the planned content: it was cut short or changed while staging'\n");
     // Each copy gets its target's mode and owner: one stat for all targets, one for all copies.
     writeln!(
         s,
@@ -227,7 +233,7 @@ fn stage_body(s: &mut String, owner: &str, files: &[FileWrite]) {
             s,
             "chmod \"$m{i}\" \"$s{i}\" || fail 'cannot keep the mode of {i}'\n\
              [ \"$h{i}\" = \"$o{i}\" ] || chown \"$o{i}\" \"$s{i}\" || fail 'cannot keep the owner of {i}'\n\
-             cp -p -- \"$t{i}\" \"$B/{i}\" || fail 'cannot back up {i}'\n\
+             e=$(cp -p -- \"$t{i}\" \"$B/{i}\" 2>&1) || fail \"cannot back up {i}: $e\"\n\
              printf '%s\\t%s\\n' {i} {path} >> \"$B/index\"\n\
              echo 'STAGED {i}'",
             path = q(&f.path),
@@ -299,11 +305,11 @@ fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], reload: Option
     for i in 0..files.len() {
         writeln!(
             s,
-            "if mv -f -- \"$s{i}\" \"$t{i}\"; then printf 'RENAMED {i} %s\\n' \"$(date +%s%N)\"; else echo 'ERR cannot rename {i}'; cleanup; unlock; exit 1; fi"
+            "if e=$(mv -f -- \"$s{i}\" \"$t{i}\" 2>&1); then printf 'RENAMED {i} %s\\n' \"$(date +%s%N)\"; else printf 'ERR cannot rename {i}: %s\\n' \"$e\"; cleanup; unlock; exit 1; fi"
         )
         .unwrap();
     }
-    reload_lines(s, ids.root, reload);
+    reload_lines(s, &ids.root, reload);
     s.push_str("unlock\necho DONE\n");
 }
 
@@ -312,14 +318,14 @@ fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], reload: Option
 /// time live in `$S/armed/`.
 pub fn detach(ids: &RunIds, at: &str) -> String {
     let mut s = String::new();
-    writeln!(s, "S={}\nP={}\nJ=\"$S/armed/$P\"", q(&on_host(ids.root, ids.state_dir)), q(ids.plan_id)).unwrap();
-    s.push_str("umask 077\nmkdir -p -- \"$S/armed\" || { echo 'ERR cannot create the armed directory'; exit 1; }\n");
+    writeln!(s, "S={}\nP={}\nJ=\"$S/armed/$P\"", q(&on_host(&ids.root, &ids.state_dir)), q(&ids.plan_id)).unwrap();
+    s.push_str("U=$(umask)\numask 077\nmkdir -p -- \"$S/armed\" || { echo 'ERR cannot create the armed directory'; exit 1; }\n");
     s.push_str("cat > \"$J.sh\" || { echo 'ERR cannot write the switch job'; exit 1; }\n");
     writeln!(s, "printf '%s\\n' {} > \"$J.at\"", q(at)).unwrap();
     s.push_str(
         "rm -f -- \"$J.log\" \"$J.cancelled\"\n\
-         if command -v setsid >/dev/null 2>&1; then setsid nohup sh \"$J.sh\" > \"$J.log\" 2>&1 < /dev/null &\n\
-         else nohup sh \"$J.sh\" > \"$J.log\" 2>&1 < /dev/null & fi\n\
+         if command -v setsid >/dev/null 2>&1; then (umask \"$U\"; exec setsid nohup sh \"$J.sh\" < /dev/null) > \"$J.log\" 2>&1 &\n\
+         else (umask \"$U\"; exec nohup sh \"$J.sh\" < /dev/null) > \"$J.log\" 2>&1 & fi\n\
          echo $! > \"$J.pid\"\n\
          i=0; while [ $i -lt 100 ] && ! grep -q '^ARMED$' \"$J.log\" 2>/dev/null; do\n\
          grep -q '^ERR\\|^CHANGED' \"$J.log\" 2>/dev/null && break; sleep 0.05; i=$((i+1)); done\n\
@@ -374,40 +380,46 @@ pub fn cancel(root: &str, state_dir: &str) -> String {
 fn reload_lines(s: &mut String, root: &str, reload: Option<&str>) {
     if let Some(cmd) = reload {
         let cd = if root.is_empty() { String::new() } else { format!("cd {} && ", q(root)) };
+        // Files a reload creates get the host's usual mode, not the 077 that staging uses.
         writeln!(
             s,
-            "if o=$({cd}sh -c {cmd} 2>&1); then echo 'RELOAD 0'; else r=$?; printf 'RELOAD %s %s\\n' \"$r\" \"$(printf '%s' \"$o\" | tail -c 400 | base64 -w 0)\"; fi",
+            "if o=$(umask \"${{U:-022}}\"; {cd}sh -c {cmd} 2>&1); then echo 'RELOAD 0'; else r=$?; printf 'RELOAD %s %s\\n' \"$r\" \"$(printf '%s' \"$o\" | tail -c 400 | base64 -w 0)\"; fi",
             cmd = q(cmd)
         )
         .unwrap();
     }
 }
 
-/// Removes the host lock if `holder` (its owner line) still holds it.
+/// Removes the host lock if `holder` (its owner line) still holds it, unless
+/// a detached switch is armed there: an armed switch's lock is never stale,
+/// though the farmctl that armed it has exited.
 pub fn break_lock(root: &str, state_dir: &str, holder: &str) -> String {
-    format!(
-        "S={}\nif [ \"$(head -n 1 \"$S/lock/owner\" 2>/dev/null)\" = {} ]; then rm -rf -- \"$S/lock\" && echo UNLOCKED; fi\necho DONE\n",
-        q(&on_host(root, state_dir)),
-        q(holder)
-    )
+    let mut s = String::new();
+    writeln!(s, "S={}", q(&on_host(root, state_dir))).unwrap();
+    s.push_str(ARMED_JOB_GUARD);
+    writeln!(s, "if [ \"$(head -n 1 \"$S/lock/owner\" 2>/dev/null)\" = {} ]; then rm -rf -- \"$S/lock\" && echo UNLOCKED; fi\necho DONE", q(holder)).unwrap();
+    s
 }
+
+/// Stops a script with `ARMEDJOB id` when a detached switch is armed and alive.
+const ARMED_JOB_GUARD: &str = "for p in \"$S\"/armed/*.pid; do\n\
+     [ -f \"$p\" ] || continue; J=${p%.pid}\n\
+     grep -q '^DONE$\\|^CANCELLED$' \"$J.log\" 2>/dev/null && continue\n\
+     kill -0 \"$(cat \"$p\")\" 2>/dev/null && { echo \"ARMEDJOB ${J##*/}\"; echo DONE; exit 0; }\n\
+     done\n";
 
 /// For `farmctl unlock`: names the lock's holder and removes it with every
 /// staged copy beside `paths`, unless a detached switch is armed.
-pub fn unlock(root: &str, state_dir: &str, paths: &[String]) -> String {
+pub fn unlock(root: &str, state_dir: &str, host: &str, paths: &[String]) -> String {
     let mut s = String::new();
-    writeln!(s, "S={}", q(&on_host(root, state_dir))).unwrap();
+    writeln!(s, "S={}\nN={}", q(&on_host(root, state_dir)), q(host)).unwrap();
     s.push_str(
         "[ -d \"$S/lock\" ] || { echo 'FREE'; echo DONE; exit 0; }\n\
-         printf 'HOLDER %s\\n' \"$(head -n 1 \"$S/lock/owner\" 2>/dev/null)\"\n\
-         for p in \"$S\"/armed/*.pid; do\n\
-         [ -f \"$p\" ] || continue; J=${p%.pid}\n\
-         grep -q '^DONE$\\|^CANCELLED$' \"$J.log\" 2>/dev/null && continue\n\
-         kill -0 \"$(cat \"$p\")\" 2>/dev/null && { echo \"ARMEDJOB ${J##*/}\"; echo DONE; exit 0; }\n\
-         done\n",
+         printf 'HOLDER %s\\n' \"$(head -n 1 \"$S/lock/owner\" 2>/dev/null)\"\n",
     );
+    s.push_str(ARMED_JOB_GUARD);
     for p in paths {
-        writeln!(s, "t=$(readlink -f -- {p}) || t={p}; rm -f -- \"${{t%/*}}/.${{t##*/}}.farmctl-\"*", p = q(&on_host(root, p))).unwrap();
+        writeln!(s, "t=$(readlink -f -- {p}) || t={p}; rm -f -- \"${{t%/*}}/.${{t##*/}}.farmctl-$N@\"*", p = q(&on_host(root, p))).unwrap();
     }
     s.push_str("rm -rf -- \"$S/lock\" && echo UNLOCKED\necho DONE\n");
     s
@@ -451,9 +463,24 @@ pub fn rollback(ids: &RunIds, owner: &str, files: &[FileWrite], reload: Option<&
         .unwrap();
     }
     s.push_str("if [ $n = 1 ]; then :\n");
-    reload_lines(&mut s, ids.root, reload);
+    reload_lines(&mut s, &ids.root, reload);
     s.push_str("fi\nunlock\necho DONE\n");
     s
+}
+
+/// Splits a script's error into its words and the cause its errno text names.
+pub fn error_cause(e: &str) -> (String, Option<super::protocol::Cause>) {
+    use super::protocol::Cause;
+    let cause = if e.contains("No space left on device") || e.contains("Disc quota exceeded") {
+        Some(Cause::NoSpace)
+    } else if e.contains("Permission denied") || e.contains("Operation not permitted") {
+        Some(Cause::PermissionDenied)
+    } else if e.contains("Read-only file system") {
+        Some(Cause::ReadOnly)
+    } else {
+        None
+    };
+    (e.to_string(), cause)
 }
 
 /// One line of a stage, switch, abort or rollback report.
@@ -599,12 +626,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(st.files["/c"], FileState::Unreadable("permission denied".into()));
+        assert_eq!(st.files["/c"], FileState::Unreadable(Unreadable::PermissionDenied));
         assert!(parse_read_state(b"H x\nT 1\nF 644 a b\nYWJj\nX\n", &paths[..1], 0, 0).is_err());
     }
 
-    fn ids() -> RunIds<'static> {
-        RunIds { root: "", state_dir: "/var/lib/farmctl", plan_id: "abc123", token: "tok" }
+    fn ids() -> RunIds {
+        RunIds { root: "".into(), state_dir: "/var/lib/farmctl/hosts/ivr-1".into(), plan_id: "abc123".into(), token: "tok".into(), host: "ivr-1".into() }
     }
 
     fn one() -> Vec<FileWrite> {
@@ -615,11 +642,46 @@ mod tests {
     fn stage_checks_before_writing_and_reads_exact_lengths() {
         let s = stage(&ids(), "me@ws pid=1", &one());
         let check = s.find("CHANGED 0").unwrap();
-        let write = s.find("head -c 12 >").unwrap();
+        let write = s.find("head -c 12 2>&1 >").unwrap();
         assert!(check < write);
         assert!(s.contains("readlink -f -- '/etc/x y.conf'"));
         assert!(s.contains("printf '%s\\n' 'me@ws pid=1' > \"$S/lock/owner\""));
         assert!(!s.contains("mv -f"), "staging never renames into place");
+        assert!(s.contains(".farmctl-$N@$P"), "staged copies are named per farm host: {s}");
+    }
+
+    #[test]
+    fn write_errors_carry_the_errno_text_and_its_cause() {
+        // A staged copy that cannot be created says why, in the host's own words.
+        let dir = tempfile::tempdir().unwrap();
+        let ro = dir.path().join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        let target = ro.join("f.conf");
+        std::fs::write(&target, "x\n").unwrap();
+        let files = vec![FileWrite { path: target.display().to_string(), before_sha256: crate::farm::sha256_hex(b"x\n"), after_sha256: "a".repeat(64), len: 2 }];
+        let ids = RunIds { state_dir: dir.path().join("state").display().to_string(), ..ids() };
+        let s = stage(&ids, "me", &files);
+        // Read-only for everyone but root: make the write fail with EACCES or EROFS-like errors through a file in the way.
+        std::fs::create_dir(ro.join(".f.conf.farmctl-ivr-1@abc123")).unwrap();
+        let out = std::process::Command::new("sh").arg("-c").arg(&s).stdin(std::process::Stdio::null()).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = parse_report(&out.stdout).into_iter().find_map(|r| if let Report::Error(e) = r { Some(e) } else { None }).unwrap_or_else(|| panic!("no ERR line: {text}"));
+        assert!(err.contains("cannot write the staged copy of 0: ") && err.contains("Is a directory"), "{err}");
+        assert_eq!(error_cause("cannot write: No space left on device").1, Some(super::super::protocol::Cause::NoSpace));
+        assert_eq!(error_cause("cannot create: Permission denied").1, Some(super::super::protocol::Cause::PermissionDenied));
+        assert_eq!(error_cause("cannot write: Is a directory").1, None, "no cause is guessed");
+    }
+
+    #[test]
+    fn a_reload_runs_under_the_hosts_umask_not_the_staging_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = dir.path().join("made-by-reload");
+        let mut s = String::from("U=0022\numask 077\n");
+        reload_lines(&mut s, "", Some(&format!("touch {}", q(&made.display().to_string()))));
+        let out = std::process::Command::new("sh").arg("-c").arg(&s).output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("RELOAD 0"), "{}", String::from_utf8_lossy(&out.stdout));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&made).unwrap().permissions().mode() & 0o777, 0o644);
     }
 
     #[test]
@@ -631,8 +693,8 @@ mod tests {
         let check = s.find("if [ \"$word\" = check ]").unwrap();
         assert!(s[check..].find("CHANGED 0").unwrap() < s[check..].find("CHECKED ok").unwrap());
         assert!(s.find("CHANGED 0").unwrap() < s.find("mv -f").unwrap());
-        assert!(s.contains(&format!("$(sh -c {} 2>&1)", q(cmd))), "{s}");
-        let local = switch(&RunIds { root: "/tmp/r oot", ..ids() }, &one(), Some("true"), Trigger::Word);
+        assert!(s.contains(&format!("{{U:-022}}\"; sh -c {} 2>&1)", q(cmd))), "{s}");
+        let local = switch(&RunIds { root: "/tmp/r oot".into(), ..ids() }, &one(), Some("true"), Trigger::Word);
         assert!(local.contains("cd '/tmp/r oot' && sh -c true"));
         assert!(local.contains("readlink -f -- '/tmp/r oot/etc/x y.conf'"));
     }

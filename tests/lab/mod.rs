@@ -63,6 +63,11 @@ impl LabHost {
         self.dir.join(host_path.trim_start_matches('/'))
     }
 
+    /// A path under this host's own farmctl state directory (`/var/lib/farmctl/hosts/NAME`).
+    pub fn state(&self, rel: &str) -> PathBuf {
+        self.path(&format!("/var/lib/farmctl/hosts/{}/{rel}", self.name))
+    }
+
     pub fn read(&self, host_path: &str) -> Vec<u8> {
         std::fs::read(self.path(host_path)).unwrap_or_else(|e| panic!("{}:{host_path}: {e}", self.name))
     }

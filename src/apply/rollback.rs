@@ -1,0 +1,78 @@
+//! Rollback: restores every file of an applied plan that still has the
+//! content the plan wrote, from the backups on each host, latest stage first.
+
+use super::journal::{Entry, Journal};
+use super::{file_write, judge, Event, HostState, Options, Reporter, Summary};
+use crate::plan::{ActionKind, Plan};
+use crate::transport::{AnyHost, FileWrite};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Restores every file of the plan that still has its after-hash, latest stage first.
+/// Files the plan never wrote (the journal says so) are left out of `plan` by the caller.
+pub async fn rollback(plan: &Plan, hosts: &BTreeMap<String, Arc<AnyHost>>, opts: &Options, reporter: &dyn Reporter, journal: &Journal) -> Summary {
+    let mut summary = Summary::default();
+    let token = format!("rollback-{}-{}", plan.id, std::process::id());
+    let jobs: Vec<_> = hosts.iter().map(|(n, h)| (n.clone(), h.clone())).collect();
+    let (plan_c, state_dir, owner) = (Arc::new(plan.clone()), opts.state_dir.clone(), opts.owner.clone());
+    let results = crate::fanout::each(jobs, opts.parallel, move |(name, host)| {
+        let (plan, state_dir, token, owner) = (plan_c.clone(), state_dir.clone(), token.clone(), owner.clone());
+        async move {
+            let (mut restored, mut already, mut changed, mut log) = (0, 0, Vec::new(), Vec::<(FileWrite, &'static str)>::new());
+            for stage in plan.stages.iter().rev() {
+                let files: Vec<FileWrite> = plan.edits().filter(|(a, _)| a.host == name && a.stage == stage.index).map(|(_, e)| file_write(e, e.after_size)).collect();
+                if files.is_empty() {
+                    continue;
+                }
+                let reload = plan.actions.iter().find_map(|a| match &a.kind {
+                    ActionKind::Reload { command } if a.host == name && a.stage == stage.index => Some(command.clone()),
+                    _ => None,
+                });
+                let ps = format!("{}-{}", plan.id, stage.index);
+                let out = host.restore(&host.run_ids(&state_dir, &ps, &token), &owner, &files, reload.as_deref()).await;
+                let state = judge(&out, HostState::Staged);
+                let by_path = |p: &String| files.iter().find(|f| &f.path == p).cloned();
+                if let Ok(r) = &out {
+                    for (paths, word) in [(&r.restored, "restored"), (&r.already, "unchanged-since"), (&r.changed, "changed-since")] {
+                        for f in paths.iter().filter_map(by_path) {
+                            log.push((f, word));
+                        }
+                    }
+                    restored += r.restored.len();
+                    already += r.already.len();
+                    changed.extend(r.changed.iter().cloned());
+                }
+                match state {
+                    HostState::Staged | HostState::Refused { .. } => {}
+                    other => return (name, other, log),
+                }
+            }
+            (name, HostState::RolledBack { restored, already, changed }, log)
+        }
+    })
+    .await;
+    let time = jiff::Timestamp::now().to_string();
+    for (name, state, log) in results {
+        reporter.event(Event::Host { host: name.clone(), state: state.clone() });
+        let entries: Vec<Entry> = log
+            .into_iter()
+            .map(|(f, word)| Entry {
+                time: time.clone(),
+                plan: plan.id.clone(),
+                farm: plan.farm.name.clone(),
+                host: name.clone(),
+                path: f.path,
+                before_sha256: f.after_sha256,
+                after_sha256: f.before_sha256,
+                outcome: word.into(),
+                detail: "rollback".into(),
+            })
+            .collect();
+        if let Err(e) = journal.record(&entries) {
+            summary.journal_error = Some(e.to_string());
+        }
+        summary.hosts.insert(name, state);
+    }
+    reporter.finish();
+    summary
+}

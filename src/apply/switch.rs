@@ -1,0 +1,285 @@
+//! Edits and reloads: staging, arming and switching the hosts of one level of
+//! a stage, all or nothing. The one place these node kinds run.
+
+use super::commands::{gate_failures, run_commands};
+use super::{entries, judge, record, wait_until, AbortReason, Connections, Event, HostStage, HostState, Level, Summary};
+use crate::plan::Action;
+use crate::transport::{AnyHost, FileWrite, Gate, Host, RunIds, TransportError, Word, WriteReport};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use tokio::sync::{oneshot, watch};
+
+/// One host's whole write in one session: stage, arm, and (on the word) check and switch.
+/// A lock left by a dead farmctl of this workstation is broken and the session tried once more.
+#[allow(clippy::too_many_arguments)]
+async fn stage_and_switch_host(
+    host: Arc<AnyHost>,
+    ids: RunIds,
+    owner: String,
+    files: Vec<FileWrite>,
+    reload: Option<String>,
+    input: Vec<u8>,
+    word: watch::Receiver<Word>,
+    armed_out: oneshot::Sender<()>,
+    checked_out: oneshot::Sender<bool>,
+    state_dir: String,
+) -> Result<WriteReport, TransportError> {
+    host.refresh().await?;
+    let (mut armed_out, mut checked_out) = (Some(armed_out), Some(checked_out));
+    let mut attempt = 0;
+    loop {
+        let (a_tx, a_rx) = oneshot::channel();
+        let (c_tx, c_rx) = oneshot::channel();
+        let gate = Gate { armed: a_tx, checked: c_tx, word: word.clone() };
+        let forward = async {
+            if a_rx.await.is_ok() {
+                if let Some(o) = armed_out.take() {
+                    let _ = o.send(());
+                }
+                if let Ok(c) = c_rx.await {
+                    if let Some(o) = checked_out.take() {
+                        let _ = o.send(c);
+                    }
+                }
+            }
+        };
+        let (out, ()) = tokio::join!(host.stage_and_switch(&ids, &owner, &files, reload.as_deref(), input.clone(), gate), forward);
+        attempt += 1;
+        let stale = out.as_ref().ok().and_then(|r| r.locked_by.clone()).filter(|h| lock_is_stale(h));
+        match stale {
+            Some(holder) if attempt == 1 => {
+                if let Ok(Some(job)) = host.break_lock(&state_dir, &holder).await {
+                    return out.map(|r| WriteReport { locked_by: Some(armed_holder(&job, &holder)), ..r });
+                }
+            }
+            _ => return out,
+        }
+    }
+}
+
+/// One level of a stage, with the workstation holding every connection: each
+/// host stages and arms in one session while the gates run; then at T every
+/// host checks, and all get `go` together (or `abort`, if anything failed).
+pub(super) async fn switch_level(
+    run: &Level<'_>,
+    work: &[HostStage],
+    gates: Vec<&Action>,
+    conns: &mut Connections,
+    wait_for_time: bool,
+    summary: &mut Summary,
+    failures: &mut usize,
+) -> ControlFlow<()> {
+    let Level { plan, stage, opts, plan_stage, token, reporter, journal } = *run;
+    let (word_tx, word_rx) = watch::channel(Word::Wait);
+    let mut running = tokio::task::JoinSet::new();
+    let mut signals = Vec::new();
+    let limit = conns.farm.ssh.command_timeout;
+    let spawn = |i: usize, w: &HostStage, running: &mut tokio::task::JoinSet<_>| {
+        let host = conns.hosts[&w.host].clone();
+        let (armed_tx, armed_rx) = oneshot::channel();
+        let (checked_tx, checked_rx) = oneshot::channel();
+        let ids = host.run_ids(&opts.state_dir, plan_stage, token);
+        let (owner, files, reload, input) = (opts.owner.clone(), w.files.clone(), w.reload.clone(), w.input.clone());
+        let (word, state_dir) = (word_rx.clone(), opts.state_dir.clone());
+        running.spawn(async move { (i, stage_and_switch_host(host, ids, owner, files, reload, input, word, armed_tx, checked_tx, state_dir).await) });
+        (armed_rx, checked_rx)
+    };
+    // The first host alone, then the rest: of two applies started together, one
+    // gets the first lock and goes ahead, and the other is refused at once.
+    let mut armed: Vec<(bool, oneshot::Receiver<bool>)> = Vec::new();
+    let mut spawned = 0;
+    if let Some(first) = work.first() {
+        let (a, c) = spawn(0, first, &mut running);
+        spawned = 1;
+        let ok = tokio::time::timeout(limit, a).await.is_ok_and(|r| r.is_ok());
+        armed.push((ok, c));
+        if ok || opts.max_fail > 0 {
+            for (i, w) in work.iter().enumerate().skip(1) {
+                signals.push(spawn(i, w, &mut running));
+            }
+            spawned = work.len();
+        }
+    }
+    let gate_failed = gate_failures(run_commands(conns, gates, reporter).await, summary);
+    for (a, c) in signals {
+        let ok = tokio::time::timeout(limit, a).await.is_ok_and(|r| r.is_ok());
+        armed.push((ok, c));
+    }
+    for (w, (ok, _)) in work.iter().zip(&armed) {
+        if *ok {
+            reporter.event(Event::Host { host: w.host.clone(), state: HostState::Staged });
+        }
+    }
+    let armed_flags: Vec<bool> = armed.iter().map(|(ok, _)| *ok).collect();
+    let not_armed = work.len() - armed_flags.iter().filter(|ok| **ok).count();
+    let mut go = gate_failed.is_none() && not_armed + *failures <= opts.max_fail;
+    if go && wait_for_time {
+        if let Some(at) = &stage.at {
+            wait_until(at, reporter).await;
+        }
+    }
+    // At the switch time: every host checks once more, then all get the word at once.
+    if go {
+        let _ = word_tx.send(Word::Check);
+        let mut bad = 0;
+        for (ok, checked_rx) in armed {
+            if ok && !tokio::time::timeout(limit, checked_rx).await.is_ok_and(|r| r == Ok(true)) {
+                bad += 1;
+            }
+        }
+        go = bad + not_armed + *failures <= opts.max_fail;
+    }
+    let _ = word_tx.send(if go { Word::Go } else { Word::Abort });
+    let mut results: Vec<Option<Result<WriteReport, TransportError>>> = (0..work.len()).map(|_| None).collect();
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Ok(Some(r)) = tokio::time::timeout_at(deadline, running.join_next()).await {
+        let (i, out) = r.expect("switch task panicked");
+        results[i] = Some(out);
+    }
+    running.abort_all();
+    let why = gate_failed.clone().map_or(AbortReason::OtherHostsFailed, AbortReason::NotReady);
+    let aborted = || HostState::Aborted { why: why.clone() };
+    let mut failed_here = 0;
+    for (i, w) in work.iter().enumerate() {
+        let report = results[i].as_ref().and_then(|r| r.as_ref().ok());
+        let state = match &results[i] {
+            // Never started: the first host was refused.
+            None if i >= spawned => aborted(),
+            // Never armed, so it cannot have switched.
+            None if !armed_flags.get(i).copied().unwrap_or(false) => HostState::failed(format!("{} did not answer within {limit:?}", w.host)),
+            None => HostState::failed("no answer after the switch was fired; the host may or may not have switched (check with `farmctl plan`)"),
+            Some(Ok(r)) if !go && r.aborted && r.changed.is_empty() => aborted(),
+            Some(out) => judge(out, HostState::Applied { files: vec![] }),
+        };
+        if let Some(t) = report.and_then(WriteReport::first_rename_ns) {
+            summary.renames.entry(stage.index).or_default().insert(w.host.clone(), t);
+        }
+        reporter.event(Event::Host { host: w.host.clone(), state: state.clone() });
+        record(journal, summary, entries(plan, &w.host, &w.files, &state));
+        if !matches!(state, HostState::Applied { .. } | HostState::Aborted { .. }) {
+            failed_here += 1;
+        }
+        summary.hosts.insert(w.host.clone(), state);
+    }
+    *failures += failed_here;
+    if gate_failed.is_some() || !go || *failures > opts.max_fail {
+        return ControlFlow::Break(());
+    }
+    ControlFlow::Continue(())
+}
+
+/// One level of a timed stage with `--detach`: gates now, then each host stages
+/// and gets a job that switches at T by itself.
+pub(super) async fn detach_level(
+    run: &Level<'_>,
+    work: &[HostStage],
+    gates: Vec<&Action>,
+    conns: &mut Connections,
+    summary: &mut Summary,
+    failures: &mut usize,
+) -> ControlFlow<()> {
+    let Level { plan, stage, opts, plan_stage, token, reporter, journal } = *run;
+    if gate_failures(run_commands(conns, gates, reporter).await, summary).is_some() {
+        return ControlFlow::Break(());
+    }
+    let jobs: Vec<_> = work.iter().map(|w| (conns.hosts[&w.host].clone(), w.host.clone(), w.files.clone(), w.input.clone())).collect();
+    let (state_dir, ps, tk, owner) = (opts.state_dir.clone(), plan_stage.to_string(), token.to_string(), opts.owner.clone());
+    let staged = crate::fanout::each(jobs, opts.parallel, move |(host, name, files, input)| {
+        let (state_dir, ps, tk, owner) = (state_dir.clone(), ps.clone(), tk.clone(), owner.clone());
+        async move { (name, stage_host(&host, &host.run_ids(&state_dir, &ps, &tk), &state_dir, &owner, &files, input).await) }
+    })
+    .await;
+    let mut ready = Vec::new();
+    for ((name, state), w) in staged.into_iter().zip(work) {
+        reporter.event(Event::Host { host: name.clone(), state: state.clone() });
+        if state == HostState::Staged {
+            ready.push(w);
+        } else {
+            *failures += 1;
+            record(journal, summary, entries(plan, &name, &w.files, &state));
+            summary.hosts.insert(name, state);
+        }
+    }
+    if *failures > opts.max_fail {
+        abort(run, &ready, conns, summary).await;
+        return ControlFlow::Break(());
+    }
+    let at = stage.at.clone().unwrap_or_default();
+    let ns = at.parse::<jiff::Timestamp>().map(|t| t.as_nanosecond()).unwrap_or_default();
+    let jobs: Vec<_> = ready.iter().map(|w| (conns.hosts[&w.host].clone(), w.host.clone(), w.files.clone(), w.reload.clone())).collect();
+    let (state_dir, ps, tk) = (opts.state_dir.clone(), plan_stage.to_string(), token.to_string());
+    let armed = crate::fanout::each(jobs, opts.parallel, move |(host, name, files, reload)| {
+        let (state_dir, ps, tk, at) = (state_dir.clone(), ps.clone(), tk.clone(), at.clone());
+        async move {
+            let out = host.arm(&host.run_ids(&state_dir, &ps, &tk), &files, reload.as_deref(), &at, ns).await;
+            let state = match &out {
+                Ok(r) if r.armed => HostState::Armed { at: at.clone() },
+                _ => judge(&out, HostState::failed("the switch job did not start")),
+            };
+            (name, files, state)
+        }
+    })
+    .await;
+    for (name, files, state) in armed {
+        reporter.event(Event::Host { host: name.clone(), state: state.clone() });
+        record(journal, summary, entries(plan, &name, &files, &state));
+        summary.hosts.insert(name, state);
+    }
+    ControlFlow::Continue(())
+}
+
+/// All or nothing: removes every staged copy of the ready hosts; no target was touched.
+async fn abort(run: &Level<'_>, ready: &[&HostStage], conns: &Connections, summary: &mut Summary) {
+    let Level { plan, opts, plan_stage, token, reporter, journal, .. } = *run;
+    let jobs: Vec<_> = ready.iter().map(|w| (conns.hosts[&w.host].clone(), w.files.clone())).collect();
+    let (state_dir, ps, tk) = (opts.state_dir.clone(), plan_stage.to_string(), token.to_string());
+    crate::fanout::each(jobs, opts.parallel, move |(host, files)| {
+        let (state_dir, ps, tk) = (state_dir.clone(), ps.clone(), tk.clone());
+        async move { host.abort(&host.run_ids(&state_dir, &ps, &tk), &files).await }
+    })
+    .await;
+    for w in ready {
+        let state = HostState::Aborted { why: AbortReason::OtherHostsFailed };
+        reporter.event(Event::Host { host: w.host.clone(), state: state.clone() });
+        record(journal, summary, entries(plan, &w.host, &w.files, &state));
+        summary.hosts.insert(w.host.clone(), state);
+    }
+}
+
+/// Stages one host. A lock left by a farmctl of this workstation that is no
+/// longer running is broken (its staged copies go with it), and staging is
+/// tried once more.
+async fn stage_host(host: &AnyHost, ids: &RunIds, state_dir: &str, owner: &str, files: &[FileWrite], input: Vec<u8>) -> HostState {
+    if let Err(e) = host.refresh().await {
+        return HostState::failed(format!("{e} ({})", e.hint()));
+    }
+    let state = judge(&host.stage(ids, owner, files, input.clone()).await, HostState::Staged);
+    match &state {
+        HostState::Locked { holder } if lock_is_stale(holder) => match host.break_lock(state_dir, holder).await {
+            Ok(Some(job)) => HostState::Locked { holder: armed_holder(&job, holder) },
+            _ => judge(&host.stage(ids, owner, files, input).await, HostState::Staged),
+        },
+        _ => state,
+    }
+}
+
+/// The holder of a lock that a detached switch keeps.
+fn armed_holder(job: &str, holder: &str) -> String {
+    format!("a switch armed with `apply --detach` (job {job}, by {holder})")
+}
+
+/// Whether a lock's holder line names a farmctl on this workstation that is gone.
+pub fn lock_is_stale(holder: &str) -> bool {
+    let mut words = holder.split_whitespace();
+    let who = words.next().unwrap_or("");
+    let here = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let same_host = who.rsplit_once('@').is_some_and(|(_, h)| h == here.trim());
+    let pid = words.find_map(|w| w.strip_prefix("pid=")).and_then(|p| p.parse::<u32>().ok());
+    match (same_host, pid) {
+        (true, Some(pid)) => {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            comm.trim() != "farmctl"
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,69 @@
+//! `farmctl apply FARM|PLAN.json`: plan and apply a farm file, or apply
+//! exactly a saved plan once it has been verified.
+
+use super::{color, confirm, finish, out, Outcome};
+use crate::apply::{journal::Journal, progress, Summary};
+use crate::cli::ApplyArgs;
+use crate::error::{Error, ErrorKind};
+use crate::live::LiveFarm;
+use crate::pipeline::{self, Session};
+use std::process::ExitCode;
+
+pub async fn run(args: &ApplyArgs) -> Outcome {
+    let parallel = args.reach.parallel as usize;
+    let saved = args.target.extension().is_some_and(|e| e == "json");
+    let (mut session, planned) = if saved {
+        if !args.reach.limit.is_empty() {
+            return Err(Error::new(ErrorKind::Refused, "--limit cannot narrow a saved plan: it applies exactly what it shows").hint("make a new plan with --limit"));
+        }
+        let run = pipeline::prepare_saved(&args.target, parallel).await?;
+        if !run.planned.plan.has_changes() {
+            crate::say!("Plan {} has no changes; nothing to do.", run.planned.plan.id);
+            return Ok(ExitCode::SUCCESS);
+        }
+        (run.session, run.planned)
+    } else {
+        let (session, planned) = Session::read_and_plan(&args.target, &args.reach.limit, parallel).await?;
+        out(&crate::render::text(&planned.plan, Some(jiff::Timestamp::now()), color()));
+        if let Some(e) = pipeline::unreachable_error(&planned.plan, &session.live) {
+            return Err(e);
+        }
+        if !planned.plan.has_changes() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        (session, planned)
+    };
+    let plan = &planned.plan;
+    pipeline::check_schedule(plan, args.detach)?;
+    for w in pipeline::clock_warnings(&session.farm, &session.live) {
+        crate::say!("warning: {w}");
+    }
+    if saved {
+        crate::say!("Applying plan {}: {}", plan.id, crate::render::summary(plan));
+    } else {
+        confirm("apply this plan", args.yes)?;
+    }
+    let kept = pipeline::keep_applied(plan)?;
+    let opts = session.options(plan, args.max_fail, args.detach);
+    let summary = session.execute(&planned, &opts, &*progress::reporter(), &Journal::open()).await;
+    if saved {
+        crate::snapshot::remove(&plan.id);
+    }
+    print_offsets(&summary, &session.live);
+    let undo = format!("farmctl rollback {} (the plan is kept as {})", plan.id, kept.display());
+    finish("apply", &summary, plan, Some(&undo))
+}
+
+fn print_offsets(summary: &Summary, live: &LiveFarm) {
+    let hosts: std::collections::BTreeSet<&String> = summary.renames.values().flat_map(|m| m.keys()).collect();
+    let offsets: Vec<String> = hosts
+        .into_iter()
+        .filter_map(|h| {
+            let s = live.get(h)?.as_ref().ok()?;
+            s.clock_offset_ms.map(|o| format!("{h} {o:+} ms (±{})", s.clock_uncertainty_ms))
+        })
+        .collect();
+    if !offsets.is_empty() {
+        crate::say!("host clock offsets against this workstation: {}", offsets.join(", "));
+    }
+}

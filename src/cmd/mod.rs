@@ -1,0 +1,142 @@
+//! The commands: one thin file each (or per family). Each takes its typed
+//! args, calls the library (`pipeline`, `render`, `apply`), and prints.
+//! This module holds only what they share for talking to the operator; no
+//! command file imports another.
+
+pub mod apply;
+pub mod graph;
+pub mod journal;
+pub mod meta;
+pub mod plan;
+pub mod rollback;
+pub mod show;
+pub mod switches;
+pub mod validate;
+
+use crate::apply::{HostState, Summary};
+use crate::error::{Error, ErrorKind, Result};
+use crate::plan::Plan;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+/// What a command ends with: an exit code, or an error to render.
+pub type Outcome = Result<ExitCode>;
+
+/// The exit code of `plan --detailed-exitcode` when changes are pending.
+pub const EXIT_CHANGES: u8 = 2;
+
+pub(crate) fn color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Writes to stdout. A reader that went away (`farmctl journal | head`) ends
+/// the output quietly; it never panics and never stops an apply half-way.
+pub(crate) fn out(s: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(s.as_bytes());
+    let _ = o.flush();
+}
+
+/// Asks for "yes" on a terminal; `--yes` skips the question.
+pub(crate) fn confirm(what: &str, yes: bool) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::new(ErrorKind::Refused, format!("refusing to {what} without confirmation: stdin is not a terminal")).hint("review the plan, then pass --yes"));
+    }
+    {
+        let mut e = std::io::stderr();
+        let _ = write!(e, "\nDo you want to {what}? Only 'yes' will be accepted: ");
+        let _ = e.flush();
+    }
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
+    if answer.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::Refused, format!("{what}: cancelled, nothing was changed")))
+    }
+}
+
+fn state_word(state: &HostState) -> &'static str {
+    match state {
+        HostState::Applied { .. } => "applied",
+        HostState::Armed { .. } => "armed (switches on the host at its time)",
+        HostState::RolledBack { changed, .. } if changed.is_empty() => "rolled back",
+        HostState::RolledBack { .. } => "rolled back in part",
+        HostState::ReloadFailed { .. } => "files in place, reload failed",
+        HostState::Refused { .. } => "refused (changed since the plan)",
+        HostState::Locked { .. } => "refused (locked by another apply)",
+        HostState::Aborted { .. } => "aborted (nothing written)",
+        HostState::NotStarted { .. } => "not reached (nothing written)",
+        HostState::Failed { written, .. } if written.is_empty() => "failed (nothing written)",
+        HostState::Failed { .. } => "failed part-way",
+        HostState::Staging | HostState::Staged | HostState::Switching => "unfinished",
+    }
+}
+
+/// Prints where each host ended, and turns the summary into the outcome.
+/// `undo` is the command that takes the run back, when there is one.
+pub(crate) fn finish(what: &str, summary: &Summary, plan: &Plan, undo: Option<&str>) -> Outcome {
+    let mut by_state: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (host, state) in &summary.hosts {
+        by_state.entry(state_word(state)).or_default().push(host);
+    }
+    crate::say!("");
+    for (word, hosts) in &by_state {
+        crate::say!("{word}: {}", hosts.join(", "));
+    }
+    for (stage, renames) in &summary.renames {
+        if let (Some(skew), Some(at)) = (summary.skew_ms(*stage), plan.stages.iter().find(|s| s.index == *stage).and_then(|s| s.at.as_ref())) {
+            crate::say!("switch at {at}: skew {skew:.1} ms across {} host(s)", renames.len());
+        }
+    }
+    for p in &summary.problems {
+        crate::say!("problem: {p}");
+    }
+    for d in &summary.deferred {
+        crate::say!("note: {d}");
+    }
+    if let Some(e) = &summary.journal_error {
+        crate::say!("warning: could not write the journal: {e}");
+    }
+    let wrote = summary.hosts.values().any(|s| !s.written().is_empty() || matches!(s, HostState::Armed { .. }));
+    if summary.ok() {
+        let armed = summary.hosts.values().any(|s| matches!(s, HostState::Armed { .. }));
+        if armed {
+            crate::say!("{what}: every switch is armed; nothing has switched yet. Follow it with `farmctl status FARM`.");
+        } else {
+            crate::say!("{what} complete: {} host(s).", summary.hosts.len());
+        }
+        if let (Some(undo), true) = (undo, wrote) {
+            crate::say!("To undo: {undo}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let problems: Vec<String> = summary.hosts.iter().filter(|(_, s)| !s.is_ok()).map(|(h, s)| format!("{h}: {s}")).collect();
+    let mut err = Error::new(ErrorKind::Incomplete, format!("{what} did not complete:\n  {}", problems.join("\n  ")));
+    let states = || summary.hosts.values();
+    if summary.stopped_by_gate.is_some() {
+        err = err.hint("a host that clients would switch to is not ready (its role's `health` failed); fix it, then apply again");
+    }
+    if states().any(|s| matches!(s, HostState::Refused { .. })) {
+        err = err.hint("someone changed a file since the plan: run `farmctl plan` again and review the new plan");
+    }
+    if states().any(|s| matches!(s, HostState::Locked { .. })) {
+        err = err.hint("wait for the other apply to finish; a switch armed with --detach is disarmed with `farmctl cancel FARM`; if an apply died on another workstation, run `farmctl unlock FARM --limit HOST`");
+    }
+    if states().any(|s| matches!(s, HostState::ReloadFailed { .. })) {
+        err = err.hint("the new files are in place but the reload failed: fix the service and reload it");
+    }
+    for cause in states().filter_map(|s| if let HostState::Failed { cause: Some(c), .. } = s { Some(*c) } else { None }) {
+        err = err.hint(cause.hint());
+    }
+    match (wrote, undo) {
+        (true, Some(undo)) => err = err.hint(format!("files were written on some hosts; to undo them: {undo}")),
+        (false, _) if err.hints.is_empty() => err = err.hint("no file was written on any host; fix the cause and run apply again"),
+        _ => {}
+    }
+    Err(err)
+}

@@ -1,0 +1,68 @@
+//! `farmctl rollback PLAN.json|ID`: restore every file an applied plan wrote
+//! that still has the content it wrote.
+
+use super::{confirm, finish, Outcome};
+use crate::apply::{self, journal::Journal, progress};
+use crate::cli::RollbackArgs;
+use crate::error::{Error, ErrorKind};
+use crate::pipeline::{self, Session};
+use crate::plan::{ActionKind, Plan};
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// The plan's edits narrowed to the files this workstation's journal says were
+/// written (or armed); a plan the journal does not know is taken whole.
+fn written_only(plan: &Plan, journal: &Journal) -> (Plan, Vec<String>) {
+    let entries = journal.read().unwrap_or_default();
+    let mine: Vec<_> = entries.iter().filter(|e| e.plan == plan.id).collect();
+    if mine.is_empty() {
+        return (plan.clone(), Vec::new());
+    }
+    let written: BTreeSet<(&str, &str)> = mine.iter().filter(|e| e.outcome == "written" || e.outcome == "armed").map(|e| (e.host.as_str(), e.path.as_str())).collect();
+    let mut skipped = Vec::new();
+    let mut narrowed = plan.clone();
+    narrowed.actions.retain(|a| match &a.kind {
+        ActionKind::Edit(e) if !written.contains(&(a.host.as_str(), e.path.as_str())) => {
+            skipped.push(format!("{}:{}", a.host, e.path));
+            false
+        }
+        _ => true,
+    });
+    (narrowed, skipped)
+}
+
+pub async fn run(args: &RollbackArgs) -> Outcome {
+    let path = pipeline::find_plan(&args.plan)?;
+    let saved = pipeline::load_plan(&path)?;
+    let journal = Journal::open();
+    let (plan, skipped) = written_only(&saved, &journal);
+    let mut session = Session::load(std::path::Path::new(&plan.farm.path), args.parallel as usize)?;
+    let scope: Vec<String> = plan.edits().map(|(a, _)| a.host.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    for s in &skipped {
+        crate::say!("{s}: left alone: this plan never wrote it");
+    }
+    if scope.is_empty() {
+        crate::say!("Plan {} wrote no file; nothing to roll back.", plan.id);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(h) = scope.iter().find(|h| !session.farm.hosts.contains_key(*h)) {
+        return Err(Error::new(ErrorKind::Plan, format!("plan {} names host {h}, which {} no longer has", plan.id, plan.farm.path)));
+    }
+    crate::say!("Rollback of plan {} restores, on {} host(s), every file that still has the content the plan wrote:", plan.id, scope.len());
+    for (a, e) in plan.edits() {
+        crate::say!("  {}:{}", a.host, e.path);
+    }
+    confirm("roll back this plan", args.yes)?;
+    let down = session.connect(&scope).await;
+    let hosts: BTreeMap<String, Arc<crate::transport::AnyHost>> = session.hosts.clone();
+    let opts = session.options(&plan, 0, false);
+    let summary = apply::rollback(&plan, &hosts, &opts, &*progress::reporter(), &journal).await;
+    if !down.is_empty() {
+        let _ = finish("rollback", &summary, &plan, None);
+        let lines: Vec<String> = down.iter().map(|(n, e)| format!("{n}: {e}")).collect();
+        return Err(Error::new(ErrorKind::Unreachable, format!("rollback could not reach: {}", lines.join("; ")))
+            .hint("run rollback again once the host is back; it only restores files that still have the plan's content"));
+    }
+    finish("rollback", &summary, &plan, None)
+}

@@ -1,0 +1,138 @@
+//! `farmctl status`, `cancel` and `unlock`: what is armed or locked on the
+//! hosts, and taking it back.
+
+use super::{confirm, out, Outcome};
+use crate::cli::{FarmArgs, UnlockArgs};
+use crate::error::{Error, ErrorKind};
+use crate::pipeline::Session;
+use crate::transport::{AnyHost, CancelOutcome, JobState, TransportError, UnlockOutcome};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Connects to the selected hosts and runs `op` on each, bounded by `--parallel`.
+async fn on_each<R, F, Fut>(farm: &Path, limit: &[String], parallel: usize, op: F) -> crate::error::Result<(Session, Vec<(String, Result<R, TransportError>)>, Vec<String>)>
+where
+    R: Send + 'static,
+    F: Fn(Arc<AnyHost>, String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, TransportError>> + Send + 'static,
+{
+    let mut session = Session::load(farm, parallel)?;
+    let scope = session.select(limit)?;
+    let down: Vec<String> = session.connect(&scope).await.into_iter().map(|(n, e)| format!("{n}: {e}")).collect();
+    let jobs: Vec<(String, Arc<AnyHost>)> = scope.iter().filter_map(|n| Some((n.clone(), session.hosts.get(n)?.clone()))).collect();
+    let state_dir = session.farm.state_dir.clone();
+    let op = Arc::new(op);
+    let results = crate::fanout::each(jobs, session.parallel, move |(name, host)| {
+        let (op, state_dir) = (op.clone(), state_dir.clone());
+        async move { (name, op(host, state_dir).await) }
+    })
+    .await;
+    Ok((session, results, down))
+}
+
+fn unreachable(down: &[String], what: &str) -> Error {
+    Error::new(ErrorKind::Unreachable, format!("could not reach{what}:\n  {}", down.join("\n  ")))
+}
+
+pub async fn status(args: &FarmArgs) -> Outcome {
+    let (_, results, down) = on_each(&args.farm, &args.reach.limit, args.reach.parallel as usize, |h, dir| async move { h.armed_jobs(&dir).await }).await?;
+    let mut renames: BTreeMap<String, BTreeMap<String, i128>> = BTreeMap::new();
+    let mut any = false;
+    for (host, r) in &results {
+        match r {
+            Err(e) => out(&format!("{host}: {e}\n")),
+            Ok(jobs) => {
+                for job in jobs {
+                    any = true;
+                    out(&format!("{host}: {} {} (switch at {})\n", job.id, job.state, job.at));
+                    for line in &job.log {
+                        out(&format!("{host}: {}: {line}\n", job.id));
+                    }
+                    if let (JobState::Fired, Some(t)) = (job.state, job.renamed_ns) {
+                        renames.entry(job.id.clone()).or_default().insert(host.clone(), t);
+                    }
+                }
+            }
+        }
+    }
+    if !any {
+        out("Nothing is armed or has fired on these hosts.\n");
+    }
+    for (id, times) in &renames {
+        let (min, max) = (times.values().min().copied().unwrap_or(0), times.values().max().copied().unwrap_or(0));
+        out(&format!("{id}: fired on {} host(s), skew {:.1} ms\n", times.len(), (max - min) as f64 / 1e6));
+    }
+    if !down.is_empty() {
+        return Err(unreachable(&down, ""));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn cancel(args: &FarmArgs) -> Outcome {
+    let (_, results, down) = on_each(&args.farm, &args.reach.limit, args.reach.parallel as usize, |h, dir| async move { h.cancel_armed(&dir).await }).await?;
+    let (mut cancelled, mut fired) = (0, Vec::new());
+    for (host, r) in &results {
+        match r {
+            Err(e) => out(&format!("{host}: {e}\n")),
+            Ok(outcomes) => {
+                for o in outcomes {
+                    match o {
+                        CancelOutcome::Cancelled(id) => {
+                            cancelled += 1;
+                            out(&format!("{host}: cancelled {id}; its staged files are removed, nothing was switched\n"));
+                        }
+                        CancelOutcome::Fired(id) => {
+                            fired.push(format!("{host} ({id})"));
+                            out(&format!("{host}: {id} had already fired\n"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out(&format!("{cancelled} switch(es) cancelled.\n"));
+    if !down.is_empty() {
+        return Err(unreachable(&down, ", so nothing was cancelled there").hint("run cancel again when the host is back; a switch armed there still fires"));
+    }
+    if !fired.is_empty() {
+        return Err(Error::new(ErrorKind::Incomplete, format!("too late on {}: the switch had fired", fired.join(", "))).hint("undo it with `farmctl rollback PLAN-ID`"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn unlock(args: &UnlockArgs) -> Outcome {
+    confirm("break the locks of these hosts (only do this when no apply is running)", args.yes)?;
+    let farm = crate::farm::load(&args.farm)?;
+    let files: BTreeMap<String, Vec<String>> = farm.hosts.iter().map(|(n, h)| (n.clone(), farm.roles[&h.role].files.clone())).collect();
+    let files = Arc::new(files);
+    let (_, results, down) = on_each(&args.farm, &args.reach.limit, args.reach.parallel as usize, move |h, dir| {
+        let files = files.clone();
+        async move {
+            let paths = files.get(crate::transport::Host::name(&*h)).cloned().unwrap_or_default();
+            h.unlock(&dir, &paths).await
+        }
+    })
+    .await?;
+    let mut armed = Vec::new();
+    for (host, r) in &results {
+        match r {
+            Err(e) => out(&format!("{host}: {e}\n")),
+            Ok(UnlockOutcome::Free) => out(&format!("{host}: not locked\n")),
+            Ok(UnlockOutcome::Armed { job }) => {
+                armed.push(host.clone());
+                out(&format!("{host}: left locked: switch {job} is armed there\n"));
+            }
+            Ok(UnlockOutcome::Unlocked { holder }) => out(&format!("{host}: unlocked (was held by {holder})\n")),
+        }
+    }
+    if !armed.is_empty() {
+        return Err(Error::new(ErrorKind::Refused, format!("{} still armed: {}", armed.len(), armed.join(", "))).hint("disarm with `farmctl cancel FARM` first"));
+    }
+    if !down.is_empty() {
+        return Err(unreachable(&down, ""));
+    }
+    Ok(ExitCode::SUCCESS)
+}

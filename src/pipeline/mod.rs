@@ -1,0 +1,235 @@
+//! The library pipeline every command, and later rollouts and `watch`, runs:
+//! load the farm, connect, read the live hosts, plan, check, execute. Nothing
+//! here prints or prompts; the command layer does that with what comes back.
+
+mod saved;
+
+pub use saved::{differences, farm_of, load_plan, prepare_saved, verify_saved_file, SavedRun};
+
+use crate::apply::{self, journal::Journal, Connections, Reporter, Summary};
+use crate::error::{Error, ErrorKind, Result};
+use crate::farm::{self, Farm};
+use crate::live::LiveFarm;
+use crate::plan::{self, ActionKind, Plan, Planned};
+use crate::transport::{self, AnyHost, Host, TransportError};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// One run against a farm: the farm, the connections opened so far, and what was read.
+pub struct Session {
+    pub farm: Arc<Farm>,
+    pub parallel: usize,
+    pub hosts: BTreeMap<String, Arc<AnyHost>>,
+    pub live: LiveFarm,
+}
+
+impl Session {
+    /// Loads and validates the farm file.
+    pub fn load(path: &Path, parallel: usize) -> Result<Session> {
+        Ok(Session::with_farm(Arc::new(farm::load(path)?), parallel))
+    }
+
+    pub fn with_farm(farm: Arc<Farm>, parallel: usize) -> Session {
+        Session { farm, parallel: parallel.max(1), hosts: BTreeMap::new(), live: LiveFarm::new() }
+    }
+
+    /// The hosts `--limit` selects (all, when it is empty).
+    pub fn select(&self, limit: &[String]) -> Result<Vec<String>> {
+        plan::select(&self.farm, limit).map_err(|e| Error::new(ErrorKind::Refused, e).hint("--limit takes host names, roles or globs; `!name` excludes"))
+    }
+
+    /// Connects to and reads every host in `names`, at most `parallel` at a time.
+    /// A host that cannot be reached is recorded in `live` with why.
+    pub async fn read(&mut self, names: &[String]) {
+        let farm = self.farm.clone();
+        let read = crate::fanout::each(names.to_vec(), self.parallel, move |name| {
+            let farm = farm.clone();
+            async move {
+                let host = match transport::connect(&farm, &name).await {
+                    Ok(h) => Arc::new(h),
+                    Err(e) => return (name, Err(e.into()), None),
+                };
+                let files = &farm.roles[&farm.hosts[&name].role].files;
+                let state = host.read_state(files).await;
+                (name, state, Some(host))
+            }
+        })
+        .await;
+        for (name, state, host) in read {
+            self.live.insert(name.clone(), state);
+            if let Some(h) = host {
+                self.hosts.insert(name, h);
+            }
+        }
+    }
+
+    /// Connects to every host in `names` not yet connected; returns those that cannot be reached.
+    pub async fn connect(&mut self, names: &[String]) -> Vec<(String, TransportError)> {
+        let missing: Vec<String> = names.iter().filter(|n| !self.hosts.contains_key(*n)).cloned().collect();
+        let mut down = Vec::new();
+        for (name, r) in transport::connect_all(&self.farm, &missing, self.parallel).await {
+            match r {
+                Ok(h) => {
+                    self.hosts.insert(name, h);
+                }
+                Err(e) => down.push((name, e)),
+            }
+        }
+        down
+    }
+
+    /// Connects to every host in `names`, or fails naming each that cannot be reached.
+    pub async fn connect_or_refuse(&mut self, names: &[String], what: &str) -> Result<()> {
+        let down = self.connect(names).await;
+        if down.is_empty() {
+            return Ok(());
+        }
+        let lines: Vec<String> = down.iter().map(|(n, e)| format!("{n}: {e}")).collect();
+        let mut err = Error::new(ErrorKind::Unreachable, format!("refusing to {what}, nothing was written: cannot reach\n  {}", lines.join("\n  ")));
+        for (_, e) in &down {
+            err = err.hint(e.hint());
+        }
+        Err(err.hint("fix the host, or make a new plan with --limit"))
+    }
+
+    /// Plans the hosts in `scope` from what was read.
+    pub fn plan(&self, scope: &[String], limit: &[String]) -> Result<Planned> {
+        Ok(plan::plan(&self.farm, &self.live, scope, limit)?)
+    }
+
+    /// Loads, selects, reads and plans: what `plan`, `graph` and `apply FARM` start with.
+    pub async fn read_and_plan(path: &Path, limit: &[String], parallel: usize) -> Result<(Session, Planned)> {
+        let mut session = Session::load(path, parallel)?;
+        let scope = session.select(limit)?;
+        session.read(&scope).await;
+        let planned = session.plan(&scope, limit)?;
+        Ok((session, planned))
+    }
+
+    /// The executor's options for a run of `plan`.
+    pub fn options(&self, plan: &Plan, max_fail: usize, detach: bool) -> apply::Options {
+        apply::Options { parallel: self.parallel, max_fail, owner: owner(plan), state_dir: self.farm.state_dir.clone(), detach }
+    }
+
+    /// Executes `plan` through the connections held.
+    pub async fn execute(&mut self, planned: &Planned, opts: &apply::Options, reporter: &dyn Reporter, journal: &Journal) -> Summary {
+        let mut conns = Connections { farm: self.farm.clone(), hosts: std::mem::take(&mut self.hosts), parallel: self.parallel };
+        let summary = apply::execute(&planned.plan, &planned.contents, &mut conns, opts, reporter, journal).await;
+        self.hosts = conns.hosts;
+        summary
+    }
+}
+
+/// An error naming every host that could not be read or planned, if any.
+pub fn unreachable_error(plan: &Plan, live: &LiveFarm) -> Option<Error> {
+    let failed = plan.failed_hosts();
+    if failed.is_empty() {
+        return None;
+    }
+    let lines: Vec<String> = failed.iter().map(|(host, error)| format!("  {host}: {}", error.replace('\n', " "))).collect();
+    let n = failed.len();
+    let mut err = Error::new(ErrorKind::Unreachable, format!("{n} host{} could not be planned:\n{}", if n == 1 { "" } else { "s" }, lines.join("\n")));
+    for (host, _) in &failed {
+        if let Some(Err(e)) = live.get(*host) {
+            err = err.hint(e.hint.clone().unwrap_or_default());
+        }
+    }
+    for h in plan.hosts.iter().filter_map(|h| h.hint()) {
+        err = err.hint(h);
+    }
+    if failed.len() < plan.hosts.len() {
+        let excl: Vec<String> = failed.iter().map(|(n, _)| format!("!{n}")).collect();
+        err = err.hint(format!("to go ahead without them, pass --limit '{}'", excl.join(",")));
+    }
+    Some(err)
+}
+
+/// Hosts whose clocks are off by more than the farm's tolerance, as warnings.
+pub fn clock_warnings(farm: &Farm, live: &LiveFarm) -> Vec<String> {
+    let tolerance = farm.clock_tolerance.as_millis() as i64;
+    let mut out = Vec::new();
+    for (host, state) in live {
+        if let Ok(s) = state {
+            // Only what the measurement can vouch for: the offset is known to within half the round trip.
+            if let Some(off) = s.clock_offset_ms.filter(|o| o.abs() - s.clock_uncertainty_ms > tolerance) {
+                out.push(format!(
+                    "{host}'s clock is {off:+} ms (±{} ms) off this workstation's (tolerance {tolerance} ms); a detached switch there fires that much off",
+                    s.clock_uncertainty_ms
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Refuses a schedule that cannot be kept: a detach that cannot be armed, or a switch time that has passed.
+pub fn check_schedule(plan: &Plan, detach: bool) -> Result<()> {
+    if detach {
+        if let Some(why) = apply::detach_problem(plan) {
+            return Err(Error::new(ErrorKind::Refused, format!("cannot detach this plan: {why}")).hint("apply it without --detach, and keep this workstation running until the switch"));
+        }
+    }
+    let now = jiff::Timestamp::now();
+    for s in plan.stages.iter() {
+        let has_edits = plan.actions.iter().any(|a| a.stage == s.index && matches!(a.kind, ActionKind::Edit(_)));
+        if let (true, Some(at)) = (has_edits, &s.at) {
+            if at.parse::<jiff::Timestamp>().is_ok_and(|t| t < now) {
+                return Err(Error::new(ErrorKind::Refused, format!("the switch time {at} has passed ({}); refusing to switch late", crate::render::relative(at, now)))
+                    .hint("set a new `at` in the farm file (or remove it to switch when applied), then plan again"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Who holds a host lock: written into it so that a second operator is told.
+pub fn owner(plan: &Plan) -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".into());
+    format!("{user}@{host} pid={} plan={} since={}", std::process::id(), plan.id, jiff::Timestamp::now())
+}
+
+/// Writes `contents` to `path` atomically (temp file, fsync, rename).
+pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    let fail = |e: std::io::Error| Error::new(ErrorKind::Io, format!("cannot write {}: {e}", path.display()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+    f.write_all(contents.as_bytes()).and_then(|_| f.sync_all()).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}
+
+/// Where applied plans are kept on this workstation, beside the journal.
+pub fn kept_plans_dir() -> std::path::PathBuf {
+    let journal = crate::apply::journal::path();
+    journal.parent().map(Path::to_path_buf).unwrap_or_default().join("plans")
+}
+
+/// Keeps a plan that is about to be applied, so that `rollback ID` can find it.
+pub fn keep_applied(plan: &Plan) -> Result<std::path::PathBuf> {
+    let path = kept_plans_dir().join(format!("{}.json", plan.id));
+    write_atomic(&path, &plan.to_json()).map_err(|e| e.hint("farmctl keeps every applied plan for `rollback`; make the state directory writable"))?;
+    Ok(path)
+}
+
+/// A plan file, or the id of a plan this workstation applied.
+pub fn find_plan(arg: &Path) -> Result<std::path::PathBuf> {
+    if arg.exists() {
+        return Ok(arg.to_path_buf());
+    }
+    let id = arg.to_string_lossy();
+    if id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()) {
+        let kept = kept_plans_dir().join(format!("{id}.json"));
+        if kept.exists() {
+            return Ok(kept);
+        }
+        return Err(Error::new(ErrorKind::Plan, format!("no plan {id} was applied from this workstation (looked in {})", kept_plans_dir().display()))
+            .hint("`farmctl journal` lists the plans applied here; or pass the plan file"));
+    }
+    Err(Error::new(ErrorKind::Io, format!("cannot read plan {}: no such file", arg.display())).hint("pass a plan file saved with `plan -o`, or the id of an applied plan"))
+}

@@ -1,0 +1,273 @@
+//! The host protocol in types: each operation builds its script (with
+//! [`script`]), runs it on the host, and parses what the host printed into a
+//! typed report. Nothing outside `transport` sees a script or a report line.
+
+use super::script::{self, FileWrite, Report, RunIds, Trigger};
+use super::{AnyHost, Gate, Host, TransportError};
+
+/// What a write script (stage, switch, abort, rollback) said it did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Another run holds the host lock; its owner line.
+    pub locked_by: Option<String>,
+    /// Paths whose content was not what the plan expected.
+    pub changed: Vec<String>,
+    /// Paths renamed into place, with the host clock's time of the rename (ns).
+    pub renamed: Vec<(String, i128)>,
+    /// Rollback: paths restored from the backup, and paths already as before.
+    pub restored: Vec<String>,
+    pub already: Vec<String>,
+    /// The reload's result, when one ran.
+    pub reload: Option<CommandResult>,
+    /// What the script said went wrong, paths named.
+    pub error: Option<String>,
+    /// Why it went wrong, as a value, when the host could tell.
+    pub cause: Option<Cause>,
+    /// The script reached its end (staged, or switched and done).
+    pub finished: bool,
+    /// The script staged everything and waited for a word (or its time).
+    pub armed: bool,
+    /// The script was told to abort, and removed its staged copies.
+    pub aborted: bool,
+    pub exit: i32,
+    pub stderr: String,
+}
+
+/// A cause the host script detected (from errno-style checks), not guessed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    NoSpace,
+    PermissionDenied,
+    ReadOnly,
+}
+
+impl Cause {
+    pub fn hint(self) -> &'static str {
+        match self {
+            Cause::NoSpace => "the host's disk is full: free some space, then apply again",
+            Cause::PermissionDenied => "the SSH user may not write there: connect as a user who may, or set [ssh] sudo = true",
+            Cause::ReadOnly => "the file system is mounted read-only on the host",
+        }
+    }
+}
+
+/// How one operator command (reload, health, retire) ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandResult {
+    pub status: i32,
+    /// The last part of what it printed.
+    pub output: String,
+}
+
+/// A detached switch on a host, as `status` sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArmedJob {
+    pub id: String,
+    pub state: JobState,
+    pub at: String,
+    /// Host-clock time of its first rename, once fired.
+    pub renamed_ns: Option<i128>,
+    /// Other lines of its log worth showing (errors, refused files, reloads).
+    pub log: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    Armed,
+    Fired,
+    Cancelled,
+    Failed,
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JobState::Armed => "armed",
+            JobState::Fired => "fired",
+            JobState::Cancelled => "cancelled",
+            JobState::Failed => "failed",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Cancelled(String),
+    /// Too late: it had already fired.
+    Fired(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnlockOutcome {
+    Free,
+    /// Left locked: a detached switch is armed and holds it.
+    Armed { job: String },
+    Unlocked { holder: String },
+}
+
+impl WriteReport {
+    fn from_output(out: &super::Output, files: &[FileWrite]) -> WriteReport {
+        let path = |i: usize| files.get(i).map_or_else(|| format!("file #{i}"), |f| f.path.clone());
+        let mut w = WriteReport { exit: out.status, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(), ..Default::default() };
+        for r in script::parse_report(&out.stdout) {
+            match r {
+                Report::Locked(holder) => w.locked_by = Some(if holder.is_empty() { "unknown holder".into() } else { holder }),
+                Report::Changed { file, .. } => w.changed.push(path(file)),
+                Report::Renamed { file, at_ns } => w.renamed.push((path(file), at_ns)),
+                Report::Restored(i) => w.restored.push(path(i)),
+                Report::Already(i) => w.already.push(path(i)),
+                Report::Reload { status, output } => w.reload = Some(CommandResult { status, output }),
+                Report::Error(e) => {
+                    let (e, cause) = script::error_cause(&e);
+                    // Indexes in the script's words become the paths they stand for.
+                    let e = e
+                        .split(' ')
+                        .map(|word| {
+                            let (num, rest) = word.split_at(word.find(|c: char| !c.is_ascii_digit()).unwrap_or(word.len()));
+                            match num.parse::<usize>().ok().filter(|i| *i < files.len() && (rest.is_empty() || rest == ":")) {
+                                Some(i) => format!("{}{rest}", path(i)),
+                                None => word.to_string(),
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    w.error.get_or_insert(e);
+                    w.cause = w.cause.or(cause);
+                }
+                Report::Ready | Report::Done => w.finished = true,
+                Report::Armed => w.armed = true,
+                Report::Aborted => w.aborted = true,
+                _ => {}
+            }
+        }
+        w
+    }
+
+    /// The first rename's host-clock time.
+    pub fn first_rename_ns(&self) -> Option<i128> {
+        self.renamed.iter().map(|(_, t)| *t).min()
+    }
+}
+
+impl AnyHost {
+    /// The names a run of `plan_id` uses on this host, under the farm's `state_dir`.
+    pub fn run_ids(&self, state_dir: &str, plan_id: &str, token: &str) -> RunIds {
+        RunIds {
+            root: self.root().to_string(),
+            state_dir: super::host_state_dir(state_dir, self.name()),
+            plan_id: plan_id.to_string(),
+            token: token.to_string(),
+            host: self.name().to_string(),
+        }
+    }
+
+    async fn write_script(&self, s: &str, input: Vec<u8>, files: &[FileWrite], gate: Option<Gate>) -> Result<WriteReport, TransportError> {
+        let out = match gate {
+            Some(g) => self.run_gated(s, input, Some(g)).await?,
+            None => self.run(s, input).await?,
+        };
+        Ok(WriteReport::from_output(&out, files))
+    }
+
+    /// Takes the lock, checks every before-hash, and stages each new content
+    /// (from `input`, in order) beside its target. Renames nothing.
+    pub async fn stage(&self, ids: &RunIds, owner: &str, files: &[FileWrite], input: Vec<u8>) -> Result<WriteReport, TransportError> {
+        self.write_script(&script::stage(ids, owner, files), input, files, None).await
+    }
+
+    /// Stages, arms, and on the gate's word checks and switches, in one session.
+    pub async fn stage_and_switch(&self, ids: &RunIds, owner: &str, files: &[FileWrite], reload: Option<&str>, input: Vec<u8>, gate: Gate) -> Result<WriteReport, TransportError> {
+        self.write_script(&script::stage_and_switch(ids, owner, files, reload), input, files, Some(gate)).await
+    }
+
+    /// Leaves a job on the host that switches the staged files at `at` (ns, host clock).
+    pub async fn arm(&self, ids: &RunIds, files: &[FileWrite], reload: Option<&str>, at: &str, at_ns: i128) -> Result<WriteReport, TransportError> {
+        let job = script::switch(ids, files, reload, Trigger::At(at_ns));
+        self.write_script(&script::detach(ids, at), job.into_bytes(), files, None).await
+    }
+
+    /// Removes this run's staged copies and releases its lock.
+    pub async fn abort(&self, ids: &RunIds, files: &[FileWrite]) -> Result<WriteReport, TransportError> {
+        self.write_script(&script::abort(ids, files), Vec::new(), files, None).await
+    }
+
+    /// Restores each file that still has its after-hash from the plan's backup.
+    pub async fn restore(&self, ids: &RunIds, owner: &str, files: &[FileWrite], reload: Option<&str>) -> Result<WriteReport, TransportError> {
+        self.write_script(&script::rollback(ids, owner, files, reload), Vec::new(), files, None).await
+    }
+
+    /// Runs one operator command (a health check or a retire). `Ok(None)`: the host gave no answer.
+    pub async fn command(&self, cmd: &str) -> Result<Option<CommandResult>, TransportError> {
+        let out = self.run(&script::one_command(self.root(), cmd), Vec::new()).await?;
+        Ok(WriteReport::from_output(&out, &[]).reload)
+    }
+
+    /// Removes the lock if `holder` still holds it, unless a detached switch is
+    /// armed there: then the lock stays, and the armed job's id comes back.
+    pub async fn break_lock(&self, state_dir: &str, holder: &str) -> Result<Option<String>, TransportError> {
+        let dir = super::host_state_dir(state_dir, self.name());
+        let out = self.run(&script::break_lock(self.root(), &dir, holder), Vec::new()).await?;
+        Ok(script::parse_report(&out.stdout).into_iter().find_map(|r| if let Report::ArmedJob(j) = r { Some(j) } else { None }))
+    }
+
+    /// Every detached switch on the host.
+    pub async fn armed_jobs(&self, state_dir: &str) -> Result<Vec<ArmedJob>, TransportError> {
+        let dir = super::host_state_dir(state_dir, self.name());
+        let out = self.run(&script::status(self.root(), &dir), Vec::new()).await?;
+        let mut jobs: Vec<ArmedJob> = Vec::new();
+        for r in script::parse_report(&out.stdout) {
+            match r {
+                Report::Job { id, state, at } => {
+                    let state = match state.as_str() {
+                        "armed" => JobState::Armed,
+                        "fired" => JobState::Fired,
+                        "cancelled" => JobState::Cancelled,
+                        _ => JobState::Failed,
+                    };
+                    jobs.push(ArmedJob { id, state, at, renamed_ns: None, log: Vec::new() });
+                }
+                Report::JobLog { id, line } => {
+                    let Some(job) = jobs.iter_mut().find(|j| j.id == id) else { continue };
+                    match line.strip_prefix("RENAMED ").and_then(|l| l.split(' ').nth(1)).and_then(|t| t.parse::<i128>().ok()) {
+                        Some(t) => job.renamed_ns = Some(job.renamed_ns.map_or(t, |x| x.min(t))),
+                        None => job.log.push(line),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Disarms every detached switch that has not fired.
+    pub async fn cancel_armed(&self, state_dir: &str) -> Result<Vec<CancelOutcome>, TransportError> {
+        let dir = super::host_state_dir(state_dir, self.name());
+        let out = self.run(&script::cancel(self.root(), &dir), Vec::new()).await?;
+        Ok(script::parse_report(&out.stdout)
+            .into_iter()
+            .filter_map(|r| match r {
+                Report::Cancelled(id) => Some(CancelOutcome::Cancelled(id)),
+                Report::Fired(id) => Some(CancelOutcome::Fired(id)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Breaks the lock and removes staged copies beside `paths`, unless a switch is armed.
+    pub async fn unlock(&self, state_dir: &str, paths: &[String]) -> Result<UnlockOutcome, TransportError> {
+        let dir = super::host_state_dir(state_dir, self.name());
+        let out = self.run(&script::unlock(self.root(), &dir, self.name(), paths), Vec::new()).await?;
+        let reports = script::parse_report(&out.stdout);
+        let holder = reports.iter().find_map(|r| if let Report::Holder(h) = r { Some(h.clone()) } else { None }).unwrap_or_default();
+        if reports.contains(&Report::Free) {
+            return Ok(UnlockOutcome::Free);
+        }
+        if let Some(job) = reports.iter().find_map(|r| if let Report::ArmedJob(j) = r { Some(j.clone()) } else { None }) {
+            return Ok(UnlockOutcome::Armed { job });
+        }
+        if reports.contains(&Report::Unlocked) {
+            return Ok(UnlockOutcome::Unlocked { holder });
+        }
+        Err(TransportError::Lost { host: self.name().to_string(), detail: format!("unlock gave no answer: {}", String::from_utf8_lossy(&out.stderr).trim()) })
+    }
+}
