@@ -5,6 +5,7 @@
 //! byte for byte, once serialized.
 
 pub mod graph;
+mod order;
 mod scope;
 
 pub use scope::select;
@@ -195,6 +196,19 @@ pub fn rules_for(farm: &Farm, r: &Replacement) -> Vec<Rule> {
     rules
 }
 
+/// Whether `content` names host `x` (its name, an alias or its address) as a
+/// whole token. A file that cannot be parsed counts as naming it: retiring a
+/// host on a guess is worse than keeping it.
+fn refers_to(farm: &Farm, path: &str, content: &[u8], x: &str) -> bool {
+    let host = &farm.hosts[x];
+    let probe = "farmctl-probe".to_string();
+    let mut rules: Vec<Rule> = std::iter::once(&host.name).chain(&host.aliases).map(|n| Rule { from: n.clone(), to: probe.clone(), kind: TokenKind::Name, origin: 0 }).collect();
+    if let Some(a) = &host.address {
+        rules.push(Rule { from: a.clone(), to: probe.clone(), kind: TokenKind::Address, origin: 0 });
+    }
+    edit::edit_file(path, content, &Replacer::new(rules), &[]).map_or(true, |e| !e.causes.is_empty())
+}
+
 /// Replacements grouped by time: `None` ("when applied") first, then ascending.
 fn time_groups(farm: &Farm) -> BTreeMap<Option<jiff::Timestamp>, Vec<&Replacement>> {
     let mut groups: BTreeMap<_, Vec<_>> = BTreeMap::new();
@@ -222,7 +236,7 @@ fn reason(farm: &Farm, cause: &Cause) -> String {
     }
 }
 
-fn stamp(t: &Option<jiff::Timestamp>) -> Option<String> {
+pub(crate) fn stamp(t: &Option<jiff::Timestamp>) -> Option<String> {
     t.map(|t| t.to_string())
 }
 
@@ -235,121 +249,6 @@ pub type Contents = BTreeMap<String, Vec<u8>>;
 pub struct Planned {
     pub plan: Plan,
     pub contents: Contents,
-}
-
-/// Gates: an edit caused by a replacement waits for its new host to be ready,
-/// and that host is ready only after its own edits of the stage. Retires: once
-/// no host in the farm refers to the old host, its role's `retire` runs.
-fn add_gates_and_retires(
-    farm: &Farm,
-    times: &[Option<jiff::Timestamp>],
-    actions: &mut Vec<Action>,
-    caused_by: &BTreeMap<String, Vec<usize>>,
-    still_referred: &std::collections::BTreeSet<(usize, usize)>,
-) {
-    let mut extra: BTreeMap<String, Action> = BTreeMap::new();
-    let own_work: BTreeMap<(String, usize), Vec<String>> = actions.iter().fold(BTreeMap::new(), |mut m, a| {
-        if let ActionKind::Reload { .. } = a.kind {
-            m.insert((a.host.clone(), a.stage), vec![a.id.clone()]);
-        } else {
-            m.entry((a.host.clone(), a.stage)).or_insert_with(Vec::new).push(a.id.clone());
-        }
-        m
-    });
-    for a in actions.iter_mut() {
-        for &i in caused_by.get(&a.id).into_iter().flatten() {
-            let r = &farm.replacements[i];
-            let new = &farm.hosts[&r.new];
-            if a.host == r.new {
-                // A host's own files never wait for the host itself to be ready.
-                continue;
-            }
-            let gate = format!("gate:{}@{}", r.new, a.stage);
-            extra.entry(gate.clone()).or_insert_with(|| Action {
-                id: gate.clone(),
-                host: r.new.clone(),
-                stage: a.stage,
-                level: 0,
-                at: stamp(&times[a.stage]),
-                depends_on: own_work.get(&(r.new.clone(), a.stage)).cloned().unwrap_or_default(),
-                kind: ActionKind::Gate { command: farm.roles[&new.role].health.clone() },
-            });
-            if !a.depends_on.contains(&gate) {
-                a.depends_on.push(gate);
-            }
-            if still_referred.contains(&(a.stage, i)) {
-                continue;
-            }
-            let retire = format!("retire:{}@{}", r.old, a.stage);
-            let old = &farm.hosts[&r.old];
-            let entry = extra.entry(retire.clone()).or_insert_with(|| Action {
-                id: retire,
-                host: r.old.clone(),
-                stage: a.stage,
-                level: 0,
-                at: stamp(&times[a.stage]),
-                depends_on: vec![],
-                kind: ActionKind::Retire { replaced_by: r.new.clone(), command: farm.roles[&old.role].retire.clone() },
-            });
-            let after = own_work.get(&(a.host.clone(), a.stage)).cloned().unwrap_or_default();
-            for d in after {
-                if !entry.depends_on.contains(&d) {
-                    entry.depends_on.push(d);
-                }
-            }
-        }
-    }
-    actions.extend(extra.into_values());
-}
-
-fn group(k: &ActionKind) -> u8 {
-    match k {
-        ActionKind::Gate { .. } => 0,
-        ActionKind::Edit(_) | ActionKind::Reload { .. } => 1,
-        ActionKind::Retire { .. } => 2,
-    }
-}
-
-fn kind_rank(k: &ActionKind) -> u8 {
-    match k {
-        ActionKind::Gate { .. } => 0,
-        ActionKind::Edit(_) => 1,
-        ActionKind::Reload { .. } => 2,
-        ActionKind::Retire { .. } => 3,
-    }
-}
-
-/// Levels within a stage: a gate comes one level after the work it waits for;
-/// all of one host's edits and its reload share a level, so each host
-/// switches once per stage. `actions` must be in dependency order.
-fn assign_levels(actions: &mut [Action]) {
-    loop {
-        let level: BTreeMap<String, usize> = actions.iter().map(|a| (a.id.clone(), a.level)).collect();
-        let mut changed = false;
-        for a in actions.iter_mut() {
-            let bump = usize::from(matches!(a.kind, ActionKind::Gate { .. }));
-            let want = a.depends_on.iter().filter_map(|d| level.get(d)).map(|l| l + bump).max().unwrap_or(0);
-            if want > a.level {
-                a.level = want;
-                changed = true;
-            }
-        }
-        let mut host_level: BTreeMap<(String, usize), usize> = BTreeMap::new();
-        for a in actions.iter().filter(|a| matches!(a.kind, ActionKind::Edit(_) | ActionKind::Reload { .. })) {
-            let l = host_level.entry((a.host.clone(), a.stage)).or_default();
-            *l = (*l).max(a.level);
-        }
-        for a in actions.iter_mut().filter(|a| matches!(a.kind, ActionKind::Edit(_) | ActionKind::Reload { .. })) {
-            let l = host_level[&(a.host.clone(), a.stage)];
-            if l > a.level {
-                a.level = l;
-                changed = true;
-            }
-        }
-        if !changed {
-            return;
-        }
-    }
 }
 
 /// Builds the plan for the hosts in `scope` (already selected by `--limit`).
@@ -368,7 +267,9 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
     let mut contents = Contents::new();
     // Which replacements caused each edit, and which old names are still referred to after a stage.
     let mut caused_by: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    let mut still_referred: std::collections::BTreeSet<(usize, usize)> = Default::default();
+    // (stage, old host) for every old host some other host's file names after that stage.
+    let mut referred: std::collections::BTreeSet<(usize, String)> = Default::default();
+    let olds: std::collections::BTreeSet<&str> = farm.replacements.iter().map(|r| r.old.as_str()).collect();
     let whole_farm = scope.len() == farm.hosts.len();
     let mut unknown_hosts = false;
     for name in scope {
@@ -410,61 +311,65 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
             let mut before_hash = info.sha256.clone();
             let mut previous: Option<String> = None;
             for t in &times {
-                let rules: Vec<Rule> = groups
-                    .get(t)
-                    .into_iter()
-                    .flatten()
-                    .filter(|r| farm.applies_to(r, host))
-                    .flat_map(|r| rules_for(farm, r))
-                    .collect();
-                let group_sets = if t.is_none() { sets } else { &[] };
-                // Hosts a replacement skips (by `on`) may still refer to its old host.
-                for r in groups.get(t).into_iter().flatten().filter(|r| !farm.applies_to(r, host) && r.old != *name) {
-                    let probe = edit::edit_file(path, &content, &Replacer::new(rules_for(farm, r)), &[]);
-                    if probe.map_or(true, |p| !p.causes.is_empty()) {
-                        still_referred.insert((stage_of[t], r.index));
+                'edit: {
+                    let rules: Vec<Rule> = groups
+                        .get(t)
+                        .into_iter()
+                        .flatten()
+                        .filter(|r| farm.applies_to(r, host))
+                        .flat_map(|r| rules_for(farm, r))
+                        .collect();
+                    let group_sets = if t.is_none() { sets } else { &[] };
+                    if rules.is_empty() && group_sets.is_empty() {
+                        break 'edit;
+                    }
+                    let edited = match edit::edit_file(path, &content, &Replacer::new(rules), group_sets) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            failure = Some(format!("{path}: {e}"));
+                            break 'edit;
+                        }
+                    };
+                    if edited.causes.is_empty() || edited.bytes == content {
+                        break 'edit;
+                    }
+                    let stage = stage_of[t];
+                    let id = format!("edit:{name}:{path}@{stage}");
+                    let after_hash = crate::farm::sha256_hex(&edited.bytes);
+                    host_actions.push(Action {
+                        id: id.clone(),
+                        host: name.clone(),
+                        stage,
+                        level: 0,
+                        at: stamp(t),
+                        depends_on: previous.iter().cloned().collect(),
+                        kind: ActionKind::Edit(Edit {
+                            path: path.clone(),
+                            before_sha256: before_hash.clone(),
+                            after_sha256: after_hash.clone(),
+                            after_size: edited.bytes.len(),
+                            reasons: edited.causes.iter().map(|c| reason(farm, c)).collect(),
+                            diff: diff_text(name, path, &content, &edited.bytes),
+                        }),
+                    });
+                    caused_by.insert(
+                        id.clone(),
+                        edited.causes.iter().filter_map(|c| if let Cause::Replace(i) = c { Some(*i) } else { None }).collect(),
+                    );
+                    previous = Some(id.clone());
+                    before_hash = after_hash;
+                    content = edited.bytes;
+                    contents.insert(id, content.clone());
+                }
+                if failure.is_some() {
+                    break;
+                }
+                // Which old hosts this file still names once the stage is done (a host's own files aside).
+                for old in olds.iter().filter(|o| **o != name.as_str()) {
+                    if refers_to(farm, path, &content, old) {
+                        referred.insert((stage_of[t], old.to_string()));
                     }
                 }
-                if rules.is_empty() && group_sets.is_empty() {
-                    continue;
-                }
-                let edited = match edit::edit_file(path, &content, &Replacer::new(rules), group_sets) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        failure = Some(format!("{path}: {e}"));
-                        break;
-                    }
-                };
-                if edited.causes.is_empty() || edited.bytes == content {
-                    continue;
-                }
-                let stage = stage_of[t];
-                let id = format!("edit:{name}:{path}@{stage}");
-                let after_hash = crate::farm::sha256_hex(&edited.bytes);
-                host_actions.push(Action {
-                    id: id.clone(),
-                    host: name.clone(),
-                    stage,
-                    level: 0,
-                    at: stamp(t),
-                    depends_on: previous.iter().cloned().collect(),
-                    kind: ActionKind::Edit(Edit {
-                        path: path.clone(),
-                        before_sha256: before_hash.clone(),
-                        after_sha256: after_hash.clone(),
-                        after_size: edited.bytes.len(),
-                        reasons: edited.causes.iter().map(|c| reason(farm, c)).collect(),
-                        diff: diff_text(name, path, &content, &edited.bytes),
-                    }),
-                });
-                caused_by.insert(
-                    id.clone(),
-                    edited.causes.iter().filter_map(|c| if let Cause::Replace(i) = c { Some(*i) } else { None }).collect(),
-                );
-                previous = Some(id.clone());
-                before_hash = after_hash;
-                content = edited.bytes;
-                contents.insert(id, content.clone());
             }
         }
         if let Some(error) = failure {
@@ -494,7 +399,7 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
         actions.extend(host_actions);
     }
 
-    add_gates_and_retires(farm, &times, &mut actions, &caused_by, &still_referred);
+    order::add_gates_and_retires(farm, &times, &mut actions, &caused_by, &referred);
     if !whole_farm || unknown_hosts {
         if actions.iter().any(|a| matches!(a.kind, ActionKind::Edit(_))) && farm.roles.values().any(|r| r.retire.is_some()) {
             notes.push("no host is retired: the plan does not cover every host, so farmctl cannot tell that nothing refers to it".into());
@@ -509,10 +414,10 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
     let order = graph::order(&ids, &deps)?;
     let mut slots: Vec<Option<Action>> = actions.into_iter().map(Some).collect();
     let mut actions: Vec<Action> = order.into_iter().map(|i| slots[i].take().expect("each index once")).collect();
-    assign_levels(&mut actions);
+    order::assign_levels(&mut actions);
     // Levels respect every dependency, so this order is still topological.
     // Gates, then host by host (edits before the reload), then retires.
-    actions.sort_by_key(|a| (a.stage, a.level, group(&a.kind), a.host.clone(), kind_rank(&a.kind)));
+    actions.sort_by_key(|a| (a.stage, a.level, order::group(&a.kind), a.host.clone(), order::kind_rank(&a.kind)));
     actions.iter_mut().for_each(|a| a.depends_on.sort());
 
     let stages = times

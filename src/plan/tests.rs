@@ -214,3 +214,55 @@ fn a_host_still_referred_to_is_not_retired() {
     assert!(p.edits().all(|(a, _)| a.host == "ivr-1"));
     assert!(!p.actions.iter().any(|a| a.id.starts_with("retire:")), "ivr-2 still uses web-a");
 }
+
+fn retires(p: &Plan) -> Vec<&str> {
+    p.actions.iter().filter(|a| matches!(a.kind, ActionKind::Retire { .. })).map(|a| a.id.as_str()).collect()
+}
+
+// See issue 10: in a swap both old hosts were retired while clients still used them.
+#[test]
+fn a_swap_retires_neither_host() {
+    let farm = farm_with("[[replace]]\nold = \"web-a\"\nnew = \"web-b\"\n[[replace]]\nold = \"web-b\"\nnew = \"web-a\"\n");
+    let p = run(&farm, &live(&farm, &[("ivr-1", "web-a"), ("ivr-2", "web-b")]));
+    assert_eq!(p.edits().count(), 4, "both clients are repointed");
+    assert_eq!(retires(&p), Vec::<&str>::new());
+}
+
+#[test]
+fn a_chain_retires_only_its_first_host() {
+    let farm = farm_with("[[replace]]\nold = \"web-a\"\nnew = \"web-b\"\n[[replace]]\nold = \"web-b\"\nnew = \"web-c\"\n");
+    let p = run(&farm, &live(&farm, &[("ivr-1", "web-a"), ("ivr-2", "web-b")]));
+    assert_eq!(retires(&p), vec!["retire:web-a@0"], "web-b is now named by ivr-1");
+}
+
+#[test]
+fn a_circle_retires_nothing() {
+    let farm = farm_with(
+        "[[replace]]\nold = \"web-a\"\nnew = \"web-b\"\n[[replace]]\nold = \"web-b\"\nnew = \"web-c\"\n[[replace]]\nold = \"web-c\"\nnew = \"web-a\"\n",
+    );
+    let p = run(&farm, &live(&farm, &[("ivr-1", "web-a"), ("ivr-2", "web-b web-c")]));
+    assert!(p.edits().count() >= 4);
+    assert_eq!(retires(&p), Vec::<&str>::new());
+}
+
+#[test]
+fn a_host_named_again_by_a_later_stage_is_not_retired_earlier() {
+    let farm = farm_with(
+        "[[replace]]\nold = \"web-a\"\nnew = \"web-b\"\nat = \"2030-01-01T02:00:00Z\"\n\
+         [[replace]]\nold = \"web-b\"\nnew = \"web-a\"\nat = \"2030-01-02T02:00:00Z\"\n",
+    );
+    let p = run(&farm, &live(&farm, &[("ivr-1", "web-a")]));
+    assert_eq!(p.stages.len(), 2);
+    assert_eq!(retires(&p), vec!["retire:web-b@1"], "web-a is named again after the second switch; web-b is not");
+}
+
+#[test]
+fn a_plain_replacement_still_retires_its_old_host() {
+    let farm = farm_with("[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\n");
+    let p = run(&farm, &live(&farm, &[("ivr-1", "web-a"), ("ivr-2", "web-a.east.example.com")]));
+    assert_eq!(retires(&p), vec!["retire:web-a@0"]);
+    // A file that still names the old address keeps it.
+    let p = run(&farm, &live(&farm, &[("ivr-1", "web-a"), ("ivr-2", "10.1.0.11")]));
+    assert_eq!(p.edits().filter(|(a, _)| a.host == "ivr-2").count(), 2, "the address is replaced too");
+    assert_eq!(retires(&p), vec!["retire:web-a@0"]);
+}

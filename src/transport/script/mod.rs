@@ -1,0 +1,379 @@
+//! The POSIX sh snippets farmctl sends to hosts, built by pure functions.
+//!
+//! Every host name, path, hash and command is quoted with `shlex` before it is
+//! put into a script; nothing from the farm file or a plan reaches a shell
+//! unquoted. Scripts report line by line on stdout; the `parse_*` functions
+//! read those lines back. Needs only sh, coreutils (`sha256sum`, `stat`,
+//! `base64`, `head -c`, `readlink -f`) and `mv`.
+
+use crate::live::{FileInfo, FileState, LiveHost, Unreadable};
+use base64::Engine;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+mod jobs;
+mod report;
+#[cfg(test)]
+mod tests;
+
+pub use jobs::{break_lock, cancel, detach, status, unlock};
+pub use report::{error_cause, parse_report, Report};
+
+/// Quotes one word for sh. NUL bytes cannot be passed to a shell at all.
+pub fn q(s: &str) -> String {
+    shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_else(|_| "''".to_string())
+}
+
+/// A path on the host, under `root` for the local transport ("" over SSH).
+pub fn on_host(root: &str, path: &str) -> String {
+    format!("{root}{path}")
+}
+
+/// Reads the hostname, the clock and every managed file, in one command.
+pub fn read_state(root: &str, paths: &[String]) -> String {
+    let mut s = String::from(
+        "printf 'H %s\\n' \"$(cat /proc/sys/kernel/hostname 2>/dev/null || uname -n)\"\n\
+         printf 'T %s\\n' \"$(date +%s%N)\"\n",
+    );
+    s.push_str("for f in");
+    for p in paths {
+        write!(s, " {}", q(&on_host(root, p))).unwrap();
+    }
+    s.push_str(
+        "; do\n\
+         if [ ! -e \"$f\" ] && [ ! -L \"$f\" ]; then echo M\n\
+         elif [ ! -f \"$f\" ]; then echo 'U not a regular file'\n\
+         elif [ ! -r \"$f\" ]; then echo 'U permission denied'\n\
+         else\n\
+         printf 'F %s\\n' \"$(stat -L -c '%a %U %G' -- \"$f\")\"\n\
+         if base64 -w 0 < \"$f\"; then printf '\\nOK\\n'; else printf '\\nX\\n'; fi\n\
+         fi\n\
+         done\n",
+    );
+    s
+}
+
+/// Parses the output of [`read_state`]. `sent_ms`/`received_ms` bracket the command, for the clock offset.
+pub fn parse_read_state(out: &[u8], paths: &[String], sent_ms: i64, received_ms: i64) -> Result<LiveHost, String> {
+    let text = std::str::from_utf8(out).map_err(|_| "the host's answer was not text".to_string())?;
+    let mut lines = text.lines();
+    let hostname = lines
+        .next()
+        .and_then(|l| l.strip_prefix("H "))
+        .ok_or("the host's answer did not start with its hostname")?
+        .to_string();
+    let clock_offset_ms = lines
+        .next()
+        .and_then(|l| l.strip_prefix("T "))
+        .and_then(|t| t.trim().parse::<i128>().ok())
+        .map(|ns| (ns / 1_000_000) as i64 - (sent_ms + received_ms) / 2);
+    let mut files = BTreeMap::new();
+    for path in paths {
+        let line = lines.next().ok_or_else(|| format!("the host's answer ended before {path}"))?;
+        let state = if line == "M" {
+            FileState::Missing
+        } else if let Some(why) = line.strip_prefix("U ") {
+            FileState::Unreadable(Unreadable::parse(why))
+        } else if let Some(meta) = line.strip_prefix("F ") {
+            let mut m = meta.split(' ');
+            let (mode, owner, group) = (m.next().unwrap_or(""), m.next().unwrap_or(""), m.next().unwrap_or(""));
+            let b64 = lines.next().unwrap_or("");
+            match lines.next() {
+                Some("OK") => {}
+                _ => return Err(format!("reading {path} failed on the host")),
+            }
+            let content = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| format!("{path} came back garbled: {e}"))?;
+            FileState::Present(FileInfo {
+                sha256: crate::farm::sha256_hex(&content),
+                content,
+                mode: mode.to_string(),
+                owner: owner.to_string(),
+                group: group.to_string(),
+            })
+        } else {
+            return Err(format!("unexpected answer for {path}: {line:?}"));
+        };
+        files.insert(path.clone(), state);
+    }
+    Ok(LiveHost { hostname, clock_offset_ms, clock_uncertainty_ms: (received_ms - sent_ms).max(0) / 2, files })
+}
+
+/// One file to write in a staged apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileWrite {
+    pub path: String,
+    pub before_sha256: String,
+    pub after_sha256: String,
+    pub len: usize,
+}
+
+/// Where a run keeps its lock, backups and staged files on a host.
+#[derive(Clone, Debug)]
+pub struct RunIds {
+    pub root: String,
+    /// This farm host's own state directory (see [`super::host_state_dir`]).
+    pub state_dir: String,
+    /// Names the backups and staged files: the plan id.
+    pub plan_id: String,
+    /// Proves lock ownership between the stage and switch commands.
+    pub token: String,
+    /// The farm host this run writes for: names its staged copies, so that two
+    /// farm hosts on one machine never take each other's for leftovers.
+    pub host: String,
+}
+
+fn prelude(s: &mut String, ids: &RunIds, files: &[FileWrite], staged_suffix: &str) {
+    writeln!(s, "S={}\nP={}\nK={}\nN={}", q(&on_host(&ids.root, &ids.state_dir)), q(&ids.plan_id), q(&ids.token), q(&ids.host)).unwrap();
+    // Messages in C, so that the errno words can be read back; the operator's umask is kept for reloads.
+    s.push_str("export LC_ALL=C\nU=$(umask)\numask 077\n");
+    for (i, f) in files.iter().enumerate() {
+        // The target (symlinks resolved, so the link survives) and its staged sibling.
+        writeln!(
+            s,
+            "t{i}=$(readlink -f -- {p}) || t{i}={p}\ns{i}=\"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-$N@$P{suffix}\"",
+            p = q(&on_host(&ids.root, &f.path)),
+            suffix = staged_suffix
+        )
+        .unwrap();
+    }
+    s.push_str("cleanup() {");
+    for i in 0..files.len() {
+        write!(s, " rm -f -- \"$s{i}\";").unwrap();
+    }
+    s.push_str(" :; }\n");
+    s.push_str("unlock() { [ \"$(cat \"$S/lock/token\" 2>/dev/null)\" = \"$K\" ] && rm -rf -- \"$S/lock\"; }\n");
+    s.push_str("fail() { printf 'ERR %s\\n' \"$1\"; cleanup; unlock; exit 1; }\n");
+}
+
+/// Hashes every listed file in one `sha256sum` and compares the lot; only
+/// when that differs does it check file by file, to name what changed.
+fn cas_checks(s: &mut String, files: &[FileWrite], hash_of: impl Fn(&FileWrite) -> &str) {
+    batch_hashes(s, files.iter().map(&hash_of), (0..files.len()).map(|i| format!("\"$t{i}\"")));
+    s.push_str("bad=0\nif [ \"$G\" != \"$E\" ]; then\n");
+    for (i, f) in files.iter().enumerate() {
+        writeln!(
+            s,
+            "if [ -f \"$t{i}\" ]; then c=$(sha256sum < \"$t{i}\") || fail 'cannot read {i}'; c=${{c%% *}}; else c=missing; fi\n\
+             [ \"$c\" = {h} ] || {{ printf 'CHANGED {i} %s\\n' \"$c\"; bad=1; }}",
+            h = q(hash_of(f))
+        )
+        .unwrap();
+    }
+    s.push_str("fi\n");
+}
+
+/// Sets `E` to the expected hashes and `G` to the hashes of `paths`, one per line.
+fn batch_hashes<'a>(s: &mut String, expected: impl Iterator<Item = &'a str>, paths: impl Iterator<Item = String>) {
+    let expected: Vec<&str> = expected.collect();
+    let paths: Vec<String> = paths.collect();
+    writeln!(
+        s,
+        "E={}\nG=$(sha256sum -- {} 2>/dev/null | sed 's/^\\\\//' | cut -c1-64)",
+        q(&expected.join("\n")),
+        paths.join(" ")
+    )
+    .unwrap();
+}
+
+/// Takes the host lock, checks every before-hash, then writes each new content
+/// (read from stdin, in order) to a dotfile beside its target with the target's
+/// mode and owner, fsyncs it and backs the original up. Nothing is renamed.
+pub fn stage(ids: &RunIds, owner: &str, files: &[FileWrite]) -> String {
+    let mut s = String::new();
+    prelude(&mut s, ids, files, "");
+    stage_body(&mut s, owner, files);
+    s.push_str("echo READY\n");
+    s
+}
+
+/// [`stage`] and then [`switch`] with [`Trigger::Word`], in one command: one
+/// session per host for the whole write. The workstation learns that the host
+/// is staged from its `ARMED` line.
+pub fn stage_and_switch(ids: &RunIds, owner: &str, files: &[FileWrite], reload: Option<&str>) -> String {
+    let mut s = String::new();
+    prelude(&mut s, ids, files, "");
+    stage_body(&mut s, owner, files);
+    switch_body(&mut s, ids, files, reload, Trigger::Word);
+    s
+}
+
+fn stage_body(s: &mut String, owner: &str, files: &[FileWrite]) {
+    s.push_str(
+        "e=$(mkdir -p -- \"$S\" 2>&1) || { printf 'ERR cannot create the state directory %s: %s\\n' \"$S\" \"$e\"; exit 1; }\n\
+         chmod 700 -- \"$S\" 2>/dev/null\n\
+         if ! e=$(mkdir -- \"$S/lock\" 2>&1); then\n\
+         if [ -d \"$S/lock\" ]; then printf 'LOCKED %s\\n' \"$(head -n 1 \"$S/lock/owner\" 2>/dev/null)\"; exit 3; fi\n\
+         printf 'ERR cannot take the lock in %s: %s\\n' \"$S\" \"$e\"; exit 1; fi\n",
+    );
+    writeln!(s, "printf '%s\\n' {} > \"$S/lock/owner\"\nprintf '%s' \"$K\" > \"$S/lock/token\"", q(owner)).unwrap();
+    // Holding the lock, no other farmctl is at work here: staged copies left by a crash go.
+    let leftovers: Vec<String> = (0..files.len()).map(|i| format!("\"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-$N@\"*")).collect();
+    writeln!(s, "rm -f -- {}", leftovers.join(" ")).unwrap();
+    cas_checks(s, files, |f| &f.before_sha256);
+    s.push_str("if [ $bad = 1 ]; then unlock; exit 4; fi\n");
+    s.push_str("B=\"$S/backups/$P\"\ne=$(mkdir -p -- \"$B\" 2>&1) || fail \"cannot create the backup directory: $e\"\n");
+    for (i, f) in files.iter().enumerate() {
+        // The error words (errno's text) travel back, so the cause is read, not guessed.
+        writeln!(s, "e=$(head -c {len} 2>&1 > \"$s{i}\") || fail \"cannot write the staged copy of {i}: $e\"", len = f.len).unwrap();
+    }
+    let staged = || (0..files.len()).map(|i| format!("\"$s{i}\""));
+    let targets = || (0..files.len()).map(|i| format!("\"$t{i}\""));
+    // Every staged copy is whole, or the write failed (a full disk can truncate silently).
+    batch_hashes(s, files.iter().map(|f| f.after_sha256.as_str()), staged());
+    s.push_str("[ \"$G\" = \"$E\" ] || fail 'a staged copy does not hold the planned content: it was cut short or changed while staging'\n");
+    // Each copy gets its target's mode and owner: one stat for all targets, one for all copies.
+    writeln!(
+        s,
+        "W=$(stat -L -c '%a %u:%g' -- {t}) || fail 'cannot read the mode of a target'\n\
+         H=$(stat -c '%u:%g' -- {c}) || fail 'cannot read a staged copy'\n\
+         i=0\n\
+         while read -r mode own; do eval \"m$i=\\$mode o$i=\\$own\"; i=$((i+1)); done <<FARMCTL_EOF\n$W\nFARMCTL_EOF\n\
+         i=0\n\
+         while read -r own; do eval \"h$i=\\$own\"; i=$((i+1)); done <<FARMCTL_EOF\n$H\nFARMCTL_EOF",
+        t = targets().collect::<Vec<_>>().join(" "),
+        c = staged().collect::<Vec<_>>().join(" "),
+    )
+    .unwrap();
+    for (i, f) in files.iter().enumerate() {
+        writeln!(
+            s,
+            "chmod \"$m{i}\" \"$s{i}\" || fail 'cannot keep the mode of {i}'\n\
+             [ \"$h{i}\" = \"$o{i}\" ] || chown \"$o{i}\" \"$s{i}\" || fail 'cannot keep the owner of {i}'\n\
+             e=$(cp -p -- \"$t{i}\" \"$B/{i}\" 2>&1) || fail \"cannot back up {i}: $e\"\n\
+             printf '%s\\t%s\\n' {i} {path} >> \"$B/index\"\n\
+             echo 'STAGED {i}'",
+            path = q(&f.path),
+        )
+        .unwrap();
+    }
+    writeln!(s, "sync -- {} \"$B\" 2>/dev/null || sync", staged().collect::<Vec<_>>().join(" ")).unwrap();
+}
+
+/// What makes a staged switch fire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// Print `ARMED`, then wait for `go` (or `abort`) on stdin: the
+    /// workstation fires every host together over the connections it holds.
+    Word,
+    /// Sleep on the host until this instant (ns since the epoch, host clock):
+    /// for `apply --detach`, when the workstation may be gone.
+    At(i128),
+}
+
+/// Re-checks every before-hash right before renaming the staged copies into
+/// place, records the time of each rename, runs the reload and drops the lock.
+pub fn switch(ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: Trigger) -> String {
+    let mut s = String::new();
+    prelude(&mut s, ids, files, "");
+    switch_body(&mut s, ids, files, reload, trigger);
+    s
+}
+
+fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: Trigger) {
+    s.push_str("[ \"$(cat \"$S/lock/token\" 2>/dev/null)\" = \"$K\" ] || { echo 'ERR this run no longer holds the host lock'; cleanup; exit 1; }\n");
+    for i in 0..files.len() {
+        writeln!(s, "[ -f \"$s{i}\" ] || fail 'the staged copy of {i} is gone'").unwrap();
+    }
+    cas_checks(s, files, |f| &f.before_sha256);
+    s.push_str("if [ $bad = 1 ]; then cleanup; unlock; exit 4; fi\n");
+    match trigger {
+        Trigger::Word => {
+            s.push_str("echo ARMED\nread -r word || word=abort\nif [ \"$word\" = check ]; then\n");
+            // At the switch time: one more check on every host before any renames.
+            cas_checks(s, files, |f| &f.before_sha256);
+            s.push_str(
+                "if [ $bad = 1 ]; then echo 'CHECKED bad'; else echo 'CHECKED ok'; fi\n\
+                 read -r word || word=abort\n\
+                 fi\n\
+                 [ \"$word\" = go ] || { cleanup; unlock; echo ABORTED; exit 5; }\n",
+            );
+        }
+        Trigger::At(ns) => {
+            writeln!(
+                s,
+                "trap 'cleanup; unlock; echo CANCELLED; exit 6' TERM INT\n\
+                 T={ns}\n\
+                 echo ARMED\n\
+                 while :; do\n\
+                 now=$(date +%s%N); d=$((T - now))\n\
+                 [ \"$d\" -le 0 ] && break\n\
+                 if [ \"$d\" -gt 3000000000 ]; then sleep $((d / 1000000000 - 2)) & wait $!\n\
+                 else sleep \"$(printf '%d.%09d' $((d / 1000000000)) $((d % 1000000000)))\" & wait $!; fi\n\
+                 done\n\
+                 trap - TERM INT"
+            )
+            .unwrap();
+            // The files may have changed while this waited.
+            cas_checks(s, files, |f| &f.before_sha256);
+            s.push_str("if [ $bad = 1 ]; then cleanup; unlock; exit 4; fi\n");
+        }
+    }
+    for i in 0..files.len() {
+        writeln!(
+            s,
+            "if e=$(mv -f -- \"$s{i}\" \"$t{i}\" 2>&1); then printf 'RENAMED {i} %s\\n' \"$(date +%s%N)\"; else printf 'ERR cannot rename {i}: %s\\n' \"$e\"; cleanup; unlock; exit 1; fi"
+        )
+        .unwrap();
+    }
+    reload_lines(s, &ids.root, reload);
+    s.push_str("unlock\necho DONE\n");
+}
+
+pub(super) fn reload_lines(s: &mut String, root: &str, reload: Option<&str>) {
+    if let Some(cmd) = reload {
+        let cd = if root.is_empty() { String::new() } else { format!("cd {} && ", q(root)) };
+        // Files a reload creates get the host's usual mode, not the 077 that staging uses.
+        writeln!(
+            s,
+            "if o=$(umask \"${{U:-022}}\"; {cd}sh -c {cmd} 2>&1); then echo 'RELOAD 0'; else r=$?; printf 'RELOAD %s %s\\n' \"$r\" \"$(printf '%s' \"$o\" | tail -c 400 | base64 -w 0)\"; fi",
+            cmd = q(cmd)
+        )
+        .unwrap();
+    }
+}
+
+/// Runs one operator command (a health check or a retire) and reports its status.
+pub fn one_command(root: &str, cmd: &str) -> String {
+    let mut s = String::new();
+    reload_lines(&mut s, root, Some(cmd));
+    s.push_str("echo DONE\n");
+    s
+}
+
+/// Removes staged copies and releases the lock, if this run holds it.
+pub fn abort(ids: &RunIds, files: &[FileWrite]) -> String {
+    let mut s = String::new();
+    prelude(&mut s, ids, files, "");
+    s.push_str("cleanup\nunlock\necho ABORTED\n");
+    s
+}
+
+/// Restores each file that still has its after-hash from the plan's backup.
+pub fn rollback(ids: &RunIds, owner: &str, files: &[FileWrite], reload: Option<&str>) -> String {
+    let mut s = String::new();
+    prelude(&mut s, ids, files, "-rollback");
+    s.push_str("if ! mkdir -p -- \"$S\" || ! mkdir -- \"$S/lock\" 2>/dev/null; then printf 'LOCKED %s\\n' \"$(head -n 1 \"$S/lock/owner\" 2>/dev/null)\"; exit 3; fi\n");
+    writeln!(s, "printf '%s\\n' {} > \"$S/lock/owner\"\nprintf '%s' \"$K\" > \"$S/lock/token\"\nB=\"$S/backups/$P\"\nn=0", q(owner)).unwrap();
+    for (i, f) in files.iter().enumerate() {
+        writeln!(
+            s,
+            "if [ -f \"$t{i}\" ]; then c=$(sha256sum < \"$t{i}\"); c=${{c%% *}}; else c=missing; fi\n\
+             if [ \"$c\" = {after} ]; then\n\
+             [ -f \"$B/{i}\" ] || fail 'the backup of {i} is missing'\n\
+             cp -p -- \"$B/{i}\" \"$s{i}\" && sync -- \"$s{i}\" 2>/dev/null; mv -f -- \"$s{i}\" \"$t{i}\" || fail 'cannot restore {i}'\n\
+             echo 'RESTORED {i}'; n=1\n\
+             elif [ \"$c\" = {before} ]; then echo 'ALREADY {i}'\n\
+             else printf 'CHANGED {i} %s\\n' \"$c\"; fi",
+            after = q(&f.after_sha256),
+            before = q(&f.before_sha256),
+        )
+        .unwrap();
+    }
+    s.push_str("if [ $n = 1 ]; then :\n");
+    reload_lines(&mut s, &ids.root, reload);
+    s.push_str("fi\nunlock\necho DONE\n");
+    s
+}
+

@@ -1,0 +1,170 @@
+//! Unit tests of the scripts, quoting included, run through a real `sh`.
+
+use super::*;
+
+#[test]
+fn quoting_makes_metacharacters_inert() {
+    assert_eq!(q("/etc/a b"), "'/etc/a b'");
+    assert_eq!(q("$(touch /tmp/x)"), "'$(touch /tmp/x)'");
+    assert_eq!(q("it's"), "\"it's\"");
+    assert_eq!(q("a\nb"), "'a\nb'");
+    assert_eq!(q("x\0y"), "''");
+}
+
+#[test]
+fn quoted_words_come_back_unchanged_through_sh() {
+    for word in ["$(touch /tmp/farmctl-pwned)", "`id`", "a;b", "it's \"x\"", "line\nbreak", "*"] {
+        let out = std::process::Command::new("sh").arg("-c").arg(format!("printf %s {}", q(word))).output().unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), word);
+    }
+    assert!(!std::path::Path::new("/tmp/farmctl-pwned").exists());
+}
+
+#[test]
+fn read_state_quotes_every_path() {
+    let s = read_state("/demo/r", &["/etc/$(reboot)".into(), "/etc/a;b".into()]);
+    assert!(s.contains("for f in '/demo/r/etc/$(reboot)' '/demo/r/etc/a;b'; do"), "{s}");
+}
+
+#[test]
+fn read_state_output_parses() {
+    let out = b"H ivr-1\nT 1000000000000\nM\nF 644 root adm\naGVsbG8K\nOK\nU permission denied\n";
+    let paths = vec!["/a".to_string(), "/b".to_string(), "/c".to_string()];
+    let st = parse_read_state(out, &paths, 999_990, 1_000_010).unwrap();
+    assert_eq!(st.hostname, "ivr-1");
+    assert_eq!(st.clock_offset_ms, Some(0));
+    assert_eq!(st.files["/a"], FileState::Missing);
+    match &st.files["/b"] {
+        FileState::Present(f) => {
+            assert_eq!(f.content, b"hello\n");
+            assert_eq!(f.mode, "644");
+            assert_eq!(f.group, "adm");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(st.files["/c"], FileState::Unreadable(Unreadable::PermissionDenied));
+    assert!(parse_read_state(b"H x\nT 1\nF 644 a b\nYWJj\nX\n", &paths[..1], 0, 0).is_err());
+}
+
+fn ids() -> RunIds {
+    RunIds { root: "".into(), state_dir: "/var/lib/farmctl/hosts/ivr-1".into(), plan_id: "abc123".into(), token: "tok".into(), host: "ivr-1".into() }
+}
+
+fn one() -> Vec<FileWrite> {
+    vec![FileWrite { path: "/etc/x y.conf".into(), before_sha256: "b".repeat(64), after_sha256: "a".repeat(64), len: 12 }]
+}
+
+#[test]
+fn stage_checks_before_writing_and_reads_exact_lengths() {
+    let s = stage(&ids(), "me@ws pid=1", &one());
+    let check = s.find("CHANGED 0").unwrap();
+    let write = s.find("head -c 12 2>&1 >").unwrap();
+    assert!(check < write);
+    assert!(s.contains("readlink -f -- '/etc/x y.conf'"));
+    assert!(s.contains("printf '%s\\n' 'me@ws pid=1' > \"$S/lock/owner\""));
+    assert!(!s.contains("mv -f"), "staging never renames into place");
+    assert!(s.contains(".farmctl-$N@$P"), "staged copies are named per farm host: {s}");
+}
+
+#[test]
+fn write_errors_carry_the_errno_text_and_its_cause() {
+    // A staged copy that cannot be created says why, in the host's own words.
+    let dir = tempfile::tempdir().unwrap();
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let target = ro.join("f.conf");
+    std::fs::write(&target, "x\n").unwrap();
+    let files = vec![FileWrite { path: target.display().to_string(), before_sha256: crate::farm::sha256_hex(b"x\n"), after_sha256: "a".repeat(64), len: 2 }];
+    let ids = RunIds { state_dir: dir.path().join("state").display().to_string(), ..ids() };
+    let s = stage(&ids, "me", &files);
+    // Read-only for everyone but root: make the write fail with EACCES or EROFS-like errors through a file in the way.
+    std::fs::create_dir(ro.join(".f.conf.farmctl-ivr-1@abc123")).unwrap();
+    let out = std::process::Command::new("sh").arg("-c").arg(&s).stdin(std::process::Stdio::null()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = parse_report(&out.stdout).into_iter().find_map(|r| if let Report::Error(e) = r { Some(e) } else { None }).unwrap_or_else(|| panic!("no ERR line: {text}"));
+    assert!(err.contains("cannot write the staged copy of 0: ") && err.contains("Is a directory"), "{err}");
+    assert_eq!(error_cause("cannot write: No space left on device").1, Some(crate::transport::protocol::Cause::NoSpace));
+    assert_eq!(error_cause("cannot create: Permission denied").1, Some(crate::transport::protocol::Cause::PermissionDenied));
+    assert_eq!(error_cause("cannot write: Is a directory").1, None, "no cause is guessed");
+}
+
+#[test]
+fn a_reload_runs_under_the_hosts_umask_not_the_staging_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = dir.path().join("made-by-reload");
+    let mut s = String::from("U=0022\numask 077\n");
+    reload_lines(&mut s, "", Some(&format!("touch {}", q(&made.display().to_string()))));
+    let out = std::process::Command::new("sh").arg("-c").arg(&s).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("RELOAD 0"), "{}", String::from_utf8_lossy(&out.stdout));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&made).unwrap().permissions().mode() & 0o777, 0o644);
+}
+
+#[test]
+fn switch_quotes_the_reload_and_renames_after_checks() {
+    let cmd = "systemctl reload 'ivr'; echo $HOME";
+    let s = switch(&ids(), &one(), Some(cmd), Trigger::Word);
+    assert!(s.find("echo ARMED").unwrap() < s.find("mv -f").unwrap());
+    assert!(s.find("read -r word").unwrap() < s.find("mv -f").unwrap());
+    let check = s.find("if [ \"$word\" = check ]").unwrap();
+    assert!(s[check..].find("CHANGED 0").unwrap() < s[check..].find("CHECKED ok").unwrap());
+    assert!(s.find("CHANGED 0").unwrap() < s.find("mv -f").unwrap());
+    assert!(s.contains(&format!("{{U:-022}}\"; sh -c {} 2>&1)", q(cmd))), "{s}");
+    let local = switch(&RunIds { root: "/tmp/r oot".into(), ..ids() }, &one(), Some("true"), Trigger::Word);
+    assert!(local.contains("cd '/tmp/r oot' && sh -c true"));
+    assert!(local.contains("readlink -f -- '/tmp/r oot/etc/x y.conf'"));
+}
+
+#[test]
+fn a_timed_switch_sleeps_interruptibly_and_checks_again_before_renaming() {
+    let s = switch(&ids(), &one(), None, Trigger::At(1_800_000_000_000_000_000));
+    assert!(s.contains("T=1800000000000000000"));
+    assert!(s.contains("& wait $!"), "sleep must not block the cancel trap");
+    let wait = s.find("while :; do").unwrap();
+    assert!(s[wait..].find("CHANGED 0").unwrap() < s[wait..].find("mv -f").unwrap());
+    assert!(!s.contains("read -r word"));
+}
+
+#[test]
+fn detach_quotes_the_time_and_reads_the_job_from_stdin() {
+    let s = detach(&ids(), "2026-12-01T02:00:00Z; reboot");
+    assert!(s.contains("printf '%s\\n' '2026-12-01T02:00:00Z; reboot' > \"$J.at\""), "{s}");
+    assert!(s.contains("cat > \"$J.sh\""));
+    assert!(s.contains("setsid nohup sh"));
+}
+
+#[test]
+fn batched_hashes_match_without_the_file_by_file_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a b"), dir.path().join("c\\d"));
+    std::fs::write(&a, "one\n").unwrap();
+    std::fs::write(&b, "two\n").unwrap();
+    let files: Vec<FileWrite> = [(&a, "one\n"), (&b, "two\n")]
+        .iter()
+        .map(|(p, c)| FileWrite { path: p.display().to_string(), before_sha256: crate::farm::sha256_hex(c.as_bytes()), after_sha256: String::new(), len: 0 })
+        .collect();
+    let mut s = format!("fail() {{ echo \"FAIL $1\"; exit 1; }}\nt0={}\nt1={}\n", q(&files[0].path), q(&files[1].path));
+    cas_checks(&mut s, &files, |f| &f.before_sha256);
+    s.push_str("[ \"$G\" = \"$E\" ] && echo FAST\necho bad=$bad\n");
+    let out = std::process::Command::new("sh").arg("-c").arg(&s).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "FAST\nbad=0\n", "{s}");
+    std::fs::write(&b, "changed\n").unwrap();
+    let out = std::process::Command::new("sh").arg("-c").arg(&s).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.starts_with("CHANGED 1 ") && text.ends_with("bad=1\n"), "{text}");
+}
+
+#[test]
+fn reports_parse() {
+    let r = parse_report(b"LOCKED bob@ws pid=3\nCHANGED 1 abc\nRENAMED 0 1700000000123456789\nRELOAD 1 b29wcw==\nnoise\nDONE\n");
+    assert_eq!(
+        r,
+        vec![
+            Report::Locked("bob@ws pid=3".into()),
+            Report::Changed { file: 1, now: "abc".into() },
+            Report::Renamed { file: 0, at_ns: 1_700_000_000_123_456_789 },
+            Report::Reload { status: 1, output: "oops".into() },
+            Report::Done
+        ]
+    );
+}
