@@ -4,6 +4,7 @@
 //! Every problem is reported as `file:line:col` with what was expected; none
 //! is ever replaced by a silent default.
 
+mod names;
 mod raw;
 mod schema;
 
@@ -11,7 +12,7 @@ pub use schema::farm_schema;
 
 use raw::{RawFarm, RawSetValue, S};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -89,6 +90,8 @@ pub struct Host {
     pub role: String,
     pub aliases: Vec<String>,
     pub transport: Transport,
+    /// Another farm host may have the same address and port (two names for one machine).
+    pub allow_shared_address: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -298,32 +301,86 @@ fn quote_key(k: &str) -> String {
     }
 }
 
+/// Where a host's words are in the farm file, for messages about them.
+struct HostSpans {
+    address: usize,
+    aliases: Vec<usize>,
+}
+
+/// Every name, alias and address must pick out one host: two hosts at one
+/// address and port, or an alias that is another host's name or address,
+/// would make replacements and locks ambiguous.
+fn unambiguous(c: &mut Checker, hosts: &BTreeMap<String, Host>, warnings: &mut Vec<String>, spans: &BTreeMap<String, HostSpans>) {
+    let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, h) in hosts {
+        owner.insert(name.as_str(), name.as_str());
+        if let Some(a) = &h.address {
+            owner.entry(a.as_str()).or_insert(name.as_str());
+        }
+    }
+    let mut at: BTreeMap<(String, Option<u16>), &str> = BTreeMap::new();
+    for (name, h) in hosts {
+        let sp = &spans[name];
+        if let (Some(addr), Transport::Ssh { port, .. }) = (&h.address, &h.transport) {
+            if let Some(first) = at.insert((addr.clone(), *port), name) {
+                let other = &hosts[first];
+                if h.allow_shared_address || other.allow_shared_address {
+                    warnings.push(format!("hosts `{first}` and `{name}` share the address {addr}; they are two names for one machine (allow_shared_address)"));
+                } else {
+                    c.at(sp.address, format!("host `{name}` has the same address and port as host `{first}` ({addr}); if they are two names for one machine, set allow_shared_address = true on one of them"));
+                }
+            }
+        }
+        for (alias, off) in h.aliases.iter().zip(&sp.aliases) {
+            match owner.get(alias.as_str()) {
+                Some(o) if *o != name.as_str() => c.at(*off, format!("alias `{alias}` of host `{name}` is already host `{o}`'s name or address")),
+                _ => {
+                    owner.insert(alias.as_str(), name.as_str());
+                }
+            }
+        }
+    }
+}
+
 fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, text: &str) -> Farm {
     let meta = raw.farm.into_inner();
     let name = meta.name.get_ref().trim().to_string();
     if name.is_empty() {
         c.span(&meta.name, "expected a non-empty farm name");
+    } else if let Some(ch) = names::control_char(&name, false) {
+        c.span(&meta.name, format!("expected a farm name without {}", names::describe(ch)));
     }
     let state_dir = match &meta.state_dir {
-        Some(d) if !d.get_ref().starts_with('/') => {
-            c.span(d, "expected an absolute path for state_dir");
-            DEFAULT_STATE_DIR.to_string()
-        }
-        Some(d) => d.get_ref().trim_end_matches('/').to_string(),
+        Some(d) => match names::normalize_path(d.get_ref()) {
+            Ok(p) if p != "/" => p,
+            Ok(_) => {
+                c.span(d, "expected a directory of its own for state_dir, not `/`");
+                DEFAULT_STATE_DIR.to_string()
+            }
+            Err(e) => {
+                c.span(d, format!("state_dir: {e}"));
+                DEFAULT_STATE_DIR.to_string()
+            }
+        },
         None => DEFAULT_STATE_DIR.to_string(),
     };
 
     let clock_tolerance = duration(c, &meta.clock_tolerance, Duration::from_millis(500));
     let rs = raw.ssh.unwrap_or_default();
+    for (key, v) in [("user", &rs.user), ("jump", &rs.jump)] {
+        if let Some(v) = v.as_ref().filter(|v| names::address_problem(v.get_ref()).is_some()) {
+            c.span(v, format!("expected a plain `{key}`, found `{}`", v.get_ref().escape_debug()));
+        }
+    }
     let ssh = SshSettings {
-        user: rs.user,
+        user: rs.user.map(|u| u.into_inner()),
         port: rs.port.map(|p| p.into_inner()),
         identity_file: rs.identity_file.map(|p| resolve(base, &p)),
         config_file: rs.config_file.map(|p| resolve(base, &p)),
         known_hosts_file: rs.known_hosts_file.map(|p| resolve(base, &p)),
         connect_timeout: duration(c, &rs.connect_timeout, Duration::from_secs(10)),
         command_timeout: duration(c, &rs.command_timeout, Duration::from_secs(300)),
-        jump: rs.jump,
+        jump: rs.jump.map(|j| j.into_inner()),
         sudo: rs.sudo.unwrap_or(false),
         control_persist: match &rs.control_persist {
             None => Duration::from_secs(60),
@@ -340,20 +397,29 @@ fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, text: &str) ->
         if role.files.get_ref().is_empty() {
             c.span(&role.files, format!("expected at least one file for role `{}`", rname.get_ref()));
         }
-        let mut seen = BTreeSet::new();
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for f in role.files.get_ref() {
-            if !f.get_ref().starts_with('/') {
-                c.span(f, format!("expected an absolute path, found `{}`", f.get_ref()));
-            } else if f.get_ref().contains('\0') || f.get_ref().contains('\n') {
-                c.span(f, "expected a path without NUL or newline characters");
-            } else if !seen.insert(f.get_ref().clone()) {
-                c.span(f, format!("`{}` is listed twice", f.get_ref()));
-            } else {
-                files.push(f.get_ref().clone());
+            match names::normalize_path(f.get_ref()) {
+                Err(e) => c.span(f, e),
+                Ok(p) => match seen.get(&p) {
+                    Some(first) if first == f.get_ref() => c.span(f, format!("`{}` is listed twice", f.get_ref())),
+                    Some(first) => c.span(f, format!("`{}` is listed twice: it is the same file as `{first}`", f.get_ref())),
+                    None => {
+                        seen.insert(p.clone(), f.get_ref().clone());
+                        files.push(p);
+                    }
+                },
             }
+        }
+        if let Some(ch) = names::control_char(rname.get_ref(), false) {
+            c.span(&rname, format!("expected a role name without {}", names::describe(ch)));
         }
         let mut set = BTreeMap::new();
         for (file, keys) in role.set {
+            let file = match names::normalize_path(file.get_ref()) {
+                Ok(p) => serde_spanned::Spanned::new(file.span(), p),
+                Err(_) => file,
+            };
             if !files.contains(file.get_ref()) {
                 c.span(&file, format!("expected one of role `{}`'s files, found `{}`", rname.get_ref(), file.get_ref()));
                 continue;
@@ -378,6 +444,8 @@ fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, text: &str) ->
             if let Some(r) = cmd {
                 if r.get_ref().trim().is_empty() {
                     c.span(r, format!("expected a command; leave `{key}` out if the role needs none"));
+                } else if let Some(ch) = names::control_char(r.get_ref(), true) {
+                    c.span(r, format!("expected a `{key}` command without {} (a newline is fine)", names::describe(ch)));
                 }
             }
         }
@@ -390,10 +458,28 @@ fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, text: &str) ->
     }
 
     let mut hosts = BTreeMap::new();
+    let mut host_spans: BTreeMap<String, HostSpans> = BTreeMap::new();
     for (hname, host) in raw.hosts {
         let h = host.get_ref();
-        if hname.get_ref().trim().is_empty() {
-            c.span(&hname, "expected a non-empty host name");
+        host_spans.insert(
+            hname.get_ref().clone(),
+            HostSpans {
+                address: h.address.as_ref().map_or(hname.span().start, |a| a.span().start),
+                aliases: h.aliases.iter().map(|a| a.span().start).collect(),
+            },
+        );
+        if let Some(problem) = names::host_name_problem(hname.get_ref()) {
+            c.span(&hname, problem);
+        }
+        for a in &h.aliases {
+            if let Some(problem) = names::host_name_problem(a.get_ref()) {
+                c.span(a, problem.replace("host name", "alias"));
+            }
+        }
+        for (key, v) in [("user", &h.user)] {
+            if let Some(v) = v.as_ref().filter(|v| names::address_problem(v.get_ref()).is_some()) {
+                c.span(v, format!("expected a plain `{key}`, found `{}`", v.get_ref().escape_debug()));
+            }
         }
         if !roles.contains_key(h.role.get_ref()) {
             let known: Vec<_> = roles.keys().map(String::as_str).collect();
@@ -407,9 +493,13 @@ fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, text: &str) ->
                 if h.address.is_none() {
                     c.span(&host, format!("host `{}` needs an `address` (or transport = \"local\" with a `root`)", hname.get_ref()));
                 }
-                Transport::Ssh { user: h.user.clone(), port: h.port.as_ref().map(|p| *p.get_ref()) }
+                Transport::Ssh { user: h.user.as_ref().map(|u| u.get_ref().clone()), port: h.port.as_ref().map(|p| *p.get_ref()) }
             }
             Some("local") => match &h.root {
+                Some(root) if names::control_char(root.get_ref(), false).is_some() => {
+                    c.span(root, "expected a `root` directory without control characters");
+                    Transport::Local { root: PathBuf::new() }
+                }
                 Some(root) => Transport::Local { root: resolve(base, root.get_ref()) },
                 None => {
                     c.span(&host, format!("host `{}` has transport = \"local\" and needs a `root` directory", hname.get_ref()));
@@ -422,8 +512,8 @@ fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, text: &str) ->
             }
         };
         if let Some(a) = &h.address {
-            if a.get_ref().trim().is_empty() {
-                c.span(a, "expected a non-empty address");
+            if let Some(problem) = names::address_problem(a.get_ref()) {
+                c.span(a, problem);
             }
         }
         let host = host.into_inner();
@@ -436,11 +526,13 @@ fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, text: &str) ->
                 role: host.role.into_inner(),
                 aliases: host.aliases.into_iter().map(|a| a.into_inner()).collect(),
                 transport,
+                allow_shared_address: host.allow_shared_address.unwrap_or(false),
             },
         );
     }
+    let mut warnings = Vec::new();
+    unambiguous(c, &hosts, &mut warnings, &host_spans);
 
-    let warnings = Vec::new();
     let mut replacements = Vec::new();
     let mut by_time: BTreeMap<(Option<jiff::Timestamp>, String), usize> = BTreeMap::new();
     for (index, r) in raw.replace.into_iter().enumerate() {
@@ -493,73 +585,4 @@ fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, text: &str) ->
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn problems(text: &str) -> Vec<String> {
-        match parse(Path::new("f.toml"), text) {
-            Ok(_) => vec![],
-            Err(FarmError::Invalid(p)) => p.iter().map(|p| format!("{}:{} {}", p.line, p.col, p.message)).collect(),
-            Err(e) => vec![e.to_string()],
-        }
-    }
-
-    const GOOD: &str = r#"
-[farm]
-name = "east"
-[roles.web]
-files = ["/etc/web.toml"]
-[roles.ivr]
-files = ["/etc/ivr.toml", "/etc/peers.conf"]
-reload = "systemctl reload ivr"
-[roles.ivr.set."/etc/ivr.toml"]
-"asr.pool" = ["asr-1"]
-[hosts.web-a]
-address = "10.0.0.1"
-role = "web"
-[hosts.web-c]
-address = "10.0.0.3"
-role = "web"
-[hosts.ivr-1]
-role = "ivr"
-transport = "local"
-root = "demo/ivr-1"
-[[replace]]
-old = "web-a"
-new = "web-c"
-at = 2026-12-01T02:00:00Z
-on = ["ivr"]
-"#;
-
-    #[test]
-    fn a_good_farm_loads() {
-        let farm = parse(Path::new("inv/f.toml"), GOOD).unwrap();
-        assert_eq!(farm.hosts.len(), 3);
-        assert_eq!(farm.hosts["ivr-1"].transport, Transport::Local { root: PathBuf::from("inv/demo/ivr-1") });
-        assert_eq!(farm.replacements[0].at.unwrap().to_string(), "2026-12-01T02:00:00Z");
-        assert_eq!(farm.roles["ivr"].set["/etc/ivr.toml"][0].0, "asr.pool");
-    }
-
-    #[test]
-    fn unknown_keys_and_hosts_are_located() {
-        let bad = GOOD.replace("address = \"10.0.0.1\"", "adress = \"10.0.0.1\"");
-        let p = problems(&bad);
-        assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0].starts_with("12:1 unknown field `adress`"), "{p:?}");
-        let bad = GOOD.replace("new = \"web-c\"", "new = \"web-z\"");
-        assert_eq!(problems(&bad), vec!["23:7 unknown host `web-z`; a replacement names hosts of this farm's [hosts]"]);
-    }
-
-    #[test]
-    fn bad_time_is_located() {
-        let bad = GOOD.replace("at = 2026-12-01T02:00:00Z", "at = \"tomorrow\"");
-        let p = problems(&bad);
-        assert!(p[0].starts_with("24:6 expected an RFC 3339 time"), "{p:?}");
-    }
-
-    #[test]
-    fn line_col_counts_chars() {
-        assert_eq!(line_col("ab\ncé d", 7), (2, 4));
-        assert_eq!(line_col("x", 99), (1, 2));
-    }
-}
+mod tests;

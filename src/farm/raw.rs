@@ -31,14 +31,14 @@ pub struct RawFarmMeta {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawSsh {
-    pub user: Option<String>,
+    pub user: Option<S<String>>,
     pub port: Option<S<u16>>,
     pub identity_file: Option<String>,
     pub config_file: Option<String>,
     pub known_hosts_file: Option<String>,
     pub connect_timeout: Option<S<String>>,
     pub command_timeout: Option<S<String>>,
-    pub jump: Option<String>,
+    pub jump: Option<S<String>>,
     pub sudo: Option<bool>,
     pub control_persist: Option<S<String>>,
 }
@@ -73,10 +73,11 @@ pub struct RawHost {
     pub role: S<String>,
     #[serde(default)]
     pub aliases: Vec<S<String>>,
-    pub user: Option<String>,
+    pub user: Option<S<String>>,
     pub port: Option<S<u16>>,
     pub transport: Option<S<String>>,
     pub root: Option<S<String>>,
+    pub allow_shared_address: Option<bool>,
 }
 
 #[derive(Deserialize)]

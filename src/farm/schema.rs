@@ -72,7 +72,8 @@ pub fn farm_schema() -> Value {
                         "user": string("overrides [ssh] user"),
                         "port": { "type": "integer", "minimum": 1, "maximum": 65535 },
                         "transport": { "enum": ["ssh", "local"] },
-                        "root": string("for transport = \"local\": the directory standing in for /")
+                        "root": string("for transport = \"local\": the directory standing in for /"),
+                        "allow_shared_address": { "type": "boolean", "description": "another host may have the same address and port (two names for one machine); a warning instead of an error" }
                     }
                 }
             },

@@ -14,10 +14,32 @@ pub struct LocalHost {
 
 impl LocalHost {
     pub fn new(name: &str, root: &Path, timeout: Duration) -> Self {
-        // An absolute root, so that scripts may `cd` without losing their way.
-        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        // An absolute, resolved root, so that scripts may `cd` without losing
+        // their way, and confinement can compare resolved paths with it.
+        let root = root.canonicalize().or_else(|_| std::path::absolute(root)).unwrap_or_else(|_| root.to_path_buf());
         LocalHost { name: name.to_string(), root: root.display().to_string().trim_end_matches('/').to_string(), timeout }
     }
+}
+
+/// Checks that `host_path`, taken under `root`, stays under `root` once every
+/// symlink on the way is resolved: a local host never reads or writes the
+/// workstation's own files.
+pub fn confined(root: &Path, host_path: &str) -> Result<(), String> {
+    let base = root.canonicalize().map_err(|e| format!("the local root {} cannot be used: {e}", root.display()))?;
+    let mut p = base.clone();
+    for part in Path::new(host_path).components().filter(|c| matches!(c, std::path::Component::Normal(_))) {
+        p.push(part);
+        if std::fs::symlink_metadata(&p).is_err() {
+            // Nothing there yet: what would be created stays under the resolved prefix.
+            continue;
+        }
+        let resolved = p.canonicalize().map_err(|_| format!("{host_path}: {} is a symlink that leads nowhere", p.display()))?;
+        if !resolved.starts_with(&base) {
+            return Err(format!("{host_path} leads outside the host's root {} (to {})", base.display(), resolved.display()));
+        }
+        p = resolved;
+    }
+    Ok(())
 }
 
 impl Host for LocalHost {

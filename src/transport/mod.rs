@@ -268,7 +268,18 @@ impl Host for AnyHost {
 pub async fn connect(farm: &Farm, name: &str) -> Result<AnyHost, TransportError> {
     let host = &farm.hosts[name];
     match &host.transport {
-        Transport::Local { root } => Ok(AnyHost::Local(local::LocalHost::new(name, root, farm.ssh.command_timeout))),
+        Transport::Local { root } => {
+            let files = &farm.roles[&host.role].files;
+            let state = host_state_dir(&farm.state_dir, name);
+            for path in files.iter().chain(std::iter::once(&state)) {
+                local::confined(root, path).map_err(|detail| TransportError::Connect {
+                    host: name.to_string(),
+                    detail,
+                    hint: "a local host's files and state must stay under its `root`; remove the symlink or fix the path",
+                })?;
+            }
+            Ok(AnyHost::Local(local::LocalHost::new(name, root, farm.ssh.command_timeout)))
+        }
         Transport::Ssh { user, port } => {
             ssh::SshHost::connect(name, host.address.as_deref().unwrap_or(name), user.as_deref(), *port, &farm.ssh)
                 .await

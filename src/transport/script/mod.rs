@@ -39,9 +39,13 @@ pub fn read_state(root: &str, paths: &[String]) -> String {
     for p in paths {
         write!(s, " {}", q(&on_host(root, p))).unwrap();
     }
+    s.push_str("; do\n");
+    if !root.is_empty() {
+        // A local host reads nothing outside its root, whatever a symlink says.
+        writeln!(s, "case \"$(readlink -f -- \"$f\")\" in {}/*|'') ;; *) echo 'U outside the host root'; continue ;; esac", q(root)).unwrap();
+    }
     s.push_str(
-        "; do\n\
-         if [ ! -e \"$f\" ] && [ ! -L \"$f\" ]; then echo M\n\
+        "if [ ! -e \"$f\" ] && [ ! -L \"$f\" ]; then echo M\n\
          elif [ ! -f \"$f\" ]; then echo 'U not a regular file'\n\
          elif [ ! -r \"$f\" ]; then echo 'U permission denied'\n\
          else\n\
@@ -137,6 +141,12 @@ fn prelude(s: &mut String, ids: &RunIds, files: &[FileWrite], staged_suffix: &st
             suffix = staged_suffix
         )
         .unwrap();
+    }
+    if !ids.root.is_empty() {
+        // A local host: every resolved target must stay under its root.
+        for i in 0..files.len() {
+            writeln!(s, "case \"$t{i}\" in {r}/*) ;; *) echo 'ERR {i} leads outside the host root'; exit 1 ;; esac", r = q(&ids.root)).unwrap();
+        }
     }
     s.push_str("cleanup() {");
     for i in 0..files.len() {
