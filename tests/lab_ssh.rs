@@ -237,3 +237,44 @@ fn an_apply_right_after_a_plan_reuses_its_connections() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(masters(&lab).is_empty());
 }
+
+// See issue 9: two farm hosts on one machine (a shared /var/lib) locked each other out.
+#[test]
+fn two_farm_hosts_on_one_machine_apply_replan_clean_and_roll_back() {
+    let lab = lab();
+    let ivr1 = lab.host("ivr-1");
+    // ivr-1's machine also runs a web front end, managed as its own farm host.
+    ivr1.write("/etc/ivr-web/web.toml", b"[server]\nname = \"ivr-1-web\"\nupstream = \"web-a\"\n");
+    let extra = format!("[hosts.ivr-1-web]\naddress = \"{}\"\nrole = \"web\"\nallow_shared_address = true\n\n{WEB_A_TO_C}", ivr1.address);
+    farm(&lab, &extra);
+    let before = lab.snapshot();
+    let web_before = ivr1.read("/etc/ivr-web/web.toml");
+
+    // Another apply holds ivr-1-web's lock: this apply is refused there, and writes nothing anywhere.
+    std::fs::create_dir_all(ivr1.path("/var/lib/farmctl/hosts/ivr-1-web/lock")).unwrap();
+    ivr1.write("/var/lib/farmctl/hosts/ivr-1-web/lock/owner", b"alice@ops-ws pid=4711 plan=abc since=2026-11-23T01:00:00Z\n");
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ivr-1-web: refused, nothing written: another apply holds the lock (alice@ops-ws"), "{}", stderr(&out));
+    lab::assert_same(&lab.snapshot(), &before, "the other apply's lock stops this one everywhere");
+    assert_eq!(ivr1.read("/etc/ivr-web/web.toml"), web_before);
+    std::fs::remove_dir_all(ivr1.path("/var/lib/farmctl/hosts/ivr-1-web/lock")).unwrap();
+
+    // Alone, the apply goes through: the two farm hosts on ivr-1 do not lock each other out.
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let applied = stderr(&out);
+    assert_eq!(String::from_utf8_lossy(&ivr1.read("/etc/ivr-web/web.toml")), "[server]\nname = \"ivr-1-web\"\nupstream = \"web-c\"\n");
+    assert!(String::from_utf8_lossy(&ivr1.read("/etc/ivr/ivr.toml")).contains("primary = \"web-c\""));
+    assert!(ivr1.state("backups").is_dir() && ivr1.path("/var/lib/farmctl/hosts/ivr-1-web/backups").is_dir(), "each farm host keeps its own backups");
+    let out = lab.farmctl().args(["plan", "farm.toml", "--detailed-exitcode"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "re-plans clean: {}{}", stdout(&out), stderr(&out));
+
+    // The undo command the apply printed restores both farm hosts' files.
+    let undo = applied.lines().find_map(|l| l.strip_prefix("To undo: farmctl rollback ")).unwrap_or_else(|| panic!("no undo command: {applied}"));
+    let plan_id = undo.split_whitespace().next().unwrap();
+    let out = lab.farmctl().args(["rollback", plan_id, "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    lab::assert_same(&lab.snapshot(), &before, "rollback restores every file of both farm hosts");
+    assert_eq!(ivr1.read("/etc/ivr-web/web.toml"), web_before);
+}
