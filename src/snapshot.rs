@@ -50,7 +50,7 @@ fn path(plan_id: &str) -> PathBuf {
 pub fn save(plan_id: &str, farm_sha256: &str, live: &LiveFarm, hosts: &[String]) {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut snap = Snapshot { plan: plan_id.into(), farm_sha256: farm_sha256.into(), taken_ms: crate::transport::now_ms(), hosts: BTreeMap::new() };
+    let mut snap = Snapshot { plan: plan_id.into(), farm_sha256: farm_sha256.into(), taken_ms: jiff::Timestamp::now().as_millisecond(), hosts: BTreeMap::new() };
     for h in hosts {
         let Some(Ok(state)) = live.get(h) else { continue };
         let files = state
@@ -89,7 +89,7 @@ pub fn save(plan_id: &str, farm_sha256: &str, live: &LiveFarm, hosts: &[String])
 /// The snapshot of plan `plan_id`, if it is fresh and was read for this very farm file.
 pub fn load(plan_id: &str, farm_sha256: &str) -> Option<LiveFarm> {
     let snap: Snapshot = serde_json::from_slice(&std::fs::read(path(plan_id)).ok()?).ok()?;
-    let age = crate::transport::now_ms() - snap.taken_ms;
+    let age = jiff::Timestamp::now().as_millisecond() - snap.taken_ms;
     if snap.plan != plan_id || snap.farm_sha256 != farm_sha256 || !(0..MAX_AGE_SECS * 1000).contains(&age) {
         return None;
     }

@@ -1,0 +1,108 @@
+//! docs/ARCHITECTURE.md's picture matches the code: every `crate::module`
+//! use between top-level modules of `src/` is an arrow in the Mermaid
+//! diagram, and every arrow is a use. Adding an import across layers without
+//! drawing it (or the reverse) fails here.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// (from, to) for each top-level module that names another as `crate::to` (or `farmctl::to` in main).
+fn uses() -> BTreeSet<(String, String)> {
+    let src = repo().join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let modules: BTreeSet<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned())
+        .filter(|m| m != "lib")
+        .collect();
+    let mut edges = BTreeSet::new();
+    for f in files {
+        let rel = f.strip_prefix(&src).unwrap();
+        let from = rel.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_string();
+        if from == "lib" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        for prefix in ["crate::", "farmctl::"] {
+            for (i, _) in text.match_indices(prefix) {
+                let rest = &text[i + prefix.len()..];
+                let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                if modules.contains(&name) && name != from {
+                    edges.insert((from.clone(), name));
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// The arrows of the Mermaid diagram, by node id.
+fn drawn() -> BTreeSet<(String, String)> {
+    let doc = std::fs::read_to_string(repo().join("docs/ARCHITECTURE.md")).unwrap();
+    let start = doc.find("```mermaid").expect("a mermaid diagram");
+    let body = &doc[start..doc[start + 3..].find("```").unwrap() + start + 3];
+    let id = |s: &str| s.trim().split(['[', ' ']).next().unwrap().to_string();
+    body.lines()
+        .filter_map(|l| l.split_once("-->"))
+        .map(|(a, b)| {
+            let a = id(a);
+            (if a == "main" { "main".to_string() } else { a }, id(b))
+        })
+        .collect()
+}
+
+#[test]
+fn the_architecture_picture_matches_the_imports() {
+    let (code, picture) = (uses(), drawn());
+    let undrawn: Vec<_> = code.difference(&picture).collect();
+    let unused: Vec<_> = picture.difference(&code).collect();
+    assert!(undrawn.is_empty(), "uses missing from docs/ARCHITECTURE.md: {undrawn:?}");
+    assert!(unused.is_empty(), "arrows in docs/ARCHITECTURE.md that the code does not have: {unused:?}");
+    // The rules the picture states.
+    for (from, to) in &code {
+        assert!(!(["plan", "edit", "farm", "live", "render"].contains(&from.as_str()) && ["transport", "apply", "pipeline", "cmd"].contains(&to.as_str())), "a pure layer uses I/O: {from} -> {to}");
+        assert!(!(from != "cmd" && from != "main" && to == "cmd"), "only main uses the commands: {from} -> {to}");
+    }
+}
+
+#[test]
+fn no_command_imports_another_and_scripts_stay_in_transport() {
+    let mut files = Vec::new();
+    rust_files(&repo().join("src"), &mut files);
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let rel = f.strip_prefix(repo().join("src")).unwrap().to_string_lossy().into_owned();
+        if rel.starts_with("cmd/") && rel != "cmd/mod.rs" {
+            for other in ["apply", "graph", "journal", "meta", "plan", "rollback", "show", "switches", "validate"] {
+                let me = rel.trim_start_matches("cmd/").trim_end_matches(".rs");
+                if other != me {
+                    assert!(!text.contains(&format!("cmd::{other}")) && !text.contains(&format!("super::{other}::")), "{rel} imports cmd::{other}");
+                }
+            }
+        }
+        if !rel.starts_with("transport/") {
+            for word in ["parse_report", "script::", "starts_with(\"edit:", "split_once(\"\\nhint"] {
+                assert!(!text.contains(word), "{rel} uses {word}");
+            }
+        }
+        if !rel.contains("tests") {
+            assert!(text.lines().count() <= 500, "{rel} has {} lines", text.lines().count());
+        }
+    }
+}
