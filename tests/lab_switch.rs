@@ -188,3 +188,38 @@ fn the_graph_renders_with_graphviz() {
     assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
     assert!(String::from_utf8_lossy(&rendered.stdout).contains("<svg"));
 }
+
+// See issue 11: the new server switched first, then a client was refused, and the rest aborted.
+#[test]
+fn a_client_changed_after_the_plan_stops_every_host_the_new_server_included() {
+    let lab = lab();
+    // web-c's own file changes too (web-b -> web-a), so web-c switches one level before its clients.
+    lab.host("web-c").write("/etc/ivr-web/web.toml", b"[server]\nname = \"web-c\"\npeer = \"web-b\"\n");
+    farm(&lab, "[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\n[[replace]]\nold = \"web-b\"\nnew = \"web-a\"\n");
+    let out = lab.farmctl().args(["plan", "farm.toml", "-o", "plans/p.json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(lab.dir.path().join("plans/p.json")).unwrap()).unwrap();
+    let level = |id: &str| plan["actions"].as_array().unwrap().iter().find(|a| a["id"] == id).map(|a| a["level"].as_u64().unwrap_or(0));
+    assert_eq!(level("edit:web-c:/etc/ivr-web/web.toml@0"), Some(0), "the new server switches in the first level");
+    assert_eq!(level("edit:ivr-2:/etc/ivr/ivr.toml@0"), Some(1), "its clients in the next");
+    // A client of web-c changes after the plan.
+    let ivr2 = lab.host("ivr-2");
+    let mut toml = ivr2.read("/etc/ivr/ivr.toml");
+    toml.extend_from_slice(b"# edited by hand after the plan\n");
+    ivr2.write("/etc/ivr/ivr.toml", &toml);
+    let before = lab.snapshot();
+
+    let out = lab.farmctl().args(["apply", "plans/p.json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    lab::assert_same(&lab.snapshot(), &before, "no host switched, the new server included");
+    assert!(err.contains("ivr-2: refused, nothing written: changed since the plan: /etc/ivr/ivr.toml"), "{err}");
+    assert!(err.contains("web-c: aborted, nothing written"), "the summary names the new server: {err}");
+    assert!(!err.contains("applied"), "{err}");
+    assert!(err.contains("no file was written on any host"), "{err}");
+    for h in ["web-c", "ivr-1", "ivr-4"] {
+        assert!(!lab.host(h).state("lock").exists(), "{h} released its lock");
+    }
+    let staged: Vec<_> = lab.snapshot().into_keys().filter(|(_, p)| p.contains(".farmctl-")).collect();
+    assert!(staged.is_empty(), "no staged copy is left: {staged:?}");
+}

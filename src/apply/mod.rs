@@ -83,6 +83,8 @@ pub enum HostState {
     Failed { error: String, cause: Option<Cause>, written: Vec<String> },
     /// A detached switch waits on the host for its time.
     Armed { at: String },
+    /// The host fell silent after it was told to switch: it may or may not have.
+    Unknown { error: String },
     RolledBack { restored: usize, already: usize, changed: Vec<String> },
 }
 
@@ -94,6 +96,15 @@ impl HostState {
     pub fn is_ok(&self) -> bool {
         matches!(self, HostState::Applied { .. } | HostState::Staged | HostState::Armed { .. })
             || matches!(self, HostState::RolledBack { changed, .. } if changed.is_empty())
+    }
+
+    /// Whether nothing was written on the host, for certain.
+    pub fn untouched(&self) -> bool {
+        match self {
+            HostState::Refused { .. } | HostState::Locked { .. } | HostState::Aborted { .. } | HostState::NotStarted { .. } => true,
+            HostState::Failed { written, .. } => written.is_empty(),
+            _ => false,
+        }
     }
 
     /// The files this state says were written on the host.
@@ -134,6 +145,7 @@ impl fmt::Display for HostState {
             HostState::Failed { error, written, .. } if written.is_empty() => write!(f, "failed, nothing written: {error}"),
             HostState::Failed { error, written, .. } => write!(f, "failed after writing {}: {error}", written.join(", ")),
             HostState::Armed { at } => write!(f, "armed on the host: switches at {at} without this workstation"),
+            HostState::Unknown { error } => write!(f, "unknown: {error}"),
             HostState::RolledBack { restored, already, changed } => {
                 write!(f, "rolled back {restored} file(s), {already} already as before")?;
                 if !changed.is_empty() {
@@ -375,20 +387,27 @@ pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Connections, 
         reporter.event(Event::Stage { index: stage.index, total, at: stage.at.clone(), hosts: hosts_in_stage });
         let plan_stage = format!("{}-{}", plan.id, stage.index);
         let detached = opts.detach && stage.at.is_some();
-        let mut waited = false;
-        for &level in &levels {
-            let gates: Vec<_> = plan.actions.iter().filter(|a| a.stage == stage.index && a.level == level && matches!(a.kind, ActionKind::Gate { .. })).collect();
-            let work = stage_work(plan, stage.index, level, contents, &summary.hosts);
-            let run = Level { plan, stage, opts, plan_stage: &plan_stage, token: &token, reporter, journal };
-            let flow = if detached {
-                switch::detach_level(&run, &work, gates, conns, &mut summary, &mut failures).await
-            } else {
-                switch::switch_level(&run, &work, gates, conns, !waited, &mut summary, &mut failures).await
-            };
-            waited = true;
-            if flow.is_break() {
-                break 'stages;
+        let run = Level { plan, stage, opts, plan_stage: &plan_stage, token: &token, reporter, journal };
+        let gates_of = |level: usize| -> Vec<&crate::plan::Action> {
+            plan.actions.iter().filter(|a| a.stage == stage.index && a.level == level && matches!(a.kind, ActionKind::Gate { .. })).collect()
+        };
+        let flow = if detached {
+            // `detach_problem` allows one level only: there is no workstation between levels.
+            let mut flow = std::ops::ControlFlow::Continue(());
+            for &level in &levels {
+                let work = stage_work(plan, stage.index, level, contents, &summary.hosts);
+                flow = switch::detach_level(&run, &work, gates_of(level), conns, &mut summary, &mut failures).await;
+                if flow.is_break() {
+                    break;
+                }
             }
+            flow
+        } else {
+            let work: Vec<switch::LevelWork> = levels.iter().map(|&level| switch::LevelWork { work: stage_work(plan, stage.index, level, contents, &summary.hosts), gates: gates_of(level) }).collect();
+            switch::switch_stage(&run, work, conns, &mut summary, &mut failures).await
+        };
+        if flow.is_break() {
+            break 'stages;
         }
         // Retire the hosts nothing refers to any more; a detached switch has not happened yet.
         let retires: Vec<_> = plan.actions.iter().filter(|a| a.stage == stage.index && matches!(a.kind, ActionKind::Retire { .. })).collect();

@@ -57,115 +57,136 @@ async fn stage_and_switch_host(
     }
 }
 
-/// One level of a stage, with the workstation holding every connection: each
-/// host stages and arms in one session while the gates run; then at T every
-/// host checks, and all get `go` together (or `abort`, if anything failed).
-pub(super) async fn switch_level(
-    run: &Level<'_>,
-    work: &[HostStage],
-    gates: Vec<&Action>,
-    conns: &mut Connections,
-    wait_for_time: bool,
-    summary: &mut Summary,
-    failures: &mut usize,
-) -> ControlFlow<()> {
+/// The hosts and gates of one level of a stage.
+pub(super) struct LevelWork<'a> {
+    pub work: Vec<HostStage>,
+    pub gates: Vec<&'a Action>,
+}
+
+/// One stage, with the workstation holding every connection. Every host of
+/// every level stages and arms first, in one session each, while the first
+/// level's gates run: a file changed anywhere (the new server's own files
+/// included) stops the stage before any host switches. Then, level by level,
+/// the level's gates run (its new hosts must be ready), every host of the
+/// level checks once more, and all get `go` together, or `abort`.
+pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, conns: &mut Connections, summary: &mut Summary, failures: &mut usize) -> ControlFlow<()> {
     let Level { plan, stage, opts, plan_stage, token, reporter, journal } = *run;
-    let (word_tx, word_rx) = watch::channel(Word::Wait);
-    let mut running = tokio::task::JoinSet::new();
-    let mut signals = Vec::new();
     let limit = conns.farm.ssh.command_timeout;
-    let spawn = |i: usize, w: &HostStage, running: &mut tokio::task::JoinSet<_>| {
+    let words: Vec<(watch::Sender<Word>, watch::Receiver<Word>)> = levels.iter().map(|_| watch::channel(Word::Wait)).collect();
+    let mut running: Vec<tokio::task::JoinSet<(usize, Result<WriteReport, TransportError>)>> = levels.iter().map(|_| tokio::task::JoinSet::new()).collect();
+    // Every host of the stage, level by level: (level, index in level).
+    let order: Vec<(usize, usize)> = levels.iter().enumerate().flat_map(|(l, lw)| (0..lw.work.len()).map(move |i| (l, i))).collect();
+    let spawn = |l: usize, i: usize, running: &mut Vec<tokio::task::JoinSet<_>>| {
+        let w = &levels[l].work[i];
         let host = conns.hosts[&w.host].clone();
         let (armed_tx, armed_rx) = oneshot::channel();
         let (checked_tx, checked_rx) = oneshot::channel();
         let ids = host.run_ids(&opts.state_dir, plan_stage, token);
         let (owner, files, reload, input) = (opts.owner.clone(), w.files.clone(), w.reload.clone(), w.input.clone());
-        let (word, state_dir) = (word_rx.clone(), opts.state_dir.clone());
-        running.spawn(async move { (i, stage_and_switch_host(host, ids, owner, files, reload, input, word, armed_tx, checked_tx, state_dir).await) });
+        let (word, state_dir) = (words[l].1.clone(), opts.state_dir.clone());
+        running[l].spawn(async move { (i, stage_and_switch_host(host, ids, owner, files, reload, input, word, armed_tx, checked_tx, state_dir).await) });
         (armed_rx, checked_rx)
     };
     // The first host alone, then the rest: of two applies started together, one
     // gets the first lock and goes ahead, and the other is refused at once.
-    let mut armed: Vec<(bool, oneshot::Receiver<bool>)> = Vec::new();
-    let mut spawned = 0;
-    if let Some(first) = work.first() {
-        let (a, c) = spawn(0, first, &mut running);
-        spawned = 1;
-        let ok = tokio::time::timeout(limit, a).await.is_ok_and(|r| r.is_ok());
-        armed.push((ok, c));
-        if ok || opts.max_fail > 0 {
-            for (i, w) in work.iter().enumerate().skip(1) {
-                signals.push(spawn(i, w, &mut running));
+    let mut signals: Vec<Option<(oneshot::Receiver<()>, oneshot::Receiver<bool>)>> = order.iter().map(|_| None).collect();
+    let mut armed: Vec<Option<oneshot::Receiver<bool>>> = order.iter().map(|_| None).collect();
+    let mut armed_ok = vec![false; order.len()];
+    let mut spawned = vec![false; order.len()];
+    if let Some(&(l, i)) = order.first() {
+        let (a, c) = spawn(l, i, &mut running);
+        spawned[0] = true;
+        armed_ok[0] = tokio::time::timeout(limit, a).await.is_ok_and(|r| r.is_ok());
+        armed[0] = Some(c);
+        if armed_ok[0] || opts.max_fail > 0 {
+            for (k, &(l, i)) in order.iter().enumerate().skip(1) {
+                signals[k] = Some(spawn(l, i, &mut running));
+                spawned[k] = true;
             }
-            spawned = work.len();
         }
     }
-    let gate_failed = gate_failures(run_commands(conns, gates, reporter).await, summary);
-    for (a, c) in signals {
-        let ok = tokio::time::timeout(limit, a).await.is_ok_and(|r| r.is_ok());
-        armed.push((ok, c));
-    }
-    for (w, (ok, _)) in work.iter().zip(&armed) {
-        if *ok {
-            reporter.event(Event::Host { host: w.host.clone(), state: HostState::Staged });
+    let first_gates = levels.first().map(|lw| lw.gates.clone()).unwrap_or_default();
+    let mut gate_failed = gate_failures(run_commands(conns, first_gates, reporter).await, summary);
+    for (k, s) in signals.iter_mut().enumerate() {
+        if let Some((a, c)) = s.take() {
+            armed_ok[k] = tokio::time::timeout(limit, a).await.is_ok_and(|r| r.is_ok());
+            armed[k] = Some(c);
         }
     }
-    let armed_flags: Vec<bool> = armed.iter().map(|(ok, _)| *ok).collect();
-    let not_armed = work.len() - armed_flags.iter().filter(|ok| **ok).count();
+    for (k, &(l, i)) in order.iter().enumerate() {
+        if armed_ok[k] {
+            reporter.event(Event::Host { host: levels[l].work[i].host.clone(), state: HostState::Staged });
+        }
+    }
+    let not_armed = armed_ok.iter().filter(|ok| !**ok).count();
     let mut go = gate_failed.is_none() && not_armed + *failures <= opts.max_fail;
-    if go && wait_for_time {
+    if go {
         if let Some(at) = &stage.at {
             wait_until(at, reporter).await;
         }
     }
-    // At the switch time: every host checks once more, then all get the word at once.
-    if go {
-        let _ = word_tx.send(Word::Check);
-        let mut bad = 0;
-        for (ok, checked_rx) in armed {
-            if ok && !tokio::time::timeout(limit, checked_rx).await.is_ok_and(|r| r == Ok(true)) {
-                bad += 1;
+    let mut stopped = false;
+    for (l, lw) in levels.iter().enumerate() {
+        if l > 0 && go {
+            // This level's new hosts were switched by the levels before: are they ready now?
+            gate_failed = gate_failures(run_commands(conns, lw.gates.clone(), reporter).await, summary);
+            go = gate_failed.is_none();
+        }
+        // At the switch time: every host of the level checks once more, then all get the word at once.
+        if go {
+            let _ = words[l].0.send(Word::Check);
+            let mut bad = 0;
+            for (k, _) in order.iter().enumerate().filter(|(_, (lk, _))| *lk == l) {
+                if let (true, Some(c)) = (armed_ok[k], armed[k].take()) {
+                    if !tokio::time::timeout(limit, c).await.is_ok_and(|r| r == Ok(true)) {
+                        bad += 1;
+                    }
+                }
             }
+            go = bad + not_armed + *failures <= opts.max_fail;
         }
-        go = bad + not_armed + *failures <= opts.max_fail;
-    }
-    let _ = word_tx.send(if go { Word::Go } else { Word::Abort });
-    let mut results: Vec<Option<Result<WriteReport, TransportError>>> = (0..work.len()).map(|_| None).collect();
-    let deadline = tokio::time::Instant::now() + limit;
-    while let Ok(Some(r)) = tokio::time::timeout_at(deadline, running.join_next()).await {
-        let (i, out) = r.expect("switch task panicked");
-        results[i] = Some(out);
-    }
-    running.abort_all();
-    let why = gate_failed.clone().map_or(AbortReason::OtherHostsFailed, AbortReason::NotReady);
-    let aborted = || HostState::Aborted { why: why.clone() };
-    let mut failed_here = 0;
-    for (i, w) in work.iter().enumerate() {
-        let report = results[i].as_ref().and_then(|r| r.as_ref().ok());
-        let state = match &results[i] {
-            // Never started: the first host was refused.
-            None if i >= spawned => aborted(),
-            // Never armed, so it cannot have switched.
-            None if !armed_flags.get(i).copied().unwrap_or(false) => HostState::failed(format!("{} did not answer within {limit:?}", w.host)),
-            None => HostState::failed("no answer after the switch was fired; the host may or may not have switched (check with `farmctl plan`)"),
-            Some(Ok(r)) if !go && r.aborted && r.changed.is_empty() => aborted(),
-            Some(out) => judge(out, HostState::Applied { files: vec![] }),
-        };
-        if let Some(t) = report.and_then(WriteReport::first_rename_ns) {
-            summary.renames.entry(stage.index).or_default().insert(w.host.clone(), t);
+        let _ = words[l].0.send(if go { Word::Go } else { Word::Abort });
+        let mut results: Vec<Option<Result<WriteReport, TransportError>>> = (0..lw.work.len()).map(|_| None).collect();
+        let deadline = tokio::time::Instant::now() + limit;
+        while let Ok(Some(r)) = tokio::time::timeout_at(deadline, running[l].join_next()).await {
+            let (i, out) = r.expect("switch task panicked");
+            results[i] = Some(out);
         }
-        reporter.event(Event::Host { host: w.host.clone(), state: state.clone() });
-        record(journal, summary, entries(plan, &w.host, &w.files, &state));
-        if !matches!(state, HostState::Applied { .. } | HostState::Aborted { .. }) {
-            failed_here += 1;
+        running[l].abort_all();
+        let why = gate_failed.clone().map_or(AbortReason::OtherHostsFailed, AbortReason::NotReady);
+        let aborted = || HostState::Aborted { why: why.clone() };
+        for (i, w) in lw.work.iter().enumerate() {
+            let k = order.iter().position(|x| *x == (l, i)).expect("every host is in the order");
+            let report = results[i].as_ref().and_then(|r| r.as_ref().ok());
+            let state = match &results[i] {
+                // Never started: the first host was refused.
+                None if !spawned[k] => aborted(),
+                // Never armed, so it cannot have switched.
+                None if !armed_ok[k] => HostState::failed(format!("{} did not answer within {limit:?}", w.host)),
+                None => HostState::Unknown { error: "no answer after the switch was fired; the host may or may not have switched (check with `farmctl plan`)".into() },
+                Some(Ok(r)) if !go && r.aborted && r.changed.is_empty() => aborted(),
+                Some(out) => judge(out, HostState::Applied { files: vec![] }),
+            };
+            if let Some(t) = report.and_then(WriteReport::first_rename_ns) {
+                summary.renames.entry(stage.index).or_default().insert(w.host.clone(), t);
+            }
+            reporter.event(Event::Host { host: w.host.clone(), state: state.clone() });
+            record(journal, summary, entries(plan, &w.host, &w.files, &state));
+            if !matches!(state, HostState::Applied { .. } | HostState::Aborted { .. }) {
+                *failures += 1;
+            }
+            summary.hosts.insert(w.host.clone(), state);
         }
-        summary.hosts.insert(w.host.clone(), state);
+        if gate_failed.is_some() || !go || *failures > opts.max_fail {
+            go = false;
+            stopped = true;
+        }
     }
-    *failures += failed_here;
-    if gate_failed.is_some() || !go || *failures > opts.max_fail {
-        return ControlFlow::Break(());
+    if stopped {
+        ControlFlow::Break(())
+    } else {
+        ControlFlow::Continue(())
     }
-    ControlFlow::Continue(())
 }
 
 /// One level of a timed stage with `--detach`: gates now, then each host stages

@@ -73,6 +73,7 @@ fn state_word(state: &HostState) -> &'static str {
         HostState::NotStarted { .. } => "not reached (nothing written)",
         HostState::Failed { written, .. } if written.is_empty() => "failed (nothing written)",
         HostState::Failed { .. } => "failed part-way",
+        HostState::Unknown { .. } => "unknown (may have switched)",
         HostState::Staging | HostState::Staged | HostState::Switching => "unfinished",
     }
 }
@@ -133,10 +134,10 @@ pub(crate) fn finish(what: &str, summary: &Summary, plan: &Plan, undo: Option<&s
     for cause in states().filter_map(|s| if let HostState::Failed { cause: Some(c), .. } = s { Some(*c) } else { None }) {
         err = err.hint(cause.hint());
     }
-    match (wrote, undo) {
-        (true, Some(undo)) => err = err.hint(format!("files were written on some hosts; to undo them: {undo}")),
-        (false, _) if err.hints.is_empty() => err = err.hint("no file was written on any host; fix the cause and run apply again"),
-        _ => {}
+    if summary.hosts.values().all(HostState::untouched) {
+        err = err.hint("no file was written on any host; fix the cause and run apply again");
+    } else if let Some(undo) = undo {
+        err = err.hint(format!("files may have been written on some hosts; to undo them: {undo}"));
     }
     Err(err)
 }
