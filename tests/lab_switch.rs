@@ -223,3 +223,54 @@ fn a_client_changed_after_the_plan_stops_every_host_the_new_server_included() {
     let staged: Vec<_> = lab.snapshot().into_keys().filter(|(_, p)| p.contains(".farmctl-")).collect();
     assert!(staged.is_empty(), "no staged copy is left: {staged:?}");
 }
+
+// See issue 11: Ctrl-C during a countdown exited without a word and left staged copies and locks.
+#[test]
+fn ctrl_c_during_a_countdown_leaves_no_staged_copy_and_no_lock_and_says_so() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let lab = lab();
+    let t = at(15);
+    farm(&lab, &replace_all_ivrs(t));
+    let before = lab.snapshot();
+    // Its own process group, as a terminal's foreground job: Ctrl-C reaches farmctl and its ssh masters alike.
+    let mut child = lab.farmctl().args(["apply", "farm.toml", "--yes"]).stderr(std::process::Stdio::piped()).process_group(0).spawn().unwrap();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+            if line.starts_with("switching at ") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    // Every host is staged and armed once the countdown shows (generous: a loaded machine stages slowly).
+    rx.recv_timeout(Duration::from_secs(12)).expect("the countdown started");
+    for h in IVRS {
+        assert!(lab.host(h).state("lock").exists(), "{h} is staged and locked while armed");
+    }
+    let status = std::process::Command::new("kill").args(["-INT", "--", &format!("-{}", child.id())]).status().unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    let err = reader.join().unwrap();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("interrupted: every host that had not switched dropped its staged copies and released its lock"), "{err}");
+    assert!(err.contains("aborted, nothing written (interrupted before the switch)"), "{err}");
+    let check = |when: &str| {
+        for h in lab.hosts.values() {
+            assert!(!h.state("lock").exists(), "{when}: {} is still locked", h.name);
+        }
+        let staged: Vec<_> = lab.snapshot().into_keys().filter(|(_, p)| p.contains(".farmctl-")).collect();
+        assert!(staged.is_empty(), "{when}: staged copies left: {staged:?}");
+        lab::assert_same(&lab.snapshot(), &before, when);
+    };
+    check("right after the interrupt");
+    // And nothing switches at T either.
+    let wait = t.as_millisecond() - jiff::Timestamp::now().as_millisecond() + 1000;
+    std::thread::sleep(Duration::from_millis(wait.max(0) as u64));
+    check("after the switch time");
+}

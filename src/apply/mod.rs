@@ -27,6 +27,9 @@ use std::time::Duration;
 
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// Turns true when the operator interrupts (SIGINT, SIGTERM): every host
+    /// not yet switched is told to abort, and no later stage starts.
+    pub interrupted: tokio::sync::watch::Receiver<bool>,
     pub parallel: usize,
     /// How many hosts may fail before the run stops (and, while staging, aborts everywhere).
     pub max_fail: usize,
@@ -44,6 +47,8 @@ pub enum NotStarted {
     NotReady(String),
     /// The run stopped at an earlier stage or level.
     EarlierFailure,
+    /// The operator interrupted the run first.
+    Interrupted,
 }
 
 /// Why a staged host was told to drop its staged copies.
@@ -51,6 +56,7 @@ pub enum NotStarted {
 pub enum AbortReason {
     NotReady(String),
     OtherHostsFailed,
+    Interrupted,
 }
 
 impl fmt::Display for AbortReason {
@@ -58,6 +64,7 @@ impl fmt::Display for AbortReason {
         match self {
             AbortReason::NotReady(gate) => write!(f, "a host it would point to is not ready: {gate}"),
             AbortReason::OtherHostsFailed => write!(f, "other hosts failed"),
+            AbortReason::Interrupted => write!(f, "interrupted before the switch"),
         }
     }
 }
@@ -142,6 +149,7 @@ impl fmt::Display for HostState {
             HostState::Aborted { why } => write!(f, "aborted, nothing written ({why})"),
             HostState::NotStarted { why: NotStarted::NotReady(gate) } => write!(f, "not reached, nothing written: a host it would point to is not ready: {gate}"),
             HostState::NotStarted { why: NotStarted::EarlierFailure } => write!(f, "not reached, nothing written: the run stopped before this host's turn"),
+            HostState::NotStarted { why: NotStarted::Interrupted } => write!(f, "not reached, nothing written: interrupted before this host's turn"),
             HostState::Failed { error, written, .. } if written.is_empty() => write!(f, "failed, nothing written: {error}"),
             HostState::Failed { error, written, .. } => write!(f, "failed after writing {}: {error}", written.join(", ")),
             HostState::Armed { at } => write!(f, "armed on the host: switches at {at} without this workstation"),
@@ -196,6 +204,8 @@ pub struct Summary {
     pub deferred: Vec<String>,
     /// The gate whose failure stopped the run, if one did.
     pub stopped_by_gate: Option<String>,
+    /// The operator interrupted the run.
+    pub interrupted: bool,
 }
 
 impl Summary {
@@ -343,23 +353,28 @@ pub fn detach_problem(plan: &Plan) -> Option<String> {
     None
 }
 
-/// Waits for `at`, reporting a countdown every few seconds.
-async fn wait_until(at: &str, reporter: &dyn Reporter) {
-    let Ok(t) = at.parse::<jiff::Timestamp>() else { return };
+/// Waits for `at`, reporting a countdown every few seconds. Returns false
+/// if the operator interrupted the wait.
+async fn wait_until(at: &str, reporter: &dyn Reporter, interrupted: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    let Ok(t) = at.parse::<jiff::Timestamp>() else { return true };
     loop {
+        if *interrupted.borrow() {
+            return false;
+        }
         let remaining_ms = t.as_millisecond() - jiff::Timestamp::now().as_millisecond();
         if remaining_ms <= 0 {
-            return;
+            return true;
         }
         let remaining = Duration::from_millis(remaining_ms as u64);
         reporter.event(Event::Countdown { at: at.to_string(), remaining });
         let step = if remaining > Duration::from_secs(60) { Duration::from_secs(30) } else { Duration::from_secs(5) };
-        if remaining <= step + Duration::from_millis(200) {
-            // The last stretch: one precise sleep, so every host's switch is sent at T.
-            tokio::time::sleep(remaining).await;
-            return;
+        // The last stretch: one precise sleep, so every host's switch is sent at T.
+        let last = remaining <= step + Duration::from_millis(200);
+        let nap = if last { remaining } else { step };
+        tokio::select! {
+            _ = tokio::time::sleep(nap) => if last { return !*interrupted.borrow() },
+            _ = interrupted.changed() => {}
         }
-        tokio::time::sleep(step).await;
     }
 }
 
@@ -382,6 +397,10 @@ pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Connections, 
     let mut failures = 0usize;
     let total = plan.stages.len();
     'stages: for stage in &plan.stages {
+        if *opts.interrupted.borrow() {
+            summary.interrupted = true;
+            break;
+        }
         let levels: std::collections::BTreeSet<usize> = plan.actions.iter().filter(|a| a.stage == stage.index).map(|a| a.level).collect();
         let hosts_in_stage = plan.edits().filter(|(a, _)| a.stage == stage.index).map(|(a, _)| &a.host).collect::<std::collections::BTreeSet<_>>().len();
         reporter.event(Event::Stage { index: stage.index, total, at: stage.at.clone(), hosts: hosts_in_stage });
@@ -429,7 +448,11 @@ pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Connections, 
         unreached.entry(&a.host).or_default().push(file_write(e, e.after_size));
     }
     for (host, files) in unreached {
-        let why = summary.stopped_by_gate.clone().map_or(NotStarted::EarlierFailure, NotStarted::NotReady);
+        let why = match (&summary.stopped_by_gate, summary.interrupted) {
+            (_, true) => NotStarted::Interrupted,
+            (Some(g), _) => NotStarted::NotReady(g.clone()),
+            (None, _) => NotStarted::EarlierFailure,
+        };
         let state = HostState::NotStarted { why };
         record(journal, &mut summary, entries(plan, host, &files, &state));
         summary.hosts.insert(host.to_string(), state);

@@ -120,13 +120,22 @@ pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, co
     }
     let not_armed = armed_ok.iter().filter(|ok| !**ok).count();
     let mut go = gate_failed.is_none() && not_armed + *failures <= opts.max_fail;
+    let mut interrupted = opts.interrupted.clone();
     if go {
         if let Some(at) = &stage.at {
-            wait_until(at, reporter).await;
+            go = wait_until(at, reporter, &mut interrupted).await;
         }
+    }
+    if *interrupted.borrow() {
+        go = false;
+        summary.interrupted = true;
     }
     let mut stopped = false;
     for (l, lw) in levels.iter().enumerate() {
+        if *interrupted.borrow() {
+            go = false;
+            summary.interrupted = true;
+        }
         if l > 0 && go {
             // This level's new hosts were switched by the levels before: are they ready now?
             gate_failed = gate_failures(run_commands(conns, lw.gates.clone(), reporter).await, summary);
@@ -153,7 +162,11 @@ pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, co
             results[i] = Some(out);
         }
         running[l].abort_all();
-        let why = gate_failed.clone().map_or(AbortReason::OtherHostsFailed, AbortReason::NotReady);
+        let why = match (&gate_failed, summary.interrupted) {
+            (_, true) => AbortReason::Interrupted,
+            (Some(g), _) => AbortReason::NotReady(g.clone()),
+            (None, _) => AbortReason::OtherHostsFailed,
+        };
         let aborted = || HostState::Aborted { why: why.clone() };
         for (i, w) in lw.work.iter().enumerate() {
             let k = order.iter().position(|x| *x == (l, i)).expect("every host is in the order");

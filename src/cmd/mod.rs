@@ -134,6 +134,14 @@ pub(crate) fn finish(what: &str, summary: &Summary, plan: &Plan, undo: Option<&s
     for cause in states().filter_map(|s| if let HostState::Failed { cause: Some(c), .. } = s { Some(*c) } else { None }) {
         err = err.hint(cause.hint());
     }
+    if summary.interrupted {
+        let left: Vec<&str> = summary.hosts.iter().filter(|(_, s)| !s.untouched() && !matches!(s, HostState::Applied { .. })).map(|(h, _)| h.as_str()).collect();
+        if left.is_empty() {
+            err = err.hint("interrupted: every host that had not switched dropped its staged copies and released its lock");
+        } else {
+            err = err.hint(format!("interrupted: {} did not confirm; check them with `farmctl plan`, and `farmctl unlock FARM --limit HOST` if a lock is left", left.join(", ")));
+        }
+    }
     if summary.hosts.values().all(HostState::untouched) {
         err = err.hint("no file was written on any host; fix the cause and run apply again");
     } else if let Some(undo) = undo {

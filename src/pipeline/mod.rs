@@ -107,9 +107,10 @@ impl Session {
         Ok((session, planned))
     }
 
-    /// The executor's options for a run of `plan`.
+    /// The executor's options for a run of `plan`. The run listens for SIGINT
+    /// and SIGTERM from here on: they abort it cleanly instead of killing it.
     pub fn options(&self, plan: &Plan, max_fail: usize, detach: bool) -> apply::Options {
-        apply::Options { parallel: self.parallel, max_fail, owner: owner(plan), state_dir: self.farm.state_dir.clone(), detach }
+        apply::Options { interrupted: interrupt_signal(), parallel: self.parallel, max_fail, owner: owner(plan), state_dir: self.farm.state_dir.clone(), detach }
     }
 
     /// Executes `plan` through the connections held.
@@ -119,6 +120,21 @@ impl Session {
         self.hosts = conns.hosts;
         summary
     }
+}
+
+/// Turns true on the first SIGINT or SIGTERM. A second one ends farmctl at once.
+pub fn interrupt_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else { return };
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        crate::say!("interrupted: telling every host that has not switched to drop its staged copies and release its lock (interrupt again to quit at once)");
+        let _ = tx.send(true);
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        std::process::exit(130);
+    });
+    rx
 }
 
 /// An error naming every host that could not be read or planned, if any.

@@ -155,6 +155,8 @@ fn prelude(s: &mut String, ids: &RunIds, files: &[FileWrite], staged_suffix: &st
     s.push_str(" :; }\n");
     s.push_str("unlock() { [ \"$(cat \"$S/lock/token\" 2>/dev/null)\" = \"$K\" ] && rm -rf -- \"$S/lock\"; }\n");
     s.push_str("fail() { printf 'ERR %s\\n' \"$1\"; cleanup; unlock; exit 1; }\n");
+    // A dropped session or a signal mid-way leaves no staged copy and no lock behind.
+    s.push_str("trap 'cleanup; unlock; exit 129' HUP PIPE TERM INT\n");
 }
 
 /// Hashes every listed file in one `sha256sum` and compares the lot; only
