@@ -132,6 +132,9 @@ pub struct JournalArgs {
     /// Only this host
     #[arg(long)]
     pub host: Option<String>,
+    /// List the applied plans (one line each, with how to roll them back) instead of file writes
+    #[arg(long)]
+    pub plans: bool,
 }
 
 /// `farmctl completions`

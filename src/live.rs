@@ -60,6 +60,8 @@ pub struct LiveHost {
     pub clock_uncertainty_ms: i64,
     /// Keyed by the path as the farm file names it.
     pub files: BTreeMap<String, FileState>,
+    /// Switches armed on the host by `apply --detach` that have not fired: (job id, time).
+    pub armed: Vec<(String, String)>,
 }
 
 /// Why a host could not be read: what happened, and what to do about it.

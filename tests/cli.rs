@@ -201,3 +201,77 @@ fn the_schema_names_exactly_the_keys_the_parser_accepts() {
     assert_eq!(sorted(keys(&p["hosts"]["additionalProperties"])), accepted("54-unknown-host-key"));
     assert_eq!(sorted(keys(&p["replace"]["items"])), accepted("55-unknown-replace-key"));
 }
+
+/// Runs `farmctl ARGS | head -1` through a real pipe; returns farmctl's exit status and stderr.
+fn into_closed_pipe(dir: &Path, args: &str) -> (String, String) {
+    let bin = env!("CARGO_BIN_EXE_farmctl");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("'{bin}' {args} 2>err.txt | head -1 >/dev/null; echo \"${{PIPESTATUS[0]}}\""))
+        .current_dir(dir)
+        .env("FARMCTL_JOURNAL", dir.join("journal.jsonl"))
+        .output()
+        .unwrap();
+    (text(&out.stdout).trim().to_string(), std::fs::read_to_string(dir.join("err.txt")).unwrap_or_default())
+}
+
+// See issue 11: `farmctl journal | head -2` panicked with exit 101, and so did schema and completions.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let d = demo();
+    let out = run(farmctl(d.path()).args(["apply", "inventories/demo.toml", "--yes"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Enough journal lines that the pipe closes while farmctl still writes.
+    let line = std::fs::read_to_string(d.path().join("journal.jsonl")).unwrap();
+    std::fs::write(d.path().join("journal.jsonl"), line.repeat(5000)).unwrap();
+    for args in ["journal", "schema", "completions bash", "man", "show plans/none.json"] {
+        let (status, err) = into_closed_pipe(d.path(), args);
+        assert!(!err.contains("panicked"), "{args}: {err}");
+        assert_ne!(status, "101", "{args}: {err}");
+    }
+}
+
+// See issue 11: a usage error exited 2, which CI reads as "changes pending".
+#[test]
+fn a_usage_error_does_not_exit_2() {
+    let d = demo();
+    let out = run(farmctl(d.path()).args(["plan", "--no-such-flag", "inventories/demo.toml", "--detailed-exitcode"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--no-such-flag"));
+    let out = run(farmctl(d.path()).args(["--help"]));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+// See issue 11: there was no way back after `apply FARM`: the plan was never saved.
+#[test]
+fn apply_farm_prints_an_undo_command_that_restores_every_file() {
+    let d = demo();
+    let snapshot = |d: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut v = Vec::new();
+        for host in std::fs::read_dir(d.join("inventories/demo")).unwrap() {
+            let etc = host.unwrap().path().join("etc");
+            for sub in std::fs::read_dir(&etc).unwrap() {
+                for f in std::fs::read_dir(sub.unwrap().path()).unwrap() {
+                    let p = f.unwrap().path();
+                    v.push((p.clone(), std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        v.sort();
+        v
+    };
+    let before = snapshot(d.path());
+    let out = run(farmctl(d.path()).args(["apply", "inventories/demo.toml", "--yes"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_ne!(snapshot(d.path()), before);
+    let err = text(&out.stderr);
+    let undo = err.lines().find_map(|l| l.strip_prefix("To undo: ")).unwrap_or_else(|| panic!("{err}"));
+    let id = undo.strip_prefix("farmctl rollback ").unwrap().split_whitespace().next().unwrap();
+    let out = run(farmctl(d.path()).args(["rollback", id, "--yes"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(snapshot(d.path()), before, "the undo command restores every file");
+    // The journal lists the applied plan.
+    let out = run(farmctl(d.path()).args(["journal", "--plans"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(id), "{}", text(&out.stdout));
+}

@@ -274,3 +274,51 @@ fn ctrl_c_during_a_countdown_leaves_no_staged_copy_and_no_lock_and_says_so() {
     std::thread::sleep(Duration::from_millis(wait.max(0) as u64));
     check("after the switch time");
 }
+
+// See issue 11: a plain apply broke an armed switch's "stale" lock, removed its staged copies and wrote its own files.
+#[test]
+fn an_armed_switch_is_never_planned_over_and_fires_as_planned_then_lands_in_the_journal() {
+    let lab = lab();
+    let t = at(12);
+    farm(&lab, &format!("[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\nat = \"{t}\"\n"));
+    let before = lab.snapshot();
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes", "--detach"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("every switch is armed; nothing has switched yet"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("apply complete"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("web-a is not retired yet"), "the retire a detached switch cannot run is named: {}", stderr(&out));
+
+    // Someone plans and applies over it: refused on each armed host, naming the switch.
+    let out = lab.farmctl().args(["plan", "farm.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for h in ["ivr-1", "ivr-2", "ivr-3"] {
+        assert!(err.contains(&format!("{h}: a switch armed with `apply --detach` waits here (job ")), "{err}");
+    }
+    assert!(err.contains("farmctl cancel FARM"), "{err}");
+    lab::assert_same(&lab.targets(), &before, "nothing switched early");
+    for h in ["ivr-1", "ivr-2", "ivr-3"] {
+        assert!(lab.host(h).state("lock").exists(), "the armed switch still holds {h}");
+    }
+
+    // At T the armed switch fires as planned.
+    std::thread::sleep(Duration::from_millis((t.as_millisecond() - jiff::Timestamp::now().as_millisecond()).max(0) as u64 + 1500));
+    let (a, c) = (&lab.host("web-a").address, &lab.host("web-c").address);
+    for h in ["ivr-1", "ivr-2", "ivr-3"] {
+        assert_eq!(String::from_utf8(lab.host(h).read("/etc/ivr/ivr.toml")).unwrap(), render(IVR_TOML, h, "web-c", c, "web-a", a), "{h}");
+    }
+    let journal = || std::fs::read_to_string(&lab.journal).unwrap();
+    assert_eq!(journal().matches("\"outcome\":\"armed\"").count(), 6, "{}", journal());
+    assert_eq!(journal().matches("\"outcome\":\"written\"").count(), 0, "not yet seen to fire");
+    let out = lab.farmctl().args(["status", "farm.toml"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(journal().matches("\"outcome\":\"written\"").count(), 6, "status records what fired: {}", journal());
+    let out = lab.farmctl().args(["status", "farm.toml"]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(journal().matches("\"outcome\":\"written\"").count(), 6, "once only");
+    // And the farm now plans clean.
+    let out = lab.farmctl().args(["plan", "farm.toml", "--detailed-exitcode"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+}

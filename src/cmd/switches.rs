@@ -61,6 +61,9 @@ pub async fn status(args: &FarmArgs) -> Outcome {
     if !any {
         out("Nothing is armed or has fired on these hosts.\n");
     }
+    if let Err(e) = journal_fired(&results) {
+        crate::say!("warning: could not record the fired switches in the journal: {e}");
+    }
     for (id, times) in &renames {
         let (min, max) = (times.values().min().copied().unwrap_or(0), times.values().max().copied().unwrap_or(0));
         out(&format!("{id}: fired on {} host(s), skew {:.1} ms\n", times.len(), (max - min) as f64 / 1e6));
@@ -69,6 +72,29 @@ pub async fn status(args: &FarmArgs) -> Outcome {
         return Err(unreachable(&down, ""));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Records, once, each file of a detached switch that `status` has seen fire:
+/// the apply journaled them as armed; now they are written.
+fn journal_fired(results: &[(String, Result<Vec<crate::transport::ArmedJob>, TransportError>)]) -> std::io::Result<()> {
+    use crate::apply::journal::{Entry, Journal};
+    let journal = Journal::open();
+    let entries = journal.read()?;
+    let mut new = Vec::new();
+    for (host, r) in results {
+        for job in r.iter().flatten().filter(|j| j.state == JobState::Fired) {
+            let plan = job.id.rsplit_once('-').map_or(job.id.as_str(), |(p, _)| p);
+            let done = |e: &&Entry| e.plan == plan && e.host == *host && e.outcome == "written";
+            for armed in entries.iter().filter(|e| e.plan == plan && e.host == *host && e.outcome == "armed") {
+                if entries.iter().filter(done).any(|e| e.path == armed.path) {
+                    continue;
+                }
+                let at = job.renamed_ns.and_then(|ns| jiff::Timestamp::from_nanosecond(ns).ok()).map_or_else(|| job.at.clone(), |t| t.to_string());
+                new.push(Entry { time: jiff::Timestamp::now().to_string(), outcome: "written".into(), detail: format!("detached switch {} fired at {at}", job.id), ..armed.clone() });
+            }
+        }
+    }
+    journal.record(&new)
 }
 
 pub async fn cancel(args: &FarmArgs) -> Outcome {

@@ -51,7 +51,7 @@ impl Session {
                     Err(e) => return (name, Err(e.into()), None),
                 };
                 let files = &farm.roles[&farm.hosts[&name].role].files;
-                let state = host.read_state(files).await;
+                let state = host.read_state(&farm.state_dir, files).await;
                 (name, state, Some(host))
             }
         })

@@ -288,6 +288,14 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
                 continue;
             }
         };
+        if let Some((job, at)) = state.armed.first() {
+            // A detached switch owns this host until it fires or is cancelled: never plan over it.
+            let error = format!("a switch armed with `apply --detach` waits here (job {job}, switching at {at})");
+            let hint = Some("see it with `farmctl status FARM`; let it fire, or disarm it with `farmctl cancel FARM`, then plan again".to_string());
+            hosts.push(HostEntry { name: name.clone(), role: host.role.clone(), status: HostStatus::Failed { error, hint } });
+            unknown_hosts = true;
+            continue;
+        }
         let mut host_actions: Vec<Action> = Vec::new();
         let mut failure = None;
         let mut failure_hint = None;

@@ -139,7 +139,14 @@ pub fn text(plan: &Plan, now: Option<jiff::Timestamp>, color: bool) -> String {
         }
     }
     if plan.actions.is_empty() {
-        s.push_str("\nNo changes. The farm matches the farm file.\n");
+        // "No changes" only when every host was read and none has a change.
+        if !plan.failed_hosts().is_empty() {
+            s.push_str("\nNo changes on the hosts that were read; the hosts that could not be read are unknown.\n");
+        } else if !plan.limit.is_empty() {
+            s.push_str("\nNo changes on the hosts selected by --limit; hosts outside it were not read.\n");
+        } else {
+            s.push_str("\nNo changes. The farm matches the farm file.\n");
+        }
     }
     writeln!(s, "\n{}", summary(plan)).unwrap();
     s

@@ -78,10 +78,10 @@ pub trait Host: Send + Sync {
         }
     }
 
-    /// Reads hostname, clock and every managed file in one round trip.
-    fn read_state(&self, paths: &[String]) -> impl Future<Output = Result<LiveHost, ReadError>> + Send {
+    /// Reads hostname, clock, armed switches and every managed file in one round trip.
+    fn read_state(&self, state_dir: &str, paths: &[String]) -> impl Future<Output = Result<LiveHost, ReadError>> + Send {
         async move {
-            let script = script::read_state(self.root(), paths);
+            let script = script::read_state(self.root(), &host_state_dir(state_dir, self.name()), paths);
             let sent = now_ms();
             let out = self.run(&script, Vec::new()).await.map_err(ReadError::from)?;
             let received = now_ms();

@@ -30,10 +30,19 @@ pub fn on_host(root: &str, path: &str) -> String {
 }
 
 /// Reads the hostname, the clock and every managed file, in one command.
-pub fn read_state(root: &str, paths: &[String]) -> String {
+pub fn read_state(root: &str, state_dir: &str, paths: &[String]) -> String {
     let mut s = String::from(
         "printf 'H %s\\n' \"$(cat /proc/sys/kernel/hostname 2>/dev/null || uname -n)\"\n\
          printf 'T %s\\n' \"$(date +%s%N)\"\n",
+    );
+    // Switches armed with `apply --detach` that have not fired or been cancelled.
+    writeln!(s, "S={}", q(&on_host(root, state_dir))).unwrap();
+    s.push_str(
+        "for p in \"$S\"/armed/*.pid; do\n\
+         [ -f \"$p\" ] || continue; J=${p%.pid}\n\
+         grep -q '^DONE$\\|^CANCELLED$' \"$J.log\" 2>/dev/null && continue\n\
+         kill -0 \"$(cat \"$p\")\" 2>/dev/null && printf 'A %s %s\\n' \"${J##*/}\" \"$(cat \"$J.at\" 2>/dev/null)\"\n\
+         done\n",
     );
     s.push_str("for f in");
     for p in paths {
@@ -71,6 +80,13 @@ pub fn parse_read_state(out: &[u8], paths: &[String], sent_ms: i64, received_ms:
         .and_then(|l| l.strip_prefix("T "))
         .and_then(|t| t.trim().parse::<i128>().ok())
         .map(|ns| (ns / 1_000_000) as i64 - (sent_ms + received_ms) / 2);
+    let mut lines = lines.peekable();
+    let mut armed = Vec::new();
+    while let Some(a) = lines.peek().and_then(|l| l.strip_prefix("A ")) {
+        let (id, at) = a.split_once(' ').unwrap_or((a, ""));
+        armed.push((id.to_string(), at.to_string()));
+        lines.next();
+    }
     let mut files = BTreeMap::new();
     for path in paths {
         let line = lines.next().ok_or_else(|| format!("the host's answer ended before {path}"))?;
@@ -101,7 +117,7 @@ pub fn parse_read_state(out: &[u8], paths: &[String], sent_ms: i64, received_ms:
         };
         files.insert(path.clone(), state);
     }
-    Ok(LiveHost { hostname, clock_offset_ms, clock_uncertainty_ms: (received_ms - sent_ms).max(0) / 2, files })
+    Ok(LiveHost { hostname, clock_offset_ms, clock_uncertainty_ms: (received_ms - sent_ms).max(0) / 2, files, armed })
 }
 
 /// One file to write in a staged apply.
