@@ -19,11 +19,19 @@ const IVR_A: [&str; 3] = ["ivr-1", "ivr-2", "ivr-3"];
 /// new content, as `switched` says; no staged copy or lock is left anywhere.
 #[track_caller]
 fn assert_whole(lab: &Lab, switched: &[&str]) {
-    for h in lab.hosts.values().filter(|h| h.name.starts_with("ivr")) {
-        let (toml, peers) = ivr_files(lab, &h.name, switched.contains(&h.name.as_str()));
-        assert_eq!(String::from_utf8_lossy(&h.read("/etc/ivr/ivr.toml")), toml, "{}:/etc/ivr/ivr.toml", h.name);
-        assert_eq!(String::from_utf8_lossy(&h.read("/etc/ivr/peers.conf")), peers, "{}:/etc/ivr/peers.conf", h.name);
+    // Every host, web hosts included (see issue 10: this once checked only the IVR hosts).
+    let mut checked = 0;
+    for h in lab.hosts.values() {
+        if h.name.starts_with("ivr") {
+            let (toml, peers) = ivr_files(lab, &h.name, switched.contains(&h.name.as_str()));
+            assert_eq!(String::from_utf8_lossy(&h.read("/etc/ivr/ivr.toml")), toml, "{}:/etc/ivr/ivr.toml", h.name);
+            assert_eq!(String::from_utf8_lossy(&h.read("/etc/ivr/peers.conf")), peers, "{}:/etc/ivr/peers.conf", h.name);
+        } else {
+            assert_eq!(String::from_utf8_lossy(&h.read("/etc/ivr-web/web.toml")), format!("[server]\nname = \"{}\"\n", h.name), "{}:/etc/ivr-web/web.toml", h.name);
+        }
+        checked += 1;
     }
+    assert_eq!(checked, lab.hosts.len());
     assert_clean(lab);
 }
 
@@ -345,4 +353,42 @@ fn a_workstation_killed_mid_apply_leaves_hosts_whole_and_the_next_run_converges(
     let out = apply(&lab, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_whole(&lab, &IVR_A);
+}
+
+// See issue 11: reload commands ran under umask 077, so files they made came out 0600.
+#[test]
+fn a_file_made_by_a_reload_gets_the_hosts_usual_mode() {
+    let lab = lab();
+    lab::voice::farm_custom(&lab, "umask > /var/log/farmlab/umask; touch /var/log/farmlab/made-by-reload", "", WEB_A_TO_C);
+    let out = apply(&lab, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ivr1 = lab.host("ivr-1");
+    assert_eq!(std::fs::read_to_string(ivr1.path("/var/log/farmlab/umask")).unwrap().trim(), "0022", "the reload runs under the session's umask");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(ivr1.path("/var/log/farmlab/made-by-reload")).unwrap().permissions()) & 0o777;
+    assert_eq!(mode, 0o644);
+}
+
+// See issue 11: after an early failure, hosts that never ran were listed as "applied".
+#[test]
+fn hosts_of_a_later_stage_are_reported_not_reached_and_the_journal_agrees() {
+    let lab = lab();
+    let t = jiff::Timestamp::now() + std::time::Duration::from_secs(120);
+    farm(&lab, &format!("{WEB_A_TO_C}[[replace]]\nold = \"web-b\"\nnew = \"web-c\"\nat = \"{t}\"\n"));
+    // Another apply holds ivr-1: the first stage fails at once.
+    lab.host("ivr-1").write("/var/lib/farmctl/hosts/ivr-1/lock/owner", b"alice@ops-ws pid=4711 plan=abc since=2026-11-23T01:00:00Z\n");
+    let before = lab.snapshot();
+    let out = apply(&lab, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for h in ["ivr-4", "ivr-5", "ivr-6"] {
+        assert!(err.contains(&format!("{h}: not reached, nothing written")), "{err}");
+    }
+    assert!(!err.contains("applied"), "{err}");
+    lab::assert_same(&lab.snapshot(), &before, "nothing was written");
+    let journal = std::fs::read_to_string(&lab.journal).unwrap();
+    for h in ["ivr-4", "ivr-5", "ivr-6"] {
+        let lines: Vec<&str> = journal.lines().filter(|l| l.contains(&format!("\"host\":\"{h}\""))).collect();
+        assert_eq!(lines.len(), 2, "{h}: {journal}");
+        assert!(lines.iter().all(|l| l.contains("\"outcome\":\"not-reached\"")), "{h}: {journal}");
+    }
 }

@@ -20,19 +20,24 @@ fn shell_metacharacters_in_names_paths_and_values_are_inert() {
     for p in &m {
         let _ = std::fs::remove_file(p);
     }
-    let evil_file = format!("/etc/ivr/peers;touch {}.conf", m[0].display());
-    let alias = format!("web-a$(touch {})", m[1].display());
-    let new_alias = format!("web-c`touch {}`", m[2].display());
+    // An injection through the path would run `touch MARKER` exactly (see issue 10: the marker once had another name).
+    let evil_file = format!("/etc/ivr/peers;touch {};x.conf", m[0].display());
     let set_value = format!("'; touch {} #\n$(touch {})", m[3].display(), m[4].display());
-    let host_name = format!("ivr-x;touch {}", m[5].display());
-    // The odd file exists on ivr-1 and names web-a by its odd alias.
-    lab.host("ivr-1").write(&evil_file, format!("upstream {alias}\n").as_bytes());
+    // The odd file exists on ivr-1 and names web-a.
+    lab.host("ivr-1").write(&evil_file, b"upstream web-a\n");
     let text = std::fs::read_to_string(farm(&lab, WEB_A_TO_C)).unwrap()
         .replace("files = [\"/etc/ivr/ivr.toml\", \"/etc/ivr/peers.conf\"]", &format!("files = [\"/etc/ivr/ivr.toml\", \"/etc/ivr/peers.conf\", {evil_file:?}]"))
-        .replace("[hosts.web-a]\n", &format!("[hosts.web-a]\naliases = [{alias:?}]\n"))
-        .replace("[hosts.web-c]\n", &format!("[hosts.web-c]\naliases = [{new_alias:?}]\n"))
-        + &format!("\n[roles.ivr.set.\"/etc/ivr/ivr.toml\"]\n\"node.note\" = {set_value:?}\n\n[hosts.{host_name:?}]\naddress = \"{}\"\nrole = \"web\"\n", lab.host("web-b").address);
+        + &format!("\n[roles.ivr.set.\"/etc/ivr/ivr.toml\"]\n\"node.note\" = {set_value:?}\n");
     lab.write_farm("farm.toml", &text);
+
+    // Host names and aliases with shell metacharacters never get that far: they are refused, located.
+    for (what, bad) in [("alias", format!("[hosts.web-a]\naliases = [\"web-a$(touch {})\"]\n", m[1].display())), ("host", format!("[hosts.\"ivr-x;touch {}\"]\n", m[5].display()))] {
+        let odd = text.replace("[hosts.web-a]\n", &bad);
+        lab.write_farm("odd.toml", &odd);
+        let out = lab.farmctl().args(["plan", "odd.toml"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", stderr(&out));
+        assert!(stderr(&out).contains("odd.toml:") && stderr(&out).contains("letters, digits"), "{what}: {}", stderr(&out));
+    }
 
     let out = lab.farmctl().args(["plan", "farm.toml", "-o", "plans/p.json"]).env("USER", format!("$(touch {})", m[0].display())).output().unwrap();
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
@@ -52,7 +57,7 @@ fn shell_metacharacters_in_names_paths_and_values_are_inert() {
     }
     // The values arrived as data.
     let edited = String::from_utf8(lab.host("ivr-1").read(&evil_file)).unwrap();
-    assert_eq!(edited, format!("upstream {new_alias}\n"));
+    assert_eq!(edited, "upstream web-c\n");
     let toml = String::from_utf8(lab.host("ivr-1").read("/etc/ivr/ivr.toml")).unwrap();
     let doc: toml_edit::DocumentMut = toml.parse().unwrap();
     assert_eq!(doc["node"]["note"].as_str(), Some(set_value.as_str()));
@@ -89,17 +94,18 @@ fn edited_files_and_their_backups_keep_mode_and_owner() {
     let ivr2 = lab.host("ivr-2");
     let secret = ivr2.path("/etc/ivr/ivr.toml");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::os::unix::fs::chown(&secret, Some(0), Some(4244)).unwrap();
+    // Not uid 0: farmctl runs as root here, so root's own uid would match by default (see issue 10).
+    std::os::unix::fs::chown(&secret, Some(4243), Some(4244)).unwrap();
     let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let m = std::fs::metadata(&secret).unwrap();
-    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o600, 0, 4244));
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o600, 4243, 4244));
     assert_eq!(String::from_utf8(ivr2.read("/etc/ivr/ivr.toml")).unwrap(), ivr_files(&lab, "ivr-2", true).0);
     let backups = ivr2.state("backups");
     assert_eq!(std::fs::metadata(ivr2.state("")).unwrap().mode() & 0o077, 0, "the host's state directory is private");
     let dir = std::fs::read_dir(&backups).unwrap().next().unwrap().unwrap().path();
     assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
     let b = std::fs::metadata(dir.join("0")).unwrap();
-    assert_eq!((b.mode() & 0o777, b.gid()), (0o600, 4244), "the backup of a 0600 file is 0600 too");
+    assert_eq!((b.mode() & 0o777, b.uid(), b.gid()), (0o600, 4243, 4244), "the backup of a 0600 file is 0600 too, with its owner");
     assert_eq!(String::from_utf8(std::fs::read(dir.join("0")).unwrap()).unwrap(), ivr_files(&lab, "ivr-2", false).0);
 }
