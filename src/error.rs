@@ -59,9 +59,15 @@ impl From<crate::farm::FarmError> for Error {
     }
 }
 
-impl From<crate::plan::graph::Cycle> for Error {
-    fn from(e: crate::plan::graph::Cycle) -> Self {
-        Error::new(ErrorKind::Farm, e.to_string()).hint("break the circle in the farm file's replacements")
+impl From<crate::plan::PlanError> for Error {
+    fn from(e: crate::plan::PlanError) -> Self {
+        use crate::plan::{rollout::RolloutError, PlanError};
+        let hint = match &e {
+            PlanError::Cycle(_) => "break the circle in the farm file's replacements",
+            PlanError::Rollout(RolloutError::Circle(_)) => "break the circle of `requires` between the rollouts",
+            PlanError::Rollout(RolloutError::Requires(_)) => "roll the required role out first (a [rollout] whose version meets the requirement), or change `requires`",
+        };
+        Error::new(ErrorKind::Farm, e.to_string()).hint(hint)
     }
 }
 

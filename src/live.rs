@@ -62,6 +62,9 @@ pub struct LiveHost {
     pub files: BTreeMap<String, FileState>,
     /// Switches armed on the host by `apply --detach` that have not fired: (job id, time).
     pub armed: Vec<(String, String)>,
+    /// The installed version by the role's rollout probe: `None` when the role has
+    /// no rollout, `Err` with why when the probe failed.
+    pub version: Option<Result<String, String>>,
 }
 
 /// Why a host could not be read: what happened, and what to do about it.

@@ -108,7 +108,7 @@ pub fn load(plan_id: &str, farm_sha256: &str) -> Option<LiveFarm> {
             };
             map.insert(p, f);
         }
-        live.insert(host.clone(), Ok(LiveHost { hostname: host, clock_offset_ms: None, clock_uncertainty_ms: 0, files: map, armed: Vec::new() }));
+        live.insert(host.clone(), Ok(LiveHost { hostname: host, clock_offset_ms: None, clock_uncertainty_ms: 0, files: map, armed: Vec::new(), version: None }));
     }
     Some(live)
 }

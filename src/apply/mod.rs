@@ -12,6 +12,7 @@ mod commands;
 pub mod journal;
 pub mod progress;
 mod rollback;
+mod rollout;
 mod switch;
 
 pub use rollback::rollback;
@@ -90,6 +91,10 @@ pub enum HostState {
     Failed { error: String, cause: Option<Cause>, written: Vec<String> },
     /// A detached switch waits on the host for its time.
     Armed { at: String },
+    /// A rollout brought the host to a version (or found it there).
+    Upgraded { from: String, to: String },
+    /// A failed gate sent the host back to the version it had.
+    UpgradeRolledBack { from: String, to: String, healthy: bool },
     /// The host fell silent after it was told to switch: it may or may not have.
     Unknown { error: String },
     RolledBack { restored: usize, already: usize, changed: Vec<String> },
@@ -101,7 +106,7 @@ impl HostState {
     }
 
     pub fn is_ok(&self) -> bool {
-        matches!(self, HostState::Applied { .. } | HostState::Staged | HostState::Armed { .. })
+        matches!(self, HostState::Applied { .. } | HostState::Staged | HostState::Armed { .. } | HostState::Upgraded { .. })
             || matches!(self, HostState::RolledBack { changed, .. } if changed.is_empty())
     }
 
@@ -154,6 +159,11 @@ impl fmt::Display for HostState {
             HostState::Failed { error, written, .. } => write!(f, "failed after writing {}: {error}", written.join(", ")),
             HostState::Armed { at } => write!(f, "armed on the host: switches at {at} without this workstation"),
             HostState::Unknown { error } => write!(f, "unknown: {error}"),
+            HostState::Upgraded { from, to } if from == to => write!(f, "runs {to} (it already did)"),
+            HostState::Upgraded { from, to } => write!(f, "upgraded {from} -> {to}"),
+            HostState::UpgradeRolledBack { from, to, healthy } => {
+                write!(f, "rolled back to {from} (after {to} failed its gate); {}", if *healthy { "healthy again" } else { "NOT healthy: check it" })
+            }
             HostState::RolledBack { restored, already, changed } => {
                 write!(f, "rolled back {restored} file(s), {already} already as before")?;
                 if !changed.is_empty() {
@@ -240,7 +250,7 @@ fn stage_work(plan: &Plan, stage: usize, level: usize, contents: &Contents, skip
                 w.input.extend_from_slice(bytes);
             }
             ActionKind::Reload { command } => w.reload = Some(command.clone()),
-            ActionKind::Gate { .. } | ActionKind::Retire { .. } => {}
+            ActionKind::Gate { .. } | ActionKind::Retire { .. } | ActionKind::Upgrade { .. } | ActionKind::WaveGate { .. } => {}
         }
     }
     by_host.into_values().filter(|w| !w.files.is_empty()).collect()
@@ -410,7 +420,10 @@ pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Connections, 
         let gates_of = |level: usize| -> Vec<&crate::plan::Action> {
             plan.actions.iter().filter(|a| a.stage == stage.index && a.level == level && matches!(a.kind, ActionKind::Gate { .. })).collect()
         };
-        let flow = if detached {
+        let is_rollout = plan.actions.iter().any(|a| a.stage == stage.index && matches!(a.kind, ActionKind::Upgrade { .. }));
+        let flow = if is_rollout {
+            rollout::run_stage(&run, conns, &mut summary).await
+        } else if detached {
             // `detach_problem` allows one level only: there is no workstation between levels.
             let mut flow = std::ops::ControlFlow::Continue(());
             for &level in &levels {
@@ -446,6 +459,9 @@ pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Connections, 
     let mut unreached: BTreeMap<&str, Vec<FileWrite>> = BTreeMap::new();
     for (a, e) in plan.edits().filter(|(a, _)| !summary.hosts.contains_key(&a.host)) {
         unreached.entry(&a.host).or_default().push(file_write(e, e.after_size));
+    }
+    for a in plan.actions.iter().filter(|a| matches!(a.kind, ActionKind::Upgrade { .. }) && !summary.hosts.contains_key(&a.host)) {
+        unreached.entry(&a.host).or_default();
     }
     for (host, files) in unreached {
         let why = match (&summary.stopped_by_gate, summary.interrupted) {

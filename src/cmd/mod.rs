@@ -74,6 +74,8 @@ fn state_word(state: &HostState) -> &'static str {
         HostState::Failed { written, .. } if written.is_empty() => "failed (nothing written)",
         HostState::Failed { .. } => "failed part-way",
         HostState::Unknown { .. } => "unknown (may have switched)",
+        HostState::Upgraded { .. } => "at the new version",
+        HostState::UpgradeRolledBack { .. } => "rolled back to the old version",
         HostState::Staging | HostState::Staged | HostState::Switching => "unfinished",
     }
 }
@@ -94,9 +96,6 @@ pub(crate) fn finish(what: &str, summary: &Summary, plan: &Plan, undo: Option<&s
             crate::say!("switch at {at}: skew {skew:.1} ms across {} host(s)", renames.len());
         }
     }
-    for p in &summary.problems {
-        crate::say!("problem: {p}");
-    }
     for d in &summary.deferred {
         crate::say!("note: {d}");
     }
@@ -116,7 +115,8 @@ pub(crate) fn finish(what: &str, summary: &Summary, plan: &Plan, undo: Option<&s
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let problems: Vec<String> = summary.hosts.iter().filter(|(_, s)| !s.is_ok()).map(|(h, s)| format!("{h}: {s}")).collect();
+    let mut problems: Vec<String> = summary.problems.clone();
+    problems.extend(summary.hosts.iter().filter(|(_, s)| !s.is_ok()).map(|(h, s)| format!("{h}: {s}")));
     let mut err = Error::new(ErrorKind::Incomplete, format!("{what} did not complete:\n  {}", problems.join("\n  ")));
     let states = || summary.hosts.values();
     if summary.stopped_by_gate.is_some() {

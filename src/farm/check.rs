@@ -16,7 +16,7 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
     }
 }
 
-fn duration(c: &mut Checker, value: &Option<S<String>>, default: Duration) -> Duration {
+pub(super) fn duration(c: &mut Checker, value: &Option<S<String>>, default: Duration) -> Duration {
     match value {
         None => default,
         Some(v) => match humantime::parse_duration(v.get_ref()) {
@@ -296,6 +296,7 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
     let mut warnings = Vec::new();
     unambiguous(c, &hosts, &mut warnings, &host_spans);
 
+    let rollouts = super::rollout::check(c, raw.rollout, &roles);
     let mut replacements = Vec::new();
     let mut by_time: BTreeMap<(Option<jiff::Timestamp>, String), usize> = BTreeMap::new();
     for (index, r) in raw.replace.into_iter().enumerate() {
@@ -343,6 +344,7 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
         roles,
         hosts,
         replacements,
+        rollouts,
         warnings,
     }
 }

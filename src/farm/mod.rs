@@ -7,7 +7,10 @@
 mod check;
 mod names;
 mod raw;
+mod rollout;
 mod schema;
+
+pub use rollout::{parse_version, Count, GateSpec, Rollout};
 
 pub use schema::farm_schema;
 
@@ -35,6 +38,8 @@ pub struct Farm {
     pub roles: BTreeMap<String, Role>,
     pub hosts: BTreeMap<String, Host>,
     pub replacements: Vec<Replacement>,
+    /// `[rollout.<role>]` by role.
+    pub rollouts: BTreeMap<String, Rollout>,
     /// Things that are allowed but worth saying (a shared address, by `allow_shared_address`).
     pub warnings: Vec<String>,
 }

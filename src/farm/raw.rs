@@ -18,6 +18,40 @@ pub struct RawFarm {
     pub hosts: BTreeMap<S<String>, S<RawHost>>,
     #[serde(default)]
     pub replace: Vec<S<RawReplace>>,
+    #[serde(default)]
+    pub rollout: BTreeMap<S<String>, S<RawRollout>>,
+}
+
+/// `[rollout.<role>]`: bring a role's hosts to a version, canary then waves.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollout {
+    pub version: S<String>,
+    pub probe: S<String>,
+    pub upgrade: S<String>,
+    pub health: Option<S<String>>,
+    pub canary: Option<S<RawCount>>,
+    pub waves: Option<S<Vec<S<RawCount>>>>,
+    pub max_unavailable: Option<S<RawCount>>,
+    pub gate: Option<S<RawGate>>,
+    #[serde(default)]
+    pub requires: BTreeMap<S<String>, S<String>>,
+}
+
+/// A number of hosts, or a share of them as "N%".
+#[derive(Deserialize, Clone, Debug)]
+#[serde(untagged)]
+pub enum RawCount {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGate {
+    pub samples: Option<S<i64>>,
+    pub interval: Option<S<String>>,
+    pub timeout: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

@@ -77,6 +77,31 @@ pub fn farm_schema() -> Value {
                     }
                 }
             },
+            "rollout": {
+                "type": "object",
+                "description": "staged upgrades by role: canary, waves, health gates",
+                "additionalProperties": {
+                    "type": "object", "required": ["version", "probe", "upgrade"], "additionalProperties": false,
+                    "properties": {
+                        "version": string("the version every host of the role must run"),
+                        "probe": string("a command that prints the installed version"),
+                        "upgrade": string("a command with {version}, which farmctl quotes"),
+                        "health": string("exit 0 means healthy; name=value lines are metrics (default: the role's health)"),
+                        "canary": { "type": ["integer", "string"], "description": "hosts first, alone: a count or \"N%\" (default 1)" },
+                        "waves": { "type": "array", "items": { "type": ["integer", "string"] }, "description": "cumulative shares after each wave, ending with \"100%\"" },
+                        "max_unavailable": { "type": ["integer", "string"], "description": "hosts of the role down at once, by health (default 1)" },
+                        "gate": {
+                            "type": "object", "additionalProperties": false,
+                            "properties": {
+                                "samples": { "type": "integer", "minimum": 1 },
+                                "interval": string("between samples, such as \"1s\""),
+                                "timeout": string("for the whole gate, such as \"60s\"")
+                            }
+                        },
+                        "requires": { "type": "object", "additionalProperties": { "type": "string" }, "description": "role = semver requirement that must hold while this role runs the new version" }
+                    }
+                }
+            },
             "replace": {
                 "type": "array",
                 "items": {

@@ -50,8 +50,9 @@ impl Session {
                     Ok(h) => Arc::new(h),
                     Err(e) => return (name, Err(e.into()), None),
                 };
-                let files = &farm.roles[&farm.hosts[&name].role].files;
-                let state = host.read_state(&farm.state_dir, files).await;
+                let role = &farm.hosts[&name].role;
+                let probe = farm.rollouts.get(role).map(|r| r.probe.as_str());
+                let state = host.read_state(&farm.state_dir, &farm.roles[role].files, probe).await;
                 (name, state, Some(host))
             }
         })

@@ -6,6 +6,7 @@
 
 pub mod graph;
 mod order;
+pub mod rollout;
 mod scope;
 
 pub use scope::select;
@@ -111,6 +112,32 @@ pub enum ActionKind {
     Gate {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         command: Option<String>,
+    },
+    /// Brings a host from one version to another with its rollout's `upgrade`.
+    Upgrade {
+        role: String,
+        from: String,
+        to: String,
+        /// Reads the installed version; the upgrade is skipped where it says `to` already.
+        probe: String,
+        command: String,
+        /// Brings it back, when the version it had is known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollback: Option<String>,
+    },
+    /// A wave of a rollout is done when every host of it gives `samples`
+    /// healthy samples in a row; the next wave waits for it. `watch` is every
+    /// host of the role, whose health counts against `max_unavailable`.
+    WaveGate {
+        role: String,
+        wave: String,
+        hosts: Vec<String>,
+        watch: Vec<String>,
+        health: String,
+        samples: u32,
+        interval_ms: u64,
+        timeout_ms: u64,
+        max_unavailable: usize,
     },
     /// No host refers to the host any more: its role's `retire` command runs.
     Retire {
@@ -252,7 +279,16 @@ pub struct Planned {
 }
 
 /// Builds the plan for the hosts in `scope` (already selected by `--limit`).
-pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) -> Result<Planned, graph::Cycle> {
+/// Why no plan can be made.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    #[error(transparent)]
+    Cycle(#[from] graph::Cycle),
+    #[error(transparent)]
+    Rollout(#[from] rollout::RolloutError),
+}
+
+pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) -> Result<Planned, PlanError> {
     let groups = time_groups(farm);
     let has_sets = farm.roles.values().any(|r| !r.set.is_empty());
     let mut times: Vec<Option<jiff::Timestamp>> = groups.keys().copied().collect();
@@ -437,7 +473,10 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
             actions: actions.iter().filter(|a| a.stage == index).map(|a| a.id.clone()).collect(),
         })
         .filter(|s| !s.actions.is_empty())
-        .collect();
+        .collect::<Vec<_>>();
+    let mut stages = stages;
+    let mut actions = actions;
+    rollout::plan_rollouts(farm, live, scope, times.len(), &mut hosts, &mut actions, &mut stages)?;
 
     let mut plan = Plan {
         format_version: FORMAT_VERSION,

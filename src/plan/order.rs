@@ -77,6 +77,8 @@ pub(super) fn group(k: &ActionKind) -> u8 {
         ActionKind::Gate { .. } => 0,
         ActionKind::Edit(_) | ActionKind::Reload { .. } => 1,
         ActionKind::Retire { .. } => 2,
+        ActionKind::Upgrade { .. } => 3,
+        ActionKind::WaveGate { .. } => 4,
     }
 }
 
@@ -86,6 +88,8 @@ pub(super) fn kind_rank(k: &ActionKind) -> u8 {
         ActionKind::Edit(_) => 1,
         ActionKind::Reload { .. } => 2,
         ActionKind::Retire { .. } => 3,
+        ActionKind::Upgrade { .. } => 4,
+        ActionKind::WaveGate { .. } => 5,
     }
 }
 

@@ -54,7 +54,7 @@ fn live(farm: &Farm, ivr: &[(&str, &str)]) -> LiveFarm {
                 let text = if path.ends_with(".toml") { format!("web = \"{content}\"\n") } else { format!("server {content}\n") };
                 files.insert(path.clone(), file(&text));
             }
-            (name.clone(), Ok(LiveHost { hostname: name.clone(), clock_offset_ms: Some(0), clock_uncertainty_ms: 0, files, armed: Vec::new() }))
+            (name.clone(), Ok(LiveHost { hostname: name.clone(), clock_offset_ms: Some(0), clock_uncertainty_ms: 0, files, armed: Vec::new(), version: None }))
         })
         .collect()
 }
@@ -187,7 +187,7 @@ fn hosts_that_must_each_be_ready_before_the_other_are_a_named_circle() {
         }
     }
     let scope: Vec<String> = farm.hosts.keys().cloned().collect();
-    let err = plan(&farm, &l, &scope, &[]).unwrap_err();
+    let PlanError::Cycle(err) = plan(&farm, &l, &scope, &[]).unwrap_err() else { panic!("a cycle") };
     assert_eq!(
         err.members,
         vec!["edit:web-a:/etc/web.toml@0", "gate:web-a@0", "edit:web-b:/etc/web.toml@0", "gate:web-b@0", "edit:web-a:/etc/web.toml@0"]

@@ -47,6 +47,14 @@ fn stage_title(plan: &Plan, index: usize, at: Option<&str>, now: Option<jiff::Ti
     }
 }
 
+/// "rollout of ivr to 5.2.0" for a stage of upgrades.
+fn rollout_of(plan: &Plan, index: usize) -> Option<String> {
+    plan.actions.iter().filter(|a| a.stage == index).find_map(|a| match &a.kind {
+        ActionKind::Upgrade { role, to, .. } => Some(format!("rollout of {role} to {to}")),
+        _ => None,
+    })
+}
+
 fn paint(line: &str, color: bool) -> String {
     if !color {
         return line.to_string();
@@ -78,7 +86,12 @@ pub fn summary(plan: &Plan) -> String {
     if failed > 0 {
         write!(s, ", {failed} failed").unwrap();
     }
-    write!(s, "; {} edit{}, {} reload{}.", plan.edits().count(), plural(plan.edits().count()), plan.reloads(), plural(plan.reloads())).unwrap();
+    write!(s, "; {} edit{}, {} reload{}", plan.edits().count(), plural(plan.edits().count()), plan.reloads(), plural(plan.reloads())).unwrap();
+    let upgrades = plan.actions.iter().filter(|a| matches!(a.kind, ActionKind::Upgrade { .. })).count();
+    if upgrades > 0 {
+        write!(s, ", {upgrades} upgrade{}", plural(upgrades)).unwrap();
+    }
+    s.push('.');
     s
 }
 
@@ -97,7 +110,11 @@ pub fn text(plan: &Plan, now: Option<jiff::Timestamp>, color: bool) -> String {
         writeln!(s, "limited to: {}", plan.limit.join(",")).unwrap();
     }
     for stage in &plan.stages {
-        writeln!(s, "\n== {}", stage_title(plan, stage.index, stage.at.as_deref(), now)).unwrap();
+        let title = stage_title(plan, stage.index, stage.at.as_deref(), now);
+        match rollout_of(plan, stage.index) {
+            Some(r) => writeln!(s, "\n== {title}: {r}").unwrap(),
+            None => writeln!(s, "\n== {title}").unwrap(),
+        }
         let in_stage: Vec<&Action> = plan.actions.iter().filter(|a| a.stage == stage.index).collect();
         let mut host = "";
         for a in in_stage {
@@ -110,6 +127,11 @@ pub fn text(plan: &Plan, now: Option<jiff::Timestamp>, color: bool) -> String {
                     host = "";
                     s.push('\n');
                 }
+                ActionKind::Upgrade { .. } if host.is_empty() => {
+                    host = "upgrades";
+                    s.push('\n');
+                }
+                ActionKind::WaveGate { .. } => host = "",
                 _ => {}
             }
             match &a.kind {
@@ -165,6 +187,14 @@ pub fn describe(a: &Action) -> String {
         }
         ActionKind::Edit(e) => format!("~ {}:{}", a.host, e.path),
         ActionKind::Reload { command } => format!("reload {}: {command}", a.host),
+        ActionKind::Upgrade { role, from, to, command, .. } => format!("  ↑ {} ({role}): {from} -> {to}: `{command}`", a.host),
+        ActionKind::WaveGate { wave, hosts, health, samples, interval_ms, timeout_ms, max_unavailable, .. } => format!(
+            "  ? {wave} gate: {} healthy sample(s) in a row every {} ms within {} ms on {} (`{health}`); at most {max_unavailable} down at once",
+            samples,
+            interval_ms,
+            timeout_ms,
+            hosts.join(", ")
+        ),
     }
 }
 
@@ -190,6 +220,8 @@ pub fn markdown(plan: &Plan, now: Option<jiff::Timestamp>) -> String {
                 ActionKind::Retire { replaced_by, command } => {
                     writeln!(s, "| {} | retire{} | replaced by {replaced_by}; no host refers to it |", a.host, command.as_ref().map(|c| format!(" `{}`", cell(c))).unwrap_or_default()).unwrap()
                 }
+                ActionKind::Upgrade { from, to, command, .. } => writeln!(s, "| {} | upgrade `{}` | {} -> {} |", a.host, cell(command), cell(from), cell(to)).unwrap(),
+                ActionKind::WaveGate { wave, hosts, samples, .. } => writeln!(s, "| {} | {wave} gate | {samples} healthy samples in a row before the next wave |", cell(&hosts.join(", "))).unwrap(),
             }
         }
         s.push('\n');
@@ -217,6 +249,8 @@ pub fn dot(plan: &Plan) -> String {
             ActionKind::Reload { .. } => format!("reload {}", a.host),
             ActionKind::Gate { .. } => format!("{} ready", a.host),
             ActionKind::Retire { .. } => format!("retire {}", a.host),
+            ActionKind::Upgrade { from, to, .. } => format!("upgrade {} {from} -> {to}", a.host),
+            ActionKind::WaveGate { role, wave, .. } => format!("{role} {wave} healthy"),
         };
         let when = a.at.as_deref().map(|t| format!("\nat {t}")).unwrap_or_default();
         index.insert(a.id.as_str(), g.add_node(format!("{what}{when}")));

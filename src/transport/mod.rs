@@ -10,7 +10,7 @@ pub mod protocol;
 mod script;
 pub mod ssh;
 
-pub use protocol::{ArmedJob, CancelOutcome, Cause, CommandResult, JobState, UnlockOutcome, WriteReport};
+pub use protocol::{ArmedJob, CancelOutcome, Cause, CommandResult, JobState, UnlockOutcome, UpgradeReport, WriteReport};
 pub use script::{FileWrite, RunIds};
 
 use crate::farm::{Farm, Transport};
@@ -79,9 +79,9 @@ pub trait Host: Send + Sync {
     }
 
     /// Reads hostname, clock, armed switches and every managed file in one round trip.
-    fn read_state(&self, state_dir: &str, paths: &[String]) -> impl Future<Output = Result<LiveHost, ReadError>> + Send {
+    fn read_state(&self, state_dir: &str, paths: &[String], probe: Option<&str>) -> impl Future<Output = Result<LiveHost, ReadError>> + Send {
         async move {
-            let script = script::read_state(self.root(), &host_state_dir(state_dir, self.name()), paths);
+            let script = script::read_state(self.root(), &host_state_dir(state_dir, self.name()), paths, probe);
             let sent = now_ms();
             let out = self.run(&script, Vec::new()).await.map_err(ReadError::from)?;
             let received = now_ms();

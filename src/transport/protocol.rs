@@ -105,6 +105,22 @@ pub enum UnlockOutcome {
     Unlocked { holder: String },
 }
 
+/// What an upgrade script said.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpgradeReport {
+    pub locked_by: Option<String>,
+    /// The host already ran the target: nothing was run.
+    pub up_to_date: bool,
+    /// The version before and after the command (empty when the probe printed nothing).
+    pub was: Option<String>,
+    pub now: Option<String>,
+    /// How the upgrade command ended.
+    pub result: Option<CommandResult>,
+    pub error: Option<String>,
+    pub finished: bool,
+    pub stderr: String,
+}
+
 impl WriteReport {
     fn from_output(out: &super::Output, files: &[FileWrite]) -> WriteReport {
         let path = |i: usize| files.get(i).map_or_else(|| format!("file #{i}"), |f| f.path.clone());
@@ -194,6 +210,29 @@ impl AnyHost {
     /// Restores each file that still has its after-hash from the plan's backup.
     pub async fn restore(&self, ids: &RunIds, owner: &str, files: &[FileWrite], reload: Option<&str>) -> Result<WriteReport, TransportError> {
         self.write_script(&script::rollback(ids, owner, files, reload), Vec::new(), files, None).await
+    }
+
+    /// Upgrades this host to `target` with `command`, unless `probe` says it runs it already.
+    pub async fn upgrade(&self, ids: &RunIds, owner: &str, probe: &str, target: &str, command: &str) -> Result<UpgradeReport, TransportError> {
+        let out = self.run(&script::upgrade(ids, owner, probe, target, command), Vec::new()).await?;
+        let mut r = UpgradeReport { stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(), ..Default::default() };
+        for line in script::parse_report(&out.stdout) {
+            match line {
+                Report::Locked(h) => r.locked_by = Some(if h.is_empty() { "unknown holder".into() } else { h }),
+                Report::UpToDate(v) => {
+                    r.up_to_date = true;
+                    r.was = Some(v.clone());
+                    r.now = Some(v);
+                }
+                Report::Was(v) => r.was = Some(v),
+                Report::Now(v) => r.now = Some(v),
+                Report::Reload { status, output } => r.result = Some(CommandResult { status, output }),
+                Report::Error(e) => r.error = Some(e),
+                Report::Done => r.finished = true,
+                _ => {}
+            }
+        }
+        Ok(r)
     }
 
     /// Runs one operator command (a health check or a retire). `Ok(None)`: the host gave no answer.

@@ -79,12 +79,14 @@ pub fn break_lock(root: &str, state_dir: &str, holder: &str) -> String {
     s
 }
 
-/// Stops a script with `ARMEDJOB id` when a detached switch is armed and alive.
+/// Stops a script with `ARMEDJOB id` when a detached switch is armed and
+/// alive, or an upgrade is still running (`ARMEDJOB upgrade`).
 const ARMED_JOB_GUARD: &str = "for p in \"$S\"/armed/*.pid; do\n\
      [ -f \"$p\" ] || continue; J=${p%.pid}\n\
      grep -q '^DONE$\\|^CANCELLED$' \"$J.log\" 2>/dev/null && continue\n\
      kill -0 \"$(cat \"$p\")\" 2>/dev/null && { echo \"ARMEDJOB ${J##*/}\"; echo DONE; exit 0; }\n\
-     done\n";
+     done\n\
+     [ -f \"$S/upgrade.pid\" ] && kill -0 \"$(cat \"$S/upgrade.pid\")\" 2>/dev/null && { echo 'ARMEDJOB upgrade'; echo DONE; exit 0; }\n";
 
 /// For `farmctl unlock`: names the lock's holder and removes it with every
 /// staged copy beside `paths`, unless a detached switch is armed.
@@ -103,3 +105,27 @@ pub fn unlock(root: &str, state_dir: &str, host: &str, paths: &[String]) -> Stri
     s
 }
 
+
+/// Upgrades one host: takes its lock, reads the version with `probe`, and
+/// unless it already is `target`, runs `command` and reads the version again.
+/// Once started, the upgrade finishes and releases the lock even if this
+/// session drops (SIGHUP and SIGPIPE are ignored): a killed workstation never
+/// leaves a host half-upgraded by farmctl, and a resumed rollout re-reads the
+/// version before touching it again.
+pub fn upgrade(ids: &RunIds, owner: &str, probe: &str, target: &str, command: &str) -> String {
+    let mut s = String::new();
+    let cd = if ids.root.is_empty() { String::new() } else { format!("cd {} && ", q(&ids.root)) };
+    writeln!(s, "S={}\nK={}\nU=$(umask)\numask 077", q(&on_host(&ids.root, &ids.state_dir)), q(&ids.token)).unwrap();
+    s.push_str(
+        "e=$(mkdir -p -- \"$S\" 2>&1) || { printf 'ERR cannot create the state directory %s: %s\\n' \"$S\" \"$e\"; exit 1; }\n\
+         chmod 700 -- \"$S\" 2>/dev/null\n\
+         if ! mkdir -- \"$S/lock\" 2>/dev/null; then printf 'LOCKED %s\\n' \"$(head -n 1 \"$S/lock/owner\" 2>/dev/null)\"; exit 3; fi\n",
+    );
+    writeln!(s, "printf '%s\\n' {} > \"$S/lock/owner\"\nprintf '%s' \"$K\" > \"$S/lock/token\"", q(owner)).unwrap();
+    s.push_str("trap '' HUP PIPE INT TERM\necho $$ > \"$S/upgrade.pid\"\nupgrade_umask=$U\n");
+    writeln!(s, "probe() {{ ( umask \"$upgrade_umask\"; {cd}sh -c {} 2>/dev/null ) | head -n 1; }}", q(probe)).unwrap();
+    writeln!(s, "v=$(probe)\nif [ \"$v\" = {t} ]; then printf 'UPTODATE %s\\n' \"$v\"\nelse\nprintf 'WAS %s\\n' \"$v\"", t = q(target)).unwrap();
+    super::reload_lines(&mut s, &ids.root, Some(command));
+    s.push_str("printf 'NOW %s\\n' \"$(probe)\"\nfi\nrm -f -- \"$S/upgrade.pid\"\n[ \"$(cat \"$S/lock/token\" 2>/dev/null)\" = \"$K\" ] && rm -rf -- \"$S/lock\"\necho DONE\n");
+    s
+}

@@ -16,7 +16,7 @@ mod report;
 #[cfg(test)]
 mod tests;
 
-pub use jobs::{break_lock, cancel, detach, status, unlock};
+pub use jobs::{break_lock, cancel, detach, status, unlock, upgrade};
 pub use report::{error_cause, parse_report, Report};
 
 /// Quotes one word for sh. NUL bytes cannot be passed to a shell at all.
@@ -30,11 +30,16 @@ pub fn on_host(root: &str, path: &str) -> String {
 }
 
 /// Reads the hostname, the clock and every managed file, in one command.
-pub fn read_state(root: &str, state_dir: &str, paths: &[String]) -> String {
+pub fn read_state(root: &str, state_dir: &str, paths: &[String], probe: Option<&str>) -> String {
     let mut s = String::from(
         "printf 'H %s\\n' \"$(cat /proc/sys/kernel/hostname 2>/dev/null || uname -n)\"\n\
          printf 'T %s\\n' \"$(date +%s%N)\"\n",
     );
+    if let Some(probe) = probe {
+        // The installed version, by the rollout's own probe: its first line, or why it failed.
+        let cd = if root.is_empty() { String::new() } else { format!("cd {} && ", q(root)) };
+        writeln!(s, "if v=$({cd}sh -c {} 2>/dev/null); then printf 'V ok %s\\n' \"$(printf '%s\\n' \"$v\" | head -n 1)\"; else printf 'V fail %s\\n' \"$?\"; fi", q(probe)).unwrap();
+    }
     // Switches armed with `apply --detach` that have not fired or been cancelled.
     writeln!(s, "S={}", q(&on_host(root, state_dir))).unwrap();
     s.push_str(
@@ -81,6 +86,18 @@ pub fn parse_read_state(out: &[u8], paths: &[String], sent_ms: i64, received_ms:
         .and_then(|t| t.trim().parse::<i128>().ok())
         .map(|ns| (ns / 1_000_000) as i64 - (sent_ms + received_ms) / 2);
     let mut lines = lines.peekable();
+    let version = match lines.peek().and_then(|l| l.strip_prefix("V ")) {
+        Some(v) => {
+            let v = v.to_string();
+            lines.next();
+            Some(match v.strip_prefix("ok ") {
+                Some(ver) if !ver.trim().is_empty() => Ok(ver.trim().to_string()),
+                Some(_) => Err("the probe printed nothing".to_string()),
+                None => Err(format!("the probe failed (exit {})", v.trim_start_matches("fail ").trim())),
+            })
+        }
+        None => None,
+    };
     let mut armed = Vec::new();
     while let Some(a) = lines.peek().and_then(|l| l.strip_prefix("A ")) {
         let (id, at) = a.split_once(' ').unwrap_or((a, ""));
@@ -117,7 +134,7 @@ pub fn parse_read_state(out: &[u8], paths: &[String], sent_ms: i64, received_ms:
         };
         files.insert(path.clone(), state);
     }
-    Ok(LiveHost { hostname, clock_offset_ms, clock_uncertainty_ms: (received_ms - sent_ms).max(0) / 2, files, armed })
+    Ok(LiveHost { hostname, clock_offset_ms, clock_uncertainty_ms: (received_ms - sent_ms).max(0) / 2, files, armed, version })
 }
 
 /// One file to write in a staged apply.

@@ -42,6 +42,10 @@ pub enum Report {
     ArmedJob(String),
     Unlocked,
     Free,
+    /// From `upgrade`: the version before, after, or that it already was the target.
+    Was(String),
+    Now(String),
+    UpToDate(String),
 }
 
 /// Reads a script's report lines; unknown lines are ignored.
@@ -109,6 +113,9 @@ pub fn parse_report(out: &[u8]) -> Vec<Report> {
             "UNLOCKED" => Report::Unlocked,
             "FREE" => Report::Free,
             "FIRED" => Report::Fired(rest.to_string()),
+            "WAS" => Report::Was(rest.trim().to_string()),
+            "NOW" => Report::Now(rest.trim().to_string()),
+            "UPTODATE" => Report::UpToDate(rest.trim().to_string()),
             _ => continue,
         };
         reports.push(r);

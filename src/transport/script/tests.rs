@@ -22,16 +22,18 @@ fn quoted_words_come_back_unchanged_through_sh() {
 
 #[test]
 fn read_state_quotes_every_path() {
-    let s = read_state("/demo/r", "/var/lib/farmctl/hosts/x", &["/etc/$(reboot)".into(), "/etc/a;b".into()]);
+    let s = read_state("/demo/r", "/var/lib/farmctl/hosts/x", &["/etc/$(reboot)".into(), "/etc/a;b".into()], Some("cat /opt/v; echo $(id)"));
+    assert!(s.contains("sh -c 'cat /opt/v; echo $(id)'"), "{s}");
     assert!(s.contains("for f in '/demo/r/etc/$(reboot)' '/demo/r/etc/a;b'; do"), "{s}");
 }
 
 #[test]
 fn read_state_output_parses() {
-    let out = b"H ivr-1\nT 1000000000000\nA abc-0 2026-12-01T02:00:00Z\nM\nF 644 root adm\naGVsbG8K\nOK\nU permission denied\n";
+    let out = b"H ivr-1\nT 1000000000000\nV ok 5.1.0\nA abc-0 2026-12-01T02:00:00Z\nM\nF 644 root adm\naGVsbG8K\nOK\nU permission denied\n";
     let paths = vec!["/a".to_string(), "/b".to_string(), "/c".to_string()];
     let st = parse_read_state(out, &paths, 999_990, 1_000_010).unwrap();
     assert_eq!(st.hostname, "ivr-1");
+    assert_eq!(st.version, Some(Ok("5.1.0".to_string())));
     assert_eq!(st.armed, vec![("abc-0".to_string(), "2026-12-01T02:00:00Z".to_string())]);
     assert_eq!(st.clock_offset_ms, Some(0));
     assert_eq!(st.files["/a"], FileState::Missing);

@@ -1,0 +1,312 @@
+//! Upgrades and wave gates: a rollout stage, wave by wave. The one place
+//! these node kinds run. A wave upgrades its hosts in batches that keep at
+//! most `max_unavailable` hosts of the role down (counted by health, whether
+//! farmctl touched them or not), then must pass its gate: `samples` healthy
+//! samples in a row on every host of the wave. A failed gate stops the
+//! rollout, and every host this run upgraded in that wave goes back to the
+//! version it had, and is health-checked again.
+
+use super::journal::Entry;
+use super::{record, Connections, Event, HostState, Level, Summary};
+use crate::plan::{Action, ActionKind};
+use crate::transport::AnyHost;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One wave's gate settings, from its `wave_gate` node.
+struct Wave<'a> {
+    role: &'a str,
+    name: &'a str,
+    hosts: &'a [String],
+    watch: &'a [String],
+    health: &'a str,
+    samples: u32,
+    interval: Duration,
+    timeout: Duration,
+    max_unavailable: usize,
+}
+
+/// One host's upgrade, from its `upgrade` node.
+struct Up<'a> {
+    host: &'a str,
+    probe: &'a str,
+    from: &'a str,
+    to: &'a str,
+    command: &'a str,
+    rollback: Option<&'a str>,
+}
+
+fn version_entry(run: &Level<'_>, host: &str, from: &str, to: &str, outcome: &str, detail: String) -> Entry {
+    Entry {
+        time: jiff::Timestamp::now().to_string(),
+        plan: run.plan.id.clone(),
+        farm: run.plan.farm.name.clone(),
+        host: host.to_string(),
+        path: "(version)".into(),
+        before_sha256: from.to_string(),
+        after_sha256: to.to_string(),
+        outcome: outcome.into(),
+        detail,
+    }
+}
+
+/// One health sample of each host: `Ok(metrics)` when healthy, `Err(why)` when not or silent.
+async fn sample(hosts: &[(String, Arc<AnyHost>)], health: &str, parallel: usize) -> BTreeMap<String, Result<String, String>> {
+    let jobs: Vec<(String, Arc<AnyHost>)> = hosts.to_vec();
+    let health = health.to_string();
+    crate::fanout::each(jobs, parallel, move |(name, host)| {
+        let health = health.clone();
+        async move {
+            let r = match host.command(&health).await {
+                Ok(Some(c)) if c.status == 0 => Ok(metrics(&c.output)),
+                Ok(Some(c)) => Err(format!("`{health}` exit {}: {}", c.status, c.output)),
+                Ok(None) => Err("no answer".to_string()),
+                Err(e) => Err(format!("no answer: {e}")),
+            };
+            (name, r)
+        }
+    })
+    .await
+    .into_iter()
+    .collect()
+}
+
+/// The `name=value` lines of a health check's output.
+fn metrics(output: &str) -> String {
+    output.lines().filter(|l| l.split_once('=').is_some_and(|(k, v)| !k.is_empty() && !k.contains(' ') && v.trim().parse::<f64>().is_ok())).collect::<Vec<_>>().join(" ")
+}
+
+/// Runs a rollout stage. Returns `Break` when it stopped.
+pub(super) async fn run_stage(run: &Level<'_>, conns: &mut Connections, summary: &mut Summary) -> ControlFlow<()> {
+    let Level { plan, stage, opts, reporter, journal, .. } = *run;
+    let levels: BTreeSet<usize> = plan.actions.iter().filter(|a| a.stage == stage.index).map(|a| a.level).collect();
+    for level in levels {
+        let in_level: Vec<&Action> = plan.actions.iter().filter(|a| a.stage == stage.index && a.level == level).collect();
+        let Some(wave) = in_level.iter().find_map(|a| match &a.kind {
+            ActionKind::WaveGate { role, wave, hosts, watch, health, samples, interval_ms, timeout_ms, max_unavailable } => Some(Wave {
+                role,
+                name: wave,
+                hosts,
+                watch,
+                health,
+                samples: *samples,
+                interval: Duration::from_millis(*interval_ms),
+                timeout: Duration::from_millis(*timeout_ms),
+                max_unavailable: *max_unavailable,
+            }),
+            _ => None,
+        }) else {
+            continue;
+        };
+        let ups: Vec<Up> = in_level
+            .iter()
+            .filter_map(|a| match &a.kind {
+                ActionKind::Upgrade { from, to, command, rollback, probe, .. } => Some(Up { host: &a.host, probe, from, to, command, rollback: rollback.as_deref() }),
+                _ => None,
+            })
+            .collect();
+        reporter.event(Event::Note(format!("{} {}: {} host(s): {}", wave.role, wave.name, ups.len(), wave.hosts.join(", "))));
+        let mut watch = Vec::new();
+        for h in wave.watch {
+            match conns.get(h).await {
+                Ok(c) => watch.push((h.clone(), c)),
+                // A host of the role that cannot be reached counts as down.
+                Err(e) => reporter.event(Event::Note(format!("{h}: cannot be reached for health checks: {e}"))),
+            }
+        }
+        let unreachable = wave.watch.len() - watch.len();
+        match run_wave(run, &wave, &ups, &watch, unreachable, summary).await {
+            Ok(()) => {}
+            Err(why) => {
+                summary.problems.push(why);
+                roll_back(run, &wave, &ups, &watch, summary).await;
+                return ControlFlow::Break(());
+            }
+        }
+        if *opts.interrupted.borrow() {
+            summary.interrupted = true;
+            return ControlFlow::Break(());
+        }
+        let _ = journal;
+    }
+    ControlFlow::Continue(())
+}
+
+/// Upgrades one wave in batches and runs its gate. `Err` names the gate, the host and the failing sample.
+async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(String, Arc<AnyHost>)], unreachable: usize, summary: &mut Summary) -> Result<(), String> {
+    let Level { opts, reporter, journal, .. } = *run;
+    let gate = format!("{} {} gate", wave.role, wave.name);
+    let deadline = Instant::now() + wave.timeout;
+    let mut pending: Vec<&Up> = ups.iter().collect();
+    while !pending.is_empty() {
+        if *opts.interrupted.borrow() {
+            summary.interrupted = true;
+            return Ok(());
+        }
+        // Room in this batch: max_unavailable minus the hosts of the role that are down now.
+        let health = sample(watch, wave.health, opts.parallel).await;
+        let down: Vec<&String> = health.iter().filter(|(_, r)| r.is_err()).map(|(h, _)| h).collect();
+        let room = wave.max_unavailable.saturating_sub(down.len() + unreachable);
+        if room == 0 {
+            if Instant::now() >= deadline {
+                return Err(format!("{gate}: {} host(s) of {} are down ({}), and at most {} may be: no room to upgrade", down.len() + unreachable, wave.role, down.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(", "), wave.max_unavailable));
+            }
+            tokio::time::sleep(wave.interval).await;
+            continue;
+        }
+        let batch: Vec<&Up> = pending.drain(..room.min(pending.len())).collect();
+        let conns: BTreeMap<&str, Arc<AnyHost>> = watch.iter().map(|(n, h)| (n.as_str(), h.clone())).collect();
+        let mut jobs = Vec::new();
+        for u in &batch {
+            let Some(host) = conns.get(u.host).cloned() else {
+                return Err(format!("{gate}: {} cannot be reached", u.host));
+            };
+            // Recorded before the host is touched, so a rollback knows where to go back to.
+            record(journal, summary, vec![version_entry(run, u.host, u.from, u.to, "upgrade-started", String::new())]);
+            reporter.event(Event::Note(format!("{}: upgrading {} -> {}", u.host, u.from, u.to)));
+            let ids = host.run_ids(&opts.state_dir, &format!("{}-{}", run.plan.id, run.stage.index), run.token);
+            jobs.push((u.host.to_string(), host, ids, u.probe.to_string(), u.to.to_string(), u.command.to_string()));
+        }
+        let (owner, state_dir, interval) = (opts.owner.clone(), opts.state_dir.clone(), wave.interval);
+        let results = crate::fanout::each(jobs, opts.parallel, move |(name, host, ids, probe, to, command)| {
+            let (owner, state_dir) = (owner.clone(), state_dir.clone());
+            async move {
+                loop {
+                    let r = host.upgrade(&ids, &owner, &probe, &to, &command).await;
+                    // A lock of a farmctl of this workstation that died: if its upgrade still
+                    // runs on the host, wait for it (it re-reads the version before doing
+                    // anything); otherwise break the lock and go on.
+                    let stale = r.as_ref().ok().and_then(|r| r.locked_by.clone()).filter(|h| super::lock_is_stale(h));
+                    match stale {
+                        Some(holder) if Instant::now() < deadline => match host.break_lock(&state_dir, &holder).await {
+                            Ok(Some(_running)) => tokio::time::sleep(interval).await,
+                            Ok(None) => {}
+                            Err(_) => return (name, r),
+                        },
+                        _ => return (name, r),
+                    }
+                }
+            }
+        })
+        .await;
+        let mut failed = None;
+        for ((name, r), u) in results.into_iter().zip(&batch) {
+            let state = match &r {
+                Ok(rep) if rep.locked_by.is_some() => HostState::Locked { holder: rep.locked_by.clone().unwrap_or_default() },
+                Ok(rep) if rep.up_to_date => HostState::Upgraded { from: rep.was.clone().unwrap_or_default(), to: u.to.to_string() },
+                Ok(rep) if rep.result.as_ref().is_some_and(|c| c.status == 0) && rep.now.as_deref() == Some(u.to) => HostState::Upgraded { from: u.from.to_string(), to: u.to.to_string() },
+                Ok(rep) => HostState::Failed {
+                    error: match (&rep.error, &rep.result) {
+                        (Some(e), _) => e.clone(),
+                        (None, Some(c)) if c.status != 0 => format!("the upgrade failed (exit {}): {}", c.status, c.output),
+                        (None, Some(_)) => format!("the upgrade ran, but the probe now says {:?}, not {}", rep.now.clone().unwrap_or_default(), u.to),
+                        (None, None) => format!("the host's script stopped early: {}", rep.stderr),
+                    },
+                    cause: None,
+                    written: vec![],
+                },
+                Err(e) => HostState::Failed { error: format!("{e} ({})", e.hint()), cause: None, written: vec![] },
+            };
+            let (outcome, detail) = match &state {
+                HostState::Upgraded { .. } if r.as_ref().is_ok_and(|x| x.up_to_date) => ("upgrade-skipped", "already at the version".to_string()),
+                HostState::Upgraded { .. } => ("upgraded", String::new()),
+                other => ("upgrade-failed", other.to_string()),
+            };
+            record(journal, summary, vec![version_entry(run, &name, u.from, u.to, outcome, detail)]);
+            reporter.event(Event::Host { host: name.clone(), state: state.clone() });
+            if !matches!(state, HostState::Upgraded { .. }) && failed.is_none() {
+                failed = Some(format!("{gate}: {name}: {state}"));
+            }
+            summary.hosts.insert(name, state);
+        }
+        if let Some(f) = failed {
+            return Err(f);
+        }
+        // The batch is back before the next one starts: that keeps the count of hosts down.
+        let batch_hosts: Vec<(String, Arc<AnyHost>)> = watch.iter().filter(|(n, _)| batch.iter().any(|u| u.host == n)).cloned().collect();
+        loop {
+            let h = sample(&batch_hosts, wave.health, opts.parallel).await;
+            match h.iter().find(|(_, r)| r.is_err()) {
+                None => break,
+                Some((host, Err(why))) if Instant::now() >= deadline => return Err(format!("{gate}: {host} did not come back healthy within {:?}: {why}", wave.timeout)),
+                Some(_) => tokio::time::sleep(wave.interval).await,
+            }
+        }
+    }
+    // The gate: `samples` healthy samples in a row of every host of the wave. No answer is a failure.
+    let wave_hosts: Vec<(String, Arc<AnyHost>)> = watch.iter().filter(|(n, _)| wave.hosts.contains(n)).cloned().collect();
+    let mut in_a_row = 0;
+    let mut n = 0;
+    loop {
+        n += 1;
+        let h = sample(&wave_hosts, wave.health, opts.parallel).await;
+        match h.iter().find(|(_, r)| r.is_err()) {
+            None => {
+                in_a_row += 1;
+                if in_a_row >= wave.samples {
+                    let m: Vec<String> = h.iter().filter_map(|(host, r)| r.as_ref().ok().filter(|m| !m.is_empty()).map(|m| format!("{host}: {m}"))).collect();
+                    let detail = if m.is_empty() { String::new() } else { format!("; metrics: {}", m.join("; ")) };
+                    reporter.event(Event::Note(format!("{gate}: passed ({} healthy samples in a row){detail}", wave.samples)));
+                    return Ok(());
+                }
+            }
+            Some((host, Err(why))) => {
+                in_a_row = 0;
+                if Instant::now() >= deadline {
+                    return Err(format!("{gate} failed: {host}, sample {n}: {why}"));
+                }
+            }
+            Some(_) => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{gate} failed: only {in_a_row} healthy sample(s) in a row of {} within {:?}", wave.samples, wave.timeout));
+        }
+        tokio::time::sleep(wave.interval).await;
+    }
+}
+
+/// Puts every host this run upgraded in the wave back on the version it had, then checks its health.
+async fn roll_back(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(String, Arc<AnyHost>)], summary: &mut Summary) {
+    let Level { opts, reporter, journal, .. } = *run;
+    let conns: BTreeMap<&str, Arc<AnyHost>> = watch.iter().map(|(n, h)| (n.as_str(), h.clone())).collect();
+    for u in ups {
+        let upgraded_here = matches!(summary.hosts.get(u.host), Some(HostState::Upgraded { from, .. }) if from != u.to);
+        if !upgraded_here {
+            continue;
+        }
+        let (Some(cmd), Some(host)) = (u.rollback, conns.get(u.host)) else {
+            let state = HostState::Failed { error: format!("upgraded to {}, and its old version is unknown, so it was left there", u.to), cause: None, written: vec![] };
+            reporter.event(Event::Host { host: u.host.to_string(), state: state.clone() });
+            summary.hosts.insert(u.host.to_string(), state);
+            continue;
+        };
+        record(journal, summary, vec![version_entry(run, u.host, u.to, u.from, "rollback-started", String::new())]);
+        let ids = host.run_ids(&opts.state_dir, &format!("{}-{}-rollback", run.plan.id, run.stage.index), run.token);
+        let r = host.upgrade(&ids, &opts.owner, u.probe, u.from, cmd).await;
+        let back = r.as_ref().is_ok_and(|r| r.now.as_deref() == Some(u.from));
+        let healthy = back && {
+            let deadline = Instant::now() + wave.timeout;
+            loop {
+                let h = sample(&[(u.host.to_string(), host.clone())], wave.health, 1).await;
+                if h.values().all(Result::is_ok) {
+                    break true;
+                }
+                if Instant::now() >= deadline {
+                    break false;
+                }
+                tokio::time::sleep(wave.interval).await;
+            }
+        };
+        let state = if back {
+            HostState::UpgradeRolledBack { from: u.from.to_string(), to: u.to.to_string(), healthy }
+        } else {
+            HostState::Failed { error: format!("could not go back to {}: {}", u.from, r.map(|r| format!("{r:?}")).unwrap_or_else(|e| e.to_string())), cause: None, written: vec![] }
+        };
+        let outcome = if back { "rolled-back" } else { "rollback-failed" };
+        record(journal, summary, vec![version_entry(run, u.host, u.to, u.from, outcome, state.to_string())]);
+        reporter.event(Event::Host { host: u.host.to_string(), state: state.clone() });
+        summary.hosts.insert(u.host.to_string(), state);
+    }
+}

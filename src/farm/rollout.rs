@@ -1,0 +1,168 @@
+//! Pure: the meaning of `[rollout.<role>]` tables: a version to reach, how to
+//! read and change it, and the canary, waves and health gates on the way.
+
+use super::raw::{RawCount, RawRollout, S};
+use super::{names, Checker, Role};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A role's staged upgrade.
+#[derive(Clone, Debug)]
+pub struct Rollout {
+    pub role: String,
+    pub version: String,
+    /// Prints the installed version.
+    pub probe: String,
+    /// The upgrade command, with `{version}` still in it.
+    pub upgrade: String,
+    /// Exit 0 means healthy; `name=value` lines are metrics.
+    pub health: String,
+    pub canary: Count,
+    /// Cumulative shares of the role's hosts that run the new version at the end of each wave.
+    pub waves: Vec<Count>,
+    pub max_unavailable: Count,
+    pub gate: GateSpec,
+    /// (role, requirement) on other roles' versions while this role runs the new one.
+    pub requires: Vec<(String, semver::VersionReq)>,
+}
+
+/// A number of hosts, or a share of the role's hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Count {
+    Hosts(usize),
+    Percent(u32),
+}
+
+impl Count {
+    /// How many of `n` hosts this is: a share rounds up, so "25%" of 6 is 2.
+    pub fn of(self, n: usize) -> usize {
+        match self {
+            Count::Hosts(h) => h.min(n),
+            Count::Percent(p) => (n * p as usize).div_ceil(100).min(n),
+        }
+    }
+}
+
+impl std::fmt::Display for Count {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Count::Hosts(h) => write!(f, "{h}"),
+            Count::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// That many consecutive healthy samples, at that interval, within that timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GateSpec {
+    pub samples: u32,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// Reads a version as semver, leniently: "5.2" is 5.2.0, a leading "v" is dropped.
+pub fn parse_version(v: &str) -> Option<semver::Version> {
+    let v = v.trim().trim_start_matches('v');
+    semver::Version::parse(v).ok().or_else(|| {
+        let parts = v.split('.').count();
+        let padded = match parts {
+            1 => format!("{v}.0.0"),
+            2 => format!("{v}.0"),
+            _ => return None,
+        };
+        semver::Version::parse(&padded).ok()
+    })
+}
+
+fn count(c: &mut Checker, v: &S<RawCount>, what: &str, zero_ok: bool) -> Option<Count> {
+    let parsed = match v.get_ref() {
+        RawCount::Number(n) if *n > 0 || (zero_ok && *n == 0) => Some(Count::Hosts(*n as usize)),
+        RawCount::Text(t) => t.strip_suffix('%').and_then(|p| p.trim().parse::<u32>().ok()).filter(|p| (1..=100).contains(p)).map(Count::Percent),
+        _ => None,
+    };
+    if parsed.is_none() {
+        let least = if zero_ok { "0" } else { "1" };
+        c.span(v, format!("expected {what} as a number of hosts (at least {least}) or a share such as \"25%\""));
+    }
+    parsed
+}
+
+fn command(c: &mut Checker, v: &S<String>, key: &str) -> String {
+    if v.get_ref().trim().is_empty() {
+        c.span(v, format!("expected a `{key}` command"));
+    } else if let Some(ch) = names::control_char(v.get_ref(), true) {
+        c.span(v, format!("expected a `{key}` command without {} (a newline is fine)", names::describe(ch)));
+    }
+    v.get_ref().clone()
+}
+
+/// Checks every `[rollout.<role>]` against the roles.
+pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawRollout>>, roles: &BTreeMap<String, Role>) -> BTreeMap<String, Rollout> {
+    let mut out = BTreeMap::new();
+    let names_of: Vec<String> = raw.keys().map(|k| k.get_ref().clone()).collect();
+    for (role, r) in raw {
+        let Some(role_def) = roles.get(role.get_ref()) else {
+            let known: Vec<_> = roles.keys().map(String::as_str).collect();
+            c.span(&role, format!("unknown role `{}`; a rollout names a role of [roles]: {}", role.get_ref(), known.join(", ")));
+            continue;
+        };
+        let r = r.into_inner();
+        let version = r.version.get_ref().trim().to_string();
+        if version.is_empty() || version.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+            c.span(&r.version, "expected a version without spaces, such as \"5.2.0\"");
+        }
+        let probe = command(c, &r.probe, "probe");
+        let upgrade = command(c, &r.upgrade, "upgrade");
+        if !upgrade.contains("{version}") {
+            c.span(&r.upgrade, "expected `{version}` in the upgrade command, where the version goes");
+        }
+        let health = match (&r.health, &role_def.health) {
+            (Some(h), _) => command(c, h, "health"),
+            (None, Some(h)) => h.clone(),
+            (None, None) => {
+                c.span(&role, format!("rollout of `{}` needs a `health` command (here or in [roles.{}]): a wave is never advanced without data", role.get_ref(), role.get_ref()));
+                String::new()
+            }
+        };
+        let canary = r.canary.as_ref().and_then(|v| count(c, v, "`canary`", true)).unwrap_or(Count::Hosts(1));
+        let waves: Vec<Count> = match &r.waves {
+            Some(w) => w.get_ref().iter().filter_map(|v| count(c, v, "a wave", false)).collect(),
+            None => vec![Count::Percent(100)],
+        };
+        if let Some(w) = &r.waves {
+            if w.get_ref().is_empty() || waves.last() != Some(&Count::Percent(100)) && waves.len() == w.get_ref().len() {
+                c.span(w, "expected the last wave to be \"100%\", so that every host of the role is upgraded");
+            }
+        }
+        let max_unavailable = r.max_unavailable.as_ref().and_then(|v| count(c, v, "`max_unavailable`", false)).unwrap_or(Count::Hosts(1));
+        let mut gate = GateSpec { samples: 3, interval: Duration::from_secs(1), timeout: Duration::from_secs(60) };
+        if let Some(g) = &r.gate {
+            let g = g.get_ref();
+            if let Some(n) = &g.samples {
+                match u32::try_from(*n.get_ref()) {
+                    Ok(v) if v >= 1 => gate.samples = v,
+                    _ => c.span(n, "expected at least 1 sample"),
+                }
+            }
+            gate.interval = super::check::duration(c, &g.interval, gate.interval);
+            gate.timeout = super::check::duration(c, &g.timeout, gate.timeout);
+        }
+        let mut requires = Vec::new();
+        for (other, req) in &r.requires {
+            if !roles.contains_key(other.get_ref()) {
+                c.span(other, format!("unknown role `{}` in `requires`", other.get_ref()));
+                continue;
+            }
+            if !names_of.contains(other.get_ref()) {
+                c.span(other, format!("`requires` reads role `{}`'s version, which needs a [rollout.{}] with a `probe`", other.get_ref(), other.get_ref()));
+            }
+            match semver::VersionReq::parse(req.get_ref()) {
+                Ok(v) => requires.push((other.get_ref().clone(), v)),
+                Err(e) => c.span(req, format!("expected a version requirement such as \">=2.0\": {e}")),
+            }
+        }
+        let role = role.into_inner();
+        out.insert(role.clone(), Rollout { role, version, probe, upgrade, health, canary, waves, max_unavailable, gate, requires });
+    }
+    out
+}
