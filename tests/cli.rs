@@ -75,7 +75,8 @@ fn the_demo_plan_shows_diffs_and_is_deterministic() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("    -primary = \"web-a\"\n") && stdout.contains("    +primary = \"web-b\"\n"), "{stdout}");
-    assert!(stdout.ends_with("Plan: 3 hosts to change, 7 unchanged, 0 unreachable; 6 edits, 3 reloads.\n"), "{stdout}");
+    assert!(stdout.ends_with("Plan: 6 hosts to change, 4 unchanged, 0 unreachable; 6 edits, 3 reloads, 6 upgrades.\n"), "{stdout}");
+    assert!(stdout.contains("== Stage 2 of 2: when applied: rollout of ivr to 5.2.0"), "the demo shows a rollout: {stdout}");
     let out = run(farmctl(d.path()).args(["plan", "inventories/demo.toml", "-o", "plans/b.json"]));
     assert!(out.status.success());
     let (a, b) = (std::fs::read(d.path().join("plans/a.json")).unwrap(), std::fs::read(d.path().join("plans/b.json")).unwrap());
@@ -120,7 +121,9 @@ fn apply_without_a_terminal_needs_yes_and_writes_nothing() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_ne!(std::fs::read(&file).unwrap(), before);
     let journal = std::fs::read_to_string(d.path().join("journal.jsonl")).unwrap();
-    assert_eq!(journal.lines().count(), 6, "one journal line per written file");
+    assert_eq!(journal.matches("\"outcome\":\"written\"").count(), 6, "one journal line per written file");
+    assert_eq!(journal.matches("\"outcome\":\"upgraded\"").count(), 6, "and one per upgrade, with both versions");
+    assert_eq!(journal.lines().count(), 18, "6 writes, 6 upgrades and the 6 lines that precede each upgrade");
     assert!(!journal.contains("max_calls") && !journal.contains("web-b"), "the journal holds hashes, never contents");
     let out = run(farmctl(d.path()).args(["plan", "inventories/demo.toml", "--detailed-exitcode"]));
     assert_eq!(out.status.code(), Some(0));

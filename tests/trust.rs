@@ -140,6 +140,15 @@ fn corpus() -> Vec<(&'static str, Tamper)> {
         ("host list edited", |v| {
             v["hosts"].as_array_mut().unwrap().pop();
         }),
+        ("edited upgrade command", |v| {
+            let i = first(v, "upgrade");
+            v["actions"][i]["command"] = json!("touch /tmp/farmctl-tampered-reload");
+        }),
+        ("wave gate weakened", |v| {
+            let i = first(v, "wave_gate");
+            v["actions"][i]["samples"] = json!(1);
+            v["actions"][i]["max_unavailable"] = json!(6);
+        }),
         ("notes edited", |v| {
             v["notes"] = json!(["nothing to see here"]);
         }),

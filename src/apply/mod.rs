@@ -216,11 +216,13 @@ pub struct Summary {
     pub stopped_by_gate: Option<String>,
     /// The operator interrupted the run.
     pub interrupted: bool,
+    /// Where each host of a rollout ended, by host (beside its file edits in `hosts`).
+    pub upgrades: BTreeMap<String, HostState>,
 }
 
 impl Summary {
     pub fn ok(&self) -> bool {
-        self.journal_error.is_none() && self.problems.is_empty() && self.hosts.values().all(HostState::is_ok)
+        self.journal_error.is_none() && self.problems.is_empty() && self.hosts.values().chain(self.upgrades.values()).all(HostState::is_ok)
     }
 
     /// Latest minus earliest first rename of a stage, in milliseconds.
@@ -460,8 +462,13 @@ pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Connections, 
     for (a, e) in plan.edits().filter(|(a, _)| !summary.hosts.contains_key(&a.host)) {
         unreached.entry(&a.host).or_default().push(file_write(e, e.after_size));
     }
-    for a in plan.actions.iter().filter(|a| matches!(a.kind, ActionKind::Upgrade { .. }) && !summary.hosts.contains_key(&a.host)) {
-        unreached.entry(&a.host).or_default();
+    let why = match (&summary.stopped_by_gate, summary.interrupted) {
+        (_, true) => NotStarted::Interrupted,
+        (Some(g), _) => NotStarted::NotReady(g.clone()),
+        (None, _) => NotStarted::EarlierFailure,
+    };
+    for a in plan.actions.iter().filter(|a| matches!(a.kind, ActionKind::Upgrade { .. })) {
+        summary.upgrades.entry(a.host.clone()).or_insert_with(|| HostState::NotStarted { why: why.clone() });
     }
     for (host, files) in unreached {
         let why = match (&summary.stopped_by_gate, summary.interrupted) {

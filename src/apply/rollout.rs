@@ -219,7 +219,7 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
             if !matches!(state, HostState::Upgraded { .. }) && failed.is_none() {
                 failed = Some(format!("{gate}: {name}: {state}"));
             }
-            summary.hosts.insert(name, state);
+            summary.upgrades.insert(name, state);
         }
         if let Some(f) = failed {
             return Err(f);
@@ -272,14 +272,14 @@ async fn roll_back(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(S
     let Level { opts, reporter, journal, .. } = *run;
     let conns: BTreeMap<&str, Arc<AnyHost>> = watch.iter().map(|(n, h)| (n.as_str(), h.clone())).collect();
     for u in ups {
-        let upgraded_here = matches!(summary.hosts.get(u.host), Some(HostState::Upgraded { from, .. }) if from != u.to);
+        let upgraded_here = matches!(summary.upgrades.get(u.host), Some(HostState::Upgraded { from, .. }) if from != u.to);
         if !upgraded_here {
             continue;
         }
         let (Some(cmd), Some(host)) = (u.rollback, conns.get(u.host)) else {
             let state = HostState::Failed { error: format!("upgraded to {}, and its old version is unknown, so it was left there", u.to), cause: None, written: vec![] };
             reporter.event(Event::Host { host: u.host.to_string(), state: state.clone() });
-            summary.hosts.insert(u.host.to_string(), state);
+            summary.upgrades.insert(u.host.to_string(), state);
             continue;
         };
         record(journal, summary, vec![version_entry(run, u.host, u.to, u.from, "rollback-started", String::new())]);
@@ -307,6 +307,6 @@ async fn roll_back(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(S
         let outcome = if back { "rolled-back" } else { "rollback-failed" };
         record(journal, summary, vec![version_entry(run, u.host, u.to, u.from, outcome, state.to_string())]);
         reporter.event(Event::Host { host: u.host.to_string(), state: state.clone() });
-        summary.hosts.insert(u.host.to_string(), state);
+        summary.upgrades.insert(u.host.to_string(), state);
     }
 }

@@ -49,13 +49,15 @@ pub async fn run(args: &ApplyArgs) -> Outcome {
     if saved {
         crate::snapshot::remove(&plan.id);
     }
-    print_offsets(&summary, &session.live);
+    print_offsets(&summary, plan, &session.live);
     let undo = format!("farmctl rollback {} (the plan is kept as {})", plan.id, kept.display());
     finish("apply", &summary, plan, Some(&undo))
 }
 
-fn print_offsets(summary: &Summary, live: &LiveFarm) {
-    let hosts: std::collections::BTreeSet<&String> = summary.renames.values().flat_map(|m| m.keys()).collect();
+/// For scheduled switches only: each switched host's clock against this workstation's.
+fn print_offsets(summary: &Summary, plan: &crate::plan::Plan, live: &LiveFarm) {
+    let timed = |stage: &usize| plan.stages.iter().any(|s| s.index == *stage && s.at.is_some());
+    let hosts: std::collections::BTreeSet<&String> = summary.renames.iter().filter(|(s, _)| timed(s)).flat_map(|(_, m)| m.keys()).collect();
     let offsets: Vec<String> = hosts
         .into_iter()
         .filter_map(|h| {

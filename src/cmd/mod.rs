@@ -83,13 +83,15 @@ fn state_word(state: &HostState) -> &'static str {
 /// Prints where each host ended, and turns the summary into the outcome.
 /// `undo` is the command that takes the run back, when there is one.
 pub(crate) fn finish(what: &str, summary: &Summary, plan: &Plan, undo: Option<&str>) -> Outcome {
-    let mut by_state: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (host, state) in &summary.hosts {
-        by_state.entry(state_word(state)).or_default().push(host);
-    }
     crate::say!("");
-    for (word, hosts) in &by_state {
-        crate::say!("{word}: {}", hosts.join(", "));
+    for (title, states) in [("", &summary.hosts), ("rollout: ", &summary.upgrades)] {
+        let mut by_state: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (host, state) in states {
+            by_state.entry(state_word(state)).or_default().push(host);
+        }
+        for (word, hosts) in &by_state {
+            crate::say!("{title}{word}: {}", hosts.join(", "));
+        }
     }
     for (stage, renames) in &summary.renames {
         if let (Some(skew), Some(at)) = (summary.skew_ms(*stage), plan.stages.iter().find(|s| s.index == *stage).and_then(|s| s.at.as_ref())) {
@@ -108,7 +110,8 @@ pub(crate) fn finish(what: &str, summary: &Summary, plan: &Plan, undo: Option<&s
         if armed {
             crate::say!("{what}: every switch is armed; nothing has switched yet. Follow it with `farmctl status FARM`.");
         } else {
-            crate::say!("{what} complete: {} host(s).", summary.hosts.len());
+            let all: std::collections::BTreeSet<&String> = summary.hosts.keys().chain(summary.upgrades.keys()).collect();
+            crate::say!("{what} complete: {} host(s).", all.len());
         }
         if let (Some(undo), true) = (undo, wrote) {
             crate::say!("To undo: {undo}");
@@ -116,7 +119,7 @@ pub(crate) fn finish(what: &str, summary: &Summary, plan: &Plan, undo: Option<&s
         return Ok(ExitCode::SUCCESS);
     }
     let mut problems: Vec<String> = summary.problems.clone();
-    problems.extend(summary.hosts.iter().filter(|(_, s)| !s.is_ok()).map(|(h, s)| format!("{h}: {s}")));
+    problems.extend(summary.hosts.iter().chain(&summary.upgrades).filter(|(_, s)| !s.is_ok()).map(|(h, s)| format!("{h}: {s}")));
     let mut err = Error::new(ErrorKind::Incomplete, format!("{what} did not complete:\n  {}", problems.join("\n  ")));
     let states = || summary.hosts.values();
     if summary.stopped_by_gate.is_some() {
@@ -142,7 +145,7 @@ pub(crate) fn finish(what: &str, summary: &Summary, plan: &Plan, undo: Option<&s
             err = err.hint(format!("interrupted: {} did not confirm; check them with `farmctl plan`, and `farmctl unlock FARM --limit HOST` if a lock is left", left.join(", ")));
         }
     }
-    if summary.hosts.values().all(HostState::untouched) {
+    if summary.hosts.values().all(HostState::untouched) && summary.upgrades.values().all(|s| matches!(s, HostState::NotStarted { .. })) {
         err = err.hint("no file was written on any host; fix the cause and run apply again");
     } else if let Some(undo) = undo {
         err = err.hint(format!("files may have been written on some hosts; to undo them: {undo}"));

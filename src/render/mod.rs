@@ -208,7 +208,11 @@ pub fn markdown(plan: &Plan, now: Option<jiff::Timestamp>) -> String {
     writeln!(s, "### farmctl plan `{}` for farm `{}`\n", plan.id, plan.farm.name).unwrap();
     writeln!(s, "**{}**\n", summary(plan)).unwrap();
     for stage in &plan.stages {
-        writeln!(s, "#### {}\n", stage_title(plan, stage.index, stage.at.as_deref(), now)).unwrap();
+        let title = stage_title(plan, stage.index, stage.at.as_deref(), now);
+        match rollout_of(plan, stage.index) {
+            Some(r) => writeln!(s, "#### {title}: {r}\n").unwrap(),
+            None => writeln!(s, "#### {title}\n").unwrap(),
+        }
         s.push_str("| host | action | reason |\n|---|---|---|\n");
         for a in plan.actions.iter().filter(|a| a.stage == stage.index) {
             match &a.kind {
