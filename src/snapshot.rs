@@ -22,6 +22,9 @@ struct Snapshot {
     farm_sha256: String,
     taken_ms: i64,
     hosts: BTreeMap<String, BTreeMap<String, SnapFile>>,
+    /// What each host's rollout probe said (hosts without a rollout are absent).
+    #[serde(default)]
+    versions: BTreeMap<String, Result<String, String>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -50,7 +53,7 @@ fn path(plan_id: &str) -> PathBuf {
 pub fn save(plan_id: &str, farm_sha256: &str, live: &LiveFarm, hosts: &[String]) {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut snap = Snapshot { plan: plan_id.into(), farm_sha256: farm_sha256.into(), taken_ms: jiff::Timestamp::now().as_millisecond(), hosts: BTreeMap::new() };
+    let mut snap = Snapshot { plan: plan_id.into(), farm_sha256: farm_sha256.into(), taken_ms: jiff::Timestamp::now().as_millisecond(), hosts: BTreeMap::new(), versions: BTreeMap::new() };
     for h in hosts {
         let Some(Ok(state)) = live.get(h) else { continue };
         let files = state
@@ -66,6 +69,9 @@ pub fn save(plan_id: &str, farm_sha256: &str, live: &LiveFarm, hosts: &[String])
             })
             .collect();
         snap.hosts.insert(h.clone(), files);
+        if let Some(v) = &state.version {
+            snap.versions.insert(h.clone(), v.clone());
+        }
     }
     let d = dir();
     if std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d).is_err() {
@@ -108,7 +114,8 @@ pub fn load(plan_id: &str, farm_sha256: &str) -> Option<LiveFarm> {
             };
             map.insert(p, f);
         }
-        live.insert(host.clone(), Ok(LiveHost { hostname: host, clock_offset_ms: None, clock_uncertainty_ms: 0, files: map, armed: Vec::new(), version: None }));
+        let version = snap.versions.get(&host).cloned();
+        live.insert(host.clone(), Ok(LiveHost { hostname: host, clock_offset_ms: None, clock_uncertainty_ms: 0, files: map, armed: Vec::new(), version }));
     }
     Some(live)
 }

@@ -270,9 +270,14 @@ fn apply_farm_prints_an_undo_command_that_restores_every_file() {
     let err = text(&out.stderr);
     let undo = err.lines().find_map(|l| l.strip_prefix("To undo: ")).unwrap_or_else(|| panic!("{err}"));
     let id = undo.strip_prefix("farmctl rollback ").unwrap().split_whitespace().next().unwrap();
+    let version = |h: &str| std::fs::read_to_string(d.path().join(format!("inventories/demo/{h}/opt/ivr/VERSION"))).unwrap();
+    assert_eq!(version("ivr-6"), "5.2.0\n", "the demo's rollout ran");
     let out = run(farmctl(d.path()).args(["rollback", id, "--yes"]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(snapshot(d.path()), before, "the undo command restores every file");
+    for h in ["ivr-1", "ivr-6"] {
+        assert_eq!(version(h), "5.1.0\n", "and every version the plan changed, on {h}");
+    }
     // The journal lists the applied plan.
     let out = run(farmctl(d.path()).args(["journal", "--plans"]));
     assert!(out.status.success(), "{}", text(&out.stderr));

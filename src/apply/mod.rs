@@ -16,6 +16,7 @@ mod rollout;
 mod switch;
 
 pub use rollback::rollback;
+pub use rollout::undo as undo_upgrades;
 pub use switch::lock_is_stale;
 
 use crate::plan::{ActionKind, Contents, Edit, Plan};
@@ -106,7 +107,7 @@ impl HostState {
     }
 
     pub fn is_ok(&self) -> bool {
-        matches!(self, HostState::Applied { .. } | HostState::Staged | HostState::Armed { .. } | HostState::Upgraded { .. })
+        matches!(self, HostState::Applied { .. } | HostState::Staged | HostState::Armed { .. } | HostState::Upgraded { .. } | HostState::UpgradeRolledBack { healthy: true, .. })
             || matches!(self, HostState::RolledBack { changed, .. } if changed.is_empty())
     }
 
@@ -162,7 +163,7 @@ impl fmt::Display for HostState {
             HostState::Upgraded { from, to } if from == to => write!(f, "runs {to} (it already did)"),
             HostState::Upgraded { from, to } => write!(f, "upgraded {from} -> {to}"),
             HostState::UpgradeRolledBack { from, to, healthy } => {
-                write!(f, "rolled back to {from} (after {to} failed its gate); {}", if *healthy { "healthy again" } else { "NOT healthy: check it" })
+                write!(f, "rolled back to {from} (from {to}), {}", if *healthy { "healthy again" } else { "NOT healthy: check it" })
             }
             HostState::RolledBack { restored, already, changed } => {
                 write!(f, "rolled back {restored} file(s), {already} already as before")?;

@@ -174,7 +174,7 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
             let (owner, state_dir) = (owner.clone(), state_dir.clone());
             async move {
                 loop {
-                    let r = host.upgrade(&ids, &owner, &probe, &to, &command).await;
+                    let r = host.upgrade(&ids, &owner, &probe, &to, &command, None).await;
                     // A lock of a farmctl of this workstation that died: if its upgrade still
                     // runs on the host, wait for it (it re-reads the version before doing
                     // anything); otherwise break the lock and go on.
@@ -284,7 +284,7 @@ async fn roll_back(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(S
         };
         record(journal, summary, vec![version_entry(run, u.host, u.to, u.from, "rollback-started", String::new())]);
         let ids = host.run_ids(&opts.state_dir, &format!("{}-{}-rollback", run.plan.id, run.stage.index), run.token);
-        let r = host.upgrade(&ids, &opts.owner, u.probe, u.from, cmd).await;
+        let r = host.upgrade(&ids, &opts.owner, u.probe, u.from, cmd, Some(u.to)).await;
         let back = r.as_ref().is_ok_and(|r| r.now.as_deref() == Some(u.from));
         let healthy = back && {
             let deadline = Instant::now() + wave.timeout;
@@ -309,4 +309,58 @@ async fn roll_back(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(S
         reporter.event(Event::Host { host: u.host.to_string(), state: state.clone() });
         summary.upgrades.insert(u.host.to_string(), state);
     }
+}
+
+/// Undoes a plan's upgrades: every host the journal says the plan upgraded goes
+/// back to the version it had, if it still runs the plan's version. Hosts
+/// someone moved on since are left alone and named.
+pub async fn undo(plan: &crate::plan::Plan, hosts: &BTreeMap<String, Arc<AnyHost>>, opts: &super::Options, upgraded: &BTreeSet<String>, reporter: &dyn super::Reporter, journal: &super::journal::Journal) -> BTreeMap<String, HostState> {
+    let mut out = BTreeMap::new();
+    let token = format!("undo-{}-{}", plan.id, std::process::id());
+    for a in plan.actions.iter().rev() {
+        let ActionKind::Upgrade { from, to, probe, rollback, .. } = &a.kind else { continue };
+        if !upgraded.contains(&a.host) {
+            continue;
+        }
+        let Some(host) = hosts.get(&a.host) else { continue };
+        let state = match rollback {
+            None => HostState::Failed { error: format!("runs {to}; its old version is unknown, so it was left there"), cause: None, written: vec![] },
+            Some(cmd) => {
+                let ids = host.run_ids(&opts.state_dir, &format!("{}-undo", plan.id), &token);
+                match host.upgrade(&ids, &opts.owner, probe, from, cmd, Some(to)).await {
+                    Ok(r) if r.skipped.is_some() => HostState::Failed { error: format!("left alone: it runs {}, not {to}, since the apply", r.skipped.unwrap_or_default()), cause: None, written: vec![] },
+                    Ok(r) if r.up_to_date || r.now.as_deref() == Some(from.as_str()) => {
+                        // Healthy by the wave's own health command, once.
+                        let health = plan.actions.iter().find_map(|g| match &g.kind {
+                            ActionKind::WaveGate { hosts, health, .. } if hosts.contains(&a.host) => Some(health.clone()),
+                            _ => None,
+                        });
+                        let healthy = match health {
+                            Some(h) => sample(&[(a.host.clone(), host.clone())], &h, 1).await.values().all(Result::is_ok),
+                            None => true,
+                        };
+                        HostState::UpgradeRolledBack { from: from.clone(), to: to.clone(), healthy }
+                    }
+                    Ok(r) => HostState::Failed { error: format!("could not go back to {from}: {:?}", r.result.map(|c| c.output).or(r.error).unwrap_or_default()), cause: None, written: vec![] },
+                    Err(e) => HostState::Failed { error: format!("{e} ({})", e.hint()), cause: None, written: vec![] },
+                }
+            }
+        };
+        let outcome = if matches!(state, HostState::UpgradeRolledBack { .. }) { "rolled-back" } else { "rollback-failed" };
+        let entry = Entry {
+            time: jiff::Timestamp::now().to_string(),
+            plan: plan.id.clone(),
+            farm: plan.farm.name.clone(),
+            host: a.host.clone(),
+            path: "(version)".into(),
+            before_sha256: to.clone(),
+            after_sha256: from.clone(),
+            outcome: outcome.into(),
+            detail: "rollback".into(),
+        };
+        let _ = journal.record(&[entry]);
+        reporter.event(Event::Host { host: a.host.clone(), state: state.clone() });
+        out.insert(a.host.clone(), state);
+    }
+    out
 }

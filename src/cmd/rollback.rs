@@ -32,32 +32,54 @@ fn written_only(plan: &Plan, journal: &Journal) -> (Plan, Vec<String>) {
     (narrowed, skipped)
 }
 
+/// Hosts the journal says the plan upgraded; a plan the journal does not know: every upgrade host.
+fn upgraded_by(plan: &Plan, journal: &Journal) -> BTreeSet<String> {
+    let entries = journal.read().unwrap_or_default();
+    let mine: Vec<_> = entries.iter().filter(|e| e.plan == plan.id).collect();
+    let ups = plan.actions.iter().filter(|a| matches!(a.kind, ActionKind::Upgrade { .. })).map(|a| a.host.clone());
+    if mine.is_empty() {
+        return ups.collect();
+    }
+    let done: BTreeSet<&str> = mine.iter().filter(|e| e.path == "(version)" && e.outcome == "upgraded").map(|e| e.host.as_str()).collect();
+    ups.filter(|h| done.contains(h.as_str())).collect()
+}
+
 pub async fn run(args: &RollbackArgs) -> Outcome {
     let path = pipeline::find_plan(&args.plan)?;
     let saved = pipeline::load_plan(&path)?;
     let journal = Journal::open();
     let (plan, skipped) = written_only(&saved, &journal);
+    let upgraded = upgraded_by(&saved, &journal);
     let mut session = Session::load(std::path::Path::new(&plan.farm.path), args.parallel as usize)?;
-    let scope: Vec<String> = plan.edits().map(|(a, _)| a.host.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let edit_hosts: BTreeSet<String> = plan.edits().map(|(a, _)| a.host.clone()).collect();
+    let scope: Vec<String> = edit_hosts.iter().chain(&upgraded).cloned().collect::<BTreeSet<_>>().into_iter().collect();
     for s in &skipped {
         crate::say!("{s}: left alone: this plan never wrote it");
     }
     if scope.is_empty() {
-        crate::say!("Plan {} wrote no file; nothing to roll back.", plan.id);
+        crate::say!("Plan {} wrote no file and upgraded no host; nothing to roll back.", plan.id);
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(h) = scope.iter().find(|h| !session.farm.hosts.contains_key(*h)) {
         return Err(Error::new(ErrorKind::Plan, format!("plan {} names host {h}, which {} no longer has", plan.id, plan.farm.path)));
     }
-    crate::say!("Rollback of plan {} restores, on {} host(s), every file that still has the content the plan wrote:", plan.id, scope.len());
+    crate::say!("Rollback of plan {} restores, on {} host(s), every file that still has the content the plan wrote, and every version it still runs:", plan.id, scope.len());
     for (a, e) in plan.edits() {
         crate::say!("  {}:{}", a.host, e.path);
+    }
+    for a in plan.actions.iter().filter(|a| upgraded.contains(&a.host)) {
+        if let ActionKind::Upgrade { from, to, .. } = &a.kind {
+            crate::say!("  {}: {to} -> {from}", a.host);
+        }
     }
     confirm("roll back this plan", args.yes)?;
     let down = session.connect(&scope).await;
     let hosts: BTreeMap<String, Arc<crate::transport::AnyHost>> = session.hosts.clone();
     let opts = session.options(&plan, 0, false);
-    let summary = apply::rollback(&plan, &hosts, &opts, &*progress::reporter(), &journal).await;
+    let edit_conns: BTreeMap<String, Arc<crate::transport::AnyHost>> = hosts.iter().filter(|(h, _)| edit_hosts.contains(*h)).map(|(h, c)| (h.clone(), c.clone())).collect();
+    let reporter = progress::reporter();
+    let mut summary = apply::rollback(&plan, &edit_conns, &opts, &*reporter, &journal).await;
+    summary.upgrades = apply::undo_upgrades(&plan, &hosts, &opts, &upgraded, &*reporter, &journal).await;
     if !down.is_empty() {
         let _ = finish("rollback", &summary, &plan, None);
         let lines: Vec<String> = down.iter().map(|(n, e)| format!("{n}: {e}")).collect();

@@ -111,6 +111,8 @@ pub struct UpgradeReport {
     pub locked_by: Option<String>,
     /// The host already ran the target: nothing was run.
     pub up_to_date: bool,
+    /// With `only_from`: the host ran something else, so nothing was run.
+    pub skipped: Option<String>,
     /// The version before and after the command (empty when the probe printed nothing).
     pub was: Option<String>,
     pub now: Option<String>,
@@ -213,8 +215,8 @@ impl AnyHost {
     }
 
     /// Upgrades this host to `target` with `command`, unless `probe` says it runs it already.
-    pub async fn upgrade(&self, ids: &RunIds, owner: &str, probe: &str, target: &str, command: &str) -> Result<UpgradeReport, TransportError> {
-        let out = self.run(&script::upgrade(ids, owner, probe, target, command), Vec::new()).await?;
+    pub async fn upgrade(&self, ids: &RunIds, owner: &str, probe: &str, target: &str, command: &str, only_from: Option<&str>) -> Result<UpgradeReport, TransportError> {
+        let out = self.run(&script::upgrade(ids, owner, probe, target, command, only_from), Vec::new()).await?;
         let mut r = UpgradeReport { stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(), ..Default::default() };
         for line in script::parse_report(&out.stdout) {
             match line {
@@ -225,6 +227,7 @@ impl AnyHost {
                     r.now = Some(v);
                 }
                 Report::Was(v) => r.was = Some(v),
+                Report::Skipped(v) => r.skipped = Some(v),
                 Report::Now(v) => r.now = Some(v),
                 Report::Reload { status, output } => r.result = Some(CommandResult { status, output }),
                 Report::Error(e) => r.error = Some(e),

@@ -112,7 +112,9 @@ pub fn unlock(root: &str, state_dir: &str, host: &str, paths: &[String]) -> Stri
 /// session drops (SIGHUP and SIGPIPE are ignored): a killed workstation never
 /// leaves a host half-upgraded by farmctl, and a resumed rollout re-reads the
 /// version before touching it again.
-pub fn upgrade(ids: &RunIds, owner: &str, probe: &str, target: &str, command: &str) -> String {
+/// With `only_from`, a host that runs neither `target` nor `only_from` is
+/// left alone (`SKIPPED`): an undo never downgrades a host someone moved on.
+pub fn upgrade(ids: &RunIds, owner: &str, probe: &str, target: &str, command: &str, only_from: Option<&str>) -> String {
     let mut s = String::new();
     let cd = if ids.root.is_empty() { String::new() } else { format!("cd {} && ", q(&ids.root)) };
     writeln!(s, "S={}\nK={}\nU=$(umask)\numask 077", q(&on_host(&ids.root, &ids.state_dir)), q(&ids.token)).unwrap();
@@ -124,7 +126,11 @@ pub fn upgrade(ids: &RunIds, owner: &str, probe: &str, target: &str, command: &s
     writeln!(s, "printf '%s\\n' {} > \"$S/lock/owner\"\nprintf '%s' \"$K\" > \"$S/lock/token\"", q(owner)).unwrap();
     s.push_str("trap '' HUP PIPE INT TERM\necho $$ > \"$S/upgrade.pid\"\nupgrade_umask=$U\n");
     writeln!(s, "probe() {{ ( umask \"$upgrade_umask\"; {cd}sh -c {} 2>/dev/null ) | head -n 1; }}", q(probe)).unwrap();
-    writeln!(s, "v=$(probe)\nif [ \"$v\" = {t} ]; then printf 'UPTODATE %s\\n' \"$v\"\nelse\nprintf 'WAS %s\\n' \"$v\"", t = q(target)).unwrap();
+    writeln!(s, "v=$(probe)\nif [ \"$v\" = {t} ]; then printf 'UPTODATE %s\\n' \"$v\"", t = q(target)).unwrap();
+    if let Some(from) = only_from {
+        writeln!(s, "elif [ \"$v\" != {} ]; then printf 'SKIPPED %s\\n' \"$v\"", q(from)).unwrap();
+    }
+    s.push_str("else\nprintf 'WAS %s\\n' \"$v\"\n");
     super::reload_lines(&mut s, &ids.root, Some(command));
     s.push_str("printf 'NOW %s\\n' \"$(probe)\"\nfi\nrm -f -- \"$S/upgrade.pid\"\n[ \"$(cat \"$S/lock/token\" 2>/dev/null)\" = \"$K\" ] && rm -rf -- \"$S/lock\"\necho DONE\n");
     s

@@ -46,6 +46,7 @@ pub enum Report {
     Was(String),
     Now(String),
     UpToDate(String),
+    Skipped(String),
 }
 
 /// Reads a script's report lines; unknown lines are ignored.
@@ -116,6 +117,7 @@ pub fn parse_report(out: &[u8]) -> Vec<Report> {
             "WAS" => Report::Was(rest.trim().to_string()),
             "NOW" => Report::Now(rest.trim().to_string()),
             "UPTODATE" => Report::UpToDate(rest.trim().to_string()),
+            "SKIPPED" => Report::Skipped(rest.trim().to_string()),
             _ => continue,
         };
         reports.push(r);
