@@ -22,6 +22,10 @@ echo "## farmctl, the OpenSSH floor and Ansible (medians of $RUNS runs; Ansible 
 echo
 cargo bench --quiet --bench farm -- --hosts "$HOSTS" --runs "$RUNS" --ansible bench/.venv/bin/ansible-playbook
 echo
+echo "## A rollout: canary 1, waves 25% and 100%, a 1 s upgrade, 2 gate samples 0.5 s apart (medians of $RUNS runs)"
+echo
+cargo bench --quiet --bench rollout -- --hosts "${ROLLOUT_HOSTS:-50}" --runs "$RUNS" --ansible bench/.venv/bin/ansible-playbook
+echo
 echo "## The planner at scale"
 echo
 cargo bench --quiet --bench planner

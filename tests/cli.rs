@@ -123,7 +123,10 @@ fn apply_without_a_terminal_needs_yes_and_writes_nothing() {
     let journal = std::fs::read_to_string(d.path().join("journal.jsonl")).unwrap();
     assert_eq!(journal.matches("\"outcome\":\"written\"").count(), 6, "one journal line per written file");
     assert_eq!(journal.matches("\"outcome\":\"upgraded\"").count(), 6, "and one per upgrade, with both versions");
-    assert_eq!(journal.lines().count(), 18, "6 writes, 6 upgrades and the 6 lines that precede each upgrade");
+    assert_eq!(journal.matches("\"outcome\":\"upgrade-started\"").count(), 6, "each upgrade is journaled before the host is touched");
+    assert_eq!(journal.matches("\"outcome\":\"gate-passed\"").count(), 6, "each host's gate verdict, with its metrics");
+    assert!(journal.contains("error_rate=0"), "the health metrics are recorded: {journal}");
+    assert_eq!(journal.lines().count(), 24);
     assert!(!journal.contains("max_calls") && !journal.contains("web-b"), "the journal holds hashes, never contents");
     let out = run(farmctl(d.path()).args(["plan", "inventories/demo.toml", "--detailed-exitcode"]));
     assert_eq!(out.status.code(), Some(0));

@@ -249,6 +249,9 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
                     let m: Vec<String> = h.iter().filter_map(|(host, r)| r.as_ref().ok().filter(|m| !m.is_empty()).map(|m| format!("{host}: {m}"))).collect();
                     let detail = if m.is_empty() { String::new() } else { format!("; metrics: {}", m.join("; ")) };
                     reporter.event(Event::Note(format!("{gate}: passed ({} healthy samples in a row){detail}", wave.samples)));
+                    // The last sample's metrics are kept with the gate's verdict.
+                    let entries = h.iter().map(|(host, r)| version_entry(run, host, "", "", "gate-passed", format!("{gate}: {}", r.as_deref().unwrap_or("")))).collect();
+                    record(journal, summary, entries);
                     return Ok(());
                 }
             }

@@ -167,6 +167,18 @@ impl WriteReport {
     }
 }
 
+/// A detached job's log line in words: a reload's exit and output, a refused file.
+fn readable_log_line(line: &str) -> String {
+    match script::parse_report(line.as_bytes()).into_iter().next() {
+        Some(Report::Reload { status: 0, output }) if output.is_empty() => "reload passed".to_string(),
+        Some(Report::Reload { status: 0, output }) => format!("reload passed: {output}"),
+        Some(Report::Reload { status, output }) => format!("reload failed (exit {status}): {output}"),
+        Some(Report::Changed { file, .. }) => format!("refused: managed file #{} changed since the plan", file + 1),
+        Some(Report::Error(e)) => format!("error: {e}"),
+        _ => line.to_string(),
+    }
+}
+
 impl AnyHost {
     /// The names a run of `plan_id` uses on this host, under the farm's `state_dir`.
     pub fn run_ids(&self, state_dir: &str, plan_id: &str, token: &str) -> RunIds {
@@ -272,7 +284,7 @@ impl AnyHost {
                     let Some(job) = jobs.iter_mut().find(|j| j.id == id) else { continue };
                     match line.strip_prefix("RENAMED ").and_then(|l| l.split(' ').nth(1)).and_then(|t| t.parse::<i128>().ok()) {
                         Some(t) => job.renamed_ns = Some(job.renamed_ns.map_or(t, |x| x.min(t))),
-                        None => job.log.push(line),
+                        None => job.log.push(readable_log_line(&line)),
                     }
                 }
                 _ => {}

@@ -372,7 +372,7 @@ pub(super) fn reload_lines(s: &mut String, root: &str, reload: Option<&str>) {
         // Files a reload creates get the host's usual mode, not the 077 that staging uses.
         writeln!(
             s,
-            "if o=$(umask \"${{U:-022}}\"; {cd}sh -c {cmd} 2>&1); then echo 'RELOAD 0'; else r=$?; printf 'RELOAD %s %s\\n' \"$r\" \"$(printf '%s' \"$o\" | tail -c 400 | base64 -w 0)\"; fi",
+            "if o=$(umask \"${{U:-022}}\"; {cd}sh -c {cmd} 2>&1); then r=0; else r=$?; fi; printf 'RELOAD %s %s\\n' \"$r\" \"$(printf '%s' \"$o\" | tail -c 400 | base64 -w 0)\"",
             cmd = q(cmd)
         )
         .unwrap();
