@@ -1,4 +1,5 @@
 //! farmctl: declarative plan/apply for server farms over SSH.
+#![recursion_limit = "256"]
 
 /// Writes a line to stderr, ignoring a closed pipe: a reader that went away
 /// (`farmctl apply | head`) must never stop an apply half-way.
@@ -12,6 +13,7 @@ macro_rules! say {
 // Pure layers: the farm file, observed state, rewriting, planning, views.
 pub mod edit;
 pub mod error;
+pub mod judge;
 pub mod farm;
 pub mod live;
 pub mod plan;

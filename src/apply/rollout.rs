@@ -140,6 +140,8 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
     let gate = format!("{} {} gate", wave.role, wave.name);
     let deadline = Instant::now() + wave.timeout;
     let mut pending: Vec<&Up> = ups.iter().collect();
+    // A last batch that comes back healthy as a whole wave is the gate's first sample.
+    let mut first_sample_done = false;
     while !pending.is_empty() {
         if *opts.interrupted.borrow() {
             summary.interrupted = true;
@@ -229,7 +231,10 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
         loop {
             let h = sample(&batch_hosts, wave.health, opts.parallel).await;
             match h.iter().find(|(_, r)| r.is_err()) {
-                None => break,
+                None => {
+                    first_sample_done = pending.is_empty() && batch_hosts.len() == wave.hosts.len();
+                    break;
+                }
                 Some((host, Err(why))) if Instant::now() >= deadline => return Err(format!("{gate}: {host} did not come back healthy within {:?}: {why}", wave.timeout)),
                 Some(_) => tokio::time::sleep(wave.interval).await,
             }
@@ -237,8 +242,11 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
     }
     // The gate: `samples` healthy samples in a row of every host of the wave. No answer is a failure.
     let wave_hosts: Vec<(String, Arc<AnyHost>)> = watch.iter().filter(|(n, _)| wave.hosts.contains(n)).cloned().collect();
-    let mut in_a_row = 0;
-    let mut n = 0;
+    let mut in_a_row = u32::from(first_sample_done);
+    let mut n = in_a_row;
+    if in_a_row > 0 && in_a_row < wave.samples {
+        tokio::time::sleep(wave.interval).await;
+    }
     loop {
         n += 1;
         let h = sample(&wave_hosts, wave.health, opts.parallel).await;

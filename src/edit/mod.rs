@@ -55,6 +55,11 @@ pub struct Edited {
     pub causes: Vec<Cause>,
 }
 
+/// The strings listed at a dotted key of a TOML file, if the key holds an array.
+pub fn string_list(content: &[u8], key: &str) -> Option<Vec<String>> {
+    toml::string_list(std::str::from_utf8(content).ok()?, key)
+}
+
 /// Applies one simultaneous pass of replacements, then the `set` assignments.
 pub fn edit_file(path: &str, content: &[u8], replacer: &Replacer, sets: &[(String, SetValue)]) -> Result<Edited, EditError> {
     match FileKind::of(path) {

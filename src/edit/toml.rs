@@ -146,3 +146,15 @@ pub fn apply_sets(text: &str, sets: &[(String, SetValue)]) -> Result<(String, Ve
     }
     Ok((doc.to_string(), changed))
 }
+
+/// The strings of the array at a dotted key path, if there is one.
+pub fn string_list(text: &str, key: &str) -> Option<Vec<String>> {
+    let doc: DocumentMut = text.parse().ok()?;
+    let path = Key::parse(key).ok()?;
+    let mut item: &Item = doc.as_item();
+    for k in &path {
+        item = item.get(k.get())?;
+    }
+    let arr = item.as_array()?;
+    Some(arr.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+}

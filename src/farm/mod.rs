@@ -10,7 +10,7 @@ mod raw;
 mod rollout;
 mod schema;
 
-pub use rollout::{parse_version, Count, GateSpec, Rollout};
+pub use rollout::{parse_version, Count, GateSpec, Rollout, Shadow};
 
 pub use schema::farm_schema;
 

@@ -36,6 +36,26 @@ pub struct RawRollout {
     pub gate: Option<S<RawGate>>,
     #[serde(default)]
     pub requires: BTreeMap<S<String>, S<String>>,
+    pub shadow: Option<S<RawShadow>>,
+}
+
+/// `shadow = { ... }` of a rollout: the canary serves mirrored work first.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadow {
+    pub file: S<String>,
+    pub mirror_key: S<String>,
+    pub active_key: S<String>,
+    pub window: Option<S<String>>,
+    pub join: S<Vec<S<String>>>,
+    pub judge: Option<S<RawJudge>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJudge {
+    pub test: S<String>,
+    pub confidence: Option<S<f64>>,
 }
 
 /// A number of hosts, or a share of them as "N%".

@@ -24,6 +24,21 @@ pub struct Rollout {
     pub gate: GateSpec,
     /// (role, requirement) on other roles' versions while this role runs the new one.
     pub requires: Vec<(String, semver::VersionReq)>,
+    /// The canary runs in shadow first, and joins only if it compares well.
+    pub shadow: Option<Shadow>,
+}
+
+/// Where the clients list the role's active and mirrored members, and how a
+/// shadow canary is judged against the active ones.
+#[derive(Clone, Debug)]
+pub struct Shadow {
+    /// The clients' TOML file that lists the members.
+    pub file: String,
+    pub mirror_key: String,
+    pub active_key: String,
+    pub window: Duration,
+    pub join: Vec<crate::judge::Condition>,
+    pub test: Option<crate::judge::MannWhitney>,
 }
 
 /// A number of hosts, or a share of the role's hosts.
@@ -96,6 +111,10 @@ fn command(c: &mut Checker, v: &S<String>, key: &str) -> String {
     v.get_ref().clone()
 }
 
+fn role_files_of(roles: &BTreeMap<String, Role>) -> Vec<String> {
+    roles.values().flat_map(|r| r.files.iter().cloned()).collect()
+}
+
 /// Checks every `[rollout.<role>]` against the roles.
 pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawRollout>>, roles: &BTreeMap<String, Role>) -> BTreeMap<String, Rollout> {
     let mut out = BTreeMap::new();
@@ -161,8 +180,60 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawRollout>>, ro
                 Err(e) => c.span(req, format!("expected a version requirement such as \">=2.0\": {e}")),
             }
         }
+        let shadow = r.shadow.as_ref().map(|sh| {
+            let sh = sh.get_ref();
+            let file = match names::normalize_path(sh.file.get_ref()) {
+                Ok(f) if !role_files_of(roles).contains(&f) => {
+                    c.span(&sh.file, format!("expected a file that the clients' role manages (in some role's `files`), found `{f}`"));
+                    f
+                }
+                Ok(f) if !f.ends_with(".toml") => {
+                    c.span(&sh.file, "expected a TOML file: the shadow edits its member lists");
+                    f
+                }
+                Ok(f) => f,
+                Err(e) => {
+                    c.span(&sh.file, e);
+                    String::new()
+                }
+            };
+            for k in [&sh.mirror_key, &sh.active_key] {
+                if let Err(e) = toml_edit::Key::parse(k.get_ref()) {
+                    c.span(k, format!("expected a TOML key path such as \"web.pool\": {}", e.message().trim()));
+                }
+            }
+            if sh.mirror_key.get_ref() == sh.active_key.get_ref() {
+                c.span(&sh.mirror_key, "expected `mirror_key` and `active_key` to differ");
+            }
+            let mut join = Vec::new();
+            for j in sh.join.get_ref() {
+                match crate::judge::parse(j.get_ref()) {
+                    Ok(cond) => join.push(cond),
+                    Err(e) => c.span(j, e),
+                }
+            }
+            if sh.join.get_ref().is_empty() {
+                c.span(&sh.join, "expected at least one `join` condition: a canary is never promoted without data");
+            }
+            let test = sh.judge.as_ref().and_then(|j| {
+                let j = j.get_ref();
+                if j.test.get_ref() != "mann-whitney" {
+                    c.span(&j.test, format!("expected test \"mann-whitney\", found \"{}\"", j.test.get_ref()));
+                    return None;
+                }
+                let confidence = j.confidence.as_ref().map_or(0.95, |v| *v.get_ref());
+                if !(0.5..1.0).contains(&confidence) {
+                    if let Some(v) = &j.confidence {
+                        c.span(v, "expected a confidence between 0.5 and 1, such as 0.95");
+                    }
+                }
+                Some(crate::judge::MannWhitney { confidence })
+            });
+            let window = super::check::duration(c, &sh.window, Duration::from_secs(30));
+            Shadow { file, mirror_key: sh.mirror_key.get_ref().clone(), active_key: sh.active_key.get_ref().clone(), window, join, test }
+        });
         let role = role.into_inner();
-        out.insert(role.clone(), Rollout { role, version, probe, upgrade, health, canary, waves, max_unavailable, gate, requires });
+        out.insert(role.clone(), Rollout { role, version, probe, upgrade, health, canary, waves, max_unavailable, gate, requires, shadow });
     }
     out
 }

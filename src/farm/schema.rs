@@ -98,7 +98,22 @@ pub fn farm_schema() -> Value {
                                 "timeout": string("for the whole gate, such as \"60s\"")
                             }
                         },
-                        "requires": { "type": "object", "additionalProperties": { "type": "string" }, "description": "role = semver requirement that must hold while this role runs the new version" }
+                        "requires": { "type": "object", "additionalProperties": { "type": "string" }, "description": "role = semver requirement that must hold while this role runs the new version" },
+                        "shadow": {
+                            "type": "object", "required": ["file", "mirror_key", "active_key", "join"], "additionalProperties": false,
+                            "description": "the canary serves mirrored work first, and joins only when it compares well with the active members",
+                            "properties": {
+                                "file": string("the clients' TOML file that lists the members"),
+                                "mirror_key": string("key of the list of mirrored (shadow) members, such as \"web.mirror\""),
+                                "active_key": string("key of the list of active members, such as \"web.pool\""),
+                                "window": string("how long the canary and the active members are sampled together (default 30s)"),
+                                "join": strings("conditions such as \"error_rate <= baseline * 1.1\" or \"p95(p95_ms) <= baseline + 20\""),
+                                "judge": {
+                                    "type": "object", "additionalProperties": false,
+                                    "properties": { "test": { "enum": ["mann-whitney"] }, "confidence": { "type": "number" } }
+                                }
+                            }
+                        }
                     }
                 }
             },
