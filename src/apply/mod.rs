@@ -10,20 +10,22 @@
 
 mod commands;
 pub mod journal;
+mod outcome;
 pub mod progress;
 mod rollback;
 mod rollout;
+mod shadow;
 mod switch;
 
+pub use outcome::{AbortReason, HostState, NotStarted};
 pub use rollback::rollback;
 pub use rollout::undo as undo_upgrades;
 pub use switch::lock_is_stale;
 
 use crate::plan::{ActionKind, Contents, Edit, Plan};
-use crate::transport::{AnyHost, Cause, FileWrite, TransportError, WriteReport};
+use crate::transport::{AnyHost, FileWrite, TransportError, WriteReport};
 use journal::{Entry, Journal};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,140 +42,6 @@ pub struct Options {
     pub state_dir: String,
     /// Arm a timer on each host for timed stages instead of waiting here.
     pub detach: bool,
-}
-
-/// Why a host's work never started.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NotStarted {
-    /// A host its clients would be pointed at did not pass its gate.
-    NotReady(String),
-    /// The run stopped at an earlier stage or level.
-    EarlierFailure,
-    /// The operator interrupted the run first.
-    Interrupted,
-}
-
-/// Why a staged host was told to drop its staged copies.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AbortReason {
-    NotReady(String),
-    OtherHostsFailed,
-    Interrupted,
-}
-
-impl fmt::Display for AbortReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AbortReason::NotReady(gate) => write!(f, "a host it would point to is not ready: {gate}"),
-            AbortReason::OtherHostsFailed => write!(f, "other hosts failed"),
-            AbortReason::Interrupted => write!(f, "interrupted before the switch"),
-        }
-    }
-}
-
-/// Where one host stands.
-#[derive(Clone, Debug, PartialEq)]
-pub enum HostState {
-    Staging,
-    Staged,
-    Switching,
-    /// Every file renamed into place; the reload (if any) passed.
-    Applied { files: Vec<String> },
-    /// Files are in place but the reload failed.
-    ReloadFailed { status: i32, output: String, files: Vec<String> },
-    /// A file changed since the plan; nothing written on this host.
-    Refused { changed: Vec<String> },
-    /// Another apply holds this host's lock; nothing written on this host.
-    Locked { holder: String },
-    /// Staged fine, but the run stopped, so the staged copies were removed.
-    Aborted { why: AbortReason },
-    /// Never reached: nothing was sent to this host.
-    NotStarted { why: NotStarted },
-    Failed { error: String, cause: Option<Cause>, written: Vec<String> },
-    /// A detached switch waits on the host for its time.
-    Armed { at: String },
-    /// A rollout brought the host to a version (or found it there).
-    Upgraded { from: String, to: String },
-    /// A failed gate sent the host back to the version it had.
-    UpgradeRolledBack { from: String, to: String, healthy: bool },
-    /// The host fell silent after it was told to switch: it may or may not have.
-    Unknown { error: String },
-    RolledBack { restored: usize, already: usize, changed: Vec<String> },
-}
-
-impl HostState {
-    pub fn is_final(&self) -> bool {
-        !matches!(self, HostState::Staging | HostState::Staged | HostState::Switching)
-    }
-
-    pub fn is_ok(&self) -> bool {
-        matches!(self, HostState::Applied { .. } | HostState::Staged | HostState::Armed { .. } | HostState::Upgraded { .. } | HostState::UpgradeRolledBack { healthy: true, .. })
-            || matches!(self, HostState::RolledBack { changed, .. } if changed.is_empty())
-    }
-
-    /// Whether nothing was written on the host, for certain.
-    pub fn untouched(&self) -> bool {
-        match self {
-            HostState::Refused { .. } | HostState::Locked { .. } | HostState::Aborted { .. } | HostState::NotStarted { .. } => true,
-            HostState::Failed { written, .. } => written.is_empty(),
-            _ => false,
-        }
-    }
-
-    /// The files this state says were written on the host.
-    pub fn written(&self) -> &[String] {
-        match self {
-            HostState::Applied { files } | HostState::ReloadFailed { files, .. } => files,
-            HostState::Failed { written, .. } => written,
-            _ => &[],
-        }
-    }
-
-    fn failed(error: impl Into<String>) -> HostState {
-        HostState::Failed { error: error.into(), cause: None, written: vec![] }
-    }
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
-}
-
-impl fmt::Display for HostState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HostState::Staging => write!(f, "staging"),
-            HostState::Staged => write!(f, "staged, waiting to switch"),
-            HostState::Switching => write!(f, "switching"),
-            HostState::Applied { files } => write!(f, "applied ({} file{}: {})", files.len(), plural(files.len()), files.join(", ")),
-            HostState::ReloadFailed { status, output, .. } => write!(f, "files in place, but the reload failed (exit {status}): {output}"),
-            HostState::Refused { changed } => write!(f, "refused, nothing written: changed since the plan: {}", changed.join(", ")),
-            HostState::Locked { holder } => write!(f, "refused, nothing written: another apply holds the lock ({holder})"),
-            HostState::Aborted { why } => write!(f, "aborted, nothing written ({why})"),
-            HostState::NotStarted { why: NotStarted::NotReady(gate) } => write!(f, "not reached, nothing written: a host it would point to is not ready: {gate}"),
-            HostState::NotStarted { why: NotStarted::EarlierFailure } => write!(f, "not reached, nothing written: the run stopped before this host's turn"),
-            HostState::NotStarted { why: NotStarted::Interrupted } => write!(f, "not reached, nothing written: interrupted before this host's turn"),
-            HostState::Failed { error, written, .. } if written.is_empty() => write!(f, "failed, nothing written: {error}"),
-            HostState::Failed { error, written, .. } => write!(f, "failed after writing {}: {error}", written.join(", ")),
-            HostState::Armed { at } => write!(f, "armed on the host: switches at {at} without this workstation"),
-            HostState::Unknown { error } => write!(f, "unknown: {error}"),
-            HostState::Upgraded { from, to } if from == to => write!(f, "runs {to} (it already did)"),
-            HostState::Upgraded { from, to } => write!(f, "upgraded {from} -> {to}"),
-            HostState::UpgradeRolledBack { from, to, healthy } => {
-                write!(f, "rolled back to {from} (from {to}), {}", if *healthy { "healthy again" } else { "NOT healthy: check it" })
-            }
-            HostState::RolledBack { restored, already, changed } => {
-                write!(f, "rolled back {restored} file(s), {already} already as before")?;
-                if !changed.is_empty() {
-                    write!(f, "; left alone, changed since the apply: {}", changed.join(", "))?;
-                }
-                Ok(())
-            }
-        }
-    }
 }
 
 /// What the executor tells the operator.
@@ -253,7 +121,25 @@ fn stage_work(plan: &Plan, stage: usize, level: usize, contents: &Contents, skip
                 w.input.extend_from_slice(bytes);
             }
             ActionKind::Reload { command } => w.reload = Some(command.clone()),
-            ActionKind::Gate { .. } | ActionKind::Retire { .. } | ActionKind::Upgrade { .. } | ActionKind::WaveGate { .. } => {}
+            ActionKind::Gate { .. } | ActionKind::Retire { .. } | ActionKind::Upgrade { .. } | ActionKind::WaveGate { .. } | ActionKind::Judge { .. } => {}
+        }
+    }
+    by_host.into_values().filter(|w| !w.files.is_empty()).collect()
+}
+
+/// The writes of exactly these edit and reload actions, host by host.
+fn work_for(plan: &Plan, ids: &[String], contents: &Contents) -> Vec<HostStage> {
+    let mut by_host: BTreeMap<&str, HostStage> = BTreeMap::new();
+    for a in plan.actions.iter().filter(|a| ids.contains(&a.id)) {
+        let w = by_host.entry(&a.host).or_insert_with(|| HostStage { host: a.host.clone(), files: vec![], input: vec![], reload: None });
+        match &a.kind {
+            ActionKind::Edit(e) => {
+                let bytes = &contents[&a.id];
+                w.files.push(file_write(e, bytes.len()));
+                w.input.extend_from_slice(bytes);
+            }
+            ActionKind::Reload { command } => w.reload = Some(command.clone()),
+            _ => {}
         }
     }
     by_host.into_values().filter(|w| !w.files.is_empty()).collect()
@@ -425,7 +311,7 @@ pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Connections, 
         };
         let is_rollout = plan.actions.iter().any(|a| a.stage == stage.index && matches!(a.kind, ActionKind::Upgrade { .. }));
         let flow = if is_rollout {
-            rollout::run_stage(&run, conns, &mut summary).await
+            rollout::run_stage(&run, conns, &mut summary, contents).await
         } else if detached {
             // `detach_problem` allows one level only: there is no workstation between levels.
             let mut flow = std::ops::ControlFlow::Continue(());

@@ -53,7 +53,7 @@ fn version_entry(run: &Level<'_>, host: &str, from: &str, to: &str, outcome: &st
 }
 
 /// One health sample of each host: `Ok(metrics)` when healthy, `Err(why)` when not or silent.
-async fn sample(hosts: &[(String, Arc<AnyHost>)], health: &str, parallel: usize) -> BTreeMap<String, Result<String, String>> {
+pub(super) async fn sample(hosts: &[(String, Arc<AnyHost>)], health: &str, parallel: usize) -> BTreeMap<String, Result<String, String>> {
     let jobs: Vec<(String, Arc<AnyHost>)> = hosts.to_vec();
     let health = health.to_string();
     crate::fanout::each(jobs, parallel, move |(name, host)| {
@@ -78,60 +78,95 @@ fn metrics(output: &str) -> String {
     output.lines().filter(|l| l.split_once('=').is_some_and(|(k, v)| !k.is_empty() && !k.contains(' ') && v.trim().parse::<f64>().is_ok())).collect::<Vec<_>>().join(" ")
 }
 
-/// Runs a rollout stage. Returns `Break` when it stopped.
-pub(super) async fn run_stage(run: &Level<'_>, conns: &mut Connections, summary: &mut Summary) -> ControlFlow<()> {
-    let Level { plan, stage, opts, reporter, journal, .. } = *run;
-    let levels: BTreeSet<usize> = plan.actions.iter().filter(|a| a.stage == stage.index).map(|a| a.level).collect();
-    for level in levels {
-        let in_level: Vec<&Action> = plan.actions.iter().filter(|a| a.stage == stage.index && a.level == level).collect();
-        let Some(wave) = in_level.iter().find_map(|a| match &a.kind {
-            ActionKind::WaveGate { role, wave, hosts, watch, health, samples, interval_ms, timeout_ms, max_unavailable } => Some(Wave {
-                role,
-                name: wave,
-                hosts,
-                watch,
-                health,
-                samples: *samples,
-                interval: Duration::from_millis(*interval_ms),
-                timeout: Duration::from_millis(*timeout_ms),
-                max_unavailable: *max_unavailable,
-            }),
-            _ => None,
-        }) else {
-            continue;
-        };
-        let ups: Vec<Up> = in_level
-            .iter()
-            .filter_map(|a| match &a.kind {
-                ActionKind::Upgrade { from, to, command, rollback, probe, .. } => Some(Up { host: &a.host, probe, from, to, command, rollback: rollback.as_deref() }),
-                _ => None,
-            })
-            .collect();
-        reporter.event(Event::Note(format!("{} {}: {} host(s): {}", wave.role, wave.name, ups.len(), wave.hosts.join(", "))));
-        let mut watch = Vec::new();
-        for h in wave.watch {
-            match conns.get(h).await {
-                Ok(c) => watch.push((h.clone(), c)),
-                // A host of the role that cannot be reached counts as down.
-                Err(e) => reporter.event(Event::Note(format!("{h}: cannot be reached for health checks: {e}"))),
-            }
+fn wave_of(a: &Action) -> Option<Wave<'_>> {
+    match &a.kind {
+        ActionKind::WaveGate { role, wave, hosts, watch, health, samples, interval_ms, timeout_ms, max_unavailable } => Some(Wave {
+            role,
+            name: wave,
+            hosts,
+            watch,
+            health,
+            samples: *samples,
+            interval: Duration::from_millis(*interval_ms),
+            timeout: Duration::from_millis(*timeout_ms),
+            max_unavailable: *max_unavailable,
+        }),
+        _ => None,
+    }
+}
+
+fn up_of(a: &Action) -> Option<Up<'_>> {
+    match &a.kind {
+        ActionKind::Upgrade { from, to, command, rollback, probe, .. } => Some(Up { host: &a.host, probe, from, to, command, rollback: rollback.as_deref() }),
+        _ => None,
+    }
+}
+
+/// Connections to every host of `names`; those that cannot be reached are reported.
+async fn connect(names: &[String], conns: &mut Connections, reporter: &dyn super::Reporter) -> Vec<(String, Arc<AnyHost>)> {
+    let mut out = Vec::new();
+    for h in names {
+        match conns.get(h).await {
+            Ok(c) => out.push((h.clone(), c)),
+            // A host of the role that cannot be reached counts as down.
+            Err(e) => reporter.event(Event::Note(format!("{h}: cannot be reached for health checks: {e}"))),
         }
-        let unreachable = wave.watch.len() - watch.len();
-        match run_wave(run, &wave, &ups, &watch, unreachable, summary).await {
-            Ok(()) => {}
-            Err(why) => {
-                summary.problems.push(why);
-                roll_back(run, &wave, &ups, &watch, summary).await;
-                return ControlFlow::Break(());
+    }
+    out
+}
+
+/// Runs a rollout stage, level by level: waves, and a shadow canary's entry,
+/// judgement and promotion or exit. Returns `Break` when it stopped.
+pub(super) async fn run_stage(run: &Level<'_>, conns: &mut Connections, summary: &mut Summary, contents: &crate::plan::Contents) -> ControlFlow<()> {
+    let Level { plan, stage, opts, reporter, .. } = *run;
+    let in_stage = || plan.actions.iter().filter(|a| a.stage == stage.index);
+    // The judge's branches run from the judge, never on their own.
+    let branches: BTreeSet<&str> = in_stage()
+        .flat_map(|a| match &a.kind {
+            ActionKind::Judge { promote, exit, .. } => promote.iter().chain(exit).map(String::as_str).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    let levels: BTreeSet<usize> = in_stage().map(|a| a.level).collect();
+    for level in levels {
+        let in_level: Vec<&Action> = in_stage().filter(|a| a.level == level && !branches.contains(a.id.as_str())).collect();
+        let flow = if let Some(wave) = in_level.iter().find_map(|a| wave_of(a)) {
+            let ups: Vec<Up> = in_level.iter().filter_map(|a| up_of(a)).collect();
+            reporter.event(Event::Note(format!("{} {}: {} host(s): {}", wave.role, wave.name, ups.len(), wave.hosts.join(", "))));
+            let watch = connect(wave.watch, conns, reporter).await;
+            let unreachable = wave.watch.len() - watch.len();
+            match run_wave(run, &wave, &ups, &watch, unreachable, summary).await {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(why) => {
+                    summary.problems.push(why);
+                    roll_back(run, &wave, &ups, &watch, summary).await;
+                    ControlFlow::Break(())
+                }
             }
+        } else if let Some(judge) = in_level.iter().find(|a| matches!(a.kind, ActionKind::Judge { .. })) {
+            super::shadow::judge(run, judge, conns, summary, contents).await
+        } else {
+            let ids: Vec<String> = in_level.iter().map(|a| a.id.clone()).collect();
+            super::shadow::edits(run, &ids, "shadow entry", conns, summary, contents).await
+        };
+        if flow.is_break() {
+            return flow;
         }
         if *opts.interrupted.borrow() {
             summary.interrupted = true;
             return ControlFlow::Break(());
         }
-        let _ = journal;
     }
     ControlFlow::Continue(())
+}
+
+/// Puts `host` back on its old version after its wave (a shadow canary that was not promoted).
+pub(super) async fn roll_back_host(run: &Level<'_>, host: &str, conns: &mut Connections, summary: &mut Summary) {
+    let in_stage = || run.plan.actions.iter().filter(|a| a.stage == run.stage.index);
+    let Some(up) = in_stage().filter(|a| a.host == host).find_map(|a| up_of(a)) else { return };
+    let Some(wave) = in_stage().filter_map(|a| wave_of(a)).find(|w| w.hosts.iter().any(|h| h == host)) else { return };
+    let watch = connect(&[host.to_string()], conns, run.reporter).await;
+    roll_back(run, &wave, &[up], &watch, summary).await;
 }
 
 /// Upgrades one wave in batches and runs its gate. `Err` names the gate, the host and the failing sample.

@@ -14,14 +14,17 @@ use std::sync::Arc;
 /// The plan's edits narrowed to the files this workstation's journal says were
 /// written (or armed); a plan the journal does not know is taken whole.
 fn written_only(plan: &Plan, journal: &Journal) -> (Plan, Vec<String>) {
+    let mut narrowed = plan.clone();
+    // A shadow's client edits are undone by its own exit, and a rollout's versions by `undo_upgrades`.
+    let rollout_stages: BTreeSet<usize> = plan.actions.iter().filter(|a| matches!(a.kind, ActionKind::Upgrade { .. })).map(|a| a.stage).collect();
+    narrowed.actions.retain(|a| !(matches!(a.kind, ActionKind::Edit(_) | ActionKind::Reload { .. }) && rollout_stages.contains(&a.stage)));
     let entries = journal.read().unwrap_or_default();
     let mine: Vec<_> = entries.iter().filter(|e| e.plan == plan.id).collect();
     if mine.is_empty() {
-        return (plan.clone(), Vec::new());
+        return (narrowed, Vec::new());
     }
     let written: BTreeSet<(&str, &str)> = mine.iter().filter(|e| e.outcome == "written" || e.outcome == "armed").map(|e| (e.host.as_str(), e.path.as_str())).collect();
     let mut skipped = Vec::new();
-    let mut narrowed = plan.clone();
     narrowed.actions.retain(|a| match &a.kind {
         ActionKind::Edit(e) if !written.contains(&(a.host.as_str(), e.path.as_str())) => {
             skipped.push(format!("{}:{}", a.host, e.path));

@@ -5,10 +5,13 @@
 //! byte for byte, once serialized.
 
 pub mod graph;
+mod node;
 mod order;
 pub mod rollout;
 mod scope;
+mod shadow;
 
+pub use node::{Action, ActionKind, Edit};
 pub use scope::select;
 
 use crate::edit::{self, Cause, Replacer, Rule, TokenKind};
@@ -80,81 +83,6 @@ pub struct Stage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
     pub actions: Vec<String>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Action {
-    pub id: String,
-    pub host: String,
-    pub stage: usize,
-    /// Within a stage: hosts of level 0 switch first (together, at `at`);
-    /// level n waits for the gates of hosts that level n-1 made ready.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub level: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at: Option<String>,
-    pub depends_on: Vec<String>,
-    #[serde(flatten)]
-    pub kind: ActionKind,
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ActionKind {
-    Edit(Edit),
-    Reload { command: String },
-    /// The host must be ready (reachable, and its role's `health` passing)
-    /// before any client is repointed to it.
-    Gate {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        command: Option<String>,
-    },
-    /// Brings a host from one version to another with its rollout's `upgrade`.
-    Upgrade {
-        role: String,
-        from: String,
-        to: String,
-        /// Reads the installed version; the upgrade is skipped where it says `to` already.
-        probe: String,
-        command: String,
-        /// Brings it back, when the version it had is known.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        rollback: Option<String>,
-    },
-    /// A wave of a rollout is done when every host of it gives `samples`
-    /// healthy samples in a row; the next wave waits for it. `watch` is every
-    /// host of the role, whose health counts against `max_unavailable`.
-    WaveGate {
-        role: String,
-        wave: String,
-        hosts: Vec<String>,
-        watch: Vec<String>,
-        health: String,
-        samples: u32,
-        interval_ms: u64,
-        timeout_ms: u64,
-        max_unavailable: usize,
-    },
-    /// No host refers to the host any more: its role's `retire` command runs.
-    Retire {
-        replaced_by: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        command: Option<String>,
-    },
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Edit {
-    pub path: String,
-    pub before_sha256: String,
-    pub after_sha256: String,
-    pub after_size: usize,
-    pub reasons: Vec<String>,
-    pub diff: String,
 }
 
 impl Plan {
@@ -245,7 +173,7 @@ fn time_groups(farm: &Farm) -> BTreeMap<Option<jiff::Timestamp>, Vec<&Replacemen
     groups
 }
 
-fn diff_text(host: &str, path: &str, before: &[u8], after: &[u8]) -> String {
+pub(crate) fn diff_text(host: &str, path: &str, before: &[u8], after: &[u8]) -> String {
     match (std::str::from_utf8(before), std::str::from_utf8(after)) {
         (Ok(a), Ok(b)) => similar::TextDiff::from_lines(a, b)
             .unified_diff()
@@ -476,7 +404,7 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
         .collect::<Vec<_>>();
     let mut stages = stages;
     let mut actions = actions;
-    rollout::plan_rollouts(farm, live, scope, times.len(), &mut hosts, &mut actions, &mut stages)?;
+    rollout::plan_rollouts(farm, live, scope, times.len(), &mut hosts, &mut actions, &mut stages, &mut contents)?;
 
     let mut plan = Plan {
         format_version: FORMAT_VERSION,

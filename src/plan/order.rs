@@ -78,7 +78,7 @@ pub(super) fn group(k: &ActionKind) -> u8 {
         ActionKind::Edit(_) | ActionKind::Reload { .. } => 1,
         ActionKind::Retire { .. } => 2,
         ActionKind::Upgrade { .. } => 3,
-        ActionKind::WaveGate { .. } => 4,
+        ActionKind::WaveGate { .. } | ActionKind::Judge { .. } => 4,
     }
 }
 
@@ -89,7 +89,7 @@ pub(super) fn kind_rank(k: &ActionKind) -> u8 {
         ActionKind::Reload { .. } => 2,
         ActionKind::Retire { .. } => 3,
         ActionKind::Upgrade { .. } => 4,
-        ActionKind::WaveGate { .. } => 5,
+        ActionKind::WaveGate { .. } | ActionKind::Judge { .. } => 5,
     }
 }
 

@@ -3,7 +3,7 @@
 //! wave ends in a `wave_gate` that the next wave waits for. Roles are ordered
 //! so that every `requires` holds at every moment, or the plan is refused.
 
-use super::{graph, Action, ActionKind, HostEntry, HostStatus, Stage};
+use super::{graph, Action, ActionKind, Contents, HostEntry, HostStatus, Stage};
 use crate::farm::{parse_version, Farm, Rollout};
 use crate::live::LiveFarm;
 
@@ -102,7 +102,8 @@ fn check_requires(farm: &Farm, live: &LiveFarm, scope: &[String], r: &Rollout) -
 
 /// Adds the upgrades and wave gates of every rollout, each role in a stage of
 /// its own after `first_stage - 1`, and marks the hosts it changes.
-pub fn plan_rollouts(farm: &Farm, live: &LiveFarm, scope: &[String], first_stage: usize, hosts: &mut [HostEntry], actions: &mut Vec<Action>, stages: &mut Vec<Stage>) -> Result<(), RolloutError> {
+#[allow(clippy::too_many_arguments)]
+pub fn plan_rollouts(farm: &Farm, live: &LiveFarm, scope: &[String], first_stage: usize, hosts: &mut [HostEntry], actions: &mut Vec<Action>, stages: &mut Vec<Stage>, contents: &mut Contents) -> Result<(), RolloutError> {
     let mut stage = first_stage;
     for r in role_order(farm)? {
         let mut members: Vec<String> = farm.hosts.values().filter(|h| h.role == r.role && scope.contains(&h.name)).map(|h| h.name.clone()).collect();
@@ -114,10 +115,19 @@ pub fn plan_rollouts(farm: &Farm, live: &LiveFarm, scope: &[String], first_stage
             continue;
         }
         check_requires(farm, live, scope, r)?;
+        // A shadow canary goes first, alone: one the clients do not list as active, if there is one.
+        let candidates: Vec<String> = members.iter().filter(|h| readable(h) && needs(h)).cloned().collect();
+        let shadow = super::shadow::pick_canary(farm, live, scope, r, &members, &candidates);
+        if let Some((c, _)) = &shadow {
+            members.retain(|m| m != c);
+            members.insert(0, c.clone());
+        }
         // Wave boundaries over all the role's hosts, so a resumed rollout keeps them.
         let n = members.len();
         let mut bounds: Vec<(String, usize)> = Vec::new();
-        if r.canary.of(n) > 0 {
+        if shadow.is_some() {
+            bounds.push(("shadow canary".into(), 1));
+        } else if r.canary.of(n) > 0 {
             bounds.push(("canary".into(), r.canary.of(n)));
         }
         for (i, w) in r.waves.iter().enumerate() {
@@ -178,8 +188,18 @@ pub fn plan_rollouts(farm: &Farm, live: &LiveFarm, scope: &[String], first_stage
             });
             ids.extend(ups);
             ids.push(gate.clone());
-            previous_gate = Some(gate);
+            previous_gate = Some(gate.clone());
             level += 1;
+            if let (Some((canary, drained)), true) = (&shadow, level == 1) {
+                let from = match installed(live, canary) {
+                    Some(Ok(v)) => v,
+                    _ => "unknown".to_string(),
+                };
+                let (shadow_ids, judge) = super::shadow::nodes(farm, live, scope, r, &members, canary, *drained, &from, stage, level, &gate, hosts, actions, contents);
+                ids.extend(shadow_ids);
+                previous_gate = Some(judge);
+                level += 3;
+            }
         }
         stages.push(Stage { index: stage, at: None, actions: ids });
         stage += 1;

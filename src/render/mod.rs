@@ -131,7 +131,7 @@ pub fn text(plan: &Plan, now: Option<jiff::Timestamp>, color: bool) -> String {
                     host = "upgrades";
                     s.push('\n');
                 }
-                ActionKind::WaveGate { .. } => host = "",
+                ActionKind::WaveGate { .. } | ActionKind::Judge { .. } => host = "",
                 _ => {}
             }
             match &a.kind {
@@ -195,6 +195,14 @@ pub fn describe(a: &Action) -> String {
             timeout_ms,
             hosts.join(", ")
         ),
+        ActionKind::Judge { canary, baseline, window_ms, interval_ms, join, confidence, .. } => format!(
+            "\n  ⚖ {canary} serves mirrored work for {} ms, sampled every {} ms with the active members ({}); it joins only if {}{}; otherwise it leaves the shadow and goes back",
+            window_ms,
+            interval_ms,
+            baseline.join(", "),
+            join.iter().map(|j| format!("`{j}`")).collect::<Vec<_>>().join(" and "),
+            confidence.map(|c| format!(", and no metric is worse by a Mann-Whitney test at {c}")).unwrap_or_default()
+        ),
     }
 }
 
@@ -226,6 +234,7 @@ pub fn markdown(plan: &Plan, now: Option<jiff::Timestamp>) -> String {
                 }
                 ActionKind::Upgrade { from, to, command, .. } => writeln!(s, "| {} | upgrade `{}` | {} -> {} |", a.host, cell(command), cell(from), cell(to)).unwrap(),
                 ActionKind::WaveGate { wave, hosts, samples, .. } => writeln!(s, "| {} | {wave} gate | {samples} healthy samples in a row before the next wave |", cell(&hosts.join(", "))).unwrap(),
+                ActionKind::Judge { canary, join, window_ms, .. } => writeln!(s, "| {canary} | shadow judgement over {window_ms} ms | joins only if {} |", cell(&join.join(" and "))).unwrap(),
             }
         }
         s.push('\n');
@@ -255,6 +264,7 @@ pub fn dot(plan: &Plan) -> String {
             ActionKind::Retire { .. } => format!("retire {}", a.host),
             ActionKind::Upgrade { from, to, .. } => format!("upgrade {} {from} -> {to}", a.host),
             ActionKind::WaveGate { role, wave, .. } => format!("{role} {wave} healthy"),
+            ActionKind::Judge { canary, .. } => format!("judge shadow {canary}"),
         };
         let when = a.at.as_deref().map(|t| format!("\nat {t}")).unwrap_or_default();
         index.insert(a.id.as_str(), g.add_node(format!("{what}{when}")));

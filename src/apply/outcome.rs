@@ -1,0 +1,140 @@
+//! Where each host ends: the outcome of a run on one host, as a value the
+//! summary, the journal and the exit code are made from.
+
+use crate::transport::Cause;
+use std::fmt;
+
+/// Why a host's work never started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotStarted {
+    /// A host its clients would be pointed at did not pass its gate.
+    NotReady(String),
+    /// The run stopped at an earlier stage or level.
+    EarlierFailure,
+    /// The operator interrupted the run first.
+    Interrupted,
+}
+
+/// Why a staged host was told to drop its staged copies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AbortReason {
+    NotReady(String),
+    OtherHostsFailed,
+    Interrupted,
+}
+
+impl fmt::Display for AbortReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AbortReason::NotReady(gate) => write!(f, "a host it would point to is not ready: {gate}"),
+            AbortReason::OtherHostsFailed => write!(f, "other hosts failed"),
+            AbortReason::Interrupted => write!(f, "interrupted before the switch"),
+        }
+    }
+}
+
+/// Where one host stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HostState {
+    Staging,
+    Staged,
+    Switching,
+    /// Every file renamed into place; the reload (if any) passed.
+    Applied { files: Vec<String> },
+    /// Files are in place but the reload failed.
+    ReloadFailed { status: i32, output: String, files: Vec<String> },
+    /// A file changed since the plan; nothing written on this host.
+    Refused { changed: Vec<String> },
+    /// Another apply holds this host's lock; nothing written on this host.
+    Locked { holder: String },
+    /// Staged fine, but the run stopped, so the staged copies were removed.
+    Aborted { why: AbortReason },
+    /// Never reached: nothing was sent to this host.
+    NotStarted { why: NotStarted },
+    Failed { error: String, cause: Option<Cause>, written: Vec<String> },
+    /// A detached switch waits on the host for its time.
+    Armed { at: String },
+    /// A rollout brought the host to a version (or found it there).
+    Upgraded { from: String, to: String },
+    /// A failed gate sent the host back to the version it had.
+    UpgradeRolledBack { from: String, to: String, healthy: bool },
+    /// The host fell silent after it was told to switch: it may or may not have.
+    Unknown { error: String },
+    RolledBack { restored: usize, already: usize, changed: Vec<String> },
+}
+
+impl HostState {
+    pub fn is_final(&self) -> bool {
+        !matches!(self, HostState::Staging | HostState::Staged | HostState::Switching)
+    }
+
+    pub fn is_ok(&self) -> bool {
+        matches!(self, HostState::Applied { .. } | HostState::Staged | HostState::Armed { .. } | HostState::Upgraded { .. } | HostState::UpgradeRolledBack { healthy: true, .. })
+            || matches!(self, HostState::RolledBack { changed, .. } if changed.is_empty())
+    }
+
+    /// Whether nothing was written on the host, for certain.
+    pub fn untouched(&self) -> bool {
+        match self {
+            HostState::Refused { .. } | HostState::Locked { .. } | HostState::Aborted { .. } | HostState::NotStarted { .. } => true,
+            HostState::Failed { written, .. } => written.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// The files this state says were written on the host.
+    pub fn written(&self) -> &[String] {
+        match self {
+            HostState::Applied { files } | HostState::ReloadFailed { files, .. } => files,
+            HostState::Failed { written, .. } => written,
+            _ => &[],
+        }
+    }
+
+    pub(super) fn failed(error: impl Into<String>) -> HostState {
+        HostState::Failed { error: error.into(), cause: None, written: vec![] }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+impl fmt::Display for HostState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostState::Staging => write!(f, "staging"),
+            HostState::Staged => write!(f, "staged, waiting to switch"),
+            HostState::Switching => write!(f, "switching"),
+            HostState::Applied { files } => write!(f, "applied ({} file{}: {})", files.len(), plural(files.len()), files.join(", ")),
+            HostState::ReloadFailed { status, output, .. } => write!(f, "files in place, but the reload failed (exit {status}): {output}"),
+            HostState::Refused { changed } => write!(f, "refused, nothing written: changed since the plan: {}", changed.join(", ")),
+            HostState::Locked { holder } => write!(f, "refused, nothing written: another apply holds the lock ({holder})"),
+            HostState::Aborted { why } => write!(f, "aborted, nothing written ({why})"),
+            HostState::NotStarted { why: NotStarted::NotReady(gate) } => write!(f, "not reached, nothing written: a host it would point to is not ready: {gate}"),
+            HostState::NotStarted { why: NotStarted::EarlierFailure } => write!(f, "not reached, nothing written: the run stopped before this host's turn"),
+            HostState::NotStarted { why: NotStarted::Interrupted } => write!(f, "not reached, nothing written: interrupted before this host's turn"),
+            HostState::Failed { error, written, .. } if written.is_empty() => write!(f, "failed, nothing written: {error}"),
+            HostState::Failed { error, written, .. } => write!(f, "failed after writing {}: {error}", written.join(", ")),
+            HostState::Armed { at } => write!(f, "armed on the host: switches at {at} without this workstation"),
+            HostState::Unknown { error } => write!(f, "unknown: {error}"),
+            HostState::Upgraded { from, to } if from == to => write!(f, "runs {to} (it already did)"),
+            HostState::Upgraded { from, to } => write!(f, "upgraded {from} -> {to}"),
+            HostState::UpgradeRolledBack { from, to, healthy } => {
+                write!(f, "rolled back to {from} (from {to}), {}", if *healthy { "healthy again" } else { "NOT healthy: check it" })
+            }
+            HostState::RolledBack { restored, already, changed } => {
+                write!(f, "rolled back {restored} file(s), {already} already as before")?;
+                if !changed.is_empty() {
+                    write!(f, "; left alone, changed since the apply: {}", changed.join(", "))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+

@@ -1,0 +1,112 @@
+//! A shadow canary's entry, judgement and promotion or exit: the one place
+//! the `judge` node runs. Client edits go through the same all-or-nothing
+//! switch as any edit; the verdict comes from `judge` (pure).
+
+use super::rollout::{roll_back_host, sample};
+use super::switch::{switch_stage, LevelWork};
+use super::{record, work_for, Connections, Event, Level, Summary};
+use crate::judge::{self, MannWhitney};
+use crate::plan::{Action, ActionKind, Contents};
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+/// Applies exactly the edits and reloads `ids`, all or nothing, under their own backup name.
+pub(super) async fn edits(run: &Level<'_>, ids: &[String], phase: &str, conns: &mut Connections, summary: &mut Summary, contents: &Contents) -> ControlFlow<()> {
+    let work = work_for(run.plan, ids, contents);
+    if work.is_empty() {
+        return ControlFlow::Continue(());
+    }
+    run.reporter.event(Event::Note(format!("{phase}: {} client(s)", work.len())));
+    let plan_stage = format!("{}-{}", run.plan_stage, phase.replace(' ', "-"));
+    let level = Level { plan_stage: &plan_stage, ..*run };
+    let mut failures = 0;
+    let flow = switch_stage(&level, vec![LevelWork { work, gates: Vec::new() }], conns, summary, &mut failures).await;
+    if flow.is_break() {
+        summary.problems.push(format!("{phase} did not complete: no client was switched"));
+    }
+    flow
+}
+
+fn entry(run: &Level<'_>, host: &str, outcome: &str, detail: String) -> super::journal::Entry {
+    super::journal::Entry {
+        time: jiff::Timestamp::now().to_string(),
+        plan: run.plan.id.clone(),
+        farm: run.plan.farm.name.clone(),
+        host: host.to_string(),
+        path: "(shadow)".into(),
+        before_sha256: String::new(),
+        after_sha256: String::new(),
+        outcome: outcome.into(),
+        detail,
+    }
+}
+
+/// The `name=value` metrics of one sample's output.
+fn parse_metrics(m: &str) -> BTreeMap<String, f64> {
+    m.split([' ', '\n']).filter_map(|kv| kv.split_once('=')).filter_map(|(k, v)| Some((k.to_string(), v.trim().parse::<f64>().ok()?))).collect()
+}
+
+/// Samples the canary and the active members over the window, judges every
+/// join condition, records samples and verdicts, then promotes or exits.
+pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Connections, summary: &mut Summary, contents: &Contents) -> ControlFlow<()> {
+    let ActionKind::Judge { role, canary, baseline, health, window_ms, interval_ms, join, confidence, promote, exit, .. } = &node.kind else {
+        return ControlFlow::Continue(());
+    };
+    let Level { opts, reporter, journal, .. } = *run;
+    let mut hosts = Vec::new();
+    for h in std::iter::once(canary).chain(baseline) {
+        match conns.get(h).await {
+            Ok(c) => hosts.push((h.clone(), c)),
+            Err(e) => reporter.event(Event::Note(format!("{h}: cannot be sampled: {e}"))),
+        }
+    }
+    reporter.event(Event::Note(format!("{role} shadow: sampling {canary} and {} active member(s) for {window_ms} ms", baseline.len())));
+    let (mut ours, mut theirs): (BTreeMap<String, Vec<f64>>, BTreeMap<String, Vec<f64>>) = Default::default();
+    let end = Instant::now() + Duration::from_millis(*window_ms);
+    loop {
+        let round = sample(&hosts, health, opts.parallel).await;
+        let mut lines = Vec::new();
+        for (h, r) in &round {
+            let Ok(m) = r else {
+                lines.push(entry(run, h, "shadow-sample", format!("no answer: {}", r.as_ref().err().cloned().unwrap_or_default())));
+                continue;
+            };
+            let side = if h == canary { &mut ours } else { &mut theirs };
+            for (k, v) in parse_metrics(m) {
+                side.entry(k).or_default().push(v);
+            }
+            lines.push(entry(run, h, "shadow-sample", m.clone()));
+        }
+        record(journal, summary, lines);
+        if Instant::now() >= end || *opts.interrupted.borrow() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(*interval_ms)).await;
+    }
+    let test = confidence.map(|c| MannWhitney { confidence: c });
+    let mut failed = Vec::new();
+    let mut verdicts = Vec::new();
+    for text in join {
+        let v = match judge::parse(text) {
+            Ok(c) => judge::judge(&c, ours.get(&c.metric).map_or(&[][..], Vec::as_slice), theirs.get(&c.metric).map_or(&[][..], Vec::as_slice), test),
+            Err(e) => judge::Verdict { condition: text.clone(), canary: None, baseline: None, bound: None, pass: false, why: e },
+        };
+        reporter.event(Event::Note(format!("{canary}: {v}")));
+        verdicts.push(entry(run, canary, if v.pass { "shadow-holds" } else { "shadow-fails" }, v.to_string()));
+        if !v.pass {
+            failed.push(v.to_string());
+        }
+    }
+    record(journal, summary, verdicts);
+    if failed.is_empty() && !*opts.interrupted.borrow() {
+        record(journal, summary, vec![entry(run, canary, "promoted", format!("{canary} met every join condition"))]);
+        return edits(run, promote, "promotion", conns, summary, contents).await;
+    }
+    let why = if failed.is_empty() { "interrupted before the judgement".to_string() } else { failed.join("; ") };
+    record(journal, summary, vec![entry(run, canary, "not-promoted", why.clone())]);
+    summary.problems.push(format!("{role} shadow canary {canary} was not promoted: {why}"));
+    let _ = edits(run, exit, "shadow exit", conns, summary, contents).await;
+    roll_back_host(run, canary, conns, summary).await;
+    ControlFlow::Break(())
+}
