@@ -137,6 +137,16 @@ pub struct JournalArgs {
     pub plans: bool,
 }
 
+/// `farmctl watch`
+#[derive(clap::Args, Debug)]
+pub struct WatchArgs {
+    /// The farm file
+    pub farm: PathBuf,
+    /// Log JSON lines instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `farmctl completions`
 #[derive(clap::Args, Debug)]
 pub struct CompletionsArgs {
@@ -162,6 +172,8 @@ pub enum Command {
     Unlock(UnlockArgs),
     /// Print the plan's dependency graph as Graphviz DOT
     Graph(FarmArgs),
+    /// Keep every [services] member list up: heartbeats, confirmed failover, sync (until stopped)
+    Watch(WatchArgs),
     /// Check a farm file without contacting any host
     Validate(ValidateArgs),
     /// Print the JSON Schema of the farm file

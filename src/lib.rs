@@ -14,6 +14,7 @@ macro_rules! say {
 pub mod edit;
 pub mod error;
 pub mod judge;
+pub mod watch;
 pub mod farm;
 pub mod live;
 pub mod plan;

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             Command::Unlock(a) => cmd::switches::unlock(a).await,
             Command::Graph(a) => cmd::graph::run(a).await,
             Command::Validate(a) => cmd::validate::run(a),
+            Command::Watch(a) => cmd::watch::run(a).await,
             Command::Journal(a) => cmd::journal::run(a),
             Command::Schema => cmd::meta::schema(),
             Command::Completions(a) => cmd::meta::completions(a),

@@ -12,6 +12,7 @@ pub mod rollback;
 pub mod show;
 pub mod switches;
 pub mod validate;
+pub mod watch;
 
 use crate::apply::{HostState, Summary};
 use crate::error::{Error, ErrorKind, Result};

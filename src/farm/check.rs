@@ -297,6 +297,7 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
     unambiguous(c, &hosts, &mut warnings, &host_spans);
 
     let rollouts = super::rollout::check(c, raw.rollout, &roles);
+    let services = super::services::check(c, raw.services, &hosts);
     let mut replacements = Vec::new();
     let mut by_time: BTreeMap<(Option<jiff::Timestamp>, String), usize> = BTreeMap::new();
     for (index, r) in raw.replace.into_iter().enumerate() {
@@ -345,6 +346,7 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
         hosts,
         replacements,
         rollouts,
+        services,
         warnings,
     }
 }

@@ -9,6 +9,9 @@ mod names;
 mod raw;
 mod rollout;
 mod schema;
+mod services;
+
+pub use services::{Check, Service};
 
 pub use rollout::{parse_version, Count, GateSpec, Rollout, Shadow};
 
@@ -40,6 +43,8 @@ pub struct Farm {
     pub replacements: Vec<Replacement>,
     /// `[rollout.<role>]` by role.
     pub rollouts: BTreeMap<String, Rollout>,
+    /// `[services.<name>]` by name.
+    pub services: BTreeMap<String, Service>,
     /// Things that are allowed but worth saying (a shared address, by `allow_shared_address`).
     pub warnings: Vec<String>,
 }

@@ -20,6 +20,28 @@ pub struct RawFarm {
     pub replace: Vec<S<RawReplace>>,
     #[serde(default)]
     pub rollout: BTreeMap<S<String>, S<RawRollout>>,
+    #[serde(default)]
+    pub services: BTreeMap<S<String>, S<RawService>>,
+}
+
+/// `[services.<name>]`: a stable name over a priority-ordered list of members.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub r#virtual: S<String>,
+    pub members: S<Vec<S<String>>>,
+    pub check: Option<S<String>>,
+    pub heartbeat: Option<S<String>>,
+    pub dead_after: Option<S<String>>,
+    pub strategy: Option<S<String>>,
+    #[serde(default)]
+    pub sync: Vec<S<String>>,
+    pub max_lag: Option<S<String>>,
+    pub preempt: Option<bool>,
+    pub fence: Option<S<String>>,
+    pub fence_required: Option<bool>,
+    pub confirm: Option<S<i64>>,
+    pub lease: Option<S<String>>,
 }
 
 /// `[rollout.<role>]`: bring a role's hosts to a version, canary then waves.

@@ -117,6 +117,28 @@ pub fn farm_schema() -> Value {
                     }
                 }
             },
+            "services": {
+                "type": "object",
+                "description": "stable names over priority-ordered members, kept up by `farmctl watch`",
+                "additionalProperties": {
+                    "type": "object", "required": ["virtual", "members"], "additionalProperties": false,
+                    "properties": {
+                        "virtual": string("the name clients use"),
+                        "members": strings("hosts of [hosts], in priority order"),
+                        "check": string("\"ssh\", \"tcp:PORT\" or a command run on the member"),
+                        "heartbeat": string("how often the active member is checked (default 1s)"),
+                        "dead_after": string("silence after which it is dead, once clients confirm (default 3s)"),
+                        "strategy": { "enum": ["rewrite"] },
+                        "sync": strings("paths copied from the active member to the standbys when they differ"),
+                        "max_lag": string("a standby whose last good sync is older is not promoted (default 60s)"),
+                        "preempt": { "type": "boolean" },
+                        "fence": string("run on the workstation against the dead member; {host} and {address} are filled in"),
+                        "fence_required": { "type": "boolean" },
+                        "confirm": { "type": "integer", "minimum": 0 },
+                        "lease": string("how long a watcher's lease outlives it (default 5x heartbeat, 5s to 30s)")
+                    }
+                }
+            },
             "replace": {
                 "type": "array",
                 "items": {

@@ -3,6 +3,7 @@
 //! here prints or prompts; the command layer does that with what comes back.
 
 mod saved;
+pub mod watch;
 
 pub use saved::{differences, farm_of, load_plan, prepare_saved, verify_saved_file, SavedRun};
 
@@ -125,12 +126,17 @@ impl Session {
 
 /// Turns true on the first SIGINT or SIGTERM. A second one ends farmctl at once.
 pub fn interrupt_signal() -> tokio::sync::watch::Receiver<bool> {
+    interrupt_signal_saying("interrupted: telling every host that has not switched to drop its staged copies and release its lock (interrupt again to quit at once)")
+}
+
+/// Turns true on the first SIGINT or SIGTERM, saying `what` happens then.
+pub fn interrupt_signal_saying(what: &'static str) -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else { return };
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        crate::say!("interrupted: telling every host that has not switched to drop its staged copies and release its lock (interrupt again to quit at once)");
+        crate::say!("{what}");
         let _ = tx.send(true);
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
         std::process::exit(130);

@@ -154,7 +154,7 @@ pub fn rules_for(farm: &Farm, r: &Replacement) -> Vec<Rule> {
 /// Whether `content` names host `x` (its name, an alias or its address) as a
 /// whole token. A file that cannot be parsed counts as naming it: retiring a
 /// host on a guess is worse than keeping it.
-fn refers_to(farm: &Farm, path: &str, content: &[u8], x: &str) -> bool {
+pub fn refers_to(farm: &Farm, path: &str, content: &[u8], x: &str) -> bool {
     let host = &farm.hosts[x];
     let probe = "farmctl-probe".to_string();
     let mut rules: Vec<Rule> = std::iter::once(&host.name).chain(&host.aliases).map(|n| Rule { from: n.clone(), to: probe.clone(), kind: TokenKind::Name, origin: 0 }).collect();

@@ -10,7 +10,7 @@ pub mod protocol;
 mod script;
 pub mod ssh;
 
-pub use protocol::{ArmedJob, CancelOutcome, Cause, CommandResult, JobState, UnlockOutcome, UpgradeReport, WriteReport};
+pub use protocol::{ArmedJob, CancelOutcome, Cause, CommandResult, JobState, LeaseState, Reach, UnlockOutcome, UpgradeReport, WriteReport};
 pub use script::{FileWrite, RunIds};
 
 use crate::farm::{Farm, Transport};

@@ -105,6 +105,24 @@ pub enum UnlockOutcome {
     Unlocked { holder: String },
 }
 
+/// The watcher's lease on a member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseState {
+    Ours { epoch: u64 },
+    Held { holder: String, epoch: u64, left_ms: i64 },
+    Released,
+    NotOurs,
+}
+
+/// What a client sees of a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    Up,
+    Down,
+    /// The client has neither bash with `timeout` nor `nc` to look.
+    Unknown,
+}
+
 /// What an upgrade script said.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UpgradeReport {
@@ -248,6 +266,42 @@ impl AnyHost {
             }
         }
         Ok(r)
+    }
+
+    /// Takes or renews (or releases) the watcher's lease of `service` on this member.
+    pub async fn lease(&self, state_dir: &str, service: &str, holder: &str, ttl_ms: u64, release: bool) -> Result<LeaseState, TransportError> {
+        let dir = super::host_state_dir(state_dir, self.name());
+        let op = if release { script::LeaseOp::Release } else { script::LeaseOp::Acquire };
+        let out = self.run(&script::lease(self.root(), &dir, service, holder, ttl_ms, op), Vec::new()).await?;
+        let line = script::parse_report(&out.stdout).into_iter().find_map(|r| if let Report::Lease(l) = r { Some(l) } else { None }).unwrap_or_default();
+        let mut w = line.split(' ');
+        Ok(match (w.next(), w.next(), w.next()) {
+            (Some("ok"), Some(e), _) => LeaseState::Ours { epoch: e.parse().unwrap_or(0) },
+            (Some("held"), Some(e), Some(left)) => LeaseState::Held { epoch: e.parse().unwrap_or(0), left_ms: left.parse().unwrap_or(0), holder: w.collect::<Vec<_>>().join(" ") },
+            (Some("released"), _, _) => LeaseState::Released,
+            _ => LeaseState::NotOurs,
+        })
+    }
+
+    /// Whether this host (a client) reaches `address:port` itself.
+    pub async fn reaches(&self, address: &str, port: u16) -> Result<Reach, TransportError> {
+        let out = self.run(&script::reach(address, port), Vec::new()).await?;
+        Ok(match script::parse_report(&out.stdout).into_iter().find_map(|r| if let Report::Reach(l) = r { Some(l) } else { None }).as_deref() {
+            Some("up") => Reach::Up,
+            Some("down") => Reach::Down,
+            _ => Reach::Unknown,
+        })
+    }
+
+    /// Writes `content` to `path` on this host atomically, checked by sha256.
+    pub async fn put_file(&self, path: &str, content: Vec<u8>) -> Result<(), String> {
+        let sha = crate::farm::sha256_hex(&content);
+        let out = self.run(&script::put_file(self.root(), path, content.len(), &sha), content).await.map_err(|e| e.to_string())?;
+        let reports = script::parse_report(&out.stdout);
+        if reports.contains(&Report::Done) {
+            return Ok(());
+        }
+        Err(reports.into_iter().find_map(|r| if let Report::Error(e) = r { Some(e) } else { None }).unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string()))
     }
 
     /// Runs one operator command (a health check or a retire). `Ok(None)`: the host gave no answer.

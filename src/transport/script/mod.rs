@@ -13,11 +13,13 @@ use std::fmt::Write;
 
 mod jobs;
 mod report;
+mod service;
 #[cfg(test)]
 mod tests;
 
 pub use jobs::{break_lock, cancel, detach, status, unlock, upgrade};
 pub use report::{error_cause, parse_report, Report};
+pub use service::{lease, put_file, reach, LeaseOp};
 
 /// Quotes one word for sh. NUL bytes cannot be passed to a shell at all.
 pub fn q(s: &str) -> String {

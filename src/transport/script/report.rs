@@ -47,6 +47,10 @@ pub enum Report {
     Now(String),
     UpToDate(String),
     Skipped(String),
+    /// From `lease`: "ok EPOCH", "held EPOCH MS_LEFT HOLDER" or "released".
+    Lease(String),
+    /// From `reach`: "up", "down" or "unknown".
+    Reach(String),
 }
 
 /// Reads a script's report lines; unknown lines are ignored.
@@ -118,6 +122,8 @@ pub fn parse_report(out: &[u8]) -> Vec<Report> {
             "NOW" => Report::Now(rest.trim().to_string()),
             "UPTODATE" => Report::UpToDate(rest.trim().to_string()),
             "SKIPPED" => Report::Skipped(rest.trim().to_string()),
+            "LEASE" => Report::Lease(rest.trim().to_string()),
+            "REACH" => Report::Reach(rest.trim().to_string()),
             _ => continue,
         };
         reports.push(r);

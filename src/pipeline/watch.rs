@@ -1,0 +1,337 @@
+//! `farmctl watch` as a library: heartbeats, confirmations, the lease, sync
+//! and failovers for every service of a farm. The decisions are `watch`'s
+//! pure state machine; a failover is a replacement planned and applied
+//! through the same pipeline as any other, and lands in the journal.
+
+use super::Session;
+use crate::apply::journal::{Entry, Journal};
+use crate::error::{Error, ErrorKind, Result};
+use crate::farm::{Check, Farm, Replacement, Service};
+use crate::live::FileState;
+use crate::transport::{self, AnyHost, Host, LeaseState, Reach};
+use crate::watch::{Choice, Monitor, Step, Verdict};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One line per event, with a timestamp: plain text, or JSON lines.
+#[derive(Clone, Copy)]
+pub struct Log {
+    pub json: bool,
+}
+
+impl Log {
+    pub fn event(&self, service: &str, event: &str, message: &str) {
+        let time = jiff::Timestamp::now();
+        if self.json {
+            let line = serde_json::json!({ "time": time.to_string(), "service": service, "event": event, "message": message });
+            crate::say!("{line}");
+        } else {
+            crate::say!("{time} {service}: {event}: {message}");
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    jiff::Timestamp::now().as_millisecond().max(0) as u64
+}
+
+fn holder() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".into());
+    format!("{user}@{host}:{}", std::process::id())
+}
+
+/// The member the clients' files name (the most-named), and those clients.
+fn active_of(farm: &Farm, live: &crate::live::LiveFarm, svc: &Service) -> (Option<String>, Vec<String>) {
+    let mut count: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (name, state) in live {
+        if svc.members.contains(name) {
+            continue;
+        }
+        let Ok(state) = state else { continue };
+        for m in &svc.members {
+            let named = state.files.iter().any(|(path, f)| matches!(f, FileState::Present(i) if crate::plan::refers_to(farm, path, &i.content, m)));
+            if named {
+                count.entry(m.as_str()).or_default().push(name.clone());
+            }
+        }
+    }
+    // The most-named member; ties go to the higher priority.
+    let best = svc.members.iter().max_by_key(|m| (count.get(m.as_str()).map_or(0, Vec::len), std::cmp::Reverse(svc.members.iter().position(|x| x == *m))));
+    match best.filter(|m| count.contains_key(m.as_str())) {
+        Some(m) => (Some(m.clone()), count.remove(m.as_str()).unwrap_or_default()),
+        None => (None, Vec::new()),
+    }
+}
+
+/// A connection per host, made again when it broke.
+struct Conns {
+    farm: Arc<Farm>,
+    hosts: BTreeMap<String, Arc<AnyHost>>,
+}
+
+impl Conns {
+    async fn get(&mut self, name: &str, limit: Duration) -> Option<Arc<AnyHost>> {
+        if let Some(h) = self.hosts.get(name) {
+            return Some(h.clone());
+        }
+        let h = Arc::new(tokio::time::timeout(limit, transport::connect(&self.farm, name)).await.ok()?.ok()?);
+        self.hosts.insert(name.to_string(), h.clone());
+        Some(h)
+    }
+
+    fn forget(&mut self, name: &str) {
+        self.hosts.remove(name);
+    }
+}
+
+/// One check of a member, within `limit`.
+async fn check(conns: &mut Conns, farm: &Farm, svc: &Service, member: &str, limit: Duration) -> bool {
+    let ok = match &svc.check {
+        Check::Tcp(port) => {
+            let addr = farm.hosts[member].address.clone().unwrap_or_else(|| member.to_string());
+            matches!(tokio::time::timeout(limit, tokio::net::TcpStream::connect((addr.as_str(), *port))).await, Ok(Ok(_)))
+        }
+        Check::Ssh | Check::Command(_) => {
+            let cmd = if let Check::Command(c) = &svc.check { c.as_str() } else { "true" };
+            match conns.get(member, limit).await {
+                Some(h) => matches!(tokio::time::timeout(limit, h.command(cmd)).await, Ok(Ok(Some(c))) if c.status == 0),
+                None => false,
+            }
+        }
+    };
+    if !ok {
+        conns.forget(member);
+    }
+    ok
+}
+
+/// Takes (or renews) the lease on every reachable member. `Err` names another holder.
+async fn lease(conns: &mut Conns, farm: &Farm, svc: &Service, me: &str, release: bool, limit: Duration) -> std::result::Result<usize, String> {
+    let mut held = 0;
+    for m in &svc.members {
+        let Some(h) = conns.get(m, limit).await else { continue };
+        match tokio::time::timeout(limit, h.lease(&farm.state_dir, &svc.name, me, svc.lease.as_millis() as u64, release)).await {
+            Ok(Ok(LeaseState::Ours { .. })) => held += 1,
+            Ok(Ok(LeaseState::Held { holder, epoch, left_ms })) => return Err(format!("service {} is watched by {holder} (lease epoch {epoch} on {m}, {left_ms} ms left)", svc.name)),
+            Ok(Ok(_)) => {}
+            _ => conns.forget(m),
+        }
+    }
+    Ok(held)
+}
+
+fn journal(service: &str, farm: &Farm, outcome: &str, detail: String) {
+    let e = Entry {
+        time: jiff::Timestamp::now().to_string(),
+        plan: String::new(),
+        farm: farm.name.clone(),
+        host: service.to_string(),
+        path: "(service)".into(),
+        before_sha256: String::new(),
+        after_sha256: String::new(),
+        outcome: outcome.into(),
+        detail,
+    };
+    let _ = Journal::open().record(&[e]);
+}
+
+/// Repoints every client from `from` to `to`: an immediate replacement,
+/// planned and applied through the pipeline. Returns the clients repointed.
+async fn failover(farm: &Arc<Farm>, svc: &Service, from: &str, to: &str, log: Log, interrupted: &tokio::sync::watch::Receiver<bool>) -> std::result::Result<usize, String> {
+    let mut f = (**farm).clone();
+    f.replacements = vec![Replacement { index: 0, old: from.to_string(), new: to.to_string(), at: None, on: vec![] }];
+    f.rollouts.clear();
+    let f = Arc::new(f);
+    let mut session = Session::with_farm(f.clone(), 64);
+    let scope: Vec<String> = f.hosts.keys().filter(|h| *h != from).cloned().collect();
+    session.read(&scope).await;
+    // Hosts that cannot be read now are left out, and said so: the service comes first.
+    let readable: Vec<String> = scope.iter().filter(|h| matches!(session.live.get(*h), Some(Ok(_)))).cloned().collect();
+    for h in scope.iter().filter(|h| !readable.contains(h)) {
+        log.event(&svc.name, "skipped", &format!("{h} cannot be read; it is not repointed now"));
+    }
+    let planned = session.plan(&readable, &[]).map_err(|e| e.message)?;
+    let clients: std::collections::BTreeSet<&str> = planned.plan.edits().map(|(a, _)| a.host.as_str()).collect();
+    let n = clients.len();
+    let mut opts = session.options(&planned.plan, 0, false);
+    opts.interrupted = interrupted.clone();
+    let summary = session.execute(&planned, &opts, &crate::apply::progress::Lines, &Journal::open()).await;
+    if summary.ok() {
+        Ok(n)
+    } else {
+        let bad: Vec<String> = summary.hosts.iter().filter(|(_, s)| !s.is_ok()).map(|(h, s)| format!("{h}: {s}")).collect();
+        Err(format!("plan {}: {}", planned.plan.id, bad.join("; ")))
+    }
+}
+
+/// Copies each `sync` path from the active member to every standby where it differs.
+async fn sync(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, last_sync: &mut BTreeMap<String, Instant>, log: Log, limit: Duration) {
+    let Some(a) = conns.get(active, limit).await else { return };
+    let Ok(Ok(src)) = tokio::time::timeout(limit, a.read_state(&farm.state_dir, &svc.sync, None)).await else { return };
+    for m in svc.members.iter().filter(|m| *m != active) {
+        let Some(h) = conns.get(m, limit).await else { continue };
+        let Ok(Ok(dst)) = tokio::time::timeout(limit, h.read_state(&farm.state_dir, &svc.sync, None)).await else { continue };
+        let mut all_good = true;
+        for p in &svc.sync {
+            let (FileState::Present(s), d) = (&src.files[p], &dst.files[p]) else { continue };
+            if matches!(d, FileState::Present(d) if d.sha256 == s.sha256) {
+                continue;
+            }
+            match h.put_file(p, s.content.clone()).await {
+                Ok(()) => log.event(&svc.name, "synced", &format!("{active}:{p} -> {m} (sha256 {})", &s.sha256[..12])),
+                Err(e) => {
+                    all_good = false;
+                    log.event(&svc.name, "sync-failed", &format!("{active}:{p} -> {m}: {e}"));
+                }
+            }
+        }
+        if all_good {
+            last_sync.insert(m.clone(), Instant::now());
+        }
+    }
+}
+
+/// Runs a fence command against the dead member; returns whether it succeeded.
+async fn fence(farm: &Farm, svc: &Service, dead: &str, log: Log) -> bool {
+    let Some(cmd) = &svc.fence else { return true };
+    let q = |s: &str| shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_default();
+    let addr = farm.hosts[dead].address.clone().unwrap_or_default();
+    let cmd = cmd.replace("{host}", &q(dead)).replace("{address}", &q(&addr));
+    let out = tokio::process::Command::new("sh").arg("-c").arg(&cmd).current_dir(farm.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."))).output().await;
+    let (ok, detail) = match out {
+        Ok(o) => (o.status.success(), format!("`{cmd}` exit {}: {}", o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => (false, format!("`{cmd}` could not run: {e}")),
+    };
+    log.event(&svc.name, if ok { "fenced" } else { "fence-failed" }, &format!("{dead}: {detail}"));
+    journal(&svc.name, farm, if ok { "fenced" } else { "fence-failed" }, format!("{dead}: {detail}"));
+    ok
+}
+
+/// Watches one service until interrupted.
+async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut clients: Vec<String>, log: Log, mut interrupted: tokio::sync::watch::Receiver<bool>) {
+    let me = holder();
+    let limit = svc.heartbeat.max(Duration::from_millis(500));
+    let mut conns = Conns { farm: farm.clone(), hosts: BTreeMap::new() };
+    let mut monitor = Monitor::new(active, svc.members.clone(), svc.dead_after.as_millis() as u64, svc.confirm, now_ms());
+    let mut last_sync: BTreeMap<String, Instant> = BTreeMap::new();
+    let port = farm.ssh.port.unwrap_or(22);
+    loop {
+        let tick = Instant::now();
+        if *interrupted.borrow() {
+            let _ = lease(&mut conns, &farm, &svc, &me, true, limit).await;
+            log.event(&svc.name, "stopped", "the watcher stopped and released its lease");
+            return;
+        }
+        if let Err(e) = lease(&mut conns, &farm, &svc, &me, false, limit).await {
+            log.event(&svc.name, "lease-lost", &format!("{e}; this watcher stops acting"));
+            return;
+        }
+        let active = monitor.active.clone();
+        let ok = check(&mut conns, &farm, &svc, &active, limit).await;
+        match monitor.heartbeat(ok, now_ms()) {
+            Step::Healthy => {
+                if !svc.sync.is_empty() {
+                    sync(&mut conns, &farm, &svc, &active, &mut last_sync, log, limit).await;
+                }
+            }
+            Step::Silent { for_ms } => log.event(&svc.name, "missed", &format!("{active} did not answer its heartbeat (silent {for_ms} ms)")),
+            Step::AskClients => {
+                let address = farm.hosts[&active].address.clone().unwrap_or_else(|| active.clone());
+                let p = svc.check.port(port);
+                let (mut down, mut asked) = (0, 0);
+                for c in &clients {
+                    let Some(h) = conns.get(c, limit).await else { continue };
+                    match tokio::time::timeout(limit * 3, h.reaches(&address, p)).await {
+                        Ok(Ok(Reach::Down)) => {
+                            down += 1;
+                            asked += 1;
+                        }
+                        Ok(Ok(Reach::Up)) => asked += 1,
+                        _ => {}
+                    }
+                }
+                match monitor.confirm(down, asked) {
+                    Verdict::NotConfirmed { down, asked, needed } => {
+                        log.event(&svc.name, "not-confirmed", &format!("the watcher cannot reach {active}, but only {down} of {asked} client(s) confirm ({needed} needed): not failing over"));
+                    }
+                    Verdict::Dead { down, asked } => {
+                        log.event(&svc.name, "confirmed", &format!("{active} is dead: {down} of {asked} client(s) cannot reach it either"));
+                        if !fence(&farm, &svc, &active, log).await && svc.fence_required {
+                            log.event(&svc.name, "held-back", &format!("the fence of {active} failed and fence_required is set: no failover"));
+                        } else {
+                            let mut healthy = Vec::new();
+                            for m in svc.members.iter().filter(|m| **m != active) {
+                                let mut ok = check(&mut conns, &farm, &svc, m, limit).await;
+                                if ok && !svc.sync.is_empty() && last_sync.get(m).is_none_or(|t| t.elapsed() > svc.max_lag) {
+                                    log.event(&svc.name, "lagging", &format!("{m} answers, but its last good sync is older than max_lag {:?}: not promoted", svc.max_lag));
+                                    ok = false;
+                                }
+                                healthy.push((m.clone(), ok));
+                            }
+                            match monitor.choose(&healthy) {
+                                Choice::NoHealthyStandby => {
+                                    log.event(&svc.name, "no-standby", &format!("{active} is dead and NO other member is healthy: nothing was changed"));
+                                    journal(&svc.name, &farm, "no-standby", format!("{active} dead; no healthy member"));
+                                }
+                                Choice::FailoverTo(next) => {
+                                    log.event(&svc.name, "failover", &format!("repointing the clients from {active} to {next}"));
+                                    match failover(&farm, &svc, &active, &next, log, &interrupted).await {
+                                        Ok(n) => {
+                                            log.event(&svc.name, "repointed", &format!("{n} client(s) now name {next}; {active} will be a standby when it comes back"));
+                                            journal(&svc.name, &farm, "failover", format!("{active} -> {next}: {n} client(s) repointed"));
+                                            monitor.failed_over(&next, now_ms());
+                                            clients.retain(|c| !svc.members.contains(c));
+                                        }
+                                        Err(e) => log.event(&svc.name, "failover-failed", &format!("{active} -> {next}: {e}")),
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let rest = svc.heartbeat.saturating_sub(tick.elapsed());
+        tokio::select! {
+            _ = tokio::time::sleep(rest) => {}
+            _ = interrupted.changed() => {}
+        }
+    }
+}
+
+/// Watches every service of the farm until SIGINT or SIGTERM.
+pub async fn watch(farm_path: &std::path::Path, log: Log) -> Result<()> {
+    let mut session = Session::load(farm_path, 64)?;
+    let farm = session.farm.clone();
+    if farm.services.is_empty() {
+        return Err(Error::new(ErrorKind::Refused, format!("{} has no [services]; there is nothing to watch", farm_path.display())).hint("add a [services.NAME] with `virtual` and `members`"));
+    }
+    let all: Vec<String> = farm.hosts.keys().cloned().collect();
+    session.read(&all).await;
+    let interrupted = super::interrupt_signal_saying("interrupted: the watcher stops and releases its lease (interrupt again to quit at once)");
+    let me = holder();
+    let mut tasks = tokio::task::JoinSet::new();
+    for svc in farm.services.values() {
+        let (active, clients) = active_of(&farm, &session.live, svc);
+        let active = match active {
+            Some(a) => a,
+            None => {
+                log.event(&svc.name, "no-clients", &format!("no client names any member; taking {} as active", svc.members[0]));
+                svc.members[0].clone()
+            }
+        };
+        let mut conns = Conns { farm: farm.clone(), hosts: session.hosts.clone() };
+        let limit = svc.heartbeat.max(Duration::from_millis(500));
+        match lease(&mut conns, &farm, svc, &me, false, limit).await {
+            Err(e) => return Err(Error::new(ErrorKind::Refused, e).hint("one watcher per farm: stop the other, or wait for its lease to expire")),
+            Ok(0) => return Err(Error::new(ErrorKind::Unreachable, format!("cannot take the lease of service {}: no member answers", svc.name))),
+            Ok(_) => {}
+        }
+        log.event(&svc.name, "watching", &format!("{active} is active (named by {} client(s)); standbys: {}; lease held by {me}", clients.len(), svc.members.iter().filter(|m| **m != active).cloned().collect::<Vec<_>>().join(", ")));
+        tasks.spawn(watch_service(farm.clone(), svc.clone(), active, clients, log, interrupted.clone()));
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
