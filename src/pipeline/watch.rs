@@ -81,8 +81,13 @@ impl Conns {
         Some(h)
     }
 
+    /// Drops a broken connection. Closing an SSH master can block on its
+    /// socket, so it is closed off the async workers: a dead member must
+    /// never stall the heartbeats of the others.
     fn forget(&mut self, name: &str) {
-        self.hosts.remove(name);
+        if let Some(h) = self.hosts.remove(name) {
+            tokio::task::spawn_blocking(move || drop(h));
+        }
     }
 }
 

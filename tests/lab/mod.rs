@@ -178,6 +178,21 @@ pub fn signal_tree(root: u32, signal: &str) {
         all.extend(children.get(&all[i]).cloned().unwrap_or_default());
         i += 1;
     }
+    // And every process in the host's own mount namespace: a session whose
+    // parent already exited (reparented to init) is still part of the host.
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    if let (Some(host_ns), Some(our_ns)) = (ns(&root.to_string()), ns("self")) {
+        if host_ns != our_ns {
+            for e in std::fs::read_dir("/proc").unwrap().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Ok(pid) = name.parse::<u32>() {
+                    if !all.contains(&pid) && ns(&name).as_ref() == Some(&host_ns) {
+                        all.push(pid);
+                    }
+                }
+            }
+        }
+    }
     let _ = Command::new("kill").arg(format!("-{signal}")).args(all.iter().map(|p| p.to_string())).status();
 }
 

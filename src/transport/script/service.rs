@@ -43,7 +43,7 @@ pub fn lease(root: &str, state_dir: &str, name: &str, holder: &str, ttl_ms: u64,
 pub fn reach(address: &str, port: u16) -> String {
     format!(
         "if command -v timeout >/dev/null 2>&1 && command -v bash >/dev/null 2>&1; then\n\
-         if timeout 2 bash -c \"exec 3<>/dev/tcp/$1/$2\" _ {a} {port} 2>/dev/null; then echo 'REACH up'; else echo 'REACH down'; fi\n\
+         if timeout 2 bash -c 'exec 3<>/dev/tcp/$1/$2' _ {a} {port} 2>/dev/null; then echo 'REACH up'; else echo 'REACH down'; fi\n\
          elif command -v nc >/dev/null 2>&1; then\n\
          if nc -z -w 2 {a} {port} 2>/dev/null; then echo 'REACH up'; else echo 'REACH down'; fi\n\
          else echo 'REACH unknown'; fi\n",
@@ -92,8 +92,13 @@ mod tests {
     }
 
     #[test]
-    fn reach_quotes_the_address() {
+    fn reach_quotes_the_address_and_tells_up_from_down() {
         let s = reach("10.0.0.1; touch /tmp/x", 22);
         assert!(s.contains("'10.0.0.1; touch /tmp/x' 22"), "{s}");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert_eq!(run(&reach("127.0.0.1", port)), "REACH up\n");
+        drop(listener);
+        assert_eq!(run(&reach("127.0.0.1", port)), "REACH down\n");
     }
 }
