@@ -110,6 +110,8 @@ fn names_web_d(lab: &Lab, i: &str) -> bool {
 #[test]
 fn a_dead_primary_is_confirmed_and_every_client_is_repointed_and_stays_when_it_comes_back() {
     let mut lab = start("", None);
+    let plan = |lab: &Lab| String::from_utf8(lab.farmctl().args(["plan", "farm.toml"]).output().unwrap().stdout).unwrap();
+    assert!(plan(&lab).contains("service web: web-c (named by 6 host(s)) is active; standbys: web-d"), "plan shows the active member: {}", plan(&lab));
     let mut w = Watcher::start(&lab);
     assert!(w.wait_for("web-c is active", 20), "{}", w.text());
     let killed = Instant::now();
@@ -137,6 +139,7 @@ fn a_dead_primary_is_confirmed_and_every_client_is_repointed_and_stays_when_it_c
     let (code, log) = w.stop();
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("released its lease"), "{log}");
+    assert!(plan(&lab).contains("service web: web-d (named by 6 host(s)) is active; standbys: web-c"), "{}", plan(&lab));
     let journal = std::fs::read_to_string(&lab.journal).unwrap();
     assert!(journal.contains("\"outcome\":\"failover\"") && journal.contains("web-c -> web-d"), "{journal}");
     assert_eq!(journal.matches("\"outcome\":\"written\"").count(), 12, "the failover's edits are in the journal: {journal}");

@@ -164,6 +164,29 @@ pub fn refers_to(farm: &Farm, path: &str, content: &[u8], x: &str) -> bool {
     edit::edit_file(path, content, &Replacer::new(rules), &[]).map_or(true, |e| !e.causes.is_empty())
 }
 
+/// Each service's active member, as the clients' files name it.
+fn service_notes(farm: &Farm, live: &LiveFarm) -> Vec<String> {
+    let mut out = Vec::new();
+    for svc in farm.services.values() {
+        let mut named: Vec<(String, usize)> = Vec::new();
+        for m in &svc.members {
+            let n = live
+                .iter()
+                .filter(|(h, s)| !svc.members.contains(h) && matches!(s, Ok(s) if s.files.iter().any(|(p, f)| matches!(f, FileState::Present(i) if refers_to(farm, p, &i.content, m)))))
+                .count();
+            named.push((m.clone(), n));
+        }
+        let active: Vec<String> = named.iter().filter(|(_, n)| *n > 0).map(|(m, n)| format!("{m} (named by {n} host(s))")).collect();
+        let standbys: Vec<&str> = named.iter().filter(|(_, n)| *n == 0).map(|(m, _)| m.as_str()).collect();
+        out.push(match active.len() {
+            0 => format!("service {}: no host read names any member ({})", svc.name, svc.members.join(", ")),
+            1 => format!("service {}: {} is active; standbys: {}", svc.name, active[0], standbys.join(", ")),
+            _ => format!("service {}: clients name several members: {}; standbys: {}", svc.name, active.join(", "), standbys.join(", ")),
+        });
+    }
+    out
+}
+
 /// Replacements grouped by time: `None` ("when applied") first, then ascending.
 fn time_groups(farm: &Farm) -> BTreeMap<Option<jiff::Timestamp>, Vec<&Replacement>> {
     let mut groups: BTreeMap<_, Vec<_>> = BTreeMap::new();
@@ -404,6 +427,7 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
         .collect::<Vec<_>>();
     let mut stages = stages;
     let mut actions = actions;
+    notes.extend(service_notes(farm, live));
     rollout::plan_rollouts(farm, live, scope, times.len(), &mut hosts, &mut actions, &mut stages, &mut contents)?;
 
     let mut plan = Plan {
