@@ -31,26 +31,28 @@ pub fn upgrade_command(r: &Rollout, version: &str) -> String {
 }
 
 /// Host names in natural order, so that ivr-2 comes before ivr-10.
-fn natural(names: &mut [String]) {
-    fn key(s: &str) -> Vec<(String, u64)> {
-        let mut out = Vec::new();
-        let mut text = String::new();
-        let mut num = String::new();
-        for c in s.chars() {
-            if c.is_ascii_digit() {
-                num.push(c);
-            } else {
-                if !num.is_empty() {
-                    out.push((std::mem::take(&mut text), num.parse().unwrap_or(u64::MAX)));
-                    num.clear();
-                }
-                text.push(c);
+pub fn natural(names: &mut [String]) {
+    names.sort_by_key(|n| natural_key(n));
+}
+
+/// A sort key that orders runs of digits by their value: ivr-2 < ivr-10.
+pub fn natural_key(s: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut text = String::new();
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+        } else {
+            if !num.is_empty() {
+                out.push((std::mem::take(&mut text), num.parse().unwrap_or(u64::MAX)));
+                num.clear();
             }
+            text.push(c);
         }
-        out.push((text, num.parse().unwrap_or(0)));
-        out
     }
-    names.sort_by_key(|n| key(n));
+    out.push((text, num.parse().unwrap_or(0)));
+    out
 }
 
 /// Roles with a rollout, in an order where each comes after the roles it requires.
