@@ -114,6 +114,8 @@ fn a_dead_primary_is_confirmed_and_every_client_is_repointed_and_stays_when_it_c
     assert!(plan(&lab).contains("service web: web-c (named by 6 host(s)) is active; standbys: web-d"), "plan shows the active member: {}", plan(&lab));
     let mut w = Watcher::start(&lab);
     assert!(w.wait_for("web-c is active", 20), "{}", w.text());
+    let status = String::from_utf8(lab.farmctl().args(["status", "farm.toml"]).output().unwrap().stdout).unwrap();
+    assert!(status.contains("service web: web-c is active (named by 6 client(s)); standbys: web-d; watched by ") && status.contains(&format!(":{} (lease epoch", w.child.id())), "status shows the service and its watcher: {status}");
     let killed = Instant::now();
     lab.host_mut("web-c").crash();
     // Within 5 s on a quiet machine (dead_after 3 s + the repoint); 15 s leaves room for a loaded one.

@@ -38,7 +38,7 @@ fn unreachable(down: &[String], what: &str) -> Error {
 }
 
 pub async fn status(args: &FarmArgs) -> Outcome {
-    let (_, results, down) = on_each(&args.farm, &args.reach.limit, args.reach.parallel as usize, |h, dir| async move { h.armed_jobs(&dir).await }).await?;
+    let (mut session, results, down) = on_each(&args.farm, &args.reach.limit, args.reach.parallel as usize, |h, dir| async move { h.armed_jobs(&dir).await }).await?;
     let mut renames: BTreeMap<String, BTreeMap<String, i128>> = BTreeMap::new();
     let mut any = false;
     for (host, r) in &results {
@@ -63,6 +63,19 @@ pub async fn status(args: &FarmArgs) -> Outcome {
     }
     if let Err(e) = journal_fired(&results) {
         crate::say!("warning: could not record the fired switches in the journal: {e}");
+    }
+    if !session.farm.services.is_empty() {
+        for s in crate::pipeline::watch::service_status(&mut session).await {
+            let active = match &s.active {
+                Some(a) => format!("{a} is active (named by {} client(s))", s.clients),
+                None => "no client names any member".to_string(),
+            };
+            let lease = match &s.lease {
+                Some((m, holder, epoch, left)) => format!("watched by {holder} (lease epoch {epoch} on {m}, expires in {left} ms unless renewed)"),
+                None => "no watcher holds its lease".to_string(),
+            };
+            out(&format!("service {}: {active}; standbys: {}; {lease}\n", s.name, s.standbys.join(", ")));
+        }
     }
     for (id, times) in &renames {
         let (min, max) = (times.values().min().copied().unwrap_or(0), times.values().max().copied().unwrap_or(0));

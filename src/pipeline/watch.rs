@@ -43,7 +43,7 @@ fn holder() -> String {
 }
 
 /// The member the clients' files name (the most-named), and those clients.
-fn active_of(farm: &Farm, live: &crate::live::LiveFarm, svc: &Service) -> (Option<String>, Vec<String>) {
+pub fn active_of(farm: &Farm, live: &crate::live::LiveFarm, svc: &Service) -> (Option<String>, Vec<String>) {
     let mut count: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (name, state) in live {
         if svc.members.contains(name) {
@@ -339,4 +339,36 @@ pub async fn watch(farm_path: &std::path::Path, log: Log) -> Result<()> {
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// One service as `farmctl status` shows it.
+pub struct ServiceStatus {
+    pub name: String,
+    pub active: Option<String>,
+    pub clients: usize,
+    pub standbys: Vec<String>,
+    /// (member, holder, epoch, ms left) of a live lease, as each reachable member holds it.
+    pub lease: Option<(String, String, u64, i64)>,
+}
+
+/// Each service's active member (from the clients' files) and its watcher's lease.
+pub async fn service_status(session: &mut Session) -> Vec<ServiceStatus> {
+    let farm = session.farm.clone();
+    let all: Vec<String> = farm.hosts.keys().cloned().collect();
+    session.read(&all).await;
+    let mut out = Vec::new();
+    for svc in farm.services.values() {
+        let (active, clients) = active_of(&farm, &session.live, svc);
+        let mut lease = None;
+        for m in &svc.members {
+            let Some(h) = session.hosts.get(m) else { continue };
+            if let Ok(Ok(LeaseState::Held { holder, epoch, left_ms })) = tokio::time::timeout(Duration::from_secs(5), h.lease_holder(&farm.state_dir, &svc.name)).await {
+                lease = Some((m.clone(), holder, epoch, left_ms));
+                break;
+            }
+        }
+        let standbys = svc.members.iter().filter(|m| Some(*m) != active.as_ref()).cloned().collect();
+        out.push(ServiceStatus { name: svc.name.clone(), active, clients: clients.len(), standbys, lease });
+    }
+    out
 }

@@ -283,6 +283,18 @@ impl AnyHost {
         })
     }
 
+    /// Who holds the watcher's lease of `service` on this member, if anyone does.
+    pub async fn lease_holder(&self, state_dir: &str, service: &str) -> Result<LeaseState, TransportError> {
+        let dir = super::host_state_dir(state_dir, self.name());
+        let out = self.run(&script::lease(self.root(), &dir, service, "", 0, script::LeaseOp::Peek), Vec::new()).await?;
+        let line = script::parse_report(&out.stdout).into_iter().find_map(|r| if let Report::Lease(l) = r { Some(l) } else { None }).unwrap_or_default();
+        let mut w = line.split(' ');
+        Ok(match (w.next(), w.next(), w.next()) {
+            (Some("held"), Some(e), Some(left)) => LeaseState::Held { epoch: e.parse().unwrap_or(0), left_ms: left.parse().unwrap_or(0), holder: w.collect::<Vec<_>>().join(" ") },
+            _ => LeaseState::Released,
+        })
+    }
+
     /// Whether this host (a client) reaches `address:port` itself.
     pub async fn reaches(&self, address: &str, port: u16) -> Result<Reach, TransportError> {
         let out = self.run(&script::reach(address, port), Vec::new()).await?;

@@ -11,6 +11,8 @@ pub enum LeaseOp {
     Acquire,
     /// Give it up if it is ours.
     Release,
+    /// Only say who holds it.
+    Peek,
 }
 
 /// The lease of service `name` in `state_dir` on a member: "holder epoch expiry_ms",
@@ -34,6 +36,9 @@ pub fn lease(root: &str, state_dir: &str, name: &str, holder: &str, ttl_ms: u64,
         )
         .unwrap(),
         LeaseOp::Release => s.push_str("[ \"$holder\" = \"$ME\" ] && rm -f -- \"$L\" && echo 'LEASE released'\n"),
+        LeaseOp::Peek => s.push_str(
+            "if [ -n \"$holder\" ] && [ \"$now\" -le \"$expiry\" ]; then printf 'LEASE held %s %s %s\\n' \"$epoch\" \"$((expiry-now))\" \"$holder\"; else echo 'LEASE free'; fi\n",
+        ),
     }
     s.push_str("rmdir -- \"$L.lock\" 2>/dev/null\necho DONE\n");
     s
