@@ -44,12 +44,17 @@ impl Session {
     /// A host that cannot be reached is recorded in `live` with why.
     pub async fn read(&mut self, names: &[String]) {
         let farm = self.farm.clone();
-        let read = crate::fanout::each(names.to_vec(), self.parallel, move |name| {
+        // Connections this session already holds are used again.
+        let held: Vec<Option<Arc<AnyHost>>> = names.iter().map(|n| self.hosts.get(n).cloned()).collect();
+        let read = crate::fanout::each(names.iter().cloned().zip(held).collect(), self.parallel, move |(name, held): (String, Option<Arc<AnyHost>>)| {
             let farm = farm.clone();
             async move {
-                let host = match transport::connect(&farm, &name).await {
-                    Ok(h) => Arc::new(h),
-                    Err(e) => return (name, Err(e.into()), None),
+                let host = match held {
+                    Some(h) if h.refresh().await.is_ok() => h,
+                    _ => match transport::connect(&farm, &name).await {
+                        Ok(h) => Arc::new(h),
+                        Err(e) => return (name, Err(e.into()), None),
+                    },
                 };
                 let role = &farm.hosts[&name].role;
                 let probe = farm.rollouts.get(role).map(|r| r.probe.as_str());

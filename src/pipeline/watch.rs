@@ -144,12 +144,14 @@ fn journal(service: &str, farm: &Farm, outcome: &str, detail: String) {
 
 /// Repoints every client from `from` to `to`: an immediate replacement,
 /// planned and applied through the pipeline. Returns the clients repointed.
-async fn failover(farm: &Arc<Farm>, svc: &Service, from: &str, to: &str, log: Log, interrupted: &tokio::sync::watch::Receiver<bool>) -> std::result::Result<usize, String> {
+async fn failover(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: &Service, from: &str, to: &str, log: Log, interrupted: &tokio::sync::watch::Receiver<bool>) -> std::result::Result<usize, String> {
     let mut f = (**farm).clone();
     f.replacements = vec![Replacement { index: 0, old: from.to_string(), new: to.to_string(), at: None, on: vec![] }];
     f.rollouts.clear();
     let f = Arc::new(f);
     let mut session = Session::with_farm(f.clone(), 64);
+    // The watcher's own connections serve the failover: no new handshakes while clients wait.
+    session.hosts = held.iter().filter(|(h, _)| *h != from).map(|(h, c)| (h.clone(), c.clone())).collect();
     let scope: Vec<String> = f.hosts.keys().filter(|h| *h != from).cloned().collect();
     session.read(&scope).await;
     // Hosts that cannot be read now are left out, and said so: the service comes first.
@@ -282,7 +284,7 @@ async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut client
                                 }
                                 Choice::FailoverTo(next) => {
                                     log.event(&svc.name, "failover", &format!("repointing the clients from {active} to {next}"));
-                                    match failover(&farm, &svc, &active, &next, log, &interrupted).await {
+                                    match failover(&farm, &conns.hosts, &svc, &active, &next, log, &interrupted).await {
                                         Ok(n) => {
                                             log.event(&svc.name, "repointed", &format!("{n} client(s) now name {next}; {active} will be a standby when it comes back"));
                                             journal(&svc.name, &farm, "failover", format!("{active} -> {next}: {n} client(s) repointed"));

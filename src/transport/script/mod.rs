@@ -310,7 +310,8 @@ pub enum Trigger {
 }
 
 /// Re-checks every before-hash right before renaming the staged copies into
-/// place, records the time of each rename, runs the reload and drops the lock.
+/// place, records the time of each rename (the file's ctime, which the rename
+/// sets, so the skew is the hosts' own record), runs the reload and drops the lock.
 pub fn switch(ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: Trigger) -> String {
     let mut s = String::new();
     prelude(&mut s, ids, files, "");
@@ -360,7 +361,7 @@ fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], reload: Option
     for i in 0..files.len() {
         writeln!(
             s,
-            "if e=$(mv -f -- \"$s{i}\" \"$t{i}\" 2>&1); then printf 'RENAMED {i} %s\\n' \"$(date +%s%N)\"; else printf 'ERR cannot rename {i}: %s\\n' \"$e\"; cleanup; unlock; exit 1; fi"
+            "if e=$(mv -f -- \"$s{i}\" \"$t{i}\" 2>&1); then r=$(stat -c %.9Z -- \"$t{i}\" 2>/dev/null | tr -d .); case \"$r\" in ''|*[!0-9]*) r=$(date +%s%N) ;; esac; printf 'RENAMED {i} %s\\n' \"$r\"; else printf 'ERR cannot rename {i}: %s\\n' \"$e\"; cleanup; unlock; exit 1; fi"
         )
         .unwrap();
     }
