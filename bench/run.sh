@@ -28,8 +28,7 @@ cargo bench --quiet --bench rollout -- --hosts "${ROLLOUT_HOSTS:-50}" --runs "$R
 echo
 echo "## Failover: kills of the active member, heartbeat 250 ms, dead_after 1 s"
 echo
-# At 50 clients the watcher stalls after the first kill (issue 14's notes); 6 is what runs through today.
-cargo bench --quiet --bench failover -- --clients "${FAILOVER_CLIENTS:-6}" --kills "${KILLS:-20}"
+cargo bench --quiet --bench failover -- --clients "${FAILOVER_CLIENTS:-50}" --kills "${KILLS:-20}"
 echo
 echo "## The planner at scale"
 echo

@@ -6,7 +6,8 @@
 //! new content (compare-and-swap checked, fsynced, backed up). If more hosts
 //! fail than `max_fail` allows, the staged copies are removed everywhere and
 //! no target file is touched. Each node kind runs in exactly one place:
-//! edits and reloads in [`switch`], gates and retires in [`commands`].
+//! edits and reloads in `switch`, gates and retires in `commands`, upgrades
+//! and wave gates in `rollout`, shadow judgements in `shadow`.
 
 mod commands;
 pub mod journal;

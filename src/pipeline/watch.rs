@@ -247,18 +247,20 @@ async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut client
             Step::AskClients => {
                 let address = farm.hosts[&active].address.clone().unwrap_or_else(|| active.clone());
                 let p = svc.check.port(port);
-                let (mut down, mut asked) = (0, 0);
+                // Every client is asked at once: a confirmation must not take longer with more clients.
+                let mut ask = Vec::new();
                 for c in &clients {
-                    let Some(h) = conns.get(c, limit).await else { continue };
-                    match tokio::time::timeout(limit * 3, h.reaches(&address, p)).await {
-                        Ok(Ok(Reach::Down)) => {
-                            down += 1;
-                            asked += 1;
-                        }
-                        Ok(Ok(Reach::Up)) => asked += 1,
-                        _ => {}
+                    if let Some(h) = conns.get(c, limit).await {
+                        ask.push(h);
                     }
                 }
+                let answers = crate::fanout::each(ask, 64, move |h: Arc<AnyHost>| {
+                    let address = address.clone();
+                    async move { tokio::time::timeout(limit * 3, h.reaches(&address, p)).await }
+                })
+                .await;
+                let down = answers.iter().filter(|a| matches!(a, Ok(Ok(Reach::Down)))).count();
+                let asked = answers.iter().filter(|a| matches!(a, Ok(Ok(Reach::Down | Reach::Up)))).count();
                 match monitor.confirm(down, asked) {
                     Verdict::NotConfirmed { down, asked, needed } => {
                         log.event(&svc.name, "not-confirmed", &format!("the watcher cannot reach {active}, but only {down} of {asked} client(s) confirm ({needed} needed): not failing over"));
