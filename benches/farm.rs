@@ -157,18 +157,7 @@ impl Ansible {
         let dir = bench.lab.dir.path().join("ansible");
         std::fs::create_dir_all(&dir).unwrap();
         let lab = &bench.lab;
-        let mut inv = String::from("[ivr]\n");
-        for h in &bench.ivr {
-            inv.push_str(&format!("{h} ansible_host={}\n", lab.host(h).address));
-        }
-        inv.push_str(&format!(
-            "\n[all:vars]\nansible_user=root\nansible_port={}\nansible_ssh_private_key_file={}\nansible_ssh_common_args='-F {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes'\nansible_python_interpreter=/usr/bin/python3\n",
-            lab.port,
-            lab.key.display(),
-            lab.ssh_config.display(),
-            lab.known_hosts.display()
-        ));
-        std::fs::write(dir.join("inventory.ini"), inv).unwrap();
+        std::fs::write(dir.join("inventory.ini"), lab.ansible_inventory("ivr", &bench.ivr)).unwrap();
         let (a, c) = (lab.host("web-a").address.replace('.', "\\\\."), &lab.host("web-c").address);
         std::fs::write(
             dir.join("replace.yml"),

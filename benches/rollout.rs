@@ -60,18 +60,7 @@ fn farmctl_run(lab: &Lab, hosts: &[String], to: &str) -> f64 {
 fn ansible_run(lab: &Lab, hosts: &[String], playbook: &PathBuf, to: &str, tag: &str) -> f64 {
     let dir = lab.dir.path().join("ansible-rollout");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut inv = String::from("[ivr]\n");
-    for h in hosts {
-        inv.push_str(&format!("{h} ansible_host={}\n", lab.host(h).address));
-    }
-    inv.push_str(&format!(
-        "\n[all:vars]\nansible_user=root\nansible_port={}\nansible_ssh_private_key_file={}\nansible_ssh_common_args='-F {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes'\nansible_python_interpreter=/usr/bin/python3\n",
-        lab.port,
-        lab.key.display(),
-        lab.ssh_config.display(),
-        lab.known_hosts.display()
-    ));
-    std::fs::write(dir.join("inventory.ini"), inv).unwrap();
+    std::fs::write(dir.join("inventory.ini"), lab.ansible_inventory("ivr", hosts)).unwrap();
     // The same stages and gate: each batch upgrades, then needs 2 healthy samples 0.5 s apart.
     std::fs::write(
         dir.join("rollout.yml"),

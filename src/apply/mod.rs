@@ -111,27 +111,16 @@ struct HostStage {
 }
 
 fn stage_work(plan: &Plan, stage: usize, level: usize, contents: &Contents, skip: &BTreeMap<String, HostState>) -> Vec<HostStage> {
-    let mut by_host: BTreeMap<&str, HostStage> = BTreeMap::new();
     let failed = |h: &str| skip.get(h).is_some_and(|s| !matches!(s, HostState::Applied { .. }));
-    for a in plan.actions.iter().filter(|a| a.stage == stage && a.level == level && !failed(&a.host)) {
-        let w = by_host.entry(&a.host).or_insert_with(|| HostStage { host: a.host.clone(), files: vec![], input: vec![], reload: None });
-        match &a.kind {
-            ActionKind::Edit(e) => {
-                let bytes = &contents[&a.id];
-                w.files.push(file_write(e, bytes.len()));
-                w.input.extend_from_slice(bytes);
-            }
-            ActionKind::Reload { command } => w.reload = Some(command.clone()),
-            ActionKind::Gate { .. } | ActionKind::Retire { .. } | ActionKind::Upgrade { .. } | ActionKind::WaveGate { .. } | ActionKind::Judge { .. } => {}
-        }
-    }
-    by_host.into_values().filter(|w| !w.files.is_empty()).collect()
+    let ids: Vec<String> = plan.actions.iter().filter(|a| a.stage == stage && a.level == level && !failed(&a.host)).map(|a| a.id.clone()).collect();
+    work_for(plan, &ids, contents)
 }
 
 /// The writes of exactly these edit and reload actions, host by host.
 fn work_for(plan: &Plan, ids: &[String], contents: &Contents) -> Vec<HostStage> {
+    let ids: std::collections::BTreeSet<&str> = ids.iter().map(String::as_str).collect();
     let mut by_host: BTreeMap<&str, HostStage> = BTreeMap::new();
-    for a in plan.actions.iter().filter(|a| ids.contains(&a.id)) {
+    for a in plan.actions.iter().filter(|a| ids.contains(a.id.as_str())) {
         let w = by_host.entry(&a.host).or_insert_with(|| HostStage { host: a.host.clone(), files: vec![], input: vec![], reload: None });
         match &a.kind {
             ActionKind::Edit(e) => {

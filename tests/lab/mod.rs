@@ -343,6 +343,22 @@ impl Lab {
             .join("\n")
     }
 
+    /// An Ansible INI inventory of `hosts` as group `group`, with this lab's keys and options.
+    pub fn ansible_inventory(&self, group: &str, hosts: &[String]) -> String {
+        let mut inv = format!("[{group}]\n");
+        for h in hosts {
+            inv.push_str(&format!("{h} ansible_host={}\n", self.host(h).address));
+        }
+        inv.push_str(&format!(
+            "\n[all:vars]\nansible_user=root\nansible_port={}\nansible_ssh_private_key_file={}\nansible_ssh_common_args='-F {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes'\nansible_python_interpreter=/usr/bin/python3\n",
+            self.port,
+            self.key.display(),
+            self.ssh_config.display(),
+            self.known_hosts.display()
+        ));
+        inv
+    }
+
     pub fn write_farm(&self, name: &str, text: &str) -> PathBuf {
         let p = self.dir.path().join(name);
         std::fs::write(&p, text).unwrap();
