@@ -231,12 +231,28 @@ async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut client
             log.event(&svc.name, "stopped", "the watcher stopped and released its lease");
             return;
         }
-        if let Err(e) = lease(&mut conns, &farm, &svc, &me, false, limit).await {
-            log.event(&svc.name, "lease-lost", &format!("{e}; this watcher stops acting"));
-            return;
-        }
         let active = monitor.active.clone();
-        let ok = check(&mut conns, &farm, &svc, &active, limit).await;
+        // The lease and the heartbeat are bounded as a whole: whatever a dead
+        // member's connection does, the watcher goes on beating.
+        let probe = async {
+            let held = lease(&mut conns, &farm, &svc, &me, false, limit).await;
+            let ok = check(&mut conns, &farm, &svc, &active, limit).await;
+            (held, ok)
+        };
+        let ok = match tokio::time::timeout(limit * 4, probe).await {
+            Ok((Err(e), _)) => {
+                log.event(&svc.name, "lease-lost", &format!("{e}; this watcher stops acting"));
+                return;
+            }
+            Ok((Ok(_), ok)) => ok,
+            Err(_) => {
+                log.event(&svc.name, "stalled", &format!("the heartbeat of {active} took longer than {:?}; its connections are made again", limit * 4));
+                for h in std::mem::take(&mut conns.hosts).into_values() {
+                    tokio::task::spawn_blocking(move || drop(h));
+                }
+                false
+            }
+        };
         match monitor.heartbeat(ok, now_ms()) {
             Step::Healthy => {
                 if !svc.sync.is_empty() {
