@@ -23,7 +23,8 @@ pub(super) async fn edits(run: &Level<'_>, ids: &[String], phase: &str, conns: &
     let mut failures = 0;
     let flow = switch_stage(&level, vec![LevelWork { work, gates: Vec::new() }], conns, summary, &mut failures).await;
     if flow.is_break() {
-        summary.problems.push(format!("{phase} did not complete: no client was switched"));
+        // Each client's own state says what happened on it; this only names the phase.
+        summary.problems.push(format!("{phase} did not complete on every client"));
     }
     flow
 }

@@ -76,6 +76,12 @@ pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, co
     let mut running: Vec<tokio::task::JoinSet<(usize, Result<WriteReport, TransportError>)>> = levels.iter().map(|_| tokio::task::JoinSet::new()).collect();
     // Every host of the stage, level by level: (level, index in level).
     let order: Vec<(usize, usize)> = levels.iter().enumerate().flat_map(|(l, lw)| (0..lw.work.len()).map(move |i| (l, i))).collect();
+    // Where each level starts in `order`: host i of level l is order[first[l] + i].
+    let first: Vec<usize> = levels.iter().scan(0, |n, lw| {
+        let at = *n;
+        *n += lw.work.len();
+        Some(at)
+    }).collect();
     let spawn = |l: usize, i: usize, running: &mut Vec<tokio::task::JoinSet<_>>| {
         let w = &levels[l].work[i];
         let host = conns.hosts[&w.host].clone();
@@ -169,7 +175,7 @@ pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, co
         };
         let aborted = || HostState::Aborted { why: why.clone() };
         for (i, w) in lw.work.iter().enumerate() {
-            let k = order.iter().position(|x| *x == (l, i)).expect("every host is in the order");
+            let k = first[l] + i;
             let report = results[i].as_ref().and_then(|r| r.as_ref().ok());
             let state = match &results[i] {
                 // Never started: the first host was refused.

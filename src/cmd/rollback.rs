@@ -2,7 +2,7 @@
 //! that still has the content it wrote.
 
 use super::{confirm, finish, Outcome};
-use crate::apply::{self, journal::Journal, progress};
+use crate::apply::{self, journal::{Entry, Journal}, progress};
 use crate::cli::RollbackArgs;
 use crate::error::{Error, ErrorKind};
 use crate::pipeline::{self, Session};
@@ -13,12 +13,11 @@ use std::sync::Arc;
 
 /// The plan's edits narrowed to the files this workstation's journal says were
 /// written (or armed); a plan the journal does not know is taken whole.
-fn written_only(plan: &Plan, journal: &Journal) -> (Plan, Vec<String>) {
+fn written_only(plan: &Plan, entries: &[Entry]) -> (Plan, Vec<String>) {
     let mut narrowed = plan.clone();
     // A shadow's client edits are undone by its own exit, and a rollout's versions by `undo_upgrades`.
     let rollout_stages: BTreeSet<usize> = plan.actions.iter().filter(|a| matches!(a.kind, ActionKind::Upgrade { .. })).map(|a| a.stage).collect();
     narrowed.actions.retain(|a| !(matches!(a.kind, ActionKind::Edit(_) | ActionKind::Reload { .. }) && rollout_stages.contains(&a.stage)));
-    let entries = journal.read().unwrap_or_default();
     let mine: Vec<_> = entries.iter().filter(|e| e.plan == plan.id).collect();
     if mine.is_empty() {
         return (narrowed, Vec::new());
@@ -36,8 +35,7 @@ fn written_only(plan: &Plan, journal: &Journal) -> (Plan, Vec<String>) {
 }
 
 /// Hosts the journal says the plan upgraded; a plan the journal does not know: every upgrade host.
-fn upgraded_by(plan: &Plan, journal: &Journal) -> BTreeSet<String> {
-    let entries = journal.read().unwrap_or_default();
+fn upgraded_by(plan: &Plan, entries: &[Entry]) -> BTreeSet<String> {
     let mine: Vec<_> = entries.iter().filter(|e| e.plan == plan.id).collect();
     let ups = plan.actions.iter().filter(|a| matches!(a.kind, ActionKind::Upgrade { .. })).map(|a| a.host.clone());
     if mine.is_empty() {
@@ -51,8 +49,10 @@ pub async fn run(args: &RollbackArgs) -> Outcome {
     let path = pipeline::find_plan(&args.plan)?;
     let saved = pipeline::load_plan(&path)?;
     let journal = Journal::open();
-    let (plan, skipped) = written_only(&saved, &journal);
-    let upgraded = upgraded_by(&saved, &journal);
+    // One read of the journal serves both: which files and which versions the plan changed.
+    let entries = journal.read().unwrap_or_default();
+    let (plan, skipped) = written_only(&saved, &entries);
+    let upgraded = upgraded_by(&saved, &entries);
     let mut session = Session::load(std::path::Path::new(&plan.farm.path), args.parallel as usize)?;
     let edit_hosts: BTreeSet<String> = plan.edits().map(|(a, _)| a.host.clone()).collect();
     let scope: Vec<String> = edit_hosts.iter().chain(&upgraded).cloned().collect::<BTreeSet<_>>().into_iter().collect();
