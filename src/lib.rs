@@ -22,6 +22,7 @@ pub mod render;
 // The edges: the only layer that touches hosts, and the executor over it.
 pub mod apply;
 pub mod fanout;
+pub mod logging;
 pub mod snapshot;
 pub mod transport;
 // The library pipeline, then the command line on top of it.

@@ -57,8 +57,12 @@ impl Drop for Watcher {
 
 impl Watcher {
     fn start(lab: &Lab) -> Watcher {
+        Watcher::start_with(lab, &[])
+    }
+
+    fn start_with(lab: &Lab, args: &[&str]) -> Watcher {
         use std::os::unix::process::CommandExt;
-        let mut child = lab.farmctl().args(["watch", "farm.toml"]).stderr(Stdio::piped()).process_group(0).spawn().unwrap();
+        let mut child = lab.farmctl().args(["watch", "farm.toml"]).args(args).stderr(Stdio::piped()).process_group(0).spawn().unwrap();
         let err = child.stderr.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -111,7 +115,7 @@ fn names_web_d(lab: &Lab, i: &str) -> bool {
 fn a_dead_primary_is_confirmed_and_every_client_is_repointed_and_stays_when_it_comes_back() {
     let mut lab = start("", None);
     let plan = |lab: &Lab| String::from_utf8(lab.farmctl().args(["plan", "farm.toml"]).output().unwrap().stdout).unwrap();
-    assert!(plan(&lab).contains("service web: web-c (named by 6 host(s)) is active; standbys: web-d"), "plan shows the active member: {}", plan(&lab));
+    assert!(plan(&lab).contains("service web: web-c is active (named by 6 client(s)); standbys: web-d"), "plan shows the active member: {}", plan(&lab));
     let mut w = Watcher::start(&lab);
     assert!(w.wait_for("web-c is active", 20), "{}", w.text());
     let status = String::from_utf8(lab.farmctl().args(["status", "farm.toml"]).output().unwrap().stdout).unwrap();
@@ -141,7 +145,7 @@ fn a_dead_primary_is_confirmed_and_every_client_is_repointed_and_stays_when_it_c
     let (code, log) = w.stop();
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("released its lease"), "{log}");
-    assert!(plan(&lab).contains("service web: web-d (named by 6 host(s)) is active; standbys: web-c"), "{}", plan(&lab));
+    assert!(plan(&lab).contains("service web: web-d is active (named by 6 client(s)); standbys: web-c"), "{}", plan(&lab));
     let journal = std::fs::read_to_string(&lab.journal).unwrap();
     assert!(journal.contains("\"outcome\":\"failover\"") && journal.contains("web-c -> web-d"), "{journal}");
     assert_eq!(journal.matches("\"outcome\":\"written\"").count(), 12, "the failover's edits are in the journal: {journal}");
@@ -151,12 +155,17 @@ fn a_dead_primary_is_confirmed_and_every_client_is_repointed_and_stays_when_it_c
 fn with_both_members_dead_nothing_changes_and_the_log_says_why() {
     let mut lab = start("", None);
     let before = lab.snapshot();
-    let mut w = Watcher::start(&lab);
+    let mut w = Watcher::start_with(&lab, &["--json"]);
     assert!(w.wait_for("web-c is active", 20), "{}", w.text());
     lab.host_mut("web-d").crash();
     lab.host_mut("web-c").crash();
     assert!(w.wait_for("NO other member is healthy: nothing was changed", 20), "{}", w.text());
-    let (_, _log) = w.stop();
+    let (_, log) = w.stop();
+    // Every line is one JSON object with its time, level, service and event.
+    let events: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let no_standby = events.iter().find(|e| e["event"] == "no-standby").expect("a no-standby event");
+    assert_eq!((no_standby["service"].as_str(), no_standby["level"].as_str()), (Some("web"), Some("warn")), "{no_standby}");
+    assert!(no_standby["time"].as_str().is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok()), "{no_standby}");
     let after = lab.snapshot();
     for i in IVRS {
         assert_eq!(after[&(i.to_string(), "/etc/ivr/ivr.toml".to_string())], before[&(i.to_string(), "/etc/ivr/ivr.toml".to_string())], "{i}");
@@ -241,4 +250,108 @@ fn a_failing_required_fence_holds_the_failover_back() {
     for i in IVRS {
         assert_eq!(lab.snapshot()[&(i.to_string(), "/etc/ivr/ivr.toml".to_string())], before[&(i.to_string(), "/etc/ivr/ivr.toml".to_string())]);
     }
+}
+
+/// With `strategy = "hosts"`, each client's hosts file maps `web` to the active member.
+fn start_hosts(extra: &str) -> Lab {
+    let lab = start(&format!("strategy = \"hosts\"\nclients = [\"ivr\"]\nhosts_file = \"/etc/ivr/hosts\"\n{extra}"), None);
+    for i in IVRS {
+        lab.host(i).write("/etc/ivr/hosts", format!("127.0.0.1\tlocalhost\n{}\tweb\n", lab.host("web-c").address).as_bytes());
+    }
+    lab
+}
+
+fn hosts_line(lab: &Lab, i: &str) -> String {
+    String::from_utf8(lab.host(i).read("/etc/ivr/hosts")).unwrap()
+}
+
+#[test]
+fn a_hosts_service_fails_over_by_its_clients_hosts_line_and_leaves_their_config_alone() {
+    let mut lab = start_hosts("");
+    // The first apply makes each client's line farmctl's own; the address stays.
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{}", lab::stderr(&out));
+    let (c, d) = (lab.host("web-c").address.clone(), lab.host("web-d").address.clone());
+    for i in IVRS {
+        assert_eq!(hosts_line(&lab, i), format!("127.0.0.1\tlocalhost\n{c}\tweb\t# farmctl service web\n"), "{i}");
+    }
+    let config = lab.snapshot();
+    let mut w = Watcher::start(&lab);
+    assert!(w.wait_for("web-c is active", 20), "{}", w.text());
+    lab.host_mut("web-c").crash();
+    let killed = Instant::now();
+    // dead_after 3 s plus the repoint; 15 s leaves room for a loaded machine.
+    while killed.elapsed() < Duration::from_secs(15) && !IVRS.iter().all(|i| hosts_line(&lab, i).contains(&format!("{d}\tweb\t"))) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in IVRS {
+        assert_eq!(hosts_line(&lab, i), format!("127.0.0.1\tlocalhost\n{d}\tweb\t# farmctl service web\n"), "{i}: {}", w.text());
+        for f in ["/etc/ivr/ivr.toml", "/etc/ivr/peers.conf"] {
+            assert_eq!(lab.host(i).read(f), config[&(i.to_string(), f.to_string())], "{i}:{f} still names web-c: the clients use the virtual name");
+        }
+    }
+    assert!(w.wait_for("repointed", 5), "{}", w.text());
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let plan = String::from_utf8(lab.farmctl().args(["plan", "farm.toml"]).output().unwrap().stdout).unwrap();
+    assert!(plan.contains("service web: web-d is active (named by 6 client(s)); standbys: web-c"), "{plan}");
+}
+
+#[test]
+fn a_write_from_a_watcher_whose_lease_is_gone_is_refused_on_the_host() {
+    let mut lab = start_hosts("");
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{}", lab::stderr(&out));
+    // As if a newer watcher (a far later lease epoch) had already written on every client.
+    for i in IVRS {
+        let fence = lab.host(i).state("fence/web");
+        std::fs::create_dir_all(fence.parent().unwrap()).unwrap();
+        std::fs::write(&fence, "99999999999999\n").unwrap();
+    }
+    let before = lab.snapshot();
+    let mut w = Watcher::start(&lab);
+    assert!(w.wait_for("web-c is active", 20), "{}", w.text());
+    lab.host_mut("web-c").crash();
+    assert!(w.wait_for("failover-failed", 20), "{}", w.text());
+    let (_, log) = w.stop();
+    assert!(log.contains("a watcher with a newer lease of service web (epoch 99999999999999) has written here"), "the host names why: {log}");
+    lab::assert_same(&lab.snapshot(), &before, "no client took a write from a watcher whose lease is gone");
+    for i in IVRS {
+        assert_eq!(std::fs::read_to_string(lab.host(i).state("fence/web")).unwrap(), "99999999999999\n", "{i}");
+    }
+}
+
+#[test]
+fn adopting_a_standalone_server_renames_the_machine_and_its_clients_keep_its_old_name() {
+    // The lab's machine `web-c` becomes farm host `web-c1`; `web-c` becomes the virtual name.
+    let lab = Lab::start(&["web-c", "web-d", "ivr-1", "ivr-2"]);
+    let c = lab.host("web-c").address.clone();
+    lab.host("web-c").write("/etc/ivr/hostname", b"web-c\n");
+    for i in ["ivr-1", "ivr-2"] {
+        lab.host(i).write("/etc/ivr/ivr.toml", render(IVR_TOML, i, "web-c", &c, "web-c", &c).as_bytes());
+        lab.host(i).write("/etc/ivr/hosts", format!("127.0.0.1\tlocalhost\n{c} web-c\n").as_bytes());
+    }
+    let hosts = lab.hosts_section(|n| if n.starts_with("web") { "web" } else { "ivr" }).replace("[hosts.web-c]", "[hosts.web-c1]");
+    let text = format!(
+        "[farm]\nname = \"adopt\"\n\n{}\n[roles.web]\nfiles = [\"/etc/ivr-web/web.toml\"]\n\n[roles.ivr]\nfiles = [\"/etc/ivr/ivr.toml\"]\n\n{hosts}\n\
+         [services.web-c]\nvirtual = \"web-c\"\nadopt = \"web-c\"\nmembers = [\"web-c1\", \"web-d\"]\nclients = [\"ivr\"]\nhosts_file = \"/etc/ivr/hosts\"\nhostname_file = \"/etc/ivr/hostname\"\n",
+        lab.ssh_section()
+    );
+    lab.write_farm("farm.toml", &text);
+    let before = lab.snapshot();
+    let out = lab.farmctl().args(["plan", "farm.toml"]).output().unwrap();
+    let plan = lab::stdout(&out);
+    assert!(plan.contains("adopt: the machine web-c is now web-c1"), "{plan}");
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{}", lab::stderr(&out));
+    assert_eq!(lab.host("web-c").read("/etc/ivr/hostname"), b"web-c1\n");
+    let pid = lab.host("web-c").pid().unwrap().to_string();
+    let name = std::process::Command::new("nsenter").args(["--target", &pid, "--uts", "hostname"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&name.stdout), "web-c1\n", "the machine's own host name changed");
+    for i in ["ivr-1", "ivr-2"] {
+        assert_eq!(lab.host(i).read("/etc/ivr/ivr.toml"), before[&(i.to_string(), "/etc/ivr/ivr.toml".to_string())], "{i}'s config still names web-c");
+        assert_eq!(String::from_utf8(lab.host(i).read("/etc/ivr/hosts")).unwrap(), format!("127.0.0.1\tlocalhost\n{c}\tweb-c\t# farmctl service web-c\n"), "{i}: web-c resolves to the adopted machine");
+    }
+    let again = lab.farmctl().args(["plan", "farm.toml", "--detailed-exitcode"]).output().unwrap();
+    assert_eq!(again.status.code(), Some(0), "once applied, the plan is clean: {}", lab::stdout(&again));
 }

@@ -43,6 +43,9 @@ pub struct Options {
     pub state_dir: String,
     /// Arm a timer on each host for timed stages instead of waiting here.
     pub detach: bool,
+    /// A watcher's failover: its service and lease epoch, which each host
+    /// checks before it writes (a watcher whose lease is gone is refused).
+    pub fence: Option<(String, u64)>,
 }
 
 /// What the executor tells the operator.

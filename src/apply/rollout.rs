@@ -163,8 +163,8 @@ pub(super) async fn run_stage(run: &Level<'_>, conns: &mut Connections, summary:
 /// Puts `host` back on its old version after its wave (a shadow canary that was not promoted).
 pub(super) async fn roll_back_host(run: &Level<'_>, host: &str, conns: &mut Connections, summary: &mut Summary) {
     let in_stage = || run.plan.actions.iter().filter(|a| a.stage == run.stage.index);
-    let Some(up) = in_stage().filter(|a| a.host == host).find_map(|a| up_of(a)) else { return };
-    let Some(wave) = in_stage().filter_map(|a| wave_of(a)).find(|w| w.hosts.iter().any(|h| h == host)) else { return };
+    let Some(up) = in_stage().filter(|a| a.host == host).find_map(up_of) else { return };
+    let Some(wave) = in_stage().filter_map(wave_of).find(|w| w.hosts.iter().any(|h| h == host)) else { return };
     let watch = connect(&[host.to_string()], conns, run.reporter).await;
     roll_back(run, &wave, &[up], &watch, summary).await;
 }

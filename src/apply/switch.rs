@@ -87,7 +87,8 @@ pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, co
         let host = conns.hosts[&w.host].clone();
         let (armed_tx, armed_rx) = oneshot::channel();
         let (checked_tx, checked_rx) = oneshot::channel();
-        let ids = host.run_ids(&opts.state_dir, plan_stage, token);
+        let mut ids = host.run_ids(&opts.state_dir, plan_stage, token);
+        ids.fence = opts.fence.clone();
         let (owner, files, reload, input) = (opts.owner.clone(), w.files.clone(), w.reload.clone(), w.input.clone());
         let (word, state_dir) = (words[l].1.clone(), opts.state_dir.clone());
         running[l].spawn(async move { (i, stage_and_switch_host(host, ids, owner, files, reload, input, word, armed_tx, checked_tx, state_dir).await) });
@@ -223,10 +224,11 @@ pub(super) async fn detach_level(
         return ControlFlow::Break(());
     }
     let jobs: Vec<_> = work.iter().map(|w| (conns.hosts[&w.host].clone(), w.host.clone(), w.files.clone(), w.input.clone())).collect();
-    let (state_dir, ps, tk, owner) = (opts.state_dir.clone(), plan_stage.to_string(), token.to_string(), opts.owner.clone());
+    let (state_dir, ps, tk, owner, fence) = (opts.state_dir.clone(), plan_stage.to_string(), token.to_string(), opts.owner.clone(), opts.fence.clone());
     let staged = crate::fanout::each(jobs, opts.parallel, move |(host, name, files, input)| {
         let (state_dir, ps, tk, owner) = (state_dir.clone(), ps.clone(), tk.clone(), owner.clone());
-        async move { (name, stage_host(&host, &host.run_ids(&state_dir, &ps, &tk), &state_dir, &owner, &files, input).await) }
+        let ids = RunIds { fence: fence.clone(), ..host.run_ids(&state_dir, &ps, &tk) };
+        async move { (name, stage_host(&host, &ids, &state_dir, &owner, &files, input).await) }
     })
     .await;
     let mut ready = Vec::new();

@@ -145,7 +145,7 @@ pub async fn cancel(args: &FarmArgs) -> Outcome {
 pub async fn unlock(args: &UnlockArgs) -> Outcome {
     confirm("break the locks of these hosts (only do this when no apply is running)", args.yes)?;
     let farm = crate::farm::load(&args.farm)?;
-    let files: BTreeMap<String, Vec<String>> = farm.hosts.iter().map(|(n, h)| (n.clone(), farm.roles[&h.role].files.clone())).collect();
+    let files: BTreeMap<String, Vec<String>> = farm.hosts.keys().map(|n| (n.clone(), farm.paths_of(n))).collect();
     let files = Arc::new(files);
     let (_, results, down) = on_each(&args.farm, &args.reach.limit, args.reach.parallel as usize, move |h, dir| {
         let files = files.clone();

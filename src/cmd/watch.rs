@@ -6,6 +6,7 @@ use crate::pipeline::watch::{watch, Log};
 use std::process::ExitCode;
 
 pub async fn run(args: &WatchArgs) -> Outcome {
-    watch(&args.farm, Log { json: args.json }).await?;
+    crate::logging::init(args.json, tracing::Level::INFO);
+    watch(&args.farm, Log).await?;
     Ok(ExitCode::SUCCESS)
 }

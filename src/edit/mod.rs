@@ -4,6 +4,7 @@
 //! gets token-exact byte edits. Either way, nothing outside a matched token or
 //! an assigned value changes.
 
+pub mod hosts;
 pub mod tokens;
 mod toml;
 

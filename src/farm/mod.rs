@@ -11,7 +11,7 @@ mod rollout;
 mod schema;
 mod services;
 
-pub use services::{Check, Service};
+pub use services::{Check, Service, Strategy};
 
 pub use rollout::{parse_version, Count, GateSpec, Rollout, Shadow};
 
@@ -131,6 +131,24 @@ impl Farm {
             return r.on.contains(&host.name);
         }
         r.on.is_empty() || r.on.iter().any(|o| *o == host.name || *o == host.role)
+    }
+
+    /// Every file farmctl reads and may write on `host`: its role's files, the
+    /// hosts file of a service it is a client of (`strategy = "hosts"`), and the
+    /// host-name file of a server being adopted.
+    pub fn paths_of(&self, host: &str) -> Vec<String> {
+        let mut paths = self.roles[&self.hosts[host].role].files.clone();
+        for svc in self.services.values() {
+            if svc.strategy == Strategy::Hosts && svc.serves(host) {
+                paths.push(svc.hosts_file.clone());
+            }
+            if svc.adopt.is_some() && svc.members[0] == host {
+                paths.push(svc.hostname_file.clone());
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        paths.retain(|p| seen.insert(p.clone()));
+        paths
     }
 }
 

@@ -42,6 +42,12 @@ pub struct RawService {
     pub fence_required: Option<bool>,
     pub confirm: Option<S<i64>>,
     pub lease: Option<S<String>>,
+    /// With `strategy = "hosts"`: roles or hosts whose hosts file names the virtual name.
+    pub clients: Option<S<Vec<S<String>>>>,
+    pub hosts_file: Option<S<String>>,
+    /// A standalone server's old name, kept as the virtual name.
+    pub adopt: Option<S<String>>,
+    pub hostname_file: Option<S<String>>,
 }
 
 /// `[rollout.<role>]`: bring a role's hosts to a version, canary then waves.

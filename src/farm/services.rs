@@ -27,6 +27,15 @@ impl Check {
     }
 }
 
+/// How the clients find the active member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// The clients' managed files name the active member; a failover is a replacement.
+    Rewrite,
+    /// One line in each client's hosts file maps the virtual name to the active member's address.
+    Hosts,
+}
+
 #[derive(Clone, Debug)]
 pub struct Service {
     pub name: String,
@@ -45,11 +54,33 @@ pub struct Service {
     pub confirm: Option<usize>,
     /// How long a watcher's lease outlives its last renewal.
     pub lease: Duration,
+    pub strategy: Strategy,
+    /// With [`Strategy::Hosts`]: the hosts whose hosts file carries the virtual name.
+    pub clients: Vec<String>,
+    /// Where the clients keep their hosts file (`/etc/hosts`).
+    pub hosts_file: String,
+    /// The old name of an adopted standalone server; it is `members[0]` now.
+    pub adopt: Option<String>,
+    /// Where the adopted machine keeps its host name (`/etc/hostname`).
+    pub hostname_file: String,
+    /// Set by the watcher during a failover: the member the clients must name.
+    pub pin: Option<String>,
+}
+
+impl Service {
+    /// Whether `host` is one of this service's clients. With `rewrite`, every
+    /// host that is not a member may be (its files say); with `hosts`, the listed ones.
+    pub fn serves(&self, host: &str) -> bool {
+        !self.members.iter().any(|m| m == host) && (self.strategy == Strategy::Rewrite || self.clients.iter().any(|c| c == host))
+    }
 }
 
 pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawService>>, hosts: &BTreeMap<String, Host>) -> BTreeMap<String, Service> {
     let mut out = BTreeMap::new();
     for (name, s) in raw {
+        if let Some(p) = names::host_name_problem(name.get_ref()) {
+            c.span(&name, p.replace("host name", "service name"));
+        }
         let s = s.into_inner();
         if let Some(p) = names::host_name_problem(s.r#virtual.get_ref()) {
             c.span(&s.r#virtual, p.replace("host name", "virtual name"));
@@ -90,11 +121,61 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawService>>, ho
                 c.span(d, "expected `dead_after` to be at least one `heartbeat`");
             }
         }
-        match s.strategy.as_ref().map(|v| v.get_ref().as_str()) {
-            None | Some("rewrite") => {}
-            Some("hosts") => c.span(s.strategy.as_ref().unwrap(), "strategy \"hosts\" is not supported yet; use \"rewrite\" (the clients' files name the active member)"),
-            Some(other) => c.span(s.strategy.as_ref().unwrap(), format!("expected strategy \"rewrite\", found \"{other}\"")),
+        let strategy = match (s.strategy.as_ref().map(|v| v.get_ref().as_str()), &s.adopt) {
+            (Some("hosts"), _) | (None, Some(_)) => Strategy::Hosts,
+            (Some("rewrite"), Some(a)) => {
+                c.span(a, "an adopted server keeps its clients' files as they are, so it needs strategy \"hosts\" (leave `strategy` out or set it to \"hosts\")");
+                Strategy::Rewrite
+            }
+            (None | Some("rewrite"), None) => Strategy::Rewrite,
+            (Some(other), _) => {
+                c.span(s.strategy.as_ref().unwrap(), format!("expected strategy \"rewrite\" or \"hosts\", found \"{other}\""));
+                Strategy::Rewrite
+            }
+        };
+        if hosts.contains_key(s.r#virtual.get_ref()) {
+            let hint = if s.adopt.is_some() { "" } else { "; to keep a server's name for its clients, rename the host and set `adopt`" };
+            c.span(&s.r#virtual, format!("`{}` is a host of [hosts]; a virtual name must not be a host's name{hint}", s.r#virtual.get_ref()));
         }
+        let adopt = s.adopt.as_ref().map(|a| {
+            if a.get_ref() != s.r#virtual.get_ref() {
+                c.span(a, format!("expected `adopt` to be the virtual name `{}`: the adopted server's old name is what its clients keep using", s.r#virtual.get_ref()));
+            }
+            a.get_ref().clone()
+        });
+        let mut clients = Vec::new();
+        match &s.clients {
+            Some(list) if strategy == Strategy::Rewrite => c.span(list, "`clients` is for strategy \"hosts\"; with \"rewrite\" the clients are the hosts whose files name a member"),
+            Some(list) => {
+                for x in list.get_ref() {
+                    let found: Vec<&String> = hosts.iter().filter(|(n, h)| *n == x.get_ref() || h.role == *x.get_ref()).map(|(n, _)| n).collect();
+                    if found.is_empty() {
+                        c.span(x, format!("unknown host or role `{}` in `clients`", x.get_ref()));
+                    }
+                    clients.extend(found.into_iter().filter(|n| !members.contains(n)).cloned());
+                }
+            }
+            None if strategy == Strategy::Hosts => clients = hosts.keys().filter(|n| !members.contains(n)).cloned().collect(),
+            None => {}
+        }
+        clients.sort();
+        clients.dedup();
+        if strategy == Strategy::Hosts {
+            for m in &members {
+                if hosts[m].address.as_deref().is_none_or(|a| a.parse::<std::net::IpAddr>().is_err()) {
+                    c.span(&s.members, format!("strategy \"hosts\" writes the active member's IP address into the clients' hosts file; give `{m}` an `address` that is an IP address"));
+                }
+            }
+        }
+        let mut path_of = |v: &Option<S<String>>, default: &str| match v {
+            None => default.to_string(),
+            Some(p) => names::normalize_path(p.get_ref()).unwrap_or_else(|e| {
+                c.span(p, e);
+                default.to_string()
+            }),
+        };
+        let hosts_file = path_of(&s.hosts_file, "/etc/hosts");
+        let hostname_file = path_of(&s.hostname_file, "/etc/hostname");
         let mut sync = Vec::new();
         for p in &s.sync {
             match names::normalize_path(p.get_ref()) {
@@ -131,6 +212,12 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawService>>, ho
                 fence_required: s.fence_required.unwrap_or(false),
                 confirm,
                 lease,
+                strategy,
+                clients,
+                hosts_file,
+                adopt,
+                hostname_file,
+                pin: None,
             },
         );
     }

@@ -58,7 +58,7 @@ impl Session {
                 };
                 let role = &farm.hosts[&name].role;
                 let probe = farm.rollouts.get(role).map(|r| r.probe.as_str());
-                let state = host.read_state(&farm.state_dir, &farm.roles[role].files, probe).await;
+                let state = host.read_state(&farm.state_dir, &farm.paths_of(&name), probe).await;
                 (name, state, Some(host))
             }
         })
@@ -117,7 +117,7 @@ impl Session {
     /// The executor's options for a run of `plan`. The run listens for SIGINT
     /// and SIGTERM from here on: they abort it cleanly instead of killing it.
     pub fn options(&self, plan: &Plan, max_fail: usize, detach: bool) -> apply::Options {
-        apply::Options { interrupted: interrupt_signal(), parallel: self.parallel, max_fail, owner: owner(plan), state_dir: self.farm.state_dir.clone(), detach }
+        apply::Options { interrupted: interrupt_signal(), parallel: self.parallel, max_fail, owner: owner(plan), state_dir: self.farm.state_dir.clone(), detach, fence: None }
     }
 
     /// Executes `plan` through the connections held.
@@ -131,17 +131,17 @@ impl Session {
 
 /// Turns true on the first SIGINT or SIGTERM. A second one ends farmctl at once.
 pub fn interrupt_signal() -> tokio::sync::watch::Receiver<bool> {
-    interrupt_signal_saying("interrupted: telling every host that has not switched to drop its staged copies and release its lock (interrupt again to quit at once)")
+    interrupt_signal_saying(|| crate::say!("interrupted: telling every host that has not switched to drop its staged copies and release its lock (interrupt again to quit at once)"))
 }
 
-/// Turns true on the first SIGINT or SIGTERM, saying `what` happens then.
-pub fn interrupt_signal_saying(what: &'static str) -> tokio::sync::watch::Receiver<bool> {
+/// Turns true on the first SIGINT or SIGTERM, after `say` tells what happens then.
+pub fn interrupt_signal_saying(say: impl FnOnce() + Send + 'static) -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else { return };
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        crate::say!("{what}");
+        say();
         let _ = tx.send(true);
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
         std::process::exit(130);

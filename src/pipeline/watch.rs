@@ -6,7 +6,7 @@
 use super::Session;
 use crate::apply::journal::{Entry, Journal};
 use crate::error::{Error, ErrorKind, Result};
-use crate::farm::{Check, Farm, Replacement, Service};
+use crate::farm::{Check, Farm, Replacement, Service, Strategy};
 use crate::live::FileState;
 use crate::transport::{self, AnyHost, Host, LeaseState, Reach};
 use crate::watch::{Choice, Monitor, Step, Verdict};
@@ -14,20 +14,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// One line per event, with a timestamp: plain text, or JSON lines.
+/// The watcher's events, through `tracing` (written by the logging module): one
+/// per heartbeat failure, confirmation, decision and action.
 #[derive(Clone, Copy)]
-pub struct Log {
-    pub json: bool,
-}
+pub struct Log;
 
 impl Log {
     pub fn event(&self, service: &str, event: &str, message: &str) {
-        let time = jiff::Timestamp::now();
-        if self.json {
-            let line = serde_json::json!({ "time": time.to_string(), "service": service, "event": event, "message": message });
-            crate::say!("{line}");
+        let trouble = matches!(
+            event,
+            "missed" | "not-confirmed" | "lease-lost" | "stalled" | "no-standby" | "failover-failed" | "sync-failed" | "fence-failed" | "held-back" | "lagging" | "skipped" | "no-clients"
+        );
+        if trouble {
+            tracing::warn!(scope = service, event, "{message}");
         } else {
-            crate::say!("{time} {service}: {event}: {message}");
+            tracing::info!(scope = service, event, "{message}");
         }
     }
 }
@@ -40,29 +41,6 @@ fn holder() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".into());
     format!("{user}@{host}:{}", std::process::id())
-}
-
-/// The member the clients' files name (the most-named), and those clients.
-pub fn active_of(farm: &Farm, live: &crate::live::LiveFarm, svc: &Service) -> (Option<String>, Vec<String>) {
-    let mut count: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for (name, state) in live {
-        if svc.members.contains(name) {
-            continue;
-        }
-        let Ok(state) = state else { continue };
-        for m in &svc.members {
-            let named = state.files.iter().any(|(path, f)| matches!(f, FileState::Present(i) if crate::plan::refers_to(farm, path, &i.content, m)));
-            if named {
-                count.entry(m.as_str()).or_default().push(name.clone());
-            }
-        }
-    }
-    // The most-named member; ties go to the higher priority.
-    let best = svc.members.iter().max_by_key(|m| (count.get(m.as_str()).map_or(0, Vec::len), std::cmp::Reverse(svc.members.iter().position(|x| x == *m))));
-    match best.filter(|m| count.contains_key(m.as_str())) {
-        Some(m) => (Some(m.clone()), count.remove(m.as_str()).unwrap_or_default()),
-        None => (None, Vec::new()),
-    }
 }
 
 /// A connection per host, made again when it broke.
@@ -112,19 +90,24 @@ async fn check(conns: &mut Conns, farm: &Farm, svc: &Service, member: &str, limi
     ok
 }
 
-/// Takes (or renews) the lease on every reachable member. `Err` names another holder.
-async fn lease(conns: &mut Conns, farm: &Farm, svc: &Service, me: &str, release: bool, limit: Duration) -> std::result::Result<usize, String> {
-    let mut held = 0;
+/// Takes (or renews) the lease on every reachable member: how many hold it
+/// for us, and the highest epoch among them (the fencing token of our
+/// writes). `Err` names another holder.
+async fn lease(conns: &mut Conns, farm: &Farm, svc: &Service, me: &str, release: bool, limit: Duration) -> std::result::Result<(usize, u64), String> {
+    let (mut held, mut token) = (0, 0);
     for m in &svc.members {
         let Some(h) = conns.get(m, limit).await else { continue };
         match tokio::time::timeout(limit, h.lease(&farm.state_dir, &svc.name, me, svc.lease.as_millis() as u64, release)).await {
-            Ok(Ok(LeaseState::Ours { .. })) => held += 1,
+            Ok(Ok(LeaseState::Ours { epoch })) => {
+                held += 1;
+                token = token.max(epoch);
+            }
             Ok(Ok(LeaseState::Held { holder, epoch, left_ms })) => return Err(format!("service {} is watched by {holder} (lease epoch {epoch} on {m}, {left_ms} ms left)", svc.name)),
             Ok(Ok(_)) => {}
             _ => conns.forget(m),
         }
     }
-    Ok(held)
+    Ok((held, token))
 }
 
 fn journal(service: &str, farm: &Farm, outcome: &str, detail: String) {
@@ -144,10 +127,20 @@ fn journal(service: &str, farm: &Farm, outcome: &str, detail: String) {
 
 /// Repoints every client from `from` to `to`: an immediate replacement,
 /// planned and applied through the pipeline. Returns the clients repointed.
-async fn failover(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: &Service, from: &str, to: &str, log: Log, interrupted: &tokio::sync::watch::Receiver<bool>) -> std::result::Result<usize, String> {
+async fn failover(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: &Service, from: &str, to: &str, epoch: u64, log: Log, interrupted: &tokio::sync::watch::Receiver<bool>) -> std::result::Result<usize, String> {
     let mut f = (**farm).clone();
-    f.replacements = vec![Replacement { index: 0, old: from.to_string(), new: to.to_string(), at: None, on: vec![] }];
     f.rollouts.clear();
+    f.replacements.clear();
+    match svc.strategy {
+        // The clients' files name the member: replace it, by name, alias and address.
+        Strategy::Rewrite => f.replacements.push(Replacement { index: 0, old: from.to_string(), new: to.to_string(), at: None, on: vec![] }),
+        // The clients' hosts files map the virtual name: point it at the next member.
+        Strategy::Hosts => {
+            if let Some(s) = f.services.get_mut(&svc.name) {
+                s.pin = Some(to.to_string());
+            }
+        }
+    }
     let f = Arc::new(f);
     let mut session = Session::with_farm(f.clone(), 64);
     // The watcher's own connections serve the failover: no new handshakes while clients wait.
@@ -164,6 +157,7 @@ async fn failover(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: 
     let n = clients.len();
     let mut opts = session.options(&planned.plan, 0, false);
     opts.interrupted = interrupted.clone();
+    opts.fence = Some((svc.name.clone(), epoch));
     let summary = session.execute(&planned, &opts, &crate::apply::progress::Lines, &Journal::open()).await;
     if summary.ok() {
         Ok(n)
@@ -174,7 +168,7 @@ async fn failover(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: 
 }
 
 /// Copies each `sync` path from the active member to every standby where it differs.
-async fn sync(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, last_sync: &mut BTreeMap<String, Instant>, log: Log, limit: Duration) {
+async fn sync(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, epoch: u64, last_sync: &mut BTreeMap<String, Instant>, log: Log, limit: Duration) {
     let Some(a) = conns.get(active, limit).await else { return };
     let Ok(Ok(src)) = tokio::time::timeout(limit, a.read_state(&farm.state_dir, &svc.sync, None)).await else { return };
     for m in svc.members.iter().filter(|m| *m != active) {
@@ -186,7 +180,7 @@ async fn sync(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, last_
             if matches!(d, FileState::Present(d) if d.sha256 == s.sha256) {
                 continue;
             }
-            match h.put_file(p, s.content.clone()).await {
+            match h.put_file(&farm.state_dir, p, s.content.clone(), Some((&svc.name, epoch))).await {
                 Ok(()) => log.event(&svc.name, "synced", &format!("{active}:{p} -> {m} (sha256 {})", &s.sha256[..12])),
                 Err(e) => {
                     all_good = false;
@@ -223,6 +217,7 @@ async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut client
     let mut conns = Conns { farm: farm.clone(), hosts: BTreeMap::new() };
     let mut monitor = Monitor::new(active, svc.members.clone(), svc.dead_after.as_millis() as u64, svc.confirm, now_ms());
     let mut last_sync: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut epoch = 0;
     let port = farm.ssh.port.unwrap_or(22);
     loop {
         let tick = Instant::now();
@@ -244,7 +239,10 @@ async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut client
                 log.event(&svc.name, "lease-lost", &format!("{e}; this watcher stops acting"));
                 return;
             }
-            Ok((Ok(_), ok)) => ok,
+            Ok((Ok((_, token)), ok)) => {
+                epoch = epoch.max(token);
+                ok
+            }
             Err(_) => {
                 log.event(&svc.name, "stalled", &format!("the heartbeat of {active} took longer than {:?}; its connections are made again", limit * 4));
                 for h in std::mem::take(&mut conns.hosts).into_values() {
@@ -256,7 +254,7 @@ async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut client
         match monitor.heartbeat(ok, now_ms()) {
             Step::Healthy => {
                 if !svc.sync.is_empty() {
-                    sync(&mut conns, &farm, &svc, &active, &mut last_sync, log, limit).await;
+                    sync(&mut conns, &farm, &svc, &active, epoch, &mut last_sync, log, limit).await;
                 }
             }
             Step::Silent { for_ms } => log.event(&svc.name, "missed", &format!("{active} did not answer its heartbeat (silent {for_ms} ms)")),
@@ -302,7 +300,7 @@ async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut client
                                 }
                                 Choice::FailoverTo(next) => {
                                     log.event(&svc.name, "failover", &format!("repointing the clients from {active} to {next}"));
-                                    match failover(&farm, &conns.hosts, &svc, &active, &next, log, &interrupted).await {
+                                    match failover(&farm, &conns.hosts, &svc, &active, &next, epoch, log, &interrupted).await {
                                         Ok(n) => {
                                             log.event(&svc.name, "repointed", &format!("{n} client(s) now name {next}; {active} will be a standby when it comes back"));
                                             journal(&svc.name, &farm, "failover", format!("{active} -> {next}: {n} client(s) repointed"));
@@ -335,11 +333,11 @@ pub async fn watch(farm_path: &std::path::Path, log: Log) -> Result<()> {
     }
     let all: Vec<String> = farm.hosts.keys().cloned().collect();
     session.read(&all).await;
-    let interrupted = super::interrupt_signal_saying("interrupted: the watcher stops and releases its lease (interrupt again to quit at once)");
+    let interrupted = super::interrupt_signal_saying(move || log.event("watch", "interrupted", "the watcher stops and releases its lease (interrupt again to quit at once)"));
     let me = holder();
     let mut tasks = tokio::task::JoinSet::new();
     for svc in farm.services.values() {
-        let (active, clients) = active_of(&farm, &session.live, svc);
+        let (active, clients) = crate::plan::services::active(&farm, &session.live, svc);
         let active = match active {
             Some(a) => a,
             None => {
@@ -351,7 +349,7 @@ pub async fn watch(farm_path: &std::path::Path, log: Log) -> Result<()> {
         let limit = svc.heartbeat.max(Duration::from_millis(500));
         match lease(&mut conns, &farm, svc, &me, false, limit).await {
             Err(e) => return Err(Error::new(ErrorKind::Refused, e).hint("one watcher per farm: stop the other, or wait for its lease to expire")),
-            Ok(0) => return Err(Error::new(ErrorKind::Unreachable, format!("cannot take the lease of service {}: no member answers", svc.name))),
+            Ok((0, _)) => return Err(Error::new(ErrorKind::Unreachable, format!("cannot take the lease of service {}: no member answers", svc.name))),
             Ok(_) => {}
         }
         log.event(&svc.name, "watching", &format!("{active} is active (named by {} client(s)); standbys: {}; lease held by {me}", clients.len(), svc.members.iter().filter(|m| **m != active).cloned().collect::<Vec<_>>().join(", ")));
@@ -378,7 +376,7 @@ pub async fn service_status(session: &mut Session) -> Vec<ServiceStatus> {
     session.read(&all).await;
     let mut out = Vec::new();
     for svc in farm.services.values() {
-        let (active, clients) = active_of(&farm, &session.live, svc);
+        let (active, clients) = crate::plan::services::active(&farm, &session.live, svc);
         let mut lease = None;
         for m in &svc.members {
             let Some(h) = session.hosts.get(m) else { continue };

@@ -9,6 +9,7 @@ mod node;
 mod order;
 pub mod rollout;
 mod scope;
+pub mod services;
 mod shadow;
 
 pub use node::{Action, ActionKind, Edit};
@@ -164,29 +165,6 @@ pub fn refers_to(farm: &Farm, path: &str, content: &[u8], x: &str) -> bool {
     edit::edit_file(path, content, &Replacer::new(rules), &[]).map_or(true, |e| !e.causes.is_empty())
 }
 
-/// Each service's active member, as the clients' files name it.
-fn service_notes(farm: &Farm, live: &LiveFarm) -> Vec<String> {
-    let mut out = Vec::new();
-    for svc in farm.services.values() {
-        let mut named: Vec<(String, usize)> = Vec::new();
-        for m in &svc.members {
-            let n = live
-                .iter()
-                .filter(|(h, s)| !svc.members.contains(h) && matches!(s, Ok(s) if s.files.iter().any(|(p, f)| matches!(f, FileState::Present(i) if refers_to(farm, p, &i.content, m)))))
-                .count();
-            named.push((m.clone(), n));
-        }
-        let active: Vec<String> = named.iter().filter(|(_, n)| *n > 0).map(|(m, n)| format!("{m} (named by {n} host(s))")).collect();
-        let standbys: Vec<&str> = named.iter().filter(|(_, n)| *n == 0).map(|(m, _)| m.as_str()).collect();
-        out.push(match active.len() {
-            0 => format!("service {}: no host read names any member ({})", svc.name, svc.members.join(", ")),
-            1 => format!("service {}: {} is active; standbys: {}", svc.name, active[0], standbys.join(", ")),
-            _ => format!("service {}: clients name several members: {}; standbys: {}", svc.name, active.join(", "), standbys.join(", ")),
-        });
-    }
-    out
-}
-
 /// Replacements grouped by time: `None` ("when applied") first, then ascending.
 fn time_groups(farm: &Farm) -> BTreeMap<Option<jiff::Timestamp>, Vec<&Replacement>> {
     let mut groups: BTreeMap<_, Vec<_>> = BTreeMap::new();
@@ -241,7 +219,8 @@ pub enum PlanError {
 
 pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) -> Result<Planned, PlanError> {
     let groups = time_groups(farm);
-    let has_sets = farm.roles.values().any(|r| !r.set.is_empty());
+    let has_sets = farm.roles.values().any(|r| !r.set.is_empty()) || services::edits_any(farm);
+    let targets = services::targets(farm, live);
     let mut times: Vec<Option<jiff::Timestamp>> = groups.keys().copied().collect();
     if has_sets && !times.contains(&None) {
         times.insert(0, None);
@@ -286,7 +265,7 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
         let mut host_actions: Vec<Action> = Vec::new();
         let mut failure = None;
         let mut failure_hint = None;
-        for path in &role.files {
+        for path in &farm.paths_of(name) {
             let info = match state.files.get(path) {
                 Some(FileState::Present(info)) => info,
                 Some(FileState::Missing) | None => {
@@ -315,22 +294,35 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
                         .flat_map(|r| rules_for(farm, r))
                         .collect();
                     let group_sets = if t.is_none() { sets } else { &[] };
-                    if rules.is_empty() && group_sets.is_empty() {
-                        break 'edit;
-                    }
-                    let edited = match edit::edit_file(path, &content, &Replacer::new(rules), group_sets) {
-                        Ok(e) => e,
-                        Err(e) => {
-                            failure = Some(format!("{path}: {e}"));
-                            break 'edit;
+                    let mut bytes = content.clone();
+                    let mut reasons = Vec::new();
+                    let mut replaced = Vec::new();
+                    if !rules.is_empty() || !group_sets.is_empty() {
+                        match edit::edit_file(path, &content, &Replacer::new(rules), group_sets) {
+                            Ok(e) if !e.causes.is_empty() => {
+                                reasons.extend(e.causes.iter().map(|c| reason(farm, c)));
+                                replaced.extend(e.causes.iter().filter_map(|c| if let Cause::Replace(i) = c { Some(*i) } else { None }));
+                                bytes = e.bytes;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                failure = Some(format!("{path}: {e}"));
+                                break 'edit;
+                            }
                         }
-                    };
-                    if edited.causes.is_empty() || edited.bytes == content {
+                    }
+                    if t.is_none() {
+                        if let Some((b, why)) = services::edit(farm, &targets, name, path, &bytes) {
+                            bytes = b;
+                            reasons.extend(why);
+                        }
+                    }
+                    if reasons.is_empty() || bytes == content {
                         break 'edit;
                     }
                     let stage = stage_of[t];
                     let id = format!("edit:{name}:{path}@{stage}");
-                    let after_hash = crate::farm::sha256_hex(&edited.bytes);
+                    let after_hash = crate::farm::sha256_hex(&bytes);
                     host_actions.push(Action {
                         id: id.clone(),
                         host: name.clone(),
@@ -342,18 +334,15 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
                             path: path.clone(),
                             before_sha256: before_hash.clone(),
                             after_sha256: after_hash.clone(),
-                            after_size: edited.bytes.len(),
-                            reasons: edited.causes.iter().map(|c| reason(farm, c)).collect(),
-                            diff: diff_text(name, path, &content, &edited.bytes),
+                            after_size: bytes.len(),
+                            reasons,
+                            diff: diff_text(name, path, &content, &bytes),
                         }),
                     });
-                    caused_by.insert(
-                        id.clone(),
-                        edited.causes.iter().filter_map(|c| if let Cause::Replace(i) = c { Some(*i) } else { None }).collect(),
-                    );
+                    caused_by.insert(id.clone(), replaced);
                     previous = Some(id.clone());
                     before_hash = after_hash;
-                    content = edited.bytes;
+                    content = bytes;
                     contents.insert(id, content.clone());
                 }
                 if failure.is_some() {
@@ -372,23 +361,34 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
             unknown_hosts = true;
             continue;
         }
-        if let Some(command) = &role.reload {
-            let mut by_stage: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-            for a in &host_actions {
-                by_stage.entry(a.stage).or_default().push(a.id.clone());
-            }
-            for (stage, deps) in by_stage {
-                host_actions.push(Action {
-                    id: format!("reload:{name}@{stage}"),
-                    host: name.clone(),
-                    stage,
-                    level: 0,
-                    at: stamp(&times[stage]),
-                    depends_on: deps,
-                    kind: ActionKind::Reload { command: command.clone() },
-                });
+        let mut by_stage: BTreeMap<usize, (Vec<String>, Vec<&str>)> = BTreeMap::new();
+        for a in &host_actions {
+            let entry = by_stage.entry(a.stage).or_default();
+            entry.0.push(a.id.clone());
+            if let ActionKind::Edit(e) = &a.kind {
+                entry.1.push(e.path.as_str());
             }
         }
+        let mut reloads = Vec::new();
+        for (stage, (deps, paths)) in by_stage {
+            // An adopted server takes its new name before its role reloads.
+            let command = match (services::rename_command(farm, name, &paths), &role.reload) {
+                (Some(rename), Some(reload)) => format!("{rename} && {reload}"),
+                (Some(rename), None) => rename,
+                (None, Some(reload)) => reload.clone(),
+                (None, None) => continue,
+            };
+            reloads.push(Action {
+                id: format!("reload:{name}@{stage}"),
+                host: name.clone(),
+                stage,
+                level: 0,
+                at: stamp(&times[stage]),
+                depends_on: deps,
+                kind: ActionKind::Reload { command },
+            });
+        }
+        host_actions.extend(reloads);
         let status = if host_actions.is_empty() { HostStatus::Unchanged } else { HostStatus::Changed };
         hosts.push(HostEntry { name: name.clone(), role: host.role.clone(), status });
         actions.extend(host_actions);
@@ -427,7 +427,7 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
         .collect::<Vec<_>>();
     let mut stages = stages;
     let mut actions = actions;
-    notes.extend(service_notes(farm, live));
+    notes.extend(services::notes(farm, live));
     rollout::plan_rollouts(farm, live, scope, times.len(), &mut hosts, &mut actions, &mut stages, &mut contents)?;
 
     let mut plan = Plan {

@@ -266,3 +266,79 @@ fn a_plain_replacement_still_retires_its_old_host() {
     assert_eq!(p.edits().filter(|(a, _)| a.host == "ivr-2").count(), 2, "the address is replaced too");
     assert_eq!(retires(&p), vec!["retire:web-a@0"]);
 }
+
+/// A farm whose service `web` keeps `web` in the ivr hosts' hosts file.
+fn hosts_service(extra: &str) -> Farm {
+    farm_with(&format!("[services.web]\nvirtual = \"web\"\nmembers = [\"web-a\", \"web-b\"]\nstrategy = \"hosts\"\nclients = [\"ivr\"]\nhosts_file = \"/etc/ivr/hosts\"\n{extra}"))
+}
+
+fn with_file(mut live: LiveFarm, host: &str, path: &str, content: &str) -> LiveFarm {
+    if let Some(Ok(s)) = live.get_mut(host) {
+        s.files.insert(path.into(), file(content));
+    }
+    live
+}
+
+#[test]
+fn a_hosts_service_points_every_client_at_the_member_most_of_them_name() {
+    let farm = hosts_service("");
+    let mut l = live(&farm, &[]);
+    l = with_file(l, "ivr-1", "/etc/ivr/hosts", "127.0.0.1 localhost\n10.1.0.12\tweb\t# farmctl service web\n");
+    l = with_file(l, "ivr-2", "/etc/ivr/hosts", "127.0.0.1 localhost\n");
+    let (active, named_by) = services::active(&farm, &l, &farm.services["web"]);
+    assert_eq!((active.as_deref(), named_by), (Some("web-b"), vec!["ivr-1".to_string()]), "the clients' hosts files say web-b is active");
+    let p = run(&farm, &l);
+    let edited: Vec<_> = p.edits().map(|(a, e)| format!("{}:{}", a.host, e.path)).collect();
+    assert_eq!(edited, vec!["ivr-2:/etc/ivr/hosts"], "only the client without the line changes; web hosts are not clients");
+    let (_, e) = p.edits().next().unwrap();
+    assert!(e.diff.contains("+10.1.0.12\tweb\t# farmctl service web"), "{}", e.diff);
+    assert!(e.reasons[0].contains("web -> web-b (10.1.0.12)"), "{:?}", e.reasons);
+    assert!(p.notes.iter().any(|n| n.starts_with("service web: web-b is active")), "{:?}", p.notes);
+}
+
+#[test]
+fn a_pinned_member_repoints_every_hosts_client_and_nothing_else() {
+    let mut farm = hosts_service("");
+    let mut l = live(&farm, &[("ivr-1", "web-a")]);
+    for h in ["ivr-1", "ivr-2"] {
+        l = with_file(l, h, "/etc/ivr/hosts", "10.1.0.11\tweb\t# farmctl service web\n");
+    }
+    assert!(!run(&farm, &l).has_changes(), "clients whose line already points at the active member plan clean");
+    farm.services.get_mut("web").unwrap().pin = Some("web-b".into());
+    let p = run(&farm, &l);
+    let edited: Vec<_> = p.edits().map(|(a, e)| format!("{}:{}", a.host, e.path)).collect();
+    assert_eq!(edited, vec!["ivr-1:/etc/ivr/hosts", "ivr-2:/etc/ivr/hosts"], "the clients' own config naming web-a is left alone");
+    assert!(p.stages.len() == 1 && p.stages[0].at.is_none(), "a failover switches now");
+}
+
+#[test]
+fn an_adopted_server_gets_its_new_host_name_and_its_clients_keep_the_old_one() {
+    let farm = farm::parse(
+        Path::new("t.toml"),
+        &FARM.replace("[hosts.web-a]", "[hosts.web-a1]").replace("[hosts.ivr-1]", "[services.web-a]\nvirtual = \"web-a\"\nadopt = \"web-a\"\nmembers = [\"web-a1\", \"web-b\"]\nclients = [\"ivr\"]\nhostname_file = \"/etc/ivr/hostname\"\n[hosts.ivr-1]"),
+    )
+    .unwrap();
+    let svc = &farm.services["web-a"];
+    assert_eq!(svc.strategy, farm::Strategy::Hosts, "adopting implies the hosts strategy");
+    assert!(farm.paths_of("web-a1").contains(&"/etc/ivr/hostname".to_string()));
+    let mut l = live(&farm, &[("ivr-1", "web-a"), ("ivr-2", "web-a")]);
+    l = with_file(l, "web-a1", "/etc/ivr/hostname", "web-a\n");
+    for h in ["ivr-1", "ivr-2"] {
+        l = with_file(l, h, "/etc/hosts", "127.0.0.1 localhost\n10.1.0.11 web-a\n");
+    }
+    let p = run(&farm, &l);
+    let edited: Vec<_> = p.edits().map(|(a, e)| format!("{}:{}", a.host, e.path)).collect();
+    assert_eq!(edited, vec!["ivr-1:/etc/hosts", "ivr-2:/etc/hosts", "web-a1:/etc/ivr/hostname"], "the clients' config files are not touched");
+    let rename = p.actions.iter().find(|a| a.host == "web-a1" && matches!(a.kind, ActionKind::Reload { .. })).expect("a rename command");
+    assert!(matches!(&rename.kind, ActionKind::Reload { command } if command == "hostname 'web-a1'"), "{:?}", rename.kind);
+    let (_, e) = p.edits().find(|(a, _)| a.host == "ivr-1").unwrap();
+    assert!(e.diff.contains("-10.1.0.11 web-a\n+10.1.0.11\tweb-a\t# farmctl service web-a"), "{}", e.diff);
+}
+
+#[test]
+fn a_service_whose_virtual_name_is_a_host_is_refused_with_how_to_adopt() {
+    let e = farm::parse(Path::new("t.toml"), &format!("{FARM}[services.web]\nvirtual = \"web-a\"\nmembers = [\"web-b\", \"web-c\"]\n")).unwrap_err();
+    assert!(e.to_string().contains("a virtual name must not be a host's name; to keep a server's name for its clients, rename the host and set `adopt`"), "{e}");
+    let e = farm::parse(Path::new("t.toml"), &format!("{FARM}[services.web]\nvirtual = \"web\"\nmembers = [\"web-b\", \"web-c\"]\nstrategy = \"rewrite\"\nadopt = \"web\"\n")).unwrap_err();
+    assert!(e.to_string().contains("needs strategy \"hosts\""), "{e}");
+}

@@ -269,7 +269,7 @@ pub async fn connect(farm: &Farm, name: &str) -> Result<AnyHost, TransportError>
     let host = &farm.hosts[name];
     match &host.transport {
         Transport::Local { root } => {
-            let files = &farm.roles[&host.role].files;
+            let files = &farm.paths_of(name);
             let state = host_state_dir(&farm.state_dir, name);
             for path in files.iter().chain(std::iter::once(&state)) {
                 local::confined(root, path).map_err(|detail| TransportError::Connect {

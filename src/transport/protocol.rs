@@ -206,6 +206,7 @@ impl AnyHost {
             plan_id: plan_id.to_string(),
             token: token.to_string(),
             host: self.name().to_string(),
+            fence: None,
         }
     }
 
@@ -305,10 +306,12 @@ impl AnyHost {
         })
     }
 
-    /// Writes `content` to `path` on this host atomically, checked by sha256.
-    pub async fn put_file(&self, path: &str, content: Vec<u8>) -> Result<(), String> {
+    /// Writes `content` to `path` on this host atomically, checked by sha256;
+    /// with a `fence` (service, lease epoch), only if no newer watcher wrote here.
+    pub async fn put_file(&self, state_dir: &str, path: &str, content: Vec<u8>, fence: Option<(&str, u64)>) -> Result<(), String> {
         let sha = crate::farm::sha256_hex(&content);
-        let out = self.run(&script::put_file(self.root(), path, content.len(), &sha), content).await.map_err(|e| e.to_string())?;
+        let dir = super::host_state_dir(state_dir, self.name());
+        let out = self.run(&script::put_file(self.root(), &dir, path, content.len(), &sha, fence), content).await.map_err(|e| e.to_string())?;
         let reports = script::parse_report(&out.stdout);
         if reports.contains(&Report::Done) {
             return Ok(());

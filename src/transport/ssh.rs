@@ -144,7 +144,15 @@ impl Drop for SshHost {
     /// With persistence on, leaves the master running (it exits once idle for
     /// `control_persist`) and records its socket for the next farmctl.
     fn drop(&mut self) {
-        let (Some(record), Some(session)) = (self.reuse.take(), self.session.get_mut().take()) else { return };
+        let Some(record) = self.reuse.take() else {
+            // Shutting a master down talks to its control socket, blocking: never
+            // on an async worker, where a stuck master would stall every task.
+            if let (Some(session), Ok(rt)) = (self.session.get_mut().take(), tokio::runtime::Handle::try_current()) {
+                rt.spawn_blocking(move || drop(session));
+            }
+            return;
+        };
+        let Some(session) = self.session.get_mut().take() else { return };
         let Ok(session) = Arc::try_unwrap(session) else { return };
         let (socket, _log) = session.detach();
         if let Some(dir) = record.parent() {

@@ -161,6 +161,9 @@ pub struct RunIds {
     /// The farm host this run writes for: names its staged copies, so that two
     /// farm hosts on one machine never take each other's for leftovers.
     pub host: String,
+    /// A watcher's write: the service and its lease epoch, checked against
+    /// the newest epoch that wrote here (see [`service::fence`]).
+    pub fence: Option<(String, u64)>,
 }
 
 fn prelude(s: &mut String, ids: &RunIds, files: &[FileWrite], staged_suffix: &str) {
@@ -230,7 +233,7 @@ fn batch_hashes<'a>(s: &mut String, expected: impl Iterator<Item = &'a str>, pat
 pub fn stage(ids: &RunIds, owner: &str, files: &[FileWrite]) -> String {
     let mut s = String::new();
     prelude(&mut s, ids, files, "");
-    stage_body(&mut s, owner, files);
+    stage_body(&mut s, ids, owner, files);
     s.push_str("echo READY\n");
     s
 }
@@ -241,12 +244,12 @@ pub fn stage(ids: &RunIds, owner: &str, files: &[FileWrite]) -> String {
 pub fn stage_and_switch(ids: &RunIds, owner: &str, files: &[FileWrite], reload: Option<&str>) -> String {
     let mut s = String::new();
     prelude(&mut s, ids, files, "");
-    stage_body(&mut s, owner, files);
+    stage_body(&mut s, ids, owner, files);
     switch_body(&mut s, ids, files, reload, Trigger::Word);
     s
 }
 
-fn stage_body(s: &mut String, owner: &str, files: &[FileWrite]) {
+fn stage_body(s: &mut String, ids: &RunIds, owner: &str, files: &[FileWrite]) {
     s.push_str(
         "e=$(mkdir -p -- \"$S\" 2>&1) || { printf 'ERR cannot create the state directory %s: %s\\n' \"$S\" \"$e\"; exit 1; }\n\
          chmod 700 -- \"$S\" 2>/dev/null\n\
@@ -255,6 +258,9 @@ fn stage_body(s: &mut String, owner: &str, files: &[FileWrite]) {
          printf 'ERR cannot take the lock in %s: %s\\n' \"$S\" \"$e\"; exit 1; fi\n",
     );
     writeln!(s, "printf '%s\\n' {} > \"$S/lock/owner\"\nprintf '%s' \"$K\" > \"$S/lock/token\"", q(owner)).unwrap();
+    if let Some((service, epoch)) = &ids.fence {
+        service::fence(s, service, *epoch, "unlock;");
+    }
     // Holding the lock, no other farmctl is at work here: staged copies left by a crash go.
     let leftovers: Vec<String> = (0..files.len()).map(|i| format!("\"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-$N@\"*")).collect();
     writeln!(s, "rm -f -- {}", leftovers.join(" ")).unwrap();

@@ -16,7 +16,10 @@ pub enum LeaseOp {
 }
 
 /// The lease of service `name` in `state_dir` on a member: "holder epoch expiry_ms",
-/// read and written under a short lock, by the host's clock.
+/// read and written under a short lock, by the host's clock. A new holder's
+/// epoch is the time it took the lease (ms), so that it is above every epoch
+/// an earlier holder had on any member whose clock agrees within the lease:
+/// the epoch is the fencing token that [`fence`] checks on the clients.
 pub fn lease(root: &str, state_dir: &str, name: &str, holder: &str, ttl_ms: u64, op: LeaseOp) -> String {
     let mut s = String::new();
     writeln!(s, "S={}\nL=\"$S/leases/\"{}\nME={}\nmkdir -p -- \"$S/leases\" || {{ echo 'ERR cannot create the lease directory'; exit 1; }}", q(&on_host(root, state_dir)), q(name), q(holder)).unwrap();
@@ -30,7 +33,7 @@ pub fn lease(root: &str, state_dir: &str, name: &str, holder: &str, ttl_ms: u64,
         LeaseOp::Acquire => writeln!(
             s,
             "if [ -z \"$holder\" ] || [ \"$holder\" = \"$ME\" ] || [ \"$now\" -gt \"$expiry\" ]; then\n\
-             [ \"$holder\" = \"$ME\" ] || epoch=$((epoch+1))\n\
+             [ \"$holder\" = \"$ME\" ] || {{ epoch=$((epoch+1)); [ \"$now\" -gt \"$epoch\" ] && epoch=$now; }}\n\
              printf '%s %s %s\\n' \"$ME\" \"$epoch\" \"$((now+{ttl_ms}))\" > \"$L.tmp\" && mv -f -- \"$L.tmp\" \"$L\" && printf 'LEASE ok %s\\n' \"$epoch\"\n\
              else printf 'LEASE held %s %s %s\\n' \"$epoch\" \"$((expiry-now))\" \"$holder\"; fi"
         )
@@ -42,6 +45,21 @@ pub fn lease(root: &str, state_dir: &str, name: &str, holder: &str, ttl_ms: u64,
     }
     s.push_str("rmdir -- \"$L.lock\" 2>/dev/null\necho DONE\n");
     s
+}
+
+/// Refuses (exit 7) a write from a watcher whose lease of `service` is older
+/// than the newest one that wrote on this host, and records `epoch` otherwise.
+/// `$S` is the host's state directory; `undo` runs before a refusal.
+pub fn fence(s: &mut String, service: &str, epoch: u64, undo: &str) {
+    writeln!(
+        s,
+        "mkdir -p -- \"$S/fence\" || {{ echo 'ERR cannot create the fence directory'; {undo} exit 1; }}\n\
+         f=$(cat -- \"$S/fence/\"{n} 2>/dev/null); case \"$f\" in ''|*[!0-9]*) f=0 ;; esac\n\
+         if [ \"$f\" -gt {epoch} ]; then printf 'ERR refused: a watcher with a newer lease of service %s (epoch %s) has written here; this watcher'\"'\"'s lease (epoch %s) is gone\\n' {n} \"$f\" {epoch}; {undo} exit 7; fi\n\
+         [ \"$f\" = {epoch} ] || printf '%s\\n' {epoch} > \"$S/fence/\"{n}",
+        n = q(service)
+    )
+    .unwrap();
 }
 
 /// A client's own look at a member: can it open a TCP connection to it?
@@ -58,9 +76,13 @@ pub fn reach(address: &str, port: u16) -> String {
 
 /// Writes stdin to `path` atomically (a dotfile beside it, fsync, rename),
 /// keeping an existing file's mode and owner, and checks the sha256.
-pub fn put_file(root: &str, path: &str, len: usize, sha256: &str) -> String {
+pub fn put_file(root: &str, state_dir: &str, path: &str, len: usize, sha256: &str, token: Option<(&str, u64)>) -> String {
     let p = q(&on_host(root, path));
-    format!(
+    let mut s = format!("S={}\n", q(&on_host(root, state_dir)));
+    if let Some((service, epoch)) = token {
+        fence(&mut s, service, epoch, "");
+    }
+    s + &format!(
         "t={p}\nd=$(dirname -- \"$t\")\nmkdir -p -- \"$d\" || {{ echo 'ERR cannot create the directory'; exit 1; }}\n\
          s=\"$d/.$(basename -- \"$t\").farmctl-sync\"\n\
          head -c {len} > \"$s\" || {{ rm -f -- \"$s\"; echo 'ERR cannot write the copy'; exit 1; }}\n\
@@ -84,16 +106,38 @@ mod tests {
     fn a_lease_is_held_until_it_expires_and_a_new_holder_bumps_the_epoch() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().display().to_string();
-        assert!(run(&lease("", &dir, "web", "a@ws:1", 60_000, LeaseOp::Acquire)).contains("LEASE ok 1"));
-        assert!(run(&lease("", &dir, "web", "a@ws:1", 60_000, LeaseOp::Acquire)).contains("LEASE ok 1"), "renewing keeps the epoch");
+        let epoch = |out: String| out.lines().find_map(|l| l.strip_prefix("LEASE ok ")).and_then(|e| e.parse::<u64>().ok()).unwrap_or_else(|| panic!("{out}"));
+        let started = jiff::Timestamp::now().as_millisecond() as u64;
+        let first = epoch(run(&lease("", &dir, "web", "a@ws:1", 60_000, LeaseOp::Acquire)));
+        assert!(first >= started, "a new holder's epoch is the time it took the lease");
+        assert_eq!(epoch(run(&lease("", &dir, "web", "a@ws:1", 60_000, LeaseOp::Acquire))), first, "renewing keeps the epoch");
         let other = run(&lease("", &dir, "web", "b@ws:2", 60_000, LeaseOp::Acquire));
-        assert!(other.contains("LEASE held 1 ") && other.contains("a@ws:1"), "{other}");
+        assert!(other.contains(&format!("LEASE held {first} ")) && other.contains("a@ws:1"), "{other}");
         // Expired: a 1 ms lease lapses at once.
         run(&lease("", &dir, "web", "a@ws:1", 1, LeaseOp::Acquire));
         std::thread::sleep(std::time::Duration::from_millis(20));
-        assert!(run(&lease("", &dir, "web", "b@ws:2", 60_000, LeaseOp::Acquire)).contains("LEASE ok 2"));
+        assert!(epoch(run(&lease("", &dir, "web", "b@ws:2", 60_000, LeaseOp::Acquire))) > first, "the next holder's epoch is higher");
         assert!(!run(&lease("", &dir, "web", "a@ws:1", 60_000, LeaseOp::Release)).contains("released"), "only the holder releases");
         assert!(run(&lease("", &dir, "web", "b@ws:2", 60_000, LeaseOp::Release)).contains("released"));
+    }
+
+    #[test]
+    fn a_write_under_an_older_lease_than_the_last_one_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("state");
+        let target = d.path().join("file");
+        let put = |epoch: u64, body: &str| {
+            let script = put_file("", &state.display().to_string(), &target.display().to_string(), body.len(), &crate::farm::sha256_hex(body.as_bytes()), Some(("web", epoch)));
+            let out = std::process::Command::new("sh").arg("-c").arg(script).stdin(std::fs::File::open("/dev/null").unwrap()).output().unwrap();
+            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        // An empty body reads nothing from stdin.
+        assert_eq!(put(5, "").0, Some(0));
+        assert_eq!(put(9, "").0, Some(0));
+        let (code, out) = put(5, "");
+        assert_eq!(code, Some(7), "{out}");
+        assert!(out.contains("newer lease of service web (epoch 9)") && out.contains("(epoch 5) is gone"), "{out}");
+        assert_eq!(std::fs::read_to_string(state.join("fence/web")).unwrap(), "9\n", "a refused write leaves the newer epoch");
     }
 
     #[test]

@@ -50,7 +50,7 @@ fn read_state_output_parses() {
 }
 
 fn ids() -> RunIds {
-    RunIds { root: "".into(), state_dir: "/var/lib/farmctl/hosts/ivr-1".into(), plan_id: "abc123".into(), token: "tok".into(), host: "ivr-1".into() }
+    RunIds { root: "".into(), state_dir: "/var/lib/farmctl/hosts/ivr-1".into(), plan_id: "abc123".into(), token: "tok".into(), host: "ivr-1".into(), fence: None }
 }
 
 fn one() -> Vec<FileWrite> {
