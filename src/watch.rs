@@ -62,14 +62,20 @@ impl Monitor {
         }
     }
 
+    /// How many of `asked` clients must fail to reach the member. With
+    /// clients to ask, at least one must agree: never the watcher's word alone.
+    pub fn needed(&self, asked: usize) -> usize {
+        let needed = self.confirm.unwrap_or(2).min(asked);
+        if asked > 0 {
+            needed.max(1)
+        } else {
+            needed
+        }
+    }
+
     /// Whether `down` of `asked` clients failing to reach the member makes it dead.
     pub fn confirm(&self, down: usize, asked: usize) -> Verdict {
-        let needed = match self.confirm {
-            Some(n) => n.min(asked),
-            None => 2.min(asked),
-        };
-        // With clients to ask, at least one must agree: never the watcher's word alone.
-        let needed = if asked > 0 { needed.max(1) } else { needed };
+        let needed = self.needed(asked);
         if down >= needed && (asked > 0 || self.confirm == Some(0)) {
             Verdict::Dead { down, asked }
         } else {

@@ -211,10 +211,11 @@ async fn fence(farm: &Farm, svc: &Service, dead: &str, log: Log) -> bool {
 }
 
 /// Watches one service until interrupted.
-async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut clients: Vec<String>, log: Log, mut interrupted: tokio::sync::watch::Receiver<bool>) {
+async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut clients: Vec<String>, held: BTreeMap<String, Arc<AnyHost>>, log: Log, mut interrupted: tokio::sync::watch::Receiver<bool>) {
     let me = holder();
     let limit = svc.heartbeat.max(Duration::from_millis(500));
-    let mut conns = Conns { farm: farm.clone(), hosts: BTreeMap::new() };
+    // The connections of the first read serve the heartbeats, confirmations and failovers.
+    let mut conns = Conns { farm: farm.clone(), hosts: held };
     let mut monitor = Monitor::new(active, svc.members.clone(), svc.dead_after.as_millis() as u64, svc.confirm, now_ms());
     let mut last_sync: BTreeMap<String, Instant> = BTreeMap::new();
     let mut epoch = 0;
@@ -261,20 +262,34 @@ async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut client
             Step::AskClients => {
                 let address = farm.hosts[&active].address.clone().unwrap_or_else(|| active.clone());
                 let p = svc.check.port(port);
-                // Every client is asked at once: a confirmation must not take longer with more clients.
-                let mut ask = Vec::new();
+                // Every client is asked at once, over the connection held or a new one, and
+                // the answer is in once enough confirm: more clients never make it slower.
+                let mut ask = tokio::task::JoinSet::new();
                 for c in &clients {
-                    if let Some(h) = conns.get(c, limit).await {
-                        ask.push(h);
+                    let (held, farm, c, address) = (conns.hosts.get(c).cloned(), farm.clone(), c.clone(), address.clone());
+                    ask.spawn(async move {
+                        let h = match held {
+                            Some(h) => h,
+                            None => Arc::new(tokio::time::timeout(limit, transport::connect(&farm, &c)).await.ok()?.ok()?),
+                        };
+                        let r = tokio::time::timeout(limit * 3, h.reaches(&address, p)).await.ok()?.ok()?;
+                        Some((c, h, r))
+                    });
+                }
+                let needed = monitor.needed(clients.len());
+                let (mut down, mut asked) = (0, 0);
+                while let Some(r) = ask.join_next().await {
+                    if let Ok(Some((c, h, r))) = r {
+                        conns.hosts.entry(c).or_insert(h);
+                        asked += usize::from(matches!(r, Reach::Down | Reach::Up));
+                        down += usize::from(r == Reach::Down);
+                    }
+                    // Confirmed: the rest need not answer. Unconfirmed, every answer is counted.
+                    if down >= needed {
+                        break;
                     }
                 }
-                let answers = crate::fanout::each(ask, 64, move |h: Arc<AnyHost>| {
-                    let address = address.clone();
-                    async move { tokio::time::timeout(limit * 3, h.reaches(&address, p)).await }
-                })
-                .await;
-                let down = answers.iter().filter(|a| matches!(a, Ok(Ok(Reach::Down)))).count();
-                let asked = answers.iter().filter(|a| matches!(a, Ok(Ok(Reach::Down | Reach::Up)))).count();
+                drop(ask);
                 match monitor.confirm(down, asked) {
                     Verdict::NotConfirmed { down, asked, needed } => {
                         log.event(&svc.name, "not-confirmed", &format!("the watcher cannot reach {active}, but only {down} of {asked} client(s) confirm ({needed} needed): not failing over"));
@@ -353,7 +368,7 @@ pub async fn watch(farm_path: &std::path::Path, log: Log) -> Result<()> {
             Ok(_) => {}
         }
         log.event(&svc.name, "watching", &format!("{active} is active (named by {} client(s)); standbys: {}; lease held by {me}", clients.len(), svc.members.iter().filter(|m| **m != active).cloned().collect::<Vec<_>>().join(", ")));
-        tasks.spawn(watch_service(farm.clone(), svc.clone(), active, clients, log, interrupted.clone()));
+        tasks.spawn(watch_service(farm.clone(), svc.clone(), active, clients, conns.hosts, log, interrupted.clone()));
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
