@@ -4,11 +4,38 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+const ENVIRONMENT: &str = "\
+Environment:
+  NO_COLOR             no colour in any output (as --color never)
+  FARMCTL_JOURNAL      the journal file (default $XDG_STATE_HOME/farmctl/journal.jsonl)
+  FARMCTL_CACHE_DIR    where plans and snapshots are kept (default $XDG_CACHE_HOME/farmctl)
+  FARMCTL_CONTROL_DIR  where SSH control sockets live (default $TMPDIR/farmctl-UID)
+  USER, LOGNAME        written into host locks, to say who holds them
+
+Exit codes: 0 done, 1 error, 2 changes pending (plan --detailed-exitcode).";
+
 #[derive(Parser, Debug)]
-#[command(name = "farmctl", version, about = "Declarative plan/apply for server farms over SSH", long_about = None)]
+#[command(name = "farmctl", version, about = "Declarative plan/apply for server farms over SSH", long_about = None, after_help = ENVIRONMENT)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// When to colour the output: auto (a terminal, and NO_COLOR unset), always or never
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
+    /// Say less: no progress, only problems and results
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Say more: the watcher's debug events too
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+/// `--color`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 /// How a plan is shown.
@@ -119,6 +146,41 @@ pub struct UnlockArgs {
     pub reach: Reach,
 }
 
+/// `farmctl graph`
+#[derive(clap::Args, Debug)]
+pub struct GraphArgs {
+    /// A farm file (read the hosts and plan), or a plan saved with `plan -o`
+    pub target: PathBuf,
+    /// dot (Graphviz source) or svg (drawn by Graphviz's `dot`)
+    #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+    pub format: GraphFormat,
+    #[command(flatten)]
+    pub reach: Reach,
+}
+
+/// `graph --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Svg,
+}
+
+/// `farmctl man`
+#[derive(clap::Args, Debug)]
+pub struct ManArgs {
+    /// Write one page per command into this directory (farmctl.1, farmctl-plan.1, ...)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `farmctl schema`
+#[derive(clap::Args, Debug)]
+pub struct SchemaArgs {
+    /// The JSON Schema of a saved plan (`plan -o`) instead of the farm file
+    #[arg(long)]
+    pub plan: bool,
+}
+
 /// `farmctl validate`
 #[derive(clap::Args, Debug)]
 pub struct ValidateArgs {
@@ -142,7 +204,7 @@ pub struct JournalArgs {
 pub struct WatchArgs {
     /// The farm file
     pub farm: PathBuf,
-    /// Log JSON lines instead of text
+    /// Log JSON lines (time, level, service, event, message) instead of text
     #[arg(long)]
     pub json: bool,
 }
@@ -157,31 +219,72 @@ pub struct CompletionsArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Read the live hosts, and show what would change
+    #[command(after_help = "Examples:
+  farmctl plan farm.toml
+  farmctl plan farm.toml -o plans/next.json          # save it for review and apply
+  farmctl plan farm.toml --format markdown > plan.md # for a pull request comment
+  farmctl plan farm.toml --limit 'ivr-*,!ivr-3' --detailed-exitcode")]
     Plan(PlanArgs),
     /// Apply a farm file (plan, confirm, apply) or exactly a saved plan
+    #[command(after_help = "Examples:
+  farmctl apply farm.toml                  # plan, show, ask, apply
+  farmctl apply plans/next.json --yes      # exactly the reviewed plan, or nothing
+  farmctl apply plans/next.json --detach   # arm the scheduled switch on each host, and exit")]
     Apply(ApplyArgs),
     /// Render a saved plan, and check that it still matches its farm file
+    #[command(after_help = "Examples:
+  farmctl show plans/next.json
+  farmctl show plans/next.json --format markdown")]
     Show(ShowArgs),
     /// Restore every file of an applied plan that still has its planned content
+    #[command(after_help = "Examples:
+  farmctl rollback plans/next.json
+  farmctl rollback 3f2a9c0d1e4b5a67 --yes   # a plan id from `farmctl journal --plans`")]
     Rollback(RollbackArgs),
-    /// Show what `apply --detach` armed on each host, and what has fired
+    /// Show what `apply --detach` armed on each host, what has fired, and each service
+    #[command(after_help = "Examples:
+  farmctl status farm.toml
+  farmctl status farm.toml --limit ivr")]
     Status(FarmArgs),
     /// Disarm every detached switch that has not fired
+    #[command(after_help = "Examples:
+  farmctl cancel farm.toml")]
     Cancel(FarmArgs),
     /// Break the host locks of an apply that died, removing its staged copies
+    #[command(after_help = "Examples:
+  farmctl unlock farm.toml --limit ivr-3")]
     Unlock(UnlockArgs),
-    /// Print the plan's dependency graph as Graphviz DOT
-    Graph(FarmArgs),
+    /// Print the plan's dependency graph (Graphviz DOT, or SVG)
+    #[command(after_help = "Examples:
+  farmctl graph farm.toml | dot -Tpng > plan.png
+  farmctl graph plans/next.json --format svg > plan.svg")]
+    Graph(GraphArgs),
     /// Keep every [services] member list up: heartbeats, confirmed failover, sync (until stopped)
+    #[command(after_help = "Examples:
+  farmctl watch farm.toml
+  farmctl watch farm.toml --json >> /var/log/farmctl-watch.jsonl")]
     Watch(WatchArgs),
     /// Check a farm file without contacting any host
+    #[command(after_help = "Examples:
+  farmctl validate farm.toml")]
     Validate(ValidateArgs),
-    /// Print the JSON Schema of the farm file
-    Schema,
+    /// Print the JSON Schema of the farm file, or of a saved plan
+    #[command(after_help = "Examples:
+  farmctl schema > farm.schema.json
+  farmctl schema --plan > plan.schema.json")]
+    Schema(SchemaArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(after_help = "Examples:
+  farmctl completions bash > /etc/bash_completion.d/farmctl")]
     Completions(CompletionsArgs),
-    /// Print the man page (roff)
-    Man,
+    /// Print the man page (roff), or write one per command with --dir
+    #[command(after_help = "Examples:
+  farmctl man | man -l -
+  farmctl man --dir /usr/local/share/man/man1")]
+    Man(ManArgs),
     /// Show the local journal of applies
+    #[command(after_help = "Examples:
+  farmctl journal --host ivr-1
+  farmctl journal --plans")]
     Journal(JournalArgs),
 }

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
         }
     };
+    cmd::set_voice(cli.color, cli.quiet, cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return report(Error::new(ErrorKind::Io, format!("cannot start the async runtime: {e}"))),
@@ -35,9 +36,9 @@ fn main() -> ExitCode {
             Command::Validate(a) => cmd::validate::run(a),
             Command::Watch(a) => cmd::watch::run(a).await,
             Command::Journal(a) => cmd::journal::run(a),
-            Command::Schema => cmd::meta::schema(),
+            Command::Schema(a) => cmd::meta::schema(a),
             Command::Completions(a) => cmd::meta::completions(a),
-            Command::Man => cmd::meta::man(),
+            Command::Man(a) => cmd::meta::man(a),
         }
     });
     match outcome {

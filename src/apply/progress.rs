@@ -3,7 +3,6 @@
 
 use super::{Event, Reporter};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::Mutex;
 
@@ -16,36 +15,60 @@ impl Reporter for Lines {
     }
 }
 
-/// One spinner line per host on a terminal.
+/// On a terminal: one overall bar for the stage (hosts done of all), and
+/// under it the few latest events. A host that ends badly is printed above
+/// the bar, where it stays; the screen never fills with one line per host.
 pub struct Bars {
     multi: MultiProgress,
-    bars: Mutex<BTreeMap<String, ProgressBar>>,
+    overall: ProgressBar,
+    recent: Vec<ProgressBar>,
+    latest: Mutex<std::collections::VecDeque<String>>,
 }
 
+/// How many of the latest events stay under the bar.
+const RECENT: usize = 4;
+
 impl Bars {
-    fn bar(&self, host: &str) -> ProgressBar {
-        let mut bars = self.bars.lock().unwrap();
-        bars.entry(host.to_string())
-            .or_insert_with(|| {
-                let b = self.multi.add(ProgressBar::new_spinner());
-                b.set_style(ProgressStyle::with_template("{spinner} {prefix:<16} {wide_msg}").expect("valid template"));
-                b.set_prefix(host.to_string());
-                b.enable_steady_tick(std::time::Duration::from_millis(120));
+    fn new() -> Bars {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let overall = multi.add(ProgressBar::new(0));
+        overall.set_style(ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} hosts  {elapsed}  {wide_msg}").expect("valid template").progress_chars("=> "));
+        overall.enable_steady_tick(std::time::Duration::from_millis(120));
+        let recent = (0..RECENT)
+            .map(|_| {
+                let b = multi.add(ProgressBar::new_spinner());
+                b.set_style(ProgressStyle::with_template("  {wide_msg}").expect("valid template"));
                 b
             })
-            .clone()
+            .collect();
+        Bars { multi, overall, recent, latest: Mutex::new(Default::default()) }
     }
 }
 
 impl Reporter for Bars {
     fn event(&self, e: Event) {
         match &e {
-            Event::Host { host, state, .. } => {
-                let bar = self.bar(host);
-                bar.set_message(state.to_string());
-                if state.is_final() {
-                    bar.finish();
+            Event::Host { state, .. } => {
+                let mut latest = self.latest.lock().unwrap();
+                latest.push_back(e.line());
+                while latest.len() > RECENT {
+                    latest.pop_front();
                 }
+                for (bar, line) in self.recent.iter().zip(latest.iter()) {
+                    bar.set_message(line.clone());
+                }
+                if state.is_final() {
+                    self.overall.inc(1);
+                    if !state.is_ok() {
+                        let _ = self.multi.println(e.line());
+                    }
+                }
+            }
+            Event::Stage { hosts, .. } => {
+                self.overall.set_position(0);
+                self.overall.set_length(*hosts as u64);
+                self.overall.set_message(e.line());
+                let _ = self.multi.println(e.line());
             }
             _ => {
                 let _ = self.multi.println(e.line());
@@ -54,16 +77,32 @@ impl Reporter for Bars {
     }
 
     fn finish(&self) {
-        for b in self.bars.lock().unwrap().values() {
-            b.finish();
+        self.overall.finish();
+        for b in &self.recent {
+            b.finish_and_clear();
         }
     }
 }
 
-/// Bars when stderr is a terminal, plain lines otherwise.
-pub fn reporter() -> Box<dyn Reporter> {
-    if std::io::stderr().is_terminal() {
-        Box::new(Bars { multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()), bars: Mutex::new(BTreeMap::new()) })
+/// With `-q`: only hosts that end badly, and notes.
+pub struct Problems;
+
+impl Reporter for Problems {
+    fn event(&self, e: Event) {
+        match &e {
+            Event::Host { state, .. } if state.is_final() && !state.is_ok() => crate::say!("{}", e.line()),
+            Event::Note(_) => crate::say!("{}", e.line()),
+            _ => {}
+        }
+    }
+}
+
+/// Bars when stderr is a terminal, plain lines otherwise; only problems when `quiet`.
+pub fn reporter(quiet: bool) -> Box<dyn Reporter> {
+    if quiet {
+        Box::new(Problems)
+    } else if std::io::stderr().is_terminal() {
+        Box::new(Bars::new())
     } else {
         Box::new(Lines)
     }

@@ -45,7 +45,7 @@ pub async fn run(args: &ApplyArgs) -> Outcome {
     }
     let kept = pipeline::keep_applied(plan)?;
     let opts = session.options(plan, args.max_fail, args.detach);
-    let summary = session.execute(&planned, &opts, &*progress::reporter(), &Journal::open()).await;
+    let summary = session.execute(&planned, &opts, &*progress::reporter(super::quiet()), &Journal::open()).await;
     if saved {
         crate::snapshot::remove(&plan.id);
     }

@@ -1,11 +1,13 @@
 //! `farmctl schema`, `completions` and `man`: documents about farmctl itself.
 
 use super::{out, Outcome};
-use crate::cli::{Cli, CompletionsArgs};
+use crate::cli::{Cli, CompletionsArgs, ManArgs, SchemaArgs};
+use crate::error::{Error, ErrorKind};
 use std::process::ExitCode;
 
-pub fn schema() -> Outcome {
-    out(&format!("{}\n", serde_json::to_string_pretty(&crate::farm::farm_schema()).expect("a schema serializes")));
+pub fn schema(args: &SchemaArgs) -> Outcome {
+    let schema = if args.plan { crate::plan::schema() } else { crate::farm::farm_schema() };
+    out(&format!("{}\n", serde_json::to_string_pretty(&schema).expect("a schema serializes")));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -17,10 +19,30 @@ pub fn completions(args: &CompletionsArgs) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn man() -> Outcome {
-    let cmd = <Cli as clap::CommandFactory>::command();
-    let mut buf = Vec::new();
-    clap_mangen::Man::new(cmd).render(&mut buf).expect("rendering into memory cannot fail");
-    out(&String::from_utf8_lossy(&buf));
+/// The top page to stdout, or with `--dir` one page per command: `farmctl.1`
+/// names `farmctl-plan.1` and the others, and each of them exists.
+pub fn man(args: &ManArgs) -> Outcome {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    // Built, the command has its `help` subcommand too, which the top page names.
+    cmd.build();
+    let page = |c: clap::Command| {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(c).render(&mut buf).expect("rendering into memory cannot fail");
+        buf
+    };
+    let Some(dir) = &args.dir else {
+        out(&String::from_utf8_lossy(&page(cmd)));
+        return Ok(ExitCode::SUCCESS);
+    };
+    let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("cannot write man pages to {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut written = vec!["farmctl.1".to_string()];
+    std::fs::write(dir.join("farmctl.1"), page(cmd.clone())).map_err(io)?;
+    for sub in cmd.get_subcommands() {
+        let name = format!("farmctl-{}", sub.get_name());
+        std::fs::write(dir.join(format!("{name}.1")), page(sub.clone().name(Box::leak(name.clone().into_boxed_str()) as &'static str))).map_err(io)?;
+        written.push(format!("{name}.1"));
+    }
+    crate::say!("wrote {} man pages to {}: {}", written.len(), dir.display(), written.join(", "));
     Ok(ExitCode::SUCCESS)
 }

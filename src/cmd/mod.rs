@@ -27,8 +27,36 @@ pub type Outcome = Result<ExitCode>;
 /// The exit code of `plan --detailed-exitcode` when changes are pending.
 pub const EXIT_CHANGES: u8 = 2;
 
+/// `--color`, `-q` and `-v`, set once by `main`.
+static VOICE: std::sync::OnceLock<(crate::cli::ColorChoice, bool, bool)> = std::sync::OnceLock::new();
+
+/// Records the global output options, for every command to honour.
+pub fn set_voice(color: crate::cli::ColorChoice, quiet: bool, verbose: bool) {
+    let _ = VOICE.set((color, quiet, verbose));
+}
+
+/// Whether stdout gets colour: `--color always`, or `auto` on a terminal without NO_COLOR.
 pub(crate) fn color() -> bool {
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+    use crate::cli::ColorChoice;
+    match VOICE.get().map_or(ColorChoice::Auto, |v| v.0) {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    }
+}
+
+/// `-q`: progress is not shown, only problems and results.
+pub(crate) fn quiet() -> bool {
+    VOICE.get().is_some_and(|v| v.1)
+}
+
+/// The most detailed event level shown: WARN with `-q`, DEBUG with `-v`, else INFO.
+pub(crate) fn log_level() -> tracing::Level {
+    match VOICE.get() {
+        Some((_, true, _)) => tracing::Level::WARN,
+        Some((_, _, true)) => tracing::Level::DEBUG,
+        _ => tracing::Level::INFO,
+    }
 }
 
 /// Writes to stdout. A reader that went away (`farmctl journal | head`) ends

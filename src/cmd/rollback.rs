@@ -80,7 +80,7 @@ pub async fn run(args: &RollbackArgs) -> Outcome {
     let hosts: BTreeMap<String, Arc<crate::transport::AnyHost>> = session.hosts.clone();
     let opts = session.options(&plan, 0, false);
     let edit_conns: BTreeMap<String, Arc<crate::transport::AnyHost>> = hosts.iter().filter(|(h, _)| edit_hosts.contains(*h)).map(|(h, c)| (h.clone(), c.clone())).collect();
-    let reporter = progress::reporter();
+    let reporter = progress::reporter(super::quiet());
     let mut summary = apply::rollback(&plan, &edit_conns, &opts, &*reporter, &journal).await;
     summary.upgrades = apply::undo_upgrades(&plan, &hosts, &opts, &upgraded, &*reporter, &journal).await;
     if !down.is_empty() {

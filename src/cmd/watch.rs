@@ -6,7 +6,7 @@ use crate::pipeline::watch::{watch, Log};
 use std::process::ExitCode;
 
 pub async fn run(args: &WatchArgs) -> Outcome {
-    crate::logging::init(args.json, tracing::Level::INFO);
+    crate::logging::init(args.json, super::log_level());
     watch(&args.farm, Log).await?;
     Ok(ExitCode::SUCCESS)
 }

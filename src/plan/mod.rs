@@ -8,11 +8,13 @@ pub mod graph;
 mod node;
 mod order;
 pub mod rollout;
+mod schema;
 mod scope;
 pub mod services;
 mod shadow;
 
 pub use node::{Action, ActionKind, Edit};
+pub use schema::schema;
 pub use scope::select;
 
 use crate::edit::{self, Cause, Replacer, Rule, TokenKind};

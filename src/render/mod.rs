@@ -3,6 +3,9 @@
 use crate::plan::{Action, ActionKind, HostStatus, Plan};
 use std::fmt::Write;
 
+mod markdown;
+pub use markdown::{host_ranges, markdown, mermaid};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Text,
@@ -210,46 +213,6 @@ pub fn describe(a: &Action) -> String {
 /// Text safe inside a markdown table cell.
 fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
-}
-
-pub fn markdown(plan: &Plan, now: Option<jiff::Timestamp>) -> String {
-    let mut s = String::new();
-    writeln!(s, "### farmctl plan `{}` for farm `{}`\n", plan.id, plan.farm.name).unwrap();
-    writeln!(s, "**{}**\n", summary(plan)).unwrap();
-    for stage in &plan.stages {
-        let title = stage_title(plan, stage.index, stage.at.as_deref(), now);
-        match rollout_of(plan, stage.index) {
-            Some(r) => writeln!(s, "#### {title}: {r}\n").unwrap(),
-            None => writeln!(s, "#### {title}\n").unwrap(),
-        }
-        s.push_str("| host | action | reason |\n|---|---|---|\n");
-        for a in plan.actions.iter().filter(|a| a.stage == stage.index) {
-            match &a.kind {
-                ActionKind::Edit(e) => writeln!(s, "| {} | edit `{}` | {} |", a.host, cell(&e.path), cell(&e.reasons.join("; "))).unwrap(),
-                ActionKind::Reload { command } => writeln!(s, "| {} | reload `{}` | after its edits |", a.host, cell(command)).unwrap(),
-                ActionKind::Gate { command } => {
-                    writeln!(s, "| {} | gate{} | clients switch to it only when it is ready |", a.host, command.as_ref().map(|c| format!(" `{}`", cell(c))).unwrap_or_default()).unwrap()
-                }
-                ActionKind::Retire { replaced_by, command } => {
-                    writeln!(s, "| {} | retire{} | replaced by {replaced_by}; no host refers to it |", a.host, command.as_ref().map(|c| format!(" `{}`", cell(c))).unwrap_or_default()).unwrap()
-                }
-                ActionKind::Upgrade { from, to, command, .. } => writeln!(s, "| {} | upgrade `{}` | {} -> {} |", a.host, cell(command), cell(from), cell(to)).unwrap(),
-                ActionKind::WaveGate { wave, hosts, samples, .. } => writeln!(s, "| {} | {wave} gate | {samples} healthy samples in a row before the next wave |", cell(&hosts.join(", "))).unwrap(),
-                ActionKind::Judge { canary, join, window_ms, .. } => writeln!(s, "| {canary} | shadow judgement over {window_ms} ms | joins only if {} |", cell(&join.join(" and "))).unwrap(),
-            }
-        }
-        s.push('\n');
-        for (a, e) in plan.edits().filter(|(a, _)| a.stage == stage.index) {
-            writeln!(s, "<details><summary>{} <code>{}</code></summary>\n\n```diff\n{}```\n</details>\n", a.host, e.path, e.diff).unwrap();
-        }
-    }
-    for (h, e) in plan.failed_hosts() {
-        writeln!(s, "- :warning: **{h}** not planned: {}", e.lines().next().unwrap_or("")).unwrap();
-    }
-    for n in &plan.notes {
-        writeln!(s, "- {n}").unwrap();
-    }
-    s
 }
 
 /// The plan's dependency graph as Graphviz DOT: one node per action.
