@@ -165,6 +165,32 @@ pub enum GraphFormat {
     Svg,
 }
 
+/// `farmctl import`
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// What to read: `ansible` (an INI inventory) or `ssh-config` (an OpenSSH client config)
+    #[arg(value_enum)]
+    pub from: ImportFrom,
+    /// The inventory or ssh_config file
+    pub file: PathBuf,
+    /// Write the farm file here (refused if it exists) instead of to stdout
+    #[arg(short = 'o', long = "out", value_name = "FARM.toml")]
+    pub out: Option<PathBuf>,
+    /// The files farmctl manages on every host (default /etc/hostname, a placeholder to edit)
+    #[arg(long, value_delimiter = ',', value_name = "PATHS")]
+    pub files: Vec<String>,
+    /// The farm's name (default: the file's name)
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// `import` sources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportFrom {
+    Ansible,
+    SshConfig,
+}
+
 /// `farmctl man`
 #[derive(clap::Args, Debug)]
 pub struct ManArgs {
@@ -282,6 +308,11 @@ pub enum Command {
   farmctl man | man -l -
   farmctl man --dir /usr/local/share/man/man1")]
     Man(ManArgs),
+    /// Write a farm file from an Ansible inventory or an ssh_config
+    #[command(after_help = "Examples:
+  farmctl import ansible inventory.ini -o farm.toml --files /etc/ivr/ivr.toml
+  farmctl import ssh-config ~/.ssh/config > farm.toml")]
+    Import(ImportArgs),
     /// Show the local journal of applies
     #[command(after_help = "Examples:
   farmctl journal --host ivr-1

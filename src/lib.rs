@@ -12,6 +12,7 @@ macro_rules! say {
 }
 // Pure layers: the farm file, observed state, rewriting, planning, views.
 pub mod edit;
+pub mod import;
 pub mod error;
 pub mod judge;
 pub mod watch;

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
             Command::Schema(a) => cmd::meta::schema(a),
             Command::Completions(a) => cmd::meta::completions(a),
             Command::Man(a) => cmd::meta::man(a),
+            Command::Import(a) => cmd::meta::import(a),
         }
     });
     match outcome {

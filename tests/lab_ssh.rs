@@ -278,3 +278,37 @@ fn two_farm_hosts_on_one_machine_apply_replan_clean_and_roll_back() {
     lab::assert_same(&lab.snapshot(), &before, "rollback restores every file of both farm hosts");
     assert_eq!(ivr1.read("/etc/ivr-web/web.toml"), web_before);
 }
+
+#[test]
+fn an_imported_ansible_inventory_of_20_hosts_in_3_groups_validates_and_plans_against_the_hosts() {
+    let names: Vec<String> = (1..=20).map(|i| format!("node-{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let lab = lab::Lab::start(&refs);
+    // Three groups, and the lab's SSH options in [all:vars], as an Ansible user has them.
+    let vars = lab.ansible_inventory("unused", &[]);
+    let vars = &vars[vars.find("[all:vars]").unwrap()..];
+    let mut ini = String::new();
+    for (group, hosts) in [("web", &names[..4]), ("ivr", &names[4..16]), ("asr", &names[16..])] {
+        ini.push_str(&format!("[{group}]\n"));
+        for h in hosts {
+            ini.push_str(&format!("{h} ansible_host={}\n", lab.host(h).address));
+        }
+        ini.push('\n');
+    }
+    ini.push_str(vars);
+    std::fs::write(lab.dir.path().join("inventory.ini"), &ini).unwrap();
+    let out = lab.farmctl().args(["import", "ansible", "inventory.ini", "-o", "farm.toml"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = lab.farmctl().args(["validate", "farm.toml"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let farm = std::fs::read_to_string(lab.dir.path().join("farm.toml")).unwrap();
+    assert_eq!(farm.matches("[hosts.").count(), 20, "{farm}");
+    assert_eq!(farm.matches("role = \"ivr\"").count(), 12, "{farm}");
+    let out = lab.farmctl().args(["plan", "farm.toml", "--detailed-exitcode"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "every host was reached and read: {}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("Plan: 0 hosts to change, 20 unchanged, 0 unreachable"), "{}", stdout(&out));
+    // Importing again never overwrites the farm file.
+    let again = lab.farmctl().args(["import", "ansible", "inventory.ini", "-o", "farm.toml"]).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(std::fs::read_to_string(lab.dir.path().join("farm.toml")).unwrap(), farm);
+}

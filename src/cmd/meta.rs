@@ -1,7 +1,8 @@
-//! `farmctl schema`, `completions` and `man`: documents about farmctl itself.
+//! `farmctl schema`, `completions`, `man` (documents about farmctl itself)
+//! and `import` (a farm file from an Ansible inventory or an ssh_config).
 
 use super::{out, Outcome};
-use crate::cli::{Cli, CompletionsArgs, ManArgs, SchemaArgs};
+use crate::cli::{Cli, CompletionsArgs, ImportArgs, ImportFrom, ManArgs, SchemaArgs};
 use crate::error::{Error, ErrorKind};
 use std::process::ExitCode;
 
@@ -44,5 +45,31 @@ pub fn man(args: &ManArgs) -> Outcome {
         written.push(format!("{name}.1"));
     }
     crate::say!("wrote {} man pages to {}: {}", written.len(), dir.display(), written.join(", "));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn import(args: &ImportArgs) -> Outcome {
+    let text = std::fs::read_to_string(&args.file).map_err(|e| Error::new(ErrorKind::Io, format!("cannot read {}: {e}", args.file.display())))?;
+    let source = args.file.display().to_string();
+    let stem = args.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "farm".into());
+    let name = args.name.clone().unwrap_or(stem);
+    let farm = match args.from {
+        ImportFrom::Ansible => crate::import::ansible(&name, &source, &text, &args.files),
+        ImportFrom::SshConfig => crate::import::ssh_config(&name, &source, &text, &args.files),
+    };
+    let target = args.out.clone().unwrap_or_else(|| "farm.toml".into());
+    // What is written must validate; the parse resolves paths beside the target.
+    crate::farm::parse(&target, &farm).map_err(|e| Error::new(ErrorKind::Refused, format!("the imported farm file does not validate:\n{e}")).hint("edit the inventory, or write to stdout and fix the farm file by hand"))?;
+    match &args.out {
+        None => out(&farm),
+        Some(path) => {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| {
+                Error::new(ErrorKind::Refused, format!("cannot create {}: {e}", path.display())).hint("farmctl import never overwrites a file; choose another -o, or remove it")
+            })?;
+            f.write_all(farm.as_bytes()).map_err(|e| Error::new(ErrorKind::Io, format!("cannot write {}: {e}", path.display())))?;
+            crate::say!("wrote {}: edit each role's `files`, then run `farmctl plan {}`", path.display(), path.display());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
