@@ -9,6 +9,9 @@ need_pkgs=()
 command -v dot >/dev/null 2>&1 || need_pkgs+=(graphviz)
 command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 command -v unshare >/dev/null 2>&1 || need_pkgs+=(util-linux)
+# The Mermaid picture of a plan is rendered in headless Chromium (tests/mermaid.rs).
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "error: the lab farm needs ${need_pkgs[*]} and root; run this script as root" >&2
@@ -20,6 +23,13 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
 mkdir -p /run/sshd
+
+# Mermaid's browser bundle, pinned, fetched once into target/ (npm's registry).
+MERMAID_VERSION=11.12.1
+if [ ! -f target/mermaid/package/dist/mermaid.min.js ]; then
+  mkdir -p target/mermaid
+  (cd target/mermaid && npm pack --silent "mermaid@$MERMAID_VERSION" >/dev/null && tar xzf "mermaid-$MERMAID_VERSION.tgz" package/dist/mermaid.min.js)
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo is missing; install Rust (https://rustup.rs) first" >&2
