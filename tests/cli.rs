@@ -271,6 +271,12 @@ fn apply_farm_prints_an_undo_command_that_restores_every_file() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_ne!(snapshot(d.path()), before);
     let err = text(&out.stderr);
+    // A person reads this: no internal action ids (`gate:web-b@0`) in it.
+    for kind in ["edit:", "gate:", "retire:", "reload:", "upgrade:"] {
+        assert!(!err.lines().any(|l| l.contains(kind) && l.contains('@')), "an internal id in the output: {err}");
+    }
+    assert!(err.contains("readiness check of web-b: passed") && err.contains("retire of web-a: passed"), "{err}");
+    assert!(err.contains("stage 2/2: 6 host(s)"), "a rollout stage counts its hosts: {err}");
     let undo = err.lines().find_map(|l| l.strip_prefix("To undo: ")).unwrap_or_else(|| panic!("{err}"));
     let id = undo.strip_prefix("farmctl rollback ").unwrap().split_whitespace().next().unwrap();
     let version = |h: &str| std::fs::read_to_string(d.path().join(format!("inventories/demo/{h}/opt/ivr/VERSION"))).unwrap();

@@ -152,7 +152,7 @@ fn a_new_host_that_is_not_ready_stops_the_switch_before_any_write() {
     let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("gate:web-c@0: failed: `test ! -e /etc/ivr-web/down` failed (exit 1)"), "{err}");
+    assert!(err.contains("readiness check of web-c: failed: `test ! -e /etc/ivr-web/down` failed (exit 1)"), "{err}");
     assert!(err.contains("a host it would point to is not ready"), "{err}");
     lab::assert_same(&lab.snapshot(), &before, "nothing may change");
 }
@@ -167,7 +167,7 @@ fn a_circle_of_readiness_is_refused_and_named() {
     let out = lab.farmctl().args(["plan", "farm.toml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("circle: edit:web-a:/etc/ivr-web/web.toml@0 -> gate:web-a@0 -> edit:web-b:/etc/ivr-web/web.toml@0 -> gate:web-b@0 -> edit:web-a:/etc/ivr-web/web.toml@0"),
+        stderr(&out).contains("circle: edit of web-a:/etc/ivr-web/web.toml -> readiness check of web-a -> edit of web-b:/etc/ivr-web/web.toml -> readiness check of web-b -> edit of web-a:/etc/ivr-web/web.toml"),
         "{}",
         stderr(&out)
     );

@@ -15,7 +15,7 @@ pub(super) async fn run_commands(conns: &mut Connections, actions: Vec<&Action>,
             _ => None,
         };
         let host = conns.get(&a.host).await;
-        jobs.push((a.id.clone(), host, command));
+        jobs.push((a.in_words(), host, command));
     }
     let parallel = conns.parallel;
     let results = crate::fanout::each(jobs, parallel, |(id, host, command)| async move {
@@ -46,7 +46,7 @@ pub(super) async fn run_commands(conns: &mut Connections, actions: Vec<&Action>,
     results
 }
 
-/// Gates that failed, joined as "id: why", recorded as the reason the run stops.
+/// Gates that failed, joined as "what: why", recorded as the reason the run stops.
 pub(super) fn gate_failures(results: Vec<(String, Result<(), String>)>, summary: &mut Summary) -> Option<String> {
     let failed: Vec<String> = results.into_iter().filter_map(|(id, r)| r.err().map(|e| format!("{id}: {e}"))).collect();
     if failed.is_empty() {

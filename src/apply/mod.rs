@@ -294,7 +294,13 @@ pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Connections, 
             break;
         }
         let levels: std::collections::BTreeSet<usize> = plan.actions.iter().filter(|a| a.stage == stage.index).map(|a| a.level).collect();
-        let hosts_in_stage = plan.edits().filter(|(a, _)| a.stage == stage.index).map(|(a, _)| &a.host).collect::<std::collections::BTreeSet<_>>().len();
+        let hosts_in_stage = plan
+            .actions
+            .iter()
+            .filter(|a| a.stage == stage.index && matches!(a.kind, crate::plan::ActionKind::Edit(_) | crate::plan::ActionKind::Upgrade { .. }))
+            .map(|a| &a.host)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
         reporter.event(Event::Stage { index: stage.index, total, at: stage.at.clone(), hosts: hosts_in_stage });
         let plan_stage = format!("{}-{}", plan.id, stage.index);
         let detached = opts.detach && stage.at.is_some();

@@ -66,7 +66,7 @@ pub fn differences(saved: &Plan, fresh: &Plan) -> Vec<String> {
         let Some(f) = fresh_by_id.get(a.id.as_str()) else {
             out.push(match &a.kind {
                 plan::ActionKind::Edit(e) => format!("{}:{}: the planned edit no longer applies (the file changed, or is gone)", a.host, e.path),
-                _ => format!("{}: the plan shows {}, which the farm file and hosts do not give now", a.host, a.id),
+                _ => format!("{}: the plan shows the {}, which the farm file and hosts do not give now", a.host, a.in_words()),
             });
             continue;
         };
@@ -77,13 +77,13 @@ pub fn differences(saved: &Plan, fresh: &Plan) -> Vec<String> {
             (plan::ActionKind::Edit(e), plan::ActionKind::Edit(g)) if e.before_sha256 != g.before_sha256 => {
                 out.push(format!("{}:{}: the file changed since the plan", a.host, e.path))
             }
-            _ => out.push(format!("{}: {} differs from what the farm file and hosts give ({})", a.host, a.id, changed_fields(a, f).join(", "))),
+            _ => out.push(format!("{}: the {} differs from what the farm file and hosts give ({})", a.host, a.in_words(), changed_fields(a, f).join(", "))),
         }
     }
     for f in fresh.actions.iter().filter(|f| !saved_ids.contains(f.id.as_str())) {
         out.push(match &f.kind {
             plan::ActionKind::Edit(e) => format!("{}:{}: the file changed since the plan and now needs an edit the plan does not show", f.host, e.path),
-            _ => format!("{}: {} is needed now, and the plan does not show it", f.host, f.id),
+            _ => format!("{}: the {} is needed now, and the plan does not show it", f.host, f.in_words()),
         });
     }
     if saved.stages != fresh.stages {

@@ -408,7 +408,8 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
     actions.sort_by(|a, b| (a.stage, &a.host).cmp(&(b.stage, &b.host)));
     let ids: Vec<String> = actions.iter().map(|a| a.id.clone()).collect();
     let deps: Vec<Vec<String>> = actions.iter().map(|a| a.depends_on.clone()).collect();
-    let order = graph::order(&ids, &deps)?;
+    // A circle is named in words, not ids.
+    let order = graph::order(&ids, &deps).map_err(|c| graph::Cycle { members: c.members.iter().map(|id| actions.iter().find(|a| a.id == *id).map_or_else(|| id.clone(), Action::in_words)).collect() })?;
     let mut slots: Vec<Option<Action>> = actions.into_iter().map(Some).collect();
     let mut actions: Vec<Action> = order.into_iter().map(|i| slots[i].take().expect("each index once")).collect();
     order::assign_levels(&mut actions);

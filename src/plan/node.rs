@@ -20,6 +20,22 @@ pub struct Action {
     pub kind: ActionKind,
 }
 
+impl Action {
+    /// What the action is, in words for a person (ids are for the machine):
+    /// `edit of ivr-1:/etc/ivr.toml`, `readiness check of web-b`.
+    pub fn in_words(&self) -> String {
+        match &self.kind {
+            ActionKind::Edit(e) => format!("edit of {}:{}", self.host, e.path),
+            ActionKind::Reload { .. } => format!("reload of {}", self.host),
+            ActionKind::Gate { .. } => format!("readiness check of {}", self.host),
+            ActionKind::Upgrade { to, .. } => format!("upgrade of {} to {to}", self.host),
+            ActionKind::WaveGate { role, wave, .. } => format!("{role} {wave} gate"),
+            ActionKind::Judge { canary, .. } => format!("judgement of shadow {canary}"),
+            ActionKind::Retire { .. } => format!("retire of {}", self.host),
+        }
+    }
+}
+
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }

@@ -190,7 +190,7 @@ fn hosts_that_must_each_be_ready_before_the_other_are_a_named_circle() {
     let PlanError::Cycle(err) = plan(&farm, &l, &scope, &[]).unwrap_err() else { panic!("a cycle") };
     assert_eq!(
         err.members,
-        vec!["edit:web-a:/etc/web.toml@0", "gate:web-a@0", "edit:web-b:/etc/web.toml@0", "gate:web-b@0", "edit:web-a:/etc/web.toml@0"]
+        vec!["edit of web-a:/etc/web.toml", "readiness check of web-a", "edit of web-b:/etc/web.toml", "readiness check of web-b", "edit of web-a:/etc/web.toml"]
     );
 }
 
