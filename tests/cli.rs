@@ -156,6 +156,8 @@ fn limit_typos_are_errors_not_empty_runs() {
     let out = run(farmctl(d.path()).args(["plan", "inventories/demo.toml", "--limit", "ivr-9"]));
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--limit `ivr-9` matches no host or role"));
+    let out = run(farmctl(d.path()).args(["plan", "inventories/demo.toml", "--limit", "ivr_3"]));
+    assert!(text(&out.stderr).contains("--limit `ivr_3` matches no host or role in the farm (did you mean `ivr-3`?)"), "{}", text(&out.stderr));
 }
 
 #[test]

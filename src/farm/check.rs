@@ -246,7 +246,7 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
         }
         if !roles.contains_key(h.role.get_ref()) {
             let known: Vec<_> = roles.keys().map(String::as_str).collect();
-            c.span(&h.role, format!("unknown role `{}`; expected one of: {}", h.role.get_ref(), known.join(", ")));
+            c.span(&h.role, format!("unknown role `{}`{}; expected one of: {}", h.role.get_ref(), names::did_you_mean(h.role.get_ref(), known.iter().copied()), known.join(", ")));
         }
         let transport = match h.transport.as_ref().map(|t| t.get_ref().as_str()) {
             None | Some("ssh") => {
@@ -304,7 +304,7 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
         let r = r.into_inner();
         for side in [&r.old, &r.new] {
             if !hosts.contains_key(side.get_ref()) {
-                c.span(side, format!("unknown host `{}`; a replacement names hosts of this farm's [hosts]", side.get_ref()));
+                c.span(side, format!("unknown host `{}`{}; a replacement names hosts of this farm's [hosts]", side.get_ref(), names::did_you_mean(side.get_ref(), hosts.keys().map(String::as_str))));
             }
         }
         if r.old.get_ref() == r.new.get_ref() {
@@ -320,7 +320,7 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
         let mut on = Vec::new();
         for o in r.on.iter().flatten() {
             if !hosts.contains_key(o.get_ref()) && !roles.contains_key(o.get_ref()) {
-                c.span(o, format!("unknown role or host `{}` in `on`", o.get_ref()));
+                c.span(o, format!("unknown role or host `{}` in `on`{}", o.get_ref(), names::did_you_mean(o.get_ref(), hosts.keys().chain(roles.keys()).map(String::as_str))));
             }
             on.push(o.get_ref().clone());
         }

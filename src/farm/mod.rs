@@ -6,6 +6,7 @@
 
 mod check;
 mod names;
+pub use names::did_you_mean;
 mod raw;
 mod rollout;
 mod schema;

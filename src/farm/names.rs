@@ -102,3 +102,53 @@ mod tests {
         assert_eq!(control_char("a\x1b[2Jb", true), Some('\x1b'));
     }
 }
+
+/// The candidate closest to a mistyped `word`, if one is close enough to be
+/// what was meant: "did you mean `web-b`?" (edit distance at most a third of
+/// the word, and at least 1), and nearer than every other candidate.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let here = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(here + 1);
+                prev = here;
+            }
+        }
+        row[b.len()]
+    };
+    let limit = (word.chars().count() / 3).max(1);
+    let mut near: Vec<(usize, &str)> = candidates.into_iter().map(|c| (distance(word, c), c)).filter(|(d, _)| *d <= limit).collect();
+    near.sort();
+    near.dedup_by_key(|(_, c)| *c);
+    // Only one best guess is a suggestion; two equally near ones are a coin toss.
+    match near.as_slice() {
+        [(d, c), rest @ ..] if rest.first().is_none_or(|(e, _)| e > d) => Some(c),
+        _ => None,
+    }
+}
+
+/// ` (did you mean `x`?)` when a candidate is close, else nothing.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    closest(word, candidates).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod closest_tests {
+    use super::*;
+
+    #[test]
+    fn a_near_miss_is_suggested_and_a_far_one_is_not() {
+        let hosts = ["web-a", "web-b", "ivr-1", "ivr-10"];
+        assert_eq!(closest("web_b", hosts), Some("web-b"));
+        assert_eq!(closest("ivr1", hosts), Some("ivr-1"));
+        assert_eq!(closest("database", hosts), None);
+        assert_eq!(did_you_mean("wbe-a", hosts), "", "two letters swapped are two edits, too far for five letters");
+        assert_eq!(closest("web-z", hosts), None, "web-a and web-b are equally near");
+        assert_eq!(did_you_mean("ivr-01", hosts), " (did you mean `ivr-1`?)");
+    }
+}

@@ -88,7 +88,7 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawService>>, ho
         let mut members = Vec::new();
         for m in s.members.get_ref() {
             if !hosts.contains_key(m.get_ref()) {
-                c.span(m, format!("unknown host `{}`; a service's members are hosts of [hosts]", m.get_ref()));
+                c.span(m, format!("unknown host `{}`{}; a service's members are hosts of [hosts]", m.get_ref(), names::did_you_mean(m.get_ref(), hosts.keys().map(String::as_str))));
             } else if members.contains(m.get_ref()) {
                 c.span(m, format!("`{}` is listed twice", m.get_ref()));
             } else {

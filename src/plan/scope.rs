@@ -23,7 +23,8 @@ pub fn select(farm: &Farm, limit: &[String]) -> Result<Vec<String>, String> {
     let matches = |p: &str, name: &str| glob(p, name) || farm.hosts[name].role == p;
     for p in include.iter().copied().chain(exclude.iter().map(|e| &e[1..])) {
         if !farm.hosts.keys().any(|h| matches(p, h)) {
-            return Err(format!("--limit `{p}` matches no host or role in the farm"));
+            let names = farm.hosts.keys().map(String::as_str).chain(farm.roles.keys().map(String::as_str));
+            return Err(format!("--limit `{p}` matches no host or role in the farm{}", crate::farm::did_you_mean(p, names)));
         }
     }
     Ok(farm
