@@ -29,6 +29,8 @@ pub struct Rule {
 #[derive(Clone, Debug, Default)]
 pub struct Replacer {
     rules: Vec<Rule>,
+    /// By origin: `*` globs of whole lines where that origin's rules do not apply.
+    skip_lines: std::collections::BTreeMap<usize, Vec<String>>,
 }
 
 /// The result of a pass: the new bytes and which origins fired.
@@ -52,7 +54,25 @@ impl Replacer {
         rules.retain(|r| !r.from.is_empty());
         // Longest first, so an FQDN alias wins over its first label.
         rules.sort_by(|a, b| b.from.len().cmp(&a.from.len()).then(a.from.cmp(&b.from)));
-        Replacer { rules }
+        Replacer { rules, skip_lines: Default::default() }
+    }
+
+    /// Leaves the names on lines matching any of `lines` alone for the rules of `origin`.
+    pub fn skipping(mut self, origin: usize, lines: &[String]) -> Self {
+        if !lines.is_empty() {
+            self.skip_lines.entry(origin).or_default().extend(lines.iter().cloned());
+        }
+        self
+    }
+
+    /// Whether the line of `whole` around byte `at` is one `origin` must leave alone.
+    fn skipped(&self, whole: &[u8], at: usize, origin: usize) -> bool {
+        let Some(globs) = self.skip_lines.get(&origin) else { return false };
+        let start = whole[..at].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let end = whole[at..].iter().position(|b| *b == b'\n').map_or(whole.len(), |i| at + i);
+        let line = String::from_utf8_lossy(&whole[start..end]);
+        let line = line.trim_end_matches('\r');
+        globs.iter().any(|g| crate::farm::glob(g, line))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -78,13 +98,14 @@ impl Replacer {
 
     /// Every whole-token match, earliest first, longest first at one position,
     /// with overlaps removed.
-    fn matches(&self, text: &[u8]) -> Vec<(usize, usize, usize)> {
+    /// `whole` is the file `text` is a part of, starting at `offset`: skipped lines are its lines.
+    fn matches(&self, text: &[u8], whole: &[u8], offset: usize) -> Vec<(usize, usize, usize)> {
         let mut found = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
             let needle = rule.from.as_bytes();
             for start in memmem::find_iter(text, needle) {
                 let end = start + needle.len();
-                if self.bounded(text, start, end, rule.kind) {
+                if self.bounded(text, start, end, rule.kind) && !self.skipped(whole, offset + start, rule.origin) {
                     found.push((start, end, i));
                 }
             }
@@ -103,7 +124,13 @@ impl Replacer {
 
     /// Applies every rule at once. Bytes outside matched tokens are copied as they are.
     pub fn apply(&self, text: &[u8]) -> Replaced {
-        let matches = self.matches(text);
+        self.apply_within(text, text, 0)
+    }
+
+    /// [`Replacer::apply`] on `text`, a part of `whole` starting at `offset`
+    /// (a TOML string value in its file), so that skipped lines are the file's.
+    pub fn apply_within(&self, text: &[u8], whole: &[u8], offset: usize) -> Replaced {
+        let matches = self.matches(text, whole, offset);
         let mut out = Vec::with_capacity(text.len());
         let mut origins = Vec::new();
         let mut cursor = 0;

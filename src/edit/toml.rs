@@ -51,7 +51,7 @@ pub fn replace_in_strings(text: &str, replacer: &Replacer) -> Result<(String, Ve
             continue;
         }
         out.push_str(&text[cursor..span.start]);
-        let replaced = replacer.apply(text[span.clone()].as_bytes());
+        let replaced = replacer.apply_within(text[span.clone()].as_bytes(), text.as_bytes(), span.start);
         origins.extend(replaced.origins);
         // Tokens and replacements are whole UTF-8 strings, so this cannot fail.
         out.push_str(&String::from_utf8(replaced.bytes).expect("utf-8 in, utf-8 out"));

@@ -332,7 +332,23 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
         if let Some(prev) = by_time.insert((at, r.old.get_ref().clone()), index) {
             c.span(&r.old, format!("`{}` is already replaced at the same time by replacement #{}", r.old.get_ref(), prev + 1));
         }
-        replacements.push(Replacement { index, old: r.old.into_inner(), new: r.new.into_inner(), at, on });
+        let (mut skip_paths, mut skip_lines) = (Vec::new(), Vec::new());
+        if let Some(skip) = &r.skip {
+            let skip = skip.get_ref();
+            for p in &skip.paths {
+                if !p.get_ref().starts_with('/') && !p.get_ref().starts_with('*') {
+                    c.span(p, format!("expected an absolute path or a `*` glob in `skip.paths`, found `{}`", p.get_ref()));
+                }
+                skip_paths.push(p.get_ref().clone());
+            }
+            for l in &skip.lines {
+                if l.get_ref().is_empty() || names::control_char(l.get_ref(), false).is_some() {
+                    c.span(l, "expected a one-line `*` glob in `skip.lines`");
+                }
+                skip_lines.push(l.get_ref().clone());
+            }
+        }
+        replacements.push(Replacement { index, old: r.old.into_inner(), new: r.new.into_inner(), at, on, skip_paths, skip_lines });
     }
 
     Farm {

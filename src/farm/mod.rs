@@ -6,7 +6,7 @@
 
 mod check;
 mod names;
-pub use names::did_you_mean;
+pub use names::{did_you_mean, glob};
 mod raw;
 mod rollout;
 mod schema;
@@ -115,6 +115,10 @@ pub struct Replacement {
     pub at: Option<jiff::Timestamp>,
     /// Roles or hosts this replacement is limited to; empty means everywhere.
     pub on: Vec<String>,
+    /// Files (`*` globs on the path) this replacement leaves alone.
+    pub skip_paths: Vec<String>,
+    /// Lines (`*` globs on the whole line) whose names this replacement leaves alone.
+    pub skip_lines: Vec<String>,
 }
 
 impl Replacement {

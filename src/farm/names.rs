@@ -103,6 +103,19 @@ mod tests {
     }
 }
 
+/// Whether `text` matches `pattern`, where `*` stands for any run of characters.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, tail)) => {
+            text.starts_with(head) && (0..=text.len() - head.len()).any(|i| {
+                let rest = &text[head.len() + i..];
+                text.is_char_boundary(head.len() + i) && glob(tail, rest)
+            })
+        }
+    }
+}
+
 /// The candidate closest to a mistyped `word`, if one is close enough to be
 /// what was meant: "did you mean `web-b`?" (edit distance at most a third of
 /// the word, and at least 1), and nearer than every other candidate.

@@ -169,6 +169,17 @@ pub struct RawReplace {
     pub new: S<String>,
     pub at: Option<S<RawTime>>,
     pub on: Option<Vec<S<String>>>,
+    pub skip: Option<S<RawSkip>>,
+}
+
+/// `skip` on a `[[replace]]`: places the replacement leaves alone.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSkip {
+    #[serde(default)]
+    pub paths: Vec<S<String>>,
+    #[serde(default)]
+    pub lines: Vec<S<String>>,
 }
 
 /// `at` may be a TOML datetime or a string holding an RFC 3339 time.

@@ -151,7 +151,15 @@ pub fn farm_schema() -> Value {
                         "old": string("a host of [hosts]"),
                         "new": string("a host of [hosts]"),
                         "at": string("RFC 3339 time of the switch; absent means when applied"),
-                        "on": strings("roles or hosts this replacement is limited to")
+                        "on": strings("roles or hosts this replacement is limited to"),
+                        "skip": {
+                            "type": "object", "additionalProperties": false,
+                            "description": "places this replacement leaves alone (shown in the plan)",
+                            "properties": {
+                                "paths": strings("files, as `*` globs on the path"),
+                                "lines": strings("lines, as `*` globs on the whole line: their names stay")
+                            }
+                        }
                     }
                 }
             }

@@ -133,7 +133,7 @@ async fn failover(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: 
     f.replacements.clear();
     match svc.strategy {
         // The clients' files name the member: replace it, by name, alias and address.
-        Strategy::Rewrite => f.replacements.push(Replacement { index: 0, old: from.to_string(), new: to.to_string(), at: None, on: vec![] }),
+        Strategy::Rewrite => f.replacements.push(Replacement { index: 0, old: from.to_string(), new: to.to_string(), at: None, on: vec![], skip_paths: vec![], skip_lines: vec![] }),
         // The clients' hosts files map the virtual name: point it at the next member.
         Strategy::Hosts => {
             if let Some(s) = f.services.get_mut(&svc.name) {

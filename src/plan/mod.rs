@@ -288,19 +288,15 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
             let mut previous: Option<String> = None;
             for t in &times {
                 'edit: {
-                    let rules: Vec<Rule> = groups
-                        .get(t)
-                        .into_iter()
-                        .flatten()
-                        .filter(|r| farm.applies_to(r, host))
-                        .flat_map(|r| rules_for(farm, r))
-                        .collect();
+                    let here: Vec<&&Replacement> = groups.get(t).into_iter().flatten().filter(|r| farm.applies_to(r, host) && !r.skip_paths.iter().any(|g| crate::farm::glob(g, path))).collect();
+                    let rules: Vec<Rule> = here.iter().flat_map(|r| rules_for(farm, r)).collect();
+                    let replacer = here.iter().fold(Replacer::new(rules.clone()), |rep, r| rep.skipping(r.index, &r.skip_lines));
                     let group_sets = if t.is_none() { sets } else { &[] };
                     let mut bytes = content.clone();
                     let mut reasons = Vec::new();
                     let mut replaced = Vec::new();
                     if !rules.is_empty() || !group_sets.is_empty() {
-                        match edit::edit_file(path, &content, &Replacer::new(rules), group_sets) {
+                        match edit::edit_file(path, &content, &replacer, group_sets) {
                             Ok(e) if !e.causes.is_empty() => {
                                 reasons.extend(e.causes.iter().map(|c| reason(farm, c)));
                                 replaced.extend(e.causes.iter().filter_map(|c| if let Cause::Replace(i) = c { Some(*i) } else { None }));
@@ -431,6 +427,16 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
     let mut stages = stages;
     let mut actions = actions;
     notes.extend(services::notes(farm, live));
+    for r in farm.replacements.iter().filter(|r| !r.skip_paths.is_empty() || !r.skip_lines.is_empty()) {
+        let mut left = Vec::new();
+        if !r.skip_paths.is_empty() {
+            left.push(format!("files {}", r.skip_paths.join(", ")));
+        }
+        if !r.skip_lines.is_empty() {
+            left.push(format!("lines matching {}", r.skip_lines.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ")));
+        }
+        notes.push(format!("{} ([[replace]] #{}) leaves alone: {}", r.describe(), r.index + 1, left.join("; ")));
+    }
     rollout::plan_rollouts(farm, live, scope, times.len(), &mut hosts, &mut actions, &mut stages, &mut contents)?;
 
     let mut plan = Plan {

@@ -1,18 +1,6 @@
 //! `--limit`: which hosts a run covers. Pure.
 
-use crate::farm::Farm;
-
-fn glob(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((head, tail)) => {
-            text.starts_with(head) && (0..=text.len() - head.len()).any(|i| {
-                let rest = &text[head.len() + i..];
-                text.is_char_boundary(head.len() + i) && glob(tail, rest)
-            })
-        }
-    }
-}
+use crate::farm::{glob, Farm};
 
 /// Selects hosts by names, roles or `*` globs; a leading `!` excludes. With
 /// only exclusions (or nothing), the rest of the farm is selected. Every

@@ -342,3 +342,25 @@ fn a_service_whose_virtual_name_is_a_host_is_refused_with_how_to_adopt() {
     let e = farm::parse(Path::new("t.toml"), &format!("{FARM}[services.web]\nvirtual = \"web\"\nmembers = [\"web-b\", \"web-c\"]\nstrategy = \"rewrite\"\nadopt = \"web\"\n")).unwrap_err();
     assert!(e.to_string().contains("needs strategy \"hosts\""), "{e}");
 }
+
+#[test]
+fn a_replacement_leaves_skipped_files_and_lines_alone_and_says_so() {
+    let with_retire = FARM.replace("files = [\"/etc/web.toml\"]", "files = [\"/etc/web.toml\"]\nretire = \"true\"");
+    let replace = "[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\n";
+    let farm = farm::parse(Path::new("t.toml"), &format!("{with_retire}{replace}skip = {{ paths = [\"/etc/peers.*\"], lines = [\"# history:*\", \"*legacy*\"] }}\n")).unwrap();
+    let mut l = live(&farm, &[("ivr-1", "web-a")]);
+    if let Some(Ok(s)) = l.get_mut("ivr-1") {
+        s.files.insert("/etc/ivr.toml".into(), file("# history: web-a was first\nweb = \"web-a\"\nold = \"web-a\" # legacy\n"));
+    }
+    let planned = plan(&farm, &l, &farm.hosts.keys().cloned().collect::<Vec<_>>(), &[]).unwrap();
+    let edited: Vec<_> = planned.plan.edits().map(|(a, e)| format!("{}:{}", a.host, e.path)).collect();
+    assert_eq!(edited, vec!["ivr-1:/etc/ivr.toml"], "peers.conf is skipped by path");
+    let (a, _) = planned.plan.edits().next().unwrap();
+    assert_eq!(String::from_utf8(planned.contents[&a.id].clone()).unwrap(), "# history: web-a was first\nweb = \"web-c\"\nold = \"web-a\" # legacy\n", "skipped lines keep their names");
+    assert!(planned.plan.notes.iter().any(|n| n == "replace web-a -> web-c ([[replace]] #1) leaves alone: files /etc/peers.*; lines matching `# history:*`, `*legacy*`"), "{:?}", planned.plan.notes);
+    assert!(planned.plan.actions.iter().all(|a| !matches!(a.kind, ActionKind::Retire { .. })), "a skipped line still names web-a, so it is not retired");
+    // The same farm without skips retires web-a: the assertion above is about the skips.
+    let plain = farm::parse(Path::new("t.toml"), &format!("{with_retire}{replace}")).unwrap();
+    let p = plan(&plain, &l, &plain.hosts.keys().cloned().collect::<Vec<_>>(), &[]).unwrap().plan;
+    assert!(p.actions.iter().any(|a| matches!(a.kind, ActionKind::Retire { .. }) && a.host == "web-a"));
+}
