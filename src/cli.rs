@@ -223,6 +223,15 @@ pub struct JournalArgs {
     /// List the applied plans (one line each, with how to roll them back) instead of file writes
     #[arg(long)]
     pub plans: bool,
+    /// Only this plan (its id)
+    #[arg(long, value_name = "ID")]
+    pub plan: Option<String>,
+    /// Only entries since a time (RFC 3339) or for a while back (`2h`, `3days`)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// JSON lines, every field (hashes included), for tools
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `farmctl watch`
@@ -315,7 +324,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Show the local journal of applies
     #[command(after_help = "Examples:
-  farmctl journal --host ivr-1
-  farmctl journal --plans")]
+  farmctl journal --host ivr-1 --since 2h
+  farmctl journal --plans
+  farmctl journal --plan 3f2a9c0d1e4b5a67 --json")]
     Journal(JournalArgs),
 }

@@ -293,4 +293,22 @@ fn apply_farm_prints_an_undo_command_that_restores_every_file() {
     let out = run(farmctl(d.path()).args(["journal", "--plans"]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains(id), "{}", text(&out.stdout));
+    // --json gives every entry with its hashes; --plan, --host and --since narrow it.
+    let json = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = run(farmctl(d.path()).arg("journal").arg("--json").args(args));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let all = json(&[]);
+    let writes: Vec<_> = all.iter().filter(|e| e["outcome"] == "written").collect();
+    assert!(!writes.is_empty() && writes.iter().all(|e| e["after_sha256"].as_str().is_some_and(|h| h.len() == 64)), "{all:?}");
+    let mine = json(&["--plan", id, "--host", "ivr-1"]);
+    assert!(!mine.is_empty() && mine.iter().all(|e| e["plan"] == id && e["host"] == "ivr-1"), "{mine:?}");
+    assert!(mine.len() < all.len());
+    assert_eq!(json(&["--since", "2h"]).len(), all.len(), "everything happened in the last two hours");
+    assert!(json(&["--since", "2999-01-01T00:00:00Z"]).is_empty());
+    let people = text(&run(farmctl(d.path()).args(["journal", "--host", "ivr-1"])).stdout);
+    assert!(people.lines().any(|l| l.contains("  ivr-1 /etc/ivr/ivr.toml  written (plan ")), "{people}");
+    assert!(people.lines().any(|l| l.contains("  ivr-1  upgraded 5.1.0 -> 5.2.0 (plan ")), "versions are said: {people}");
+    assert!(!people.contains("..") && !people.contains(&writes[0]["after_sha256"].as_str().unwrap()[..12]), "no hashes for people: {people}");
 }

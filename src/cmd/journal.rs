@@ -9,7 +9,22 @@ use std::process::ExitCode;
 pub fn run(args: &JournalArgs) -> Outcome {
     let journal = Journal::open();
     let entries = journal.read().map_err(|e| Error::new(ErrorKind::Io, format!("cannot read {}: {e}", journal.path().display())))?;
-    let entries: Vec<_> = entries.into_iter().filter(|e| args.host.as_deref().is_none_or(|h| e.host == h)).collect();
+    let since = match &args.since {
+        None => None,
+        Some(w) => Some(since(w).ok_or_else(|| Error::new(ErrorKind::Refused, format!("--since `{w}` is neither a time nor a duration")).hint("give an RFC 3339 time (2026-11-25T04:00:00Z) or a duration back from now (90m, 2h, 3days)"))?),
+    };
+    let entries: Vec<_> = entries
+        .into_iter()
+        .filter(|e| args.host.as_deref().is_none_or(|h| e.host == h))
+        .filter(|e| args.plan.as_deref().is_none_or(|p| e.plan == p))
+        .filter(|e| since.is_none_or(|s| e.time.parse::<jiff::Timestamp>().is_ok_and(|t| t >= s)))
+        .collect();
+    if args.json {
+        for e in &entries {
+            out(&format!("{}\n", serde_json::to_string(e).expect("an entry serializes")));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.plans {
         // Plans in the order they were first applied, with what happened to their files.
         let mut order: Vec<&str> = Vec::new();
@@ -31,9 +46,24 @@ pub fn run(args: &JournalArgs) -> Outcome {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // In hosts, files and times; the hashes are in --json.
     for e in &entries {
-        let short = |h: &str| h[..12.min(h.len())].to_string();
-        out(&format!("{} {} {}:{} {} {}..{} {}\n", e.time, e.plan, e.host, e.path, e.outcome, short(&e.before_sha256), short(&e.after_sha256), e.detail));
+        let time = e.time.parse::<jiff::Timestamp>().map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_else(|_| e.time.clone());
+        let what = if e.path.starts_with('/') { format!("{} {}", e.host, e.path) } else { e.host.clone() };
+        // A version entry keeps its versions where a file's hashes go.
+        let versions = if e.path == "(version)" && !e.before_sha256.is_empty() { format!(" {} -> {}", e.before_sha256, e.after_sha256) } else { String::new() };
+        let plan = if e.plan.is_empty() { String::new() } else { format!(" (plan {})", e.plan) };
+        let detail = if e.detail.is_empty() { String::new() } else { format!(": {}", e.detail) };
+        out(&format!("{time}  {what}  {}{versions}{plan}{detail}\n", e.outcome));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--since`: an RFC 3339 time, or a duration back from now.
+fn since(w: &str) -> Option<jiff::Timestamp> {
+    if let Ok(t) = w.parse::<jiff::Timestamp>() {
+        return Some(t);
+    }
+    let back = humantime::parse_duration(w).ok()?;
+    jiff::Timestamp::now().checked_sub(jiff::SignedDuration::try_from(back).ok()?).ok()
 }
