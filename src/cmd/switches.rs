@@ -33,6 +33,14 @@ where
     Ok((session, results, down))
 }
 
+/// A detached job's id (`PLAN-STAGE`) in words: `the switch of plan PLAN, stage N`.
+fn switch_name(id: &str) -> String {
+    match id.rsplit_once('-').and_then(|(plan, stage)| Some((plan, stage.parse::<usize>().ok()?))) {
+        Some((plan, stage)) => format!("the switch of plan {plan}, stage {}", stage + 1),
+        None => format!("switch {id}"),
+    }
+}
+
 fn unreachable(down: &[String], what: &str) -> Error {
     Error::new(ErrorKind::Unreachable, format!("could not reach{what}:\n  {}", down.join("\n  ")))
 }
@@ -47,9 +55,9 @@ pub async fn status(args: &FarmArgs) -> Outcome {
             Ok(jobs) => {
                 for job in jobs {
                     any = true;
-                    out(&format!("{host}: {} {} (switch at {})\n", job.id, job.state, job.at));
+                    out(&format!("{host}: {} {} (switch at {})\n", switch_name(&job.id), job.state, job.at));
                     for line in &job.log {
-                        out(&format!("{host}: {}: {line}\n", job.id));
+                        out(&format!("{host}:   {line}\n"));
                     }
                     if let (JobState::Fired, Some(t)) = (job.state, job.renamed_ns) {
                         renames.entry(job.id.clone()).or_default().insert(host.clone(), t);
@@ -79,7 +87,7 @@ pub async fn status(args: &FarmArgs) -> Outcome {
     }
     for (id, times) in &renames {
         let (min, max) = (times.values().min().copied().unwrap_or(0), times.values().max().copied().unwrap_or(0));
-        out(&format!("{id}: fired on {} host(s), skew {:.1} ms\n", times.len(), (max - min) as f64 / 1e6));
+        out(&format!("{}: fired on {} host(s), skew {:.1} ms\n", switch_name(id), times.len(), (max - min) as f64 / 1e6));
     }
     if !down.is_empty() {
         return Err(unreachable(&down, ""));
@@ -121,11 +129,11 @@ pub async fn cancel(args: &FarmArgs) -> Outcome {
                     match o {
                         CancelOutcome::Cancelled(id) => {
                             cancelled += 1;
-                            out(&format!("{host}: cancelled {id}; its staged files are removed, nothing was switched\n"));
+                            out(&format!("{host}: cancelled {}; its staged files are removed, nothing was switched\n", switch_name(id)));
                         }
                         CancelOutcome::Fired(id) => {
                             fired.push(format!("{host} ({id})"));
-                            out(&format!("{host}: {id} had already fired\n"));
+                            out(&format!("{host}: {} had already fired\n", switch_name(id)));
                         }
                     }
                 }
