@@ -12,6 +12,8 @@ command -v unshare >/dev/null 2>&1 || need_pkgs+=(util-linux)
 # The Mermaid picture of a plan is rendered in headless Chromium (tests/mermaid.rs).
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)
+# apply's progress is checked in a 40-line terminal (tests/lab_review.rs).
+command -v tmux >/dev/null 2>&1 || need_pkgs+=(tmux)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "error: the lab farm needs ${need_pkgs[*]} and root; run this script as root" >&2

@@ -118,9 +118,9 @@ pub(crate) fn finish(what: &str, summary: &Summary, plan: &Plan, undo: Option<&s
         for (host, state) in states {
             by_state.entry(state_word(state)).or_default().push(host);
         }
-        for (word, hosts) in &mut by_state {
-            hosts.sort_by_key(|h| crate::plan::rollout::natural_key(h));
-            crate::say!("{title}{word}: {}", hosts.join(", "));
+        for (word, hosts) in &by_state {
+            // Numbered hosts fold into ranges: one short line at any farm size.
+            crate::say!("{title}{word}: {}", crate::render::host_ranges(hosts));
         }
     }
     for (stage, renames) in &summary.renames {
