@@ -46,7 +46,7 @@ fn main() {
         lab.hosts_section(|h| if h.starts_with("web") { "web" } else { "ivr" })
     );
     lab.write_farm("farm.toml", &text);
-    let mut watcher = lab.farmctl().args(["watch", "farm.toml", "--json"]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut watcher = lab.farmctl().args(["watch", "farm.toml", "--json", "-v"]).stderr(Stdio::piped()).spawn().unwrap();
     let (tx, rx) = mpsc::channel::<(Instant, String)>();
     let err = watcher.stderr.take().unwrap();
     std::thread::spawn(move || {
@@ -87,6 +87,13 @@ fn main() {
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = wait_for(&rx, "\"event\":\"repointed\"", 10);
+        // Where the time went, from the watcher's own debug events.
+        let steps: Vec<String> = seen.borrow().iter().rev().take_while(|l| !l.contains("\"event\":\"confirmed\"")).filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            let (e, m) = (v["event"].as_str()?, v["message"].as_str()?);
+            matches!(e, "read" | "planned" | "applied").then(|| format!("{e}: {m}"))
+        }).collect();
+        eprintln!("kill {k}: confirmed after {:.2} s, repointed after {:.2} s; {}", detect[k], repoint[k], steps.into_iter().rev().collect::<Vec<_>>().join("; "));
         lab.host_mut(&active).restart();
         std::thread::sleep(Duration::from_millis(1500));
         active = next.to_string();

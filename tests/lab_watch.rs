@@ -120,6 +120,7 @@ fn a_dead_primary_is_confirmed_and_every_client_is_repointed_and_stays_when_it_c
     assert!(w.wait_for("web-c is active", 20), "{}", w.text());
     let status = String::from_utf8(lab.farmctl().args(["status", "farm.toml"]).output().unwrap().stdout).unwrap();
     assert!(status.contains("service web: web-c is active (named by 6 client(s)); standbys: web-d; watched by ") && status.contains(&format!(":{} (lease epoch", w.child.id())), "status shows the service and its watcher: {status}");
+    assert!(status.contains("; last heartbeat answered "), "and when the active member last answered: {status}");
     let killed = Instant::now();
     lab.host_mut("web-c").crash();
     // Within 5 s on a quiet machine (dead_after 3 s + the repoint); 15 s leaves room for a loaded one.
@@ -230,6 +231,9 @@ fn a_synced_file_reaches_the_standby_and_a_fence_runs_once_per_failover() {
     }
     assert_eq!(std::fs::read_to_string(lab.host("web-d").path("/etc/ivr-web/data.txt")).unwrap(), "v2: changed on the active member\n", "{}", w.text());
     eprintln!("synced {:?} after the change", changed.elapsed());
+    std::thread::sleep(Duration::from_secs(2));
+    let status = String::from_utf8(lab.farmctl().args(["status", "farm.toml"]).output().unwrap().stdout).unwrap();
+    assert!(status.contains("; last sync: web-d "), "status shows the standby's last sync: {status}");
     lab.host_mut("web-c").crash();
     assert!(w.wait_for("repointed", 20), "{}", w.text());
     let (_, _) = w.stop();

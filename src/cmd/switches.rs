@@ -82,7 +82,16 @@ pub async fn status(args: &FarmArgs) -> Outcome {
                 Some((m, holder, epoch, left)) => format!("watched by {holder} (lease epoch {epoch} on {m}, expires in {left} ms unless renewed)"),
                 None => "no watcher holds its lease".to_string(),
             };
-            out(&format!("service {}: {active}; standbys: {}; {lease}\n", s.name, s.standbys.join(", ")));
+            let now = jiff::Timestamp::now().as_millisecond().max(0) as u64;
+            let ago = |t: u64| format!("{:.1} s ago", now.saturating_sub(t) as f64 / 1000.0);
+            let beat = match s.last_heartbeat_ms.filter(|t| *t > 0) {
+                Some(t) => format!("; last heartbeat answered {}", ago(t)),
+                None if s.lease.is_some() => "; no heartbeat answered yet".to_string(),
+                None => String::new(),
+            };
+            let sync: Vec<String> = s.last_sync.iter().map(|(m, t)| format!("{m} {}", ago(*t))).collect();
+            let sync = if sync.is_empty() { String::new() } else { format!("; last sync: {}", sync.join(", ")) };
+            out(&format!("service {}: {active}; standbys: {}; {lease}{beat}{sync}\n", s.name, s.standbys.join(", ")));
         }
     }
     for (id, times) in &renames {

@@ -93,16 +93,16 @@ async fn check(conns: &mut Conns, farm: &Farm, svc: &Service, member: &str, limi
 /// Takes (or renews) the lease on every reachable member: how many hold it
 /// for us, and the highest epoch among them (the fencing token of our
 /// writes). `Err` names another holder.
-async fn lease(conns: &mut Conns, farm: &Farm, svc: &Service, me: &str, release: bool, limit: Duration) -> std::result::Result<(usize, u64), String> {
+async fn lease(conns: &mut Conns, farm: &Farm, svc: &Service, me: &str, release: bool, note: &str, limit: Duration) -> std::result::Result<(usize, u64), String> {
     let (mut held, mut token) = (0, 0);
     for m in &svc.members {
         let Some(h) = conns.get(m, limit).await else { continue };
-        match tokio::time::timeout(limit, h.lease(&farm.state_dir, &svc.name, me, svc.lease.as_millis() as u64, release)).await {
+        match tokio::time::timeout(limit, h.lease(&farm.state_dir, &svc.name, me, svc.lease.as_millis() as u64, release, note)).await {
             Ok(Ok(LeaseState::Ours { epoch })) => {
                 held += 1;
                 token = token.max(epoch);
             }
-            Ok(Ok(LeaseState::Held { holder, epoch, left_ms })) => return Err(format!("service {} is watched by {holder} (lease epoch {epoch} on {m}, {left_ms} ms left)", svc.name)),
+            Ok(Ok(LeaseState::Held { holder, epoch, left_ms, .. })) => return Err(format!("service {} is watched by {holder} (lease epoch {epoch} on {m}, {left_ms} ms left)", svc.name)),
             Ok(Ok(_)) => {}
             _ => conns.forget(m),
         }
@@ -146,19 +146,25 @@ async fn failover(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: 
     // The watcher's own connections serve the failover: no new handshakes while clients wait.
     session.hosts = held.iter().filter(|(h, _)| *h != from).map(|(h, c)| (h.clone(), c.clone())).collect();
     let scope: Vec<String> = f.hosts.keys().filter(|h| *h != from).cloned().collect();
+    let t = Instant::now();
     session.read(&scope).await;
+    tracing::debug!(scope = svc.name.as_str(), event = "read", "{} host(s) read in {} ms", scope.len(), t.elapsed().as_millis());
     // Hosts that cannot be read now are left out, and said so: the service comes first.
     let readable: Vec<String> = scope.iter().filter(|h| matches!(session.live.get(*h), Some(Ok(_)))).cloned().collect();
     for h in scope.iter().filter(|h| !readable.contains(h)) {
         log.event(&svc.name, "skipped", &format!("{h} cannot be read; it is not repointed now"));
     }
+    let t = Instant::now();
     let planned = session.plan(&readable, &[]).map_err(|e| e.message)?;
+    tracing::debug!(scope = svc.name.as_str(), event = "planned", "plan {} in {} ms", planned.plan.id, t.elapsed().as_millis());
     let clients: std::collections::BTreeSet<&str> = planned.plan.edits().map(|(a, _)| a.host.as_str()).collect();
     let n = clients.len();
     let mut opts = session.options(&planned.plan, 0, false);
     opts.interrupted = interrupted.clone();
     opts.fence = Some((svc.name.clone(), epoch));
-    let summary = session.execute(&planned, &opts, &crate::apply::progress::Lines, &Journal::open()).await;
+    let t = Instant::now();
+    let summary = session.execute(&planned, &opts, &Traced(&svc.name), &Journal::open()).await;
+    tracing::debug!(scope = svc.name.as_str(), event = "applied", "plan {} applied in {} ms", planned.plan.id, t.elapsed().as_millis());
     if summary.ok() {
         Ok(n)
     } else {
@@ -167,8 +173,18 @@ async fn failover(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: 
     }
 }
 
+/// A failover's apply events, as the watcher's debug events (`-v`): the
+/// log stays one event per line, JSON lines included.
+struct Traced<'a>(&'a str);
+
+impl crate::apply::Reporter for Traced<'_> {
+    fn event(&self, e: crate::apply::Event) {
+        tracing::debug!(scope = self.0, event = "apply", "{}", e.line());
+    }
+}
+
 /// Copies each `sync` path from the active member to every standby where it differs.
-async fn sync(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, epoch: u64, last_sync: &mut BTreeMap<String, Instant>, log: Log, limit: Duration) {
+async fn sync(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, epoch: u64, last_sync: &mut BTreeMap<String, (Instant, u64)>, log: Log, limit: Duration) {
     let Some(a) = conns.get(active, limit).await else { return };
     let Ok(Ok(src)) = tokio::time::timeout(limit, a.read_state(&farm.state_dir, &svc.sync, None)).await else { return };
     for m in svc.members.iter().filter(|m| *m != active) {
@@ -189,7 +205,7 @@ async fn sync(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, epoch
             }
         }
         if all_good {
-            last_sync.insert(m.clone(), Instant::now());
+            last_sync.insert(m.clone(), (Instant::now(), now_ms()));
         }
     }
 }
@@ -217,21 +233,24 @@ async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut client
     // The connections of the first read serve the heartbeats, confirmations and failovers.
     let mut conns = Conns { farm: farm.clone(), hosts: held };
     let mut monitor = Monitor::new(active, svc.members.clone(), svc.dead_after.as_millis() as u64, svc.confirm, now_ms());
-    let mut last_sync: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut last_sync: BTreeMap<String, (Instant, u64)> = BTreeMap::new();
     let mut epoch = 0;
+    let mut last_beat_ms = 0;
     let port = farm.ssh.port.unwrap_or(22);
     loop {
         let tick = Instant::now();
         if *interrupted.borrow() {
-            let _ = lease(&mut conns, &farm, &svc, &me, true, limit).await;
+            let _ = lease(&mut conns, &farm, &svc, &me, true, "", limit).await;
             log.event(&svc.name, "stopped", "the watcher stopped and released its lease");
             return;
         }
         let active = monitor.active.clone();
         // The lease and the heartbeat are bounded as a whole: whatever a dead
         // member's connection does, the watcher goes on beating.
+        // What `farmctl status` shows of this watcher, kept with its lease.
+        let note = std::iter::once(format!("active={active} beat={last_beat_ms}")).chain(last_sync.iter().map(|(m, (_, t))| format!("sync:{m}={t}"))).collect::<Vec<_>>().join(" ");
         let probe = async {
-            let held = lease(&mut conns, &farm, &svc, &me, false, limit).await;
+            let held = lease(&mut conns, &farm, &svc, &me, false, &note, limit).await;
             let ok = check(&mut conns, &farm, &svc, &active, limit).await;
             (held, ok)
         };
@@ -252,6 +271,9 @@ async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut client
                 false
             }
         };
+        if ok {
+            last_beat_ms = now_ms();
+        }
         match monitor.heartbeat(ok, now_ms()) {
             Step::Healthy => {
                 if !svc.sync.is_empty() {
@@ -302,7 +324,7 @@ async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut client
                             let mut healthy = Vec::new();
                             for m in svc.members.iter().filter(|m| **m != active) {
                                 let mut ok = check(&mut conns, &farm, &svc, m, limit).await;
-                                if ok && !svc.sync.is_empty() && last_sync.get(m).is_none_or(|t| t.elapsed() > svc.max_lag) {
+                                if ok && !svc.sync.is_empty() && last_sync.get(m).is_none_or(|(t, _)| t.elapsed() > svc.max_lag) {
                                     log.event(&svc.name, "lagging", &format!("{m} answers, but its last good sync is older than max_lag {:?}: not promoted", svc.max_lag));
                                     ok = false;
                                 }
@@ -362,7 +384,7 @@ pub async fn watch(farm_path: &std::path::Path, log: Log) -> Result<()> {
         };
         let mut conns = Conns { farm: farm.clone(), hosts: session.hosts.clone() };
         let limit = svc.heartbeat.max(Duration::from_millis(500));
-        match lease(&mut conns, &farm, svc, &me, false, limit).await {
+        match lease(&mut conns, &farm, svc, &me, false, "", limit).await {
             Err(e) => return Err(Error::new(ErrorKind::Refused, e).hint("one watcher per farm: stop the other, or wait for its lease to expire")),
             Ok((0, _)) => return Err(Error::new(ErrorKind::Unreachable, format!("cannot take the lease of service {}: no member answers", svc.name))),
             Ok(_) => {}
@@ -382,6 +404,10 @@ pub struct ServiceStatus {
     pub standbys: Vec<String>,
     /// (member, holder, epoch, ms left) of a live lease, as each reachable member holds it.
     pub lease: Option<(String, String, u64, i64)>,
+    /// When the watcher last had an answer from the active member (ms since the epoch, its clock).
+    pub last_heartbeat_ms: Option<u64>,
+    /// (standby, ms since the epoch) of each standby's last good sync.
+    pub last_sync: Vec<(String, u64)>,
 }
 
 /// Each service's active member (from the clients' files) and its watcher's lease.
@@ -393,15 +419,27 @@ pub async fn service_status(session: &mut Session) -> Vec<ServiceStatus> {
     for svc in farm.services.values() {
         let (active, clients) = crate::plan::services::active(&farm, &session.live, svc);
         let mut lease = None;
+        let (mut last_heartbeat_ms, mut last_sync) = (None, Vec::new());
         for m in &svc.members {
             let Some(h) = session.hosts.get(m) else { continue };
-            if let Ok(Ok(LeaseState::Held { holder, epoch, left_ms })) = tokio::time::timeout(Duration::from_secs(5), h.lease_holder(&farm.state_dir, &svc.name)).await {
+            if let Ok(Ok(LeaseState::Held { holder, epoch, left_ms, note })) = tokio::time::timeout(Duration::from_secs(5), h.lease_holder(&farm.state_dir, &svc.name)).await {
                 lease = Some((m.clone(), holder, epoch, left_ms));
+                for word in note.split_whitespace() {
+                    match word.split_once('=') {
+                        Some(("beat", t)) => last_heartbeat_ms = t.parse().ok(),
+                        Some((k, t)) if k.starts_with("sync:") => {
+                            if let Ok(t) = t.parse() {
+                                last_sync.push((k[5..].to_string(), t));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
                 break;
             }
         }
         let standbys = svc.members.iter().filter(|m| Some(*m) != active.as_ref()).cloned().collect();
-        out.push(ServiceStatus { name: svc.name.clone(), active, clients: clients.len(), standbys, lease });
+        out.push(ServiceStatus { name: svc.name.clone(), active, clients: clients.len(), standbys, lease, last_heartbeat_ms, last_sync });
     }
     out
 }

@@ -109,7 +109,8 @@ pub enum UnlockOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeaseState {
     Ours { epoch: u64 },
-    Held { holder: String, epoch: u64, left_ms: i64 },
+    /// `note`: what the holder last wrote about the service (see the watcher).
+    Held { holder: String, epoch: u64, left_ms: i64, note: String },
     Released,
     NotOurs,
 }
@@ -270,15 +271,15 @@ impl AnyHost {
     }
 
     /// Takes or renews (or releases) the watcher's lease of `service` on this member.
-    pub async fn lease(&self, state_dir: &str, service: &str, holder: &str, ttl_ms: u64, release: bool) -> Result<LeaseState, TransportError> {
+    pub async fn lease(&self, state_dir: &str, service: &str, holder: &str, ttl_ms: u64, release: bool, note: &str) -> Result<LeaseState, TransportError> {
         let dir = super::host_state_dir(state_dir, self.name());
         let op = if release { script::LeaseOp::Release } else { script::LeaseOp::Acquire };
-        let out = self.run(&script::lease(self.root(), &dir, service, holder, ttl_ms, op), Vec::new()).await?;
+        let out = self.run(&script::lease(self.root(), &dir, service, holder, ttl_ms, op, note), Vec::new()).await?;
         let line = script::parse_report(&out.stdout).into_iter().find_map(|r| if let Report::Lease(l) = r { Some(l) } else { None }).unwrap_or_default();
         let mut w = line.split(' ');
         Ok(match (w.next(), w.next(), w.next()) {
             (Some("ok"), Some(e), _) => LeaseState::Ours { epoch: e.parse().unwrap_or(0) },
-            (Some("held"), Some(e), Some(left)) => LeaseState::Held { epoch: e.parse().unwrap_or(0), left_ms: left.parse().unwrap_or(0), holder: w.collect::<Vec<_>>().join(" ") },
+            (Some("held"), Some(e), Some(left)) => LeaseState::Held { epoch: e.parse().unwrap_or(0), left_ms: left.parse().unwrap_or(0), holder: w.next().unwrap_or_default().to_string(), note: w.collect::<Vec<_>>().join(" ") },
             (Some("released"), _, _) => LeaseState::Released,
             _ => LeaseState::NotOurs,
         })
@@ -287,11 +288,11 @@ impl AnyHost {
     /// Who holds the watcher's lease of `service` on this member, if anyone does.
     pub async fn lease_holder(&self, state_dir: &str, service: &str) -> Result<LeaseState, TransportError> {
         let dir = super::host_state_dir(state_dir, self.name());
-        let out = self.run(&script::lease(self.root(), &dir, service, "", 0, script::LeaseOp::Peek), Vec::new()).await?;
+        let out = self.run(&script::lease(self.root(), &dir, service, "", 0, script::LeaseOp::Peek, ""), Vec::new()).await?;
         let line = script::parse_report(&out.stdout).into_iter().find_map(|r| if let Report::Lease(l) = r { Some(l) } else { None }).unwrap_or_default();
         let mut w = line.split(' ');
         Ok(match (w.next(), w.next(), w.next()) {
-            (Some("held"), Some(e), Some(left)) => LeaseState::Held { epoch: e.parse().unwrap_or(0), left_ms: left.parse().unwrap_or(0), holder: w.collect::<Vec<_>>().join(" ") },
+            (Some("held"), Some(e), Some(left)) => LeaseState::Held { epoch: e.parse().unwrap_or(0), left_ms: left.parse().unwrap_or(0), holder: w.next().unwrap_or_default().to_string(), note: w.collect::<Vec<_>>().join(" ") },
             _ => LeaseState::Released,
         })
     }

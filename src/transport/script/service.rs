@@ -20,27 +20,29 @@ pub enum LeaseOp {
 /// epoch is the time it took the lease (ms), so that it is above every epoch
 /// an earlier holder had on any member whose clock agrees within the lease:
 /// the epoch is the fencing token that [`fence`] checks on the clients.
-pub fn lease(root: &str, state_dir: &str, name: &str, holder: &str, ttl_ms: u64, op: LeaseOp) -> String {
+pub fn lease(root: &str, state_dir: &str, name: &str, holder: &str, ttl_ms: u64, op: LeaseOp, note: &str) -> String {
     let mut s = String::new();
-    writeln!(s, "S={}\nL=\"$S/leases/\"{}\nME={}\nmkdir -p -- \"$S/leases\" || {{ echo 'ERR cannot create the lease directory'; exit 1; }}", q(&on_host(root, state_dir)), q(name), q(holder)).unwrap();
+    // The note (what the watcher last saw) is words on one line, after the expiry.
+    let note: String = note.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    writeln!(s, "S={}\nL=\"$S/leases/\"{}\nME={}\nNOTE={}\nmkdir -- \"$S/leases\" || {{ echo 'ERR cannot create the lease directory'; exit 1; }}", q(&on_host(root, state_dir)), q(name), q(holder), q(&note)).unwrap();
     s.push_str(
         "i=0; until mkdir -- \"$L.lock\" 2>/dev/null; do i=$((i+1)); [ $i -gt 200 ] && rm -rf -- \"$L.lock\"; sleep 0.01; done\n\
          now=$(date +%s%3N)\n\
-         holder=; epoch=0; expiry=0\n\
-         [ -f \"$L\" ] && read -r holder epoch expiry < \"$L\"\n",
+         holder=; epoch=0; expiry=0; note=\n\
+         [ -f \"$L\" ] && read -r holder epoch expiry note < \"$L\"\n",
     );
     match op {
         LeaseOp::Acquire => writeln!(
             s,
             "if [ -z \"$holder\" ] || [ \"$holder\" = \"$ME\" ] || [ \"$now\" -gt \"$expiry\" ]; then\n\
              [ \"$holder\" = \"$ME\" ] || {{ epoch=$((epoch+1)); [ \"$now\" -gt \"$epoch\" ] && epoch=$now; }}\n\
-             printf '%s %s %s\\n' \"$ME\" \"$epoch\" \"$((now+{ttl_ms}))\" > \"$L.tmp\" && mv -f -- \"$L.tmp\" \"$L\" && printf 'LEASE ok %s\\n' \"$epoch\"\n\
+             printf '%s %s %s %s\\n' \"$ME\" \"$epoch\" \"$((now+{ttl_ms}))\" \"$NOTE\" > \"$L.tmp\" && mv -f -- \"$L.tmp\" \"$L\" && printf 'LEASE ok %s\\n' \"$epoch\"\n\
              else printf 'LEASE held %s %s %s\\n' \"$epoch\" \"$((expiry-now))\" \"$holder\"; fi"
         )
         .unwrap(),
         LeaseOp::Release => s.push_str("[ \"$holder\" = \"$ME\" ] && rm -f -- \"$L\" && echo 'LEASE released'\n"),
         LeaseOp::Peek => s.push_str(
-            "if [ -n \"$holder\" ] && [ \"$now\" -le \"$expiry\" ]; then printf 'LEASE held %s %s %s\\n' \"$epoch\" \"$((expiry-now))\" \"$holder\"; else echo 'LEASE free'; fi\n",
+            "if [ -n \"$holder\" ] && [ \"$now\" -le \"$expiry\" ]; then printf 'LEASE held %s %s %s %s\\n' \"$epoch\" \"$((expiry-now))\" \"$holder\" \"$note\"; else echo 'LEASE free'; fi\n",
         ),
     }
     s.push_str("rmdir -- \"$L.lock\" 2>/dev/null\necho DONE\n");
@@ -108,17 +110,17 @@ mod tests {
         let dir = d.path().display().to_string();
         let epoch = |out: String| out.lines().find_map(|l| l.strip_prefix("LEASE ok ")).and_then(|e| e.parse::<u64>().ok()).unwrap_or_else(|| panic!("{out}"));
         let started = jiff::Timestamp::now().as_millisecond() as u64;
-        let first = epoch(run(&lease("", &dir, "web", "a@ws:1", 60_000, LeaseOp::Acquire)));
+        let first = epoch(run(&lease("", &dir, "web", "a@ws:1", 60_000, LeaseOp::Acquire, "")));
         assert!(first >= started, "a new holder's epoch is the time it took the lease");
-        assert_eq!(epoch(run(&lease("", &dir, "web", "a@ws:1", 60_000, LeaseOp::Acquire))), first, "renewing keeps the epoch");
-        let other = run(&lease("", &dir, "web", "b@ws:2", 60_000, LeaseOp::Acquire));
+        assert_eq!(epoch(run(&lease("", &dir, "web", "a@ws:1", 60_000, LeaseOp::Acquire, ""))), first, "renewing keeps the epoch");
+        let other = run(&lease("", &dir, "web", "b@ws:2", 60_000, LeaseOp::Acquire, ""));
         assert!(other.contains(&format!("LEASE held {first} ")) && other.contains("a@ws:1"), "{other}");
         // Expired: a 1 ms lease lapses at once.
-        run(&lease("", &dir, "web", "a@ws:1", 1, LeaseOp::Acquire));
+        run(&lease("", &dir, "web", "a@ws:1", 1, LeaseOp::Acquire, ""));
         std::thread::sleep(std::time::Duration::from_millis(20));
-        assert!(epoch(run(&lease("", &dir, "web", "b@ws:2", 60_000, LeaseOp::Acquire))) > first, "the next holder's epoch is higher");
-        assert!(!run(&lease("", &dir, "web", "a@ws:1", 60_000, LeaseOp::Release)).contains("released"), "only the holder releases");
-        assert!(run(&lease("", &dir, "web", "b@ws:2", 60_000, LeaseOp::Release)).contains("released"));
+        assert!(epoch(run(&lease("", &dir, "web", "b@ws:2", 60_000, LeaseOp::Acquire, ""))) > first, "the next holder's epoch is higher");
+        assert!(!run(&lease("", &dir, "web", "a@ws:1", 60_000, LeaseOp::Release, "")).contains("released"), "only the holder releases");
+        assert!(run(&lease("", &dir, "web", "b@ws:2", 60_000, LeaseOp::Release, "")).contains("released"));
     }
 
     #[test]
