@@ -118,6 +118,8 @@ fn a_dead_primary_is_confirmed_and_every_client_is_repointed_and_stays_when_it_c
     assert!(plan(&lab).contains("service web: web-c is active (named by 6 client(s)); standbys: web-d"), "plan shows the active member: {}", plan(&lab));
     let mut w = Watcher::start(&lab);
     assert!(w.wait_for("web-c is active", 20), "{}", w.text());
+    // The lease note carries the last answered heartbeat from the second beat on (1 s apart).
+    std::thread::sleep(Duration::from_millis(2500));
     let status = String::from_utf8(lab.farmctl().args(["status", "farm.toml"]).output().unwrap().stdout).unwrap();
     assert!(status.contains("service web: web-c is active (named by 6 client(s)); standbys: web-d; watched by ") && status.contains(&format!(":{} (lease epoch", w.child.id())), "status shows the service and its watcher: {status}");
     assert!(status.contains("; last heartbeat answered "), "and when the active member last answered: {status}");

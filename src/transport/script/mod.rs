@@ -172,13 +172,15 @@ fn prelude(s: &mut String, ids: &RunIds, files: &[FileWrite], staged_suffix: &st
     s.push_str("export LC_ALL=C\nU=$(umask)\numask 077\n");
     for (i, f) in files.iter().enumerate() {
         // The target (symlinks resolved, so the link survives) and its staged sibling.
-        writeln!(
-            s,
-            "t{i}=$(readlink -f -- {p}) || t{i}={p}\ns{i}=\"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-$N@$P{suffix}\"",
-            p = q(&on_host(&ids.root, &f.path)),
-            suffix = staged_suffix
-        )
-        .unwrap();
+        // Resolving costs a process: only a symlink needs it, or a local host's
+        // path, whose confinement is checked on the resolved path.
+        let p = q(&on_host(&ids.root, &f.path));
+        if ids.root.is_empty() {
+            writeln!(s, "t{i}={p}; if [ -L \"$t{i}\" ]; then t{i}=$(readlink -f -- {p}) || t{i}={p}; fi").unwrap();
+        } else {
+            writeln!(s, "t{i}=$(readlink -f -- {p}) || t{i}={p}").unwrap();
+        }
+        writeln!(s, "s{i}=\"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-$N@$P{staged_suffix}\"").unwrap();
     }
     if !ids.root.is_empty() {
         // A local host: every resolved target must stay under its root.
@@ -191,7 +193,9 @@ fn prelude(s: &mut String, ids: &RunIds, files: &[FileWrite], staged_suffix: &st
         write!(s, " rm -f -- \"$s{i}\";").unwrap();
     }
     s.push_str(" :; }\n");
-    s.push_str("unlock() { [ \"$(cat \"$S/lock/token\" 2>/dev/null)\" = \"$K\" ] && rm -rf -- \"$S/lock\"; }\n");
+    // `read`, a builtin, not `cat`: every process counts on a busy host.
+    s.push_str("holds() { tok=; read -r tok 2>/dev/null < \"$S/lock/token\"; [ \"$tok\" = \"$K\" ]; }\n");
+    s.push_str("unlock() { holds && rm -rf -- \"$S/lock\"; }\n");
     s.push_str("fail() { printf 'ERR %s\\n' \"$1\"; cleanup; unlock; exit 1; }\n");
     // A dropped session or a signal mid-way leaves no staged copy and no lock behind.
     s.push_str("trap 'cleanup; unlock; exit 129' HUP PIPE TERM INT\n");
@@ -200,8 +204,23 @@ fn prelude(s: &mut String, ids: &RunIds, files: &[FileWrite], staged_suffix: &st
 /// Hashes every listed file in one `sha256sum` and compares the lot; only
 /// when that differs does it check file by file, to name what changed.
 fn cas_checks(s: &mut String, files: &[FileWrite], hash_of: impl Fn(&FileWrite) -> &str) {
+    if files.len() <= FEW {
+        // One `sha256sum` per file is fewer processes than the batch's pipeline.
+        s.push_str("bad=0\n");
+        file_checks(s, files, hash_of);
+        return;
+    }
     batch_hashes(s, files.iter().map(&hash_of), (0..files.len()).map(|i| format!("\"$t{i}\"")));
     s.push_str("bad=0\nif [ \"$G\" != \"$E\" ]; then\n");
+    file_checks(s, files, hash_of);
+    s.push_str("fi\n");
+}
+
+/// Up to this many files, each is hashed on its own; beyond, in one batch.
+const FEW: usize = 3;
+
+/// Hashes each file and names each one that differs (`CHANGED i HASH`), setting `bad`.
+fn file_checks(s: &mut String, files: &[FileWrite], hash_of: impl Fn(&FileWrite) -> &str) {
     for (i, f) in files.iter().enumerate() {
         writeln!(
             s,
@@ -211,7 +230,6 @@ fn cas_checks(s: &mut String, files: &[FileWrite], hash_of: impl Fn(&FileWrite) 
         )
         .unwrap();
     }
-    s.push_str("fi\n");
 }
 
 /// Sets `E` to the expected hashes and `G` to the hashes of `paths`, one per line.
@@ -245,14 +263,13 @@ pub fn stage_and_switch(ids: &RunIds, owner: &str, files: &[FileWrite], reload: 
     let mut s = String::new();
     prelude(&mut s, ids, files, "");
     stage_body(&mut s, ids, owner, files);
-    switch_body(&mut s, ids, files, reload, Trigger::Word);
+    switch_body(&mut s, ids, files, reload, Trigger::Word, true);
     s
 }
 
 fn stage_body(s: &mut String, ids: &RunIds, owner: &str, files: &[FileWrite]) {
     s.push_str(
-        "e=$(mkdir -p -- \"$S\" 2>&1) || { printf 'ERR cannot create the state directory %s: %s\\n' \"$S\" \"$e\"; exit 1; }\n\
-         chmod 700 -- \"$S\" 2>/dev/null\n\
+        "if [ ! -d \"$S\" ]; then e=$(mkdir -p -- \"$S\" 2>&1) || { printf 'ERR cannot create the state directory %s: %s\\n' \"$S\" \"$e\"; exit 1; }; chmod 700 -- \"$S\" 2>/dev/null; fi\n\
          if ! e=$(mkdir -- \"$S/lock\" 2>&1); then\n\
          if [ -d \"$S/lock\" ]; then printf 'LOCKED %s\\n' \"$(head -n 1 \"$S/lock/owner\" 2>/dev/null)\"; exit 3; fi\n\
          printf 'ERR cannot take the lock in %s: %s\\n' \"$S\" \"$e\"; exit 1; fi\n",
@@ -263,7 +280,8 @@ fn stage_body(s: &mut String, ids: &RunIds, owner: &str, files: &[FileWrite]) {
     }
     // Holding the lock, no other farmctl is at work here: staged copies left by a crash go.
     let leftovers: Vec<String> = (0..files.len()).map(|i| format!("\"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-$N@\"*")).collect();
-    writeln!(s, "rm -f -- {}", leftovers.join(" ")).unwrap();
+    // A glob that matches nothing stays as it is, and is not a file: no `rm` then.
+    writeln!(s, "for x in {}; do [ -e \"$x\" ] && rm -f -- \"$x\"; done", leftovers.join(" ")).unwrap();
     cas_checks(s, files, |f| &f.before_sha256);
     s.push_str("if [ $bad = 1 ]; then unlock; exit 4; fi\n");
     s.push_str("B=\"$S/backups/$P\"\ne=$(mkdir -p -- \"$B\" 2>&1) || fail \"cannot create the backup directory: $e\"\n");
@@ -274,19 +292,24 @@ fn stage_body(s: &mut String, ids: &RunIds, owner: &str, files: &[FileWrite]) {
     let staged = || (0..files.len()).map(|i| format!("\"$s{i}\""));
     let targets = || (0..files.len()).map(|i| format!("\"$t{i}\""));
     // Every staged copy is whole, or the write failed (a full disk can truncate silently).
-    batch_hashes(s, files.iter().map(|f| f.after_sha256.as_str()), staged());
-    s.push_str("[ \"$G\" = \"$E\" ] || fail 'a staged copy does not hold the planned content: it was cut short or changed while staging'\n");
+    let short = "a staged copy does not hold the planned content: it was cut short or changed while staging";
+    if files.len() <= FEW {
+        for (i, f) in files.iter().enumerate() {
+            writeln!(s, "c=$(sha256sum < \"$s{i}\") || fail 'cannot read a staged copy'; [ \"${{c%% *}}\" = {h} ] || fail '{short}'", h = q(&f.after_sha256)).unwrap();
+        }
+    } else {
+        batch_hashes(s, files.iter().map(|f| f.after_sha256.as_str()), staged());
+        writeln!(s, "[ \"$G\" = \"$E\" ] || fail '{short}'").unwrap();
+    }
     // Each copy gets its target's mode and owner: one stat for all targets, one for all copies.
     writeln!(
         s,
-        "W=$(stat -L -c '%a %u:%g' -- {t}) || fail 'cannot read the mode of a target'\n\
-         H=$(stat -c '%u:%g' -- {c}) || fail 'cannot read a staged copy'\n\
+        "W=$(stat -L -c '%a %u:%g' -- {t} {c}) || fail 'cannot read the mode of a target or a staged copy'\n\
          i=0\n\
-         while read -r mode own; do eval \"m$i=\\$mode o$i=\\$own\"; i=$((i+1)); done <<FARMCTL_EOF\n$W\nFARMCTL_EOF\n\
-         i=0\n\
-         while read -r own; do eval \"h$i=\\$own\"; i=$((i+1)); done <<FARMCTL_EOF\n$H\nFARMCTL_EOF",
+         while read -r mode own; do if [ $i -lt {n} ]; then eval \"m$i=\\$mode o$i=\\$own\"; else eval \"h$((i-{n}))=\\$own\"; fi; i=$((i+1)); done <<FARMCTL_EOF\n$W\nFARMCTL_EOF",
         t = targets().collect::<Vec<_>>().join(" "),
         c = staged().collect::<Vec<_>>().join(" "),
+        n = files.len(),
     )
     .unwrap();
     for (i, f) in files.iter().enumerate() {
@@ -321,17 +344,22 @@ pub enum Trigger {
 pub fn switch(ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: Trigger) -> String {
     let mut s = String::new();
     prelude(&mut s, ids, files, "");
-    switch_body(&mut s, ids, files, reload, trigger);
+    switch_body(&mut s, ids, files, reload, trigger, false);
     s
 }
 
-fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: Trigger) {
-    s.push_str("[ \"$(cat \"$S/lock/token\" 2>/dev/null)\" = \"$K\" ] || { echo 'ERR this run no longer holds the host lock'; cleanup; exit 1; }\n");
-    for i in 0..files.len() {
-        writeln!(s, "[ -f \"$s{i}\" ] || fail 'the staged copy of {i} is gone'").unwrap();
+/// `staged_here`: this same script just staged the files under the lock and
+/// checked every hash, so the lock, the copies and the hashes need no second look
+/// before `ARMED`.
+fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: Trigger, staged_here: bool) {
+    if !staged_here {
+        s.push_str("holds || { echo 'ERR this run no longer holds the host lock'; cleanup; exit 1; }\n");
+        for i in 0..files.len() {
+            writeln!(s, "[ -f \"$s{i}\" ] || fail 'the staged copy of {i} is gone'").unwrap();
+        }
+        cas_checks(s, files, |f| &f.before_sha256);
+        s.push_str("if [ $bad = 1 ]; then cleanup; unlock; exit 4; fi\n");
     }
-    cas_checks(s, files, |f| &f.before_sha256);
-    s.push_str("if [ $bad = 1 ]; then cleanup; unlock; exit 4; fi\n");
     match trigger {
         Trigger::Word => {
             s.push_str("echo ARMED\nread -r word || word=abort\nif [ \"$word\" = check ]; then\n");
@@ -367,7 +395,7 @@ fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], reload: Option
     for i in 0..files.len() {
         writeln!(
             s,
-            "if e=$(mv -f -- \"$s{i}\" \"$t{i}\" 2>&1); then r=$(stat -c %.9Z -- \"$t{i}\" 2>/dev/null | tr -d .); case \"$r\" in ''|*[!0-9]*) r=$(date +%s%N) ;; esac; printf 'RENAMED {i} %s\\n' \"$r\"; else printf 'ERR cannot rename {i}: %s\\n' \"$e\"; cleanup; unlock; exit 1; fi"
+            "if e=$(mv -f -- \"$s{i}\" \"$t{i}\" 2>&1); then r=$(stat -c %.9Z -- \"$t{i}\" 2>/dev/null); case \"$r\" in *.*) r=${{r%.*}}${{r#*.}} ;; esac; case \"$r\" in ''|*[!0-9]*) r=$(date +%s%N) ;; esac; printf 'RENAMED {i} %s\\n' \"$r\"; else printf 'ERR cannot rename {i}: %s\\n' \"$e\"; cleanup; unlock; exit 1; fi"
         )
         .unwrap();
     }

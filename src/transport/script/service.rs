@@ -24,7 +24,7 @@ pub fn lease(root: &str, state_dir: &str, name: &str, holder: &str, ttl_ms: u64,
     let mut s = String::new();
     // The note (what the watcher last saw) is words on one line, after the expiry.
     let note: String = note.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    writeln!(s, "S={}\nL=\"$S/leases/\"{}\nME={}\nNOTE={}\nmkdir -- \"$S/leases\" || {{ echo 'ERR cannot create the lease directory'; exit 1; }}", q(&on_host(root, state_dir)), q(name), q(holder), q(&note)).unwrap();
+    writeln!(s, "S={}\nL=\"$S/leases/\"{}\nME={}\nNOTE={}\nmkdir -p -- \"$S/leases\" || {{ echo 'ERR cannot create the lease directory'; exit 1; }}", q(&on_host(root, state_dir)), q(name), q(holder), q(&note)).unwrap();
     s.push_str(
         "i=0; until mkdir -- \"$L.lock\" 2>/dev/null; do i=$((i+1)); [ $i -gt 200 ] && rm -rf -- \"$L.lock\"; sleep 0.01; done\n\
          now=$(date +%s%3N)\n\
