@@ -312,3 +312,39 @@ fn an_imported_ansible_inventory_of_20_hosts_in_3_groups_validates_and_plans_aga
     assert_eq!(again.status.code(), Some(1));
     assert_eq!(std::fs::read_to_string(lab.dir.path().join("farm.toml")).unwrap(), farm);
 }
+
+#[test]
+fn a_host_behind_the_labs_delaying_relay_is_planned_and_applied_through_it() {
+    // tests/lab/delay.py as ProxyCommand: 100 ms each way for ivr-1, as a far site would have.
+    let lab = lab::Lab::start(&["web-a", "web-b", "ivr-1"]);
+    let relay = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/delay.py");
+    let config = lab.dir.path().join("ssh_config_delayed");
+    let ivr = lab.host("ivr-1").address.clone();
+    std::fs::write(&config, format!("Host {ivr}\n  ProxyCommand python3 {} 100 %h %p\n{}", relay.display(), std::fs::read_to_string(&lab.ssh_config).unwrap())).unwrap();
+    lab.host("ivr-1").write("/etc/ivr/ivr.conf", b"server web-a\n");
+    for w in ["web-a", "web-b"] {
+        lab.host(w).write("/etc/ivr-web/web.toml", b"name = \"x\"\n");
+    }
+    let farm = |cfg: &std::path::Path| {
+        format!(
+            "[farm]\nname = \"far\"\n\n{}\n[roles.web]\nfiles = [\"/etc/ivr-web/web.toml\"]\n\n[roles.ivr]\nfiles = [\"/etc/ivr/ivr.conf\"]\n\n{}\n[[replace]]\nold = \"web-a\"\nnew = \"web-b\"\n",
+            lab.ssh_section().replace(&lab.ssh_config.display().to_string(), &cfg.display().to_string()),
+            lab.hosts_section(|n| if n.starts_with("web") { "web" } else { "ivr" })
+        )
+    };
+    lab.write_farm("near.toml", &farm(&lab.ssh_config));
+    lab.write_farm("far.toml", &farm(&config));
+    let timed = |file: &str| {
+        let t = std::time::Instant::now();
+        let out = lab.farmctl().args(["plan", file]).env("FARMCTL_CONTROL_DIR", lab.dir.path().join(format!("ctl-{file}"))).output().unwrap();
+        assert!(out.status.success(), "{file}: {}", stderr(&out));
+        t.elapsed()
+    };
+    let near = timed("near.toml");
+    let far = timed("far.toml");
+    // An SSH handshake and a command take several round trips; each is at least 200 ms through the relay.
+    assert!(far >= std::time::Duration::from_millis(800), "the relay delays: {far:?} (without it: {near:?})");
+    let out = lab.farmctl().args(["apply", "far.toml", "--yes"]).env("FARMCTL_CONTROL_DIR", lab.dir.path().join("ctl-apply")).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lab.host("ivr-1").read("/etc/ivr/ivr.conf"), b"server web-b\n", "applied through the relay");
+}
