@@ -146,6 +146,7 @@ fn a_dead_primary_is_confirmed_and_every_client_is_repointed_and_stays_when_it_c
     std::thread::sleep(Duration::from_secs(4));
     assert!(IVRS.iter().all(|i| names_web_d(&lab, i)), "a primary that comes back does not take the service back: {}", w.text());
     let (code, log) = w.stop();
+    assert!(!log.contains("telling every host"), "one interrupt handler, the watcher's: {log}");
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("released its lease"), "{log}");
     assert!(plan(&lab).contains("service web: web-d is active (named by 6 client(s)); standbys: web-c"), "{}", plan(&lab));

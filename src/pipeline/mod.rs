@@ -117,7 +117,13 @@ impl Session {
     /// The executor's options for a run of `plan`. The run listens for SIGINT
     /// and SIGTERM from here on: they abort it cleanly instead of killing it.
     pub fn options(&self, plan: &Plan, max_fail: usize, detach: bool) -> apply::Options {
-        apply::Options { interrupted: interrupt_signal(), parallel: self.parallel, max_fail, owner: owner(plan), state_dir: self.farm.state_dir.clone(), detach, fence: None }
+        self.options_interrupted_by(plan, max_fail, detach, interrupt_signal())
+    }
+
+    /// [`Session::options`] with the caller's interruption instead of a new
+    /// signal handler (the watcher has its own, and says what an interrupt does).
+    pub fn options_interrupted_by(&self, plan: &Plan, max_fail: usize, detach: bool, interrupted: tokio::sync::watch::Receiver<bool>) -> apply::Options {
+        apply::Options { interrupted, parallel: self.parallel, max_fail, owner: owner(plan), state_dir: self.farm.state_dir.clone(), detach, fence: None }
     }
 
     /// Executes `plan` through the connections held.

@@ -170,8 +170,7 @@ async fn failover(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: 
     tracing::debug!(scope = svc.name.as_str(), event = "planned", "plan {} in {} ms", planned.plan.id, t.elapsed().as_millis());
     let clients: std::collections::BTreeSet<&str> = planned.plan.edits().map(|(a, _)| a.host.as_str()).collect();
     let n = clients.len();
-    let mut opts = session.options(&planned.plan, 0, false);
-    opts.interrupted = interrupted.clone();
+    let mut opts = session.options_interrupted_by(&planned.plan, 0, false, interrupted.clone());
     opts.fence = Some((svc.name.clone(), epoch));
     let t = Instant::now();
     let summary = session.execute(&planned, &opts, &Traced(&svc.name), &Journal::open()).await;
