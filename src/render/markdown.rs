@@ -168,7 +168,7 @@ pub fn markdown(plan: &Plan, now: Option<jiff::Timestamp>) -> String {
     for (h, e) in &failed {
         writeln!(s, "- :warning: **{h}** not planned: {}", e.lines().next().unwrap_or("")).unwrap();
     }
-    // Notes repeat per host: say each once with its hosts, and bound the list.
+    // A plan of many hosts can have many notes: the list is bounded.
     for n in plan.notes.iter().take(30) {
         writeln!(s, "- {}", cell(n)).unwrap();
     }
