@@ -362,3 +362,24 @@ fn adopting_a_standalone_server_renames_the_machine_and_its_clients_keep_its_old
     let again = lab.farmctl().args(["plan", "farm.toml", "--detailed-exitcode"]).output().unwrap();
     assert_eq!(again.status.code(), Some(0), "once applied, the plan is clean: {}", lab::stdout(&again));
 }
+
+#[test]
+fn a_failover_planned_from_the_watchers_reading_is_planned_again_when_a_client_changed_since() {
+    let mut lab = start("", None);
+    let mut w = Watcher::start(&lab);
+    assert!(w.wait_for("web-c is active", 20), "{}", w.text());
+    // The watcher reads every host on its first healthy beat; then ivr-1's file changes.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut changed = lab.host("ivr-1").read("/etc/ivr/ivr.toml");
+    changed.extend_from_slice(b"# edited by hand after the watcher's reading\n");
+    lab.host("ivr-1").write("/etc/ivr/ivr.toml", &changed);
+    lab.host_mut("web-c").crash();
+    assert!(w.wait_for("repointed", 25), "{}", w.text());
+    let (_, log) = w.stop();
+    assert!(log.contains("web: stale: a client changed since the watcher last read it"), "the first attempt was refused on the host: {log}");
+    let ivr1 = String::from_utf8(lab.host("ivr-1").read("/etc/ivr/ivr.toml")).unwrap();
+    assert!(ivr1.contains("web-d") && !ivr1.contains("\"web-c\"") && ivr1.ends_with("# edited by hand after the watcher's reading\n"), "repointed, and the hand edit kept: {ivr1}");
+    for i in &IVRS[1..] {
+        assert!(names_web_d(&lab, i), "{i}");
+    }
+}

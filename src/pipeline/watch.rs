@@ -138,7 +138,61 @@ fn journal(service: &str, farm: &Farm, outcome: &str, detail: String) {
 
 /// Repoints every client from `from` to `to`: an immediate replacement,
 /// planned and applied through the pipeline. Returns the clients repointed.
-async fn failover(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: &Service, from: &str, to: &str, epoch: u64, log: Log, interrupted: &tokio::sync::watch::Receiver<bool>) -> std::result::Result<usize, String> {
+/// The hosts' states as the watcher last read them between failures, and when.
+type Cache = Arc<std::sync::Mutex<Option<(Instant, crate::live::LiveFarm)>>>;
+
+/// How often a healthy watcher reads every host again for [`Cache`], and how
+/// old a reading a failover may still start from.
+const REFRESH: Duration = Duration::from_secs(10);
+const FRESH: Duration = Duration::from_secs(20);
+
+/// Reads every host (but `skip`) in the background into `cache`, over the held connections.
+fn refresh(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, cache: &Cache) {
+    let mut session = Session::with_farm(farm.clone(), 64);
+    session.hosts = held.clone();
+    let (cache, all): (Cache, Vec<String>) = (cache.clone(), farm.hosts.keys().cloned().collect());
+    tokio::spawn(async move {
+        session.read(&all).await;
+        if let Ok(mut c) = cache.lock() {
+            *c = Some((Instant::now(), std::mem::take(&mut session.live)));
+        }
+        let hosts = std::mem::take(&mut session.hosts);
+        tokio::task::spawn_blocking(move || drop(hosts));
+    });
+}
+
+/// A failover, planned from the watcher's recent reading when there is one
+/// (no read while clients wait); a client whose file changed since refuses
+/// it on the host, and then the failover is planned again from a fresh read.
+#[allow(clippy::too_many_arguments)]
+async fn failover(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: &Service, from: &str, to: &str, epoch: u64, cache: &Cache, log: Log, interrupted: &tokio::sync::watch::Receiver<bool>) -> std::result::Result<usize, String> {
+    let recent = cache.lock().ok().and_then(|c| c.as_ref().filter(|(t, _)| t.elapsed() < FRESH).map(|(_, l)| l.clone()));
+    if let Some(live) = recent {
+        match failover_from(farm, held, svc, from, to, epoch, Some(live), log, interrupted).await {
+            Err(Attempt::Stale(why)) => log.event(&svc.name, "stale", &format!("a client changed since the watcher last read it ({why}); planning again from a fresh read")),
+            other => return other.map_err(Attempt::into_message),
+        }
+    }
+    failover_from(farm, held, svc, from, to, epoch, None, log, interrupted).await.map_err(Attempt::into_message)
+}
+
+/// Why a failover attempt did not complete.
+enum Attempt {
+    /// Only refusals of files changed since the reading: nothing was written.
+    Stale(String),
+    Failed(String),
+}
+
+impl Attempt {
+    fn into_message(self) -> String {
+        match self {
+            Attempt::Stale(m) | Attempt::Failed(m) => m,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn failover_from(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: &Service, from: &str, to: &str, epoch: u64, live: Option<crate::live::LiveFarm>, log: Log, interrupted: &tokio::sync::watch::Receiver<bool>) -> std::result::Result<usize, Attempt> {
     let mut f = (**farm).clone();
     f.rollouts.clear();
     f.replacements.clear();
@@ -158,15 +212,23 @@ async fn failover(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: 
     session.hosts = held.iter().filter(|(h, _)| *h != from).map(|(h, c)| (h.clone(), c.clone())).collect();
     let scope: Vec<String> = f.hosts.keys().filter(|h| *h != from).cloned().collect();
     let t = Instant::now();
-    session.read(&scope).await;
-    tracing::debug!(scope = svc.name.as_str(), event = "read", "{} host(s) read in {} ms", scope.len(), t.elapsed().as_millis());
+    match live {
+        Some(live) => {
+            session.live = live.into_iter().filter(|(h, _)| *h != from).collect();
+            tracing::debug!(scope = svc.name.as_str(), event = "read", "{} host(s) as last read by the watcher", session.live.len());
+        }
+        None => {
+            session.read(&scope).await;
+            tracing::debug!(scope = svc.name.as_str(), event = "read", "{} host(s) read in {} ms", scope.len(), t.elapsed().as_millis());
+        }
+    }
     // Hosts that cannot be read now are left out, and said so: the service comes first.
     let readable: Vec<String> = scope.iter().filter(|h| matches!(session.live.get(*h), Some(Ok(_)))).cloned().collect();
     for h in scope.iter().filter(|h| !readable.contains(h)) {
         log.event(&svc.name, "skipped", &format!("{h} cannot be read; it is not repointed now"));
     }
     let t = Instant::now();
-    let planned = session.plan(&readable, &[]).map_err(|e| e.message)?;
+    let planned = session.plan(&readable, &[]).map_err(|e| Attempt::Failed(e.message))?;
     tracing::debug!(scope = svc.name.as_str(), event = "planned", "plan {} in {} ms", planned.plan.id, t.elapsed().as_millis());
     let clients: std::collections::BTreeSet<&str> = planned.plan.edits().map(|(a, _)| a.host.as_str()).collect();
     let n = clients.len();
@@ -176,11 +238,13 @@ async fn failover(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: 
     let summary = session.execute(&planned, &opts, &Traced(&svc.name), &Journal::open()).await;
     tracing::debug!(scope = svc.name.as_str(), event = "applied", "plan {} applied in {} ms", planned.plan.id, t.elapsed().as_millis());
     if summary.ok() {
-        Ok(n)
-    } else {
-        let bad: Vec<String> = summary.hosts.iter().filter(|(_, s)| !s.is_ok()).map(|(h, s)| format!("{h}: {s}")).collect();
-        Err(format!("plan {}: {}", planned.plan.id, bad.join("; ")))
+        return Ok(n);
     }
+    let bad: Vec<String> = summary.hosts.iter().filter(|(_, s)| !s.is_ok()).map(|(h, s)| format!("{h}: {s}")).collect();
+    let why = format!("plan {}: {}", planned.plan.id, bad.join("; "));
+    // Refused for a changed file, and nothing written anywhere: a newer reading will do.
+    let stale = summary.hosts.values().any(|s| matches!(s, crate::apply::HostState::Refused { .. })) && summary.hosts.values().all(|s| s.written().is_empty());
+    Err(if stale { Attempt::Stale(why) } else { Attempt::Failed(why) })
 }
 
 /// A failover's apply events, as the watcher's debug events (`-v`): the
@@ -246,6 +310,8 @@ async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut client
     let mut last_sync: BTreeMap<String, (Instant, u64)> = BTreeMap::new();
     let mut epoch = 0;
     let mut last_beat_ms = 0;
+    let cache: Cache = Default::default();
+    let mut refreshed: Option<Instant> = None;
     let port = farm.ssh.port.unwrap_or(22);
     loop {
         let tick = Instant::now();
@@ -286,6 +352,10 @@ async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut client
         }
         match monitor.heartbeat(ok, now_ms()) {
             Step::Healthy => {
+                if refreshed.is_none_or(|t| t.elapsed() >= REFRESH) {
+                    refreshed = Some(Instant::now());
+                    refresh(&farm, &conns.hosts, &cache);
+                }
                 if !svc.sync.is_empty() {
                     sync(&mut conns, &farm, &svc, &active, epoch, &mut last_sync, log, limit).await;
                 }
@@ -347,7 +417,7 @@ async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut client
                                 }
                                 Choice::FailoverTo(next) => {
                                     log.event(&svc.name, "failover", &format!("repointing the clients from {active} to {next}"));
-                                    match failover(&farm, &conns.hosts, &svc, &active, &next, epoch, log, &interrupted).await {
+                                    match failover(&farm, &conns.hosts, &svc, &active, &next, epoch, &cache, log, &interrupted).await {
                                         Ok(n) => {
                                             log.event(&svc.name, "repointed", &format!("{n} client(s) now name {next}; {active} will be a standby when it comes back"));
                                             journal(&svc.name, &farm, "failover", format!("{active} -> {next}: {n} client(s) repointed"));
