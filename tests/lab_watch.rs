@@ -383,3 +383,25 @@ fn a_failover_planned_from_the_watchers_reading_is_planned_again_when_a_client_c
         assert!(names_web_d(&lab, i), "{i}");
     }
 }
+
+#[test]
+fn a_second_failover_soon_after_the_first_repoints_every_client_again() {
+    // The watcher's reading from before the first failover must not plan the second.
+    let mut lab = start("", None);
+    let mut w = Watcher::start(&lab);
+    assert!(w.wait_for("web-c is active", 20), "{}", w.text());
+    std::thread::sleep(Duration::from_secs(2));
+    lab.host_mut("web-c").crash();
+    assert!(w.wait_for("now name web-d", 25), "{}", w.text());
+    lab.host_mut("web-c").restart();
+    std::thread::sleep(Duration::from_secs(3));
+    lab.host_mut("web-d").crash();
+    assert!(w.wait_for("now name web-c", 25), "{}", w.text());
+    let (_, log) = w.stop();
+    let (c, d) = (&lab.host("web-c").address, &lab.host("web-d").address);
+    for i in IVRS {
+        let now = String::from_utf8(lab.host(i).read("/etc/ivr/ivr.toml")).unwrap();
+        assert_eq!(now, render(IVR_TOML, i, "web-c", c, "web-c", c), "{i} names web-c again, by name and address: {log}");
+        assert!(!now.contains(d.as_str()), "{i}");
+    }
+}

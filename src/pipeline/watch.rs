@@ -138,8 +138,36 @@ fn journal(service: &str, farm: &Farm, outcome: &str, detail: String) {
 
 /// Repoints every client from `from` to `to`: an immediate replacement,
 /// planned and applied through the pipeline. Returns the clients repointed.
-/// The hosts' states as the watcher last read them between failures, and when.
-type Cache = Arc<std::sync::Mutex<Option<(Instant, crate::live::LiveFarm)>>>;
+/// The hosts' states as the watcher last read them between failures, and
+/// when. A failover writes the clients, so it empties the cache and bumps the
+/// generation: a reading started before it is never used after it.
+#[derive(Clone, Default)]
+struct Cache(Arc<std::sync::Mutex<(u64, Option<(Instant, crate::live::LiveFarm)>)>>);
+
+impl Cache {
+    fn generation(&self) -> u64 {
+        self.0.lock().map(|c| c.0).unwrap_or(0)
+    }
+
+    fn store(&self, generation: u64, live: crate::live::LiveFarm) {
+        if let Ok(mut c) = self.0.lock() {
+            if c.0 == generation {
+                c.1 = Some((Instant::now(), live));
+            }
+        }
+    }
+
+    fn recent(&self) -> Option<crate::live::LiveFarm> {
+        self.0.lock().ok().and_then(|c| c.1.as_ref().filter(|(t, _)| t.elapsed() < FRESH).map(|(_, l)| l.clone()))
+    }
+
+    fn invalidate(&self) {
+        if let Ok(mut c) = self.0.lock() {
+            c.0 += 1;
+            c.1 = None;
+        }
+    }
+}
 
 /// How often a healthy watcher reads every host again for [`Cache`], and how
 /// old a reading a failover may still start from.
@@ -151,11 +179,10 @@ fn refresh(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, cache: &Cach
     let mut session = Session::with_farm(farm.clone(), 64);
     session.hosts = held.clone();
     let (cache, all): (Cache, Vec<String>) = (cache.clone(), farm.hosts.keys().cloned().collect());
+    let generation = cache.generation();
     tokio::spawn(async move {
         session.read(&all).await;
-        if let Ok(mut c) = cache.lock() {
-            *c = Some((Instant::now(), std::mem::take(&mut session.live)));
-        }
+        cache.store(generation, std::mem::take(&mut session.live));
         let hosts = std::mem::take(&mut session.hosts);
         tokio::task::spawn_blocking(move || drop(hosts));
     });
@@ -166,7 +193,9 @@ fn refresh(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, cache: &Cach
 /// it on the host, and then the failover is planned again from a fresh read.
 #[allow(clippy::too_many_arguments)]
 async fn failover(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: &Service, from: &str, to: &str, epoch: u64, cache: &Cache, log: Log, interrupted: &tokio::sync::watch::Receiver<bool>) -> std::result::Result<usize, String> {
-    let recent = cache.lock().ok().and_then(|c| c.as_ref().filter(|(t, _)| t.elapsed() < FRESH).map(|(_, l)| l.clone()));
+    let recent = cache.recent();
+    // Whatever happens now writes clients: no reading from before it may plan a later one.
+    cache.invalidate();
     if let Some(live) = recent {
         match failover_from(farm, held, svc, from, to, epoch, Some(live), log, interrupted).await {
             Err(Attempt::Stale(why)) => log.event(&svc.name, "stale", &format!("a client changed since the watcher last read it ({why}); planning again from a fresh read")),
@@ -212,6 +241,7 @@ async fn failover_from(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, 
     session.hosts = held.iter().filter(|(h, _)| *h != from).map(|(h, c)| (h.clone(), c.clone())).collect();
     let scope: Vec<String> = f.hosts.keys().filter(|h| *h != from).cloned().collect();
     let t = Instant::now();
+    let from_reading = live.is_some();
     match live {
         Some(live) => {
             session.live = live.into_iter().filter(|(h, _)| *h != from).collect();
@@ -232,6 +262,10 @@ async fn failover_from(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, 
     tracing::debug!(scope = svc.name.as_str(), event = "planned", "plan {} in {} ms", planned.plan.id, t.elapsed().as_millis());
     let clients: std::collections::BTreeSet<&str> = planned.plan.edits().map(|(a, _)| a.host.as_str()).collect();
     let n = clients.len();
+    if n == 0 && from_reading {
+        // The reading says no client names the dead member: only a fresh read may say so.
+        return Err(Attempt::Stale("the watcher's reading shows no client to repoint".into()));
+    }
     let mut opts = session.options_interrupted_by(&planned.plan, 0, false, interrupted.clone());
     opts.fence = Some((svc.name.clone(), epoch));
     let t = Instant::now();
