@@ -2,6 +2,7 @@
 //! load the farm, connect, read the live hosts, plan, check, execute. Nothing
 //! here prints or prompts; the command layer does that with what comes back.
 
+mod failover;
 mod saved;
 pub mod watch;
 

@@ -3,10 +3,11 @@
 //! pure state machine; a failover is a replacement planned and applied
 //! through the same pipeline as any other, and lands in the journal.
 
+use super::failover::{failover, refresh, Cache, REFRESH};
 use super::Session;
 use crate::apply::journal::{Entry, Journal};
 use crate::error::{Error, ErrorKind, Result};
-use crate::farm::{Check, Farm, Replacement, Service, Strategy};
+use crate::farm::{Check, Farm, Service};
 use crate::live::FileState;
 use crate::transport::{self, AnyHost, Host, LeaseState, Reach};
 use crate::watch::{Choice, Monitor, Step, Verdict};
@@ -138,159 +139,6 @@ fn journal(service: &str, farm: &Farm, outcome: &str, detail: String) {
 
 /// Repoints every client from `from` to `to`: an immediate replacement,
 /// planned and applied through the pipeline. Returns the clients repointed.
-/// The hosts' states as the watcher last read them between failures, and
-/// when. A failover writes the clients, so it empties the cache and bumps the
-/// generation: a reading started before it is never used after it.
-#[derive(Clone, Default)]
-struct Cache(Arc<std::sync::Mutex<(u64, Option<(Instant, crate::live::LiveFarm)>)>>);
-
-impl Cache {
-    fn generation(&self) -> u64 {
-        self.0.lock().map(|c| c.0).unwrap_or(0)
-    }
-
-    fn store(&self, generation: u64, live: crate::live::LiveFarm) {
-        if let Ok(mut c) = self.0.lock() {
-            if c.0 == generation {
-                c.1 = Some((Instant::now(), live));
-            }
-        }
-    }
-
-    fn recent(&self) -> Option<crate::live::LiveFarm> {
-        self.0.lock().ok().and_then(|c| c.1.as_ref().filter(|(t, _)| t.elapsed() < FRESH).map(|(_, l)| l.clone()))
-    }
-
-    fn invalidate(&self) {
-        if let Ok(mut c) = self.0.lock() {
-            c.0 += 1;
-            c.1 = None;
-        }
-    }
-}
-
-/// How often a healthy watcher reads every host again for [`Cache`], and how
-/// old a reading a failover may still start from.
-const REFRESH: Duration = Duration::from_secs(10);
-const FRESH: Duration = Duration::from_secs(20);
-
-/// Reads every host (but `skip`) in the background into `cache`, over the held connections.
-fn refresh(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, cache: &Cache) {
-    let mut session = Session::with_farm(farm.clone(), 64);
-    session.hosts = held.clone();
-    let (cache, all): (Cache, Vec<String>) = (cache.clone(), farm.hosts.keys().cloned().collect());
-    let generation = cache.generation();
-    tokio::spawn(async move {
-        session.read(&all).await;
-        cache.store(generation, std::mem::take(&mut session.live));
-        let hosts = std::mem::take(&mut session.hosts);
-        tokio::task::spawn_blocking(move || drop(hosts));
-    });
-}
-
-/// A failover, planned from the watcher's recent reading when there is one
-/// (no read while clients wait); a client whose file changed since refuses
-/// it on the host, and then the failover is planned again from a fresh read.
-#[allow(clippy::too_many_arguments)]
-async fn failover(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: &Service, from: &str, to: &str, epoch: u64, cache: &Cache, log: Log, interrupted: &tokio::sync::watch::Receiver<bool>) -> std::result::Result<usize, String> {
-    let recent = cache.recent();
-    // Whatever happens now writes clients: no reading from before it may plan a later one.
-    cache.invalidate();
-    if let Some(live) = recent {
-        match failover_from(farm, held, svc, from, to, epoch, Some(live), log, interrupted).await {
-            Err(Attempt::Stale(why)) => log.event(&svc.name, "stale", &format!("a client changed since the watcher last read it ({why}); planning again from a fresh read")),
-            other => return other.map_err(Attempt::into_message),
-        }
-    }
-    failover_from(farm, held, svc, from, to, epoch, None, log, interrupted).await.map_err(Attempt::into_message)
-}
-
-/// Why a failover attempt did not complete.
-enum Attempt {
-    /// Only refusals of files changed since the reading: nothing was written.
-    Stale(String),
-    Failed(String),
-}
-
-impl Attempt {
-    fn into_message(self) -> String {
-        match self {
-            Attempt::Stale(m) | Attempt::Failed(m) => m,
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn failover_from(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: &Service, from: &str, to: &str, epoch: u64, live: Option<crate::live::LiveFarm>, log: Log, interrupted: &tokio::sync::watch::Receiver<bool>) -> std::result::Result<usize, Attempt> {
-    let mut f = (**farm).clone();
-    f.rollouts.clear();
-    f.replacements.clear();
-    match svc.strategy {
-        // The clients' files name the member: replace it, by name, alias and address.
-        Strategy::Rewrite => f.replacements.push(Replacement { index: 0, old: from.to_string(), new: to.to_string(), at: None, on: vec![], skip_paths: vec![], skip_lines: vec![] }),
-        // The clients' hosts files map the virtual name: point it at the next member.
-        Strategy::Hosts => {
-            if let Some(s) = f.services.get_mut(&svc.name) {
-                s.pin = Some(to.to_string());
-            }
-        }
-    }
-    let f = Arc::new(f);
-    let mut session = Session::with_farm(f.clone(), 64);
-    // The watcher's own connections serve the failover: no new handshakes while clients wait.
-    session.hosts = held.iter().filter(|(h, _)| *h != from).map(|(h, c)| (h.clone(), c.clone())).collect();
-    let scope: Vec<String> = f.hosts.keys().filter(|h| *h != from).cloned().collect();
-    let t = Instant::now();
-    let from_reading = live.is_some();
-    match live {
-        Some(live) => {
-            session.live = live.into_iter().filter(|(h, _)| *h != from).collect();
-            tracing::debug!(scope = svc.name.as_str(), event = "read", "{} host(s) as last read by the watcher", session.live.len());
-        }
-        None => {
-            session.read(&scope).await;
-            tracing::debug!(scope = svc.name.as_str(), event = "read", "{} host(s) read in {} ms", scope.len(), t.elapsed().as_millis());
-        }
-    }
-    // Hosts that cannot be read now are left out, and said so: the service comes first.
-    let readable: Vec<String> = scope.iter().filter(|h| matches!(session.live.get(*h), Some(Ok(_)))).cloned().collect();
-    for h in scope.iter().filter(|h| !readable.contains(h)) {
-        log.event(&svc.name, "skipped", &format!("{h} cannot be read; it is not repointed now"));
-    }
-    let t = Instant::now();
-    let planned = session.plan(&readable, &[]).map_err(|e| Attempt::Failed(e.message))?;
-    tracing::debug!(scope = svc.name.as_str(), event = "planned", "plan {} in {} ms", planned.plan.id, t.elapsed().as_millis());
-    let clients: std::collections::BTreeSet<&str> = planned.plan.edits().map(|(a, _)| a.host.as_str()).collect();
-    let n = clients.len();
-    if n == 0 && from_reading {
-        // The reading says no client names the dead member: only a fresh read may say so.
-        return Err(Attempt::Stale("the watcher's reading shows no client to repoint".into()));
-    }
-    let mut opts = session.options_interrupted_by(&planned.plan, 0, false, interrupted.clone());
-    opts.fence = Some((svc.name.clone(), epoch));
-    let t = Instant::now();
-    let summary = session.execute(&planned, &opts, &Traced(&svc.name), &Journal::open()).await;
-    tracing::debug!(scope = svc.name.as_str(), event = "applied", "plan {} applied in {} ms", planned.plan.id, t.elapsed().as_millis());
-    if summary.ok() {
-        return Ok(n);
-    }
-    let bad: Vec<String> = summary.hosts.iter().filter(|(_, s)| !s.is_ok()).map(|(h, s)| format!("{h}: {s}")).collect();
-    let why = format!("plan {}: {}", planned.plan.id, bad.join("; "));
-    // Refused for a changed file, and nothing written anywhere: a newer reading will do.
-    let stale = summary.hosts.values().any(|s| matches!(s, crate::apply::HostState::Refused { .. })) && summary.hosts.values().all(|s| s.written().is_empty());
-    Err(if stale { Attempt::Stale(why) } else { Attempt::Failed(why) })
-}
-
-/// A failover's apply events, as the watcher's debug events (`-v`): the
-/// log stays one event per line, JSON lines included.
-struct Traced<'a>(&'a str);
-
-impl crate::apply::Reporter for Traced<'_> {
-    fn event(&self, e: crate::apply::Event) {
-        tracing::debug!(scope = self.0, event = "apply", "{}", e.line());
-    }
-}
-
 /// Copies each `sync` path from the active member to every standby where it differs.
 async fn sync(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, epoch: u64, last_sync: &mut BTreeMap<String, (Instant, u64)>, log: Log, limit: Duration) {
     let Some(a) = conns.get(active, limit).await else { return };
