@@ -47,7 +47,7 @@ impl Cache {
 pub(super) const REFRESH: Duration = Duration::from_secs(10);
 const FRESH: Duration = Duration::from_secs(20);
 
-/// Reads every host (but `skip`) in the background into `cache`, over the held connections.
+/// Reads every host in the background into `cache`, over the held connections.
 pub(super) fn refresh(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, cache: &Cache) {
     let mut session = Session::with_farm(farm.clone(), 64);
     session.hosts = held.clone();
