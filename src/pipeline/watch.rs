@@ -79,19 +79,19 @@ async fn check(conns: &mut Conns, farm: &Farm, svc: &Service, member: &str, limi
         }
         Check::Ssh | Check::Command(_) => {
             let cmd = if let Check::Command(c) = &svc.check { c.as_str() } else { "true" };
-            let held = conns.hosts.contains_key(member);
-            let mut ok = match conns.get(member, limit).await {
-                Some(h) => matches!(tokio::time::timeout(limit, h.command(cmd)).await, Ok(Ok(Some(c))) if c.status == 0),
-                None => false,
-            };
-            if !ok && held {
-                // A connection made before the member restarted fails though the member is
-                // up: one fresh try, so that a miss is the member's and not the connection's.
-                conns.forget(member);
+            // A connection made before the member restarted fails though the member is
+            // up: a held one gets one fresh try, so that a miss is the member's.
+            let tries = if conns.hosts.contains_key(member) { 2 } else { 1 };
+            let mut ok = false;
+            for _ in 0..tries {
                 ok = match conns.get(member, limit).await {
                     Some(h) => matches!(tokio::time::timeout(limit, h.command(cmd)).await, Ok(Ok(Some(c))) if c.status == 0),
                     None => false,
                 };
+                if ok {
+                    break;
+                }
+                conns.forget(member);
             }
             ok
         }

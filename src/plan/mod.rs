@@ -290,12 +290,13 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
                 'edit: {
                     let here: Vec<&&Replacement> = groups.get(t).into_iter().flatten().filter(|r| farm.applies_to(r, host) && !r.skip_paths.iter().any(|g| crate::farm::glob(g, path))).collect();
                     let rules: Vec<Rule> = here.iter().flat_map(|r| rules_for(farm, r)).collect();
-                    let replacer = here.iter().fold(Replacer::new(rules.clone()), |rep, r| rep.skipping(r.index, &r.skip_lines));
+                    let no_rules = rules.is_empty();
+                    let replacer = here.iter().fold(Replacer::new(rules), |rep, r| rep.skipping(r.index, &r.skip_lines));
                     let group_sets = if t.is_none() { sets } else { &[] };
                     let mut bytes = content.clone();
                     let mut reasons = Vec::new();
                     let mut replaced = Vec::new();
-                    if !rules.is_empty() || !group_sets.is_empty() {
+                    if !no_rules || !group_sets.is_empty() {
                         match edit::edit_file(path, &content, &replacer, group_sets) {
                             Ok(e) if !e.causes.is_empty() => {
                                 reasons.extend(e.causes.iter().map(|c| reason(farm, c)));

@@ -130,8 +130,7 @@ pub fn mermaid(plan: &Plan) -> String {
             reasons.sort();
             reasons.dedup();
             let what = if reasons.len() <= 3 { reasons.join("; ") } else { format!("{} changes", reasons.len()) };
-            let mut distinct: Vec<&str> = hosts.clone();
-            distinct.dedup();
+            let distinct: std::collections::BTreeSet<&str> = hosts.iter().copied().collect();
             steps.push(format!("switch: {what}<br/>{} edit(s) on {} host(s)", edits.len(), distinct.len()));
         }
         let retires: Vec<&str> = in_stage.iter().filter(|a| matches!(a.kind, ActionKind::Retire { .. })).map(|a| a.host.as_str()).collect();
