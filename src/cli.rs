@@ -98,8 +98,23 @@ pub struct ApplyArgs {
     /// Arm a timer on each host for the scheduled switch, and exit
     #[arg(long)]
     pub detach: bool,
+    /// Who fires a scheduled switch: each host at T by its own clock, or this
+    /// workstation's word at T (each host then switches one network delay late)
+    #[arg(long, value_enum, default_value_t = SwitchBy::Host, value_name = "WHO")]
+    pub switch_by: SwitchBy,
+    /// Refuse a switch by the hosts' clocks when a host's clock is further
+    /// off this workstation's than this
+    #[arg(long, default_value = "50ms", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_clock_offset: std::time::Duration,
     #[command(flatten)]
     pub reach: Reach,
+}
+
+/// Who fires a scheduled switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SwitchBy {
+    Host,
+    Workstation,
 }
 
 /// `farmctl show`

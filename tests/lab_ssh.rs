@@ -317,11 +317,9 @@ fn an_imported_ansible_inventory_of_20_hosts_in_3_groups_validates_and_plans_aga
 fn a_host_behind_the_labs_delaying_relay_is_planned_and_applied_through_it() {
     // tests/lab/delay.py as ProxyCommand: 100 ms each way for ivr-1, as a far site would have.
     let lab = lab::Lab::start(&["web-a", "web-b", "ivr-1"]);
-    let relay = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/delay.py");
-    let config = lab.dir.path().join("ssh_config_delayed");
-    let ivr = lab.host("ivr-1").address.clone();
-    std::fs::write(&config, format!("Host {ivr}\n  ProxyCommand python3 {} 100 %h %p\n{}", relay.display(), std::fs::read_to_string(&lab.ssh_config).unwrap())).unwrap();
-    lab.host("ivr-1").write("/etc/ivr/ivr.conf", b"server web-a\n");
+    let config = lab.delayed_ssh_config("ssh_config_delayed", &[("ivr-1", 100)]);
+    lab.host("ivr-1")
+        .write("/etc/ivr/ivr.conf", b"server web-a\n");
     for w in ["web-a", "web-b"] {
         lab.host(w).write("/etc/ivr-web/web.toml", b"name = \"x\"\n");
     }

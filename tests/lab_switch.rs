@@ -3,7 +3,7 @@
 
 mod lab;
 
-use lab::voice::{farm, lab, render, IVR_TOML, PEERS};
+use lab::voice::{farm, farm_custom, lab, render, IVR_TOML, PEERS};
 use lab::{stderr, stdout, Lab};
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
@@ -49,7 +49,11 @@ fn every_host_switches_together_at_the_scheduled_instant() {
     let t_ns = t.as_nanosecond();
     let times: Vec<i128> = IVRS.iter().map(|h| ctime_ns(&lab, h, "/etc/ivr/ivr.toml")).collect();
     for (h, c) in IVRS.iter().zip(&times) {
-        assert!(*c >= t_ns, "{h} switched {} ms before T", (t_ns - c) as f64 / 1e6);
+        assert!(
+            *c >= t_ns - CTIME_TICK_NS,
+            "{h} switched {} ms before T",
+            (t_ns - c) as f64 / 1e6
+        );
     }
     let measured = (times.iter().max().unwrap() - times.iter().min().unwrap()) as f64 / 1e6;
     assert!(measured < 100.0, "the hosts switched {measured:.1} ms apart");
@@ -60,6 +64,203 @@ fn every_host_switches_together_at_the_scheduled_instant() {
     assert_ne!(after, before);
     let (b, c) = (&lab.host("web-b").address, &lab.host("web-c").address);
     assert_eq!(String::from_utf8(lab.host("ivr-5").read("/etc/ivr/peers.conf")).unwrap(), render(PEERS, "ivr-5", "web-c", c, "web-b", b));
+}
+
+/// How far a file's ctime may lag the true time: the kernel stamps it from its
+/// coarse clock, one tick behind at most (4 ms at HZ=250; 10 ms at HZ=100).
+const CTIME_TICK_NS: i128 = 10_000_000;
+
+/// Each IVR host's rename of /etc/ivr/ivr.toml, in ns after `t` (negative: before).
+fn renames_after(lab: &Lab, t: jiff::Timestamp) -> Vec<(&'static str, i128)> {
+    IVRS.iter()
+        .map(|h| {
+            (
+                *h,
+                ctime_ns(lab, h, "/etc/ivr/ivr.toml") - t.as_nanosecond(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn hosts_far_apart_switch_at_t_by_their_own_clocks_where_the_workstations_word_lands_late() {
+    let lab = lab();
+    // One-way delays from 0 to 150 ms, as sites far apart would have: ivr-6 is the farthest.
+    let config = lab.delayed_ssh_config(
+        "ssh_config_far",
+        &[
+            ("ivr-2", 30),
+            ("ivr-3", 60),
+            ("ivr-4", 90),
+            ("ivr-5", 120),
+            ("ivr-6", 150),
+        ],
+    );
+    let ssh = format!("config_file = \"{}\"\n", config.display());
+    let reload = "echo reload $(hostname) >> /var/log/farmlab/reloads";
+    let t = at(15);
+    farm_custom(&lab, reload, &ssh, &replace_all_ivrs(t));
+    let out = lab
+        .farmctl()
+        .args(["apply", "farm.toml", "--yes"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{}{err}", stdout(&out));
+    let after = renames_after(&lab, t);
+    for (h, d) in &after {
+        assert!(
+            *d >= -CTIME_TICK_NS,
+            "{h} switched {} ms before T",
+            -d / 1_000_000
+        );
+    }
+    // On the workstation's word, ivr-6 could not switch before T + 150 ms: the
+    // relay holds the word that long. By its own clock it does not wait for a word.
+    let far = after[5].1 as f64 / 1e6;
+    assert!(
+        far < 150.0,
+        "ivr-6 switched {far:.1} ms after T, as late as the network would make it"
+    );
+    let skew = (after.iter().map(|a| a.1).max().unwrap() - after.iter().map(|a| a.1).min().unwrap())
+        as f64
+        / 1e6;
+    assert!(
+        skew < 100.0,
+        "the hosts switched {skew:.1} ms apart: {after:?}"
+    );
+    assert!(err.contains("after T by the hosts' clocks"), "{err}");
+    // The journal keeps each host's rename time and its clock, as measured right before T.
+    let journal = std::fs::read_to_string(&lab.journal).unwrap();
+    let line = journal
+        .lines()
+        .find(|l| l.contains("\"host\":\"ivr-6\"") && l.contains("ivr.toml"))
+        .unwrap();
+    let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+    let renamed: jiff::Timestamp = entry["renamed_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        renamed >= t && renamed.as_nanosecond() - t.as_nanosecond() < 150_000_000,
+        "{line}"
+    );
+    assert!(
+        entry["clock_offset_ms"].as_i64().unwrap().abs() < 50,
+        "the same machine's clock, measured over 150 ms each way: {line}"
+    );
+    assert!(
+        entry["clock_uncertainty_ms"].as_i64().unwrap() >= 150,
+        "half a round trip through the relay: {line}"
+    );
+
+    // The same farm on the workstation's word: the far host lands a network delay late.
+    let t = at(12);
+    farm_custom(
+        &lab,
+        reload,
+        &ssh,
+        &format!("[[replace]]\nold = \"web-c\"\nnew = \"web-a\"\nat = \"{t}\"\n"),
+    );
+    let out = lab
+        .farmctl()
+        .args(["apply", "farm.toml", "--yes", "--switch-by", "workstation"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let after = renames_after(&lab, t);
+    assert!(
+        after[5].1 >= 150_000_000,
+        "on the workstation's word ivr-6 switched {} ms after T, under the relay's 150 ms",
+        after[5].1 / 1_000_000
+    );
+    assert!(after.iter().all(|(_, d)| *d >= 0), "{after:?}");
+}
+
+#[test]
+fn a_host_whose_clock_is_off_is_refused_for_a_switch_by_the_hosts_clocks() {
+    let lab = lab();
+    lab.host("ivr-5").skew_clock(400);
+    let t = at(8);
+    farm(&lab, &replace_all_ivrs(t));
+    let before = lab.snapshot();
+    let out = lab
+        .farmctl()
+        .args(["apply", "farm.toml", "--yes"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("off by more: ivr-5 +4"),
+        "names the host and its offset: {err}"
+    );
+    assert!(err.contains("--switch-by workstation"), "{err}");
+    lab::assert_same(
+        &lab.snapshot(),
+        &before,
+        "a refused switch stages nothing and takes no lock",
+    );
+
+    // Allowed a larger offset, ivr-5 renames at T by its own clock: 400 ms early in truth.
+    let out = lab
+        .farmctl()
+        .args(["apply", "farm.toml", "--yes", "--max-clock-offset", "1s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    for (h, d) in renames_after(&lab, t) {
+        if h == "ivr-5" {
+            assert!(
+                d < -200_000_000,
+                "ivr-5 follows its own clock, 400 ms ahead: it switched {} ms after T",
+                d / 1_000_000
+            );
+        } else {
+            assert!(
+                d >= -CTIME_TICK_NS,
+                "{h} switched {} ms before T",
+                -d / 1_000_000
+            );
+        }
+    }
+}
+
+#[test]
+fn a_clock_the_read_could_not_judge_is_judged_by_the_check_before_t_and_stops_every_host() {
+    let lab = lab();
+    // 250 ms each way hides a clock 250 ms behind from the read (its channel
+    // opening leans the estimate by one delay); the check's single round trip does not.
+    lab.host("ivr-5").skew_clock(-250);
+    let config = lab.delayed_ssh_config("ssh_config_far", &[("ivr-5", 250)]);
+    let t = at(15);
+    farm_custom(
+        &lab,
+        "true",
+        &format!("config_file = \"{}\"\n", config.display()),
+        &replace_all_ivrs(t),
+    );
+    let before = lab.targets();
+    let out = lab
+        .farmctl()
+        .args(["apply", "farm.toml", "--yes"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("ivr-5's clock is -2"), "{err}");
+    assert!(
+        err.contains("over --max-clock-offset 50 ms: it did not switch"),
+        "{err}"
+    );
+    lab::assert_same(
+        &lab.targets(),
+        &before,
+        "all or nothing: one host's clock stops every host before T",
+    );
+    for h in IVRS {
+        assert!(
+            !lab.host(h).state("lock").exists(),
+            "{h}'s lock was released"
+        );
+    }
 }
 
 #[test]
@@ -81,8 +282,14 @@ fn a_detached_switch_fires_without_the_workstation_and_cancel_disarms_it() {
 
     std::thread::sleep(Duration::from_millis((t.as_millisecond() - jiff::Timestamp::now().as_millisecond()).max(0) as u64 + 1500));
     let t_ns = t.as_nanosecond();
-    let times: Vec<i128> = IVRS.iter().map(|h| ctime_ns(&lab, h, "/etc/ivr/ivr.toml")).collect();
-    assert!(times.iter().all(|c| *c >= t_ns), "no host switches before T");
+    let times: Vec<i128> = IVRS
+        .iter()
+        .map(|h| ctime_ns(&lab, h, "/etc/ivr/ivr.toml"))
+        .collect();
+    assert!(
+        times.iter().all(|c| *c >= t_ns - CTIME_TICK_NS),
+        "no host switches before T"
+    );
     let measured = (times.iter().max().unwrap() - times.iter().min().unwrap()) as f64 / 1e6;
     assert!(measured < 100.0, "detached hosts switched {measured:.1} ms apart");
     let (a, c) = (&lab.host("web-a").address, &lab.host("web-c").address);

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::PathBuf;
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Entry {
     pub time: String,
     pub plan: String,
@@ -18,6 +18,15 @@ pub struct Entry {
     pub outcome: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// A scheduled switch: when the host renamed the file, by its own clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_at: Option<String>,
+    /// A switch by the hosts' clocks: the host's clock against the workstation's
+    /// as its check measured it right before the switch, and to within how much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_uncertainty_ms: Option<i64>,
 }
 
 /// Where the journal lives: `$FARMCTL_JOURNAL`, else `$XDG_STATE_HOME/farmctl/journal.jsonl`,

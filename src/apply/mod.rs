@@ -46,6 +46,57 @@ pub struct Options {
     /// A watcher's failover: its service and lease epoch, which each host
     /// checks before it writes (a watcher whose lease is gone is refused).
     pub fence: Option<(String, u64)>,
+    /// Who fires a scheduled switch.
+    pub switch_by: SwitchBy,
+}
+
+/// Who fires a scheduled switch (`apply --switch-by`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchBy {
+    /// Each host renames at T by its own clock. The workstation asks every
+    /// host to check, [`SwitchBy::lead`] before T, and once all have answered
+    /// tells each `at T`. The skew is then the clocks' error, not the network's.
+    /// `one_way`: the slowest host's one-way delay, as the read measured it.
+    /// `max_offset`: a host whose clock is further off this workstation's, as
+    /// its answer to the check measures it, does not switch.
+    HostClock {
+        one_way: Duration,
+        max_offset: Duration,
+    },
+    /// The workstation says `go` down every session at T: hosts switch one
+    /// network delay after T, each its own.
+    Workstation,
+}
+
+impl SwitchBy {
+    pub fn max_offset_ms(self) -> i64 {
+        match self {
+            SwitchBy::HostClock { max_offset, .. } => max_offset.as_millis() as i64,
+            SwitchBy::Workstation => i64::MAX,
+        }
+    }
+
+    /// How long before T the hosts are asked to check: time for the check's
+    /// round trip, the `at` word's way out, and a margin for a loaded host.
+    pub fn lead(self) -> Duration {
+        match self {
+            SwitchBy::HostClock { one_way, .. } => {
+                (one_way * 6 + Duration::from_millis(700)).min(Duration::from_secs(20))
+            }
+            SwitchBy::Workstation => Duration::ZERO,
+        }
+    }
+
+    /// How long before T every answer must be in, so that `at T` reaches
+    /// the slowest host before T. A host that has not answered by then does not switch.
+    pub fn answers_by(self) -> Duration {
+        match self {
+            SwitchBy::HostClock { one_way, .. } => {
+                (one_way * 2 + Duration::from_millis(300)).min(Duration::from_secs(8))
+            }
+            SwitchBy::Workstation => Duration::ZERO,
+        }
+    }
 }
 
 /// What the executor tells the operator.
@@ -74,12 +125,40 @@ pub trait Reporter: Send + Sync {
     fn finish(&self) {}
 }
 
+/// A host's clock against this workstation's, from one round trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    pub offset_ms: i64,
+    /// Half the round trip: the offset is known to within this.
+    pub uncertainty_ms: i64,
+}
+
+impl Clock {
+    /// From a check asked at `asked_ns` and its answer, when the host told its time.
+    pub fn measured(asked_ns: i128, answer: crate::transport::Checked) -> Option<Clock> {
+        let host = answer.host_ns?;
+        let mid = (asked_ns + answer.received_ns) / 2;
+        Some(Clock {
+            offset_ms: ((host - mid) / 1_000_000) as i64,
+            uncertainty_ms: ((answer.received_ns - asked_ns).max(0) / 2_000_000) as i64,
+        })
+    }
+}
+
+impl std::fmt::Display for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:+} ms (±{} ms)", self.offset_ms, self.uncertainty_ms)
+    }
+}
+
 /// The result of a run.
 #[derive(Debug, Default)]
 pub struct Summary {
     pub hosts: BTreeMap<String, HostState>,
     /// Rename times (ns since the epoch, host clocks) per timed stage, by host.
     pub renames: BTreeMap<usize, BTreeMap<String, i128>>,
+    /// Each host's clock as measured by its check right before a switch by the hosts' clocks.
+    pub clocks: BTreeMap<String, Clock>,
     pub journal_error: Option<String>,
     /// Failures that leave every file in place (a retire command, say).
     pub problems: Vec<String>,
@@ -193,6 +272,7 @@ fn entries(plan: &Plan, host: &str, files: &[FileWrite], outcome: &HostState) ->
                 after_sha256: f.after_sha256.clone(),
                 outcome: word.into(),
                 detail,
+                ..Default::default()
             }
         })
         .collect()
@@ -245,21 +325,36 @@ pub fn detach_problem(plan: &Plan) -> Option<String> {
     None
 }
 
-/// Waits for `at`, reporting a countdown every few seconds. Returns false
-/// if the operator interrupted the wait.
-async fn wait_until(at: &str, reporter: &dyn Reporter, interrupted: &mut tokio::sync::watch::Receiver<bool>) -> bool {
-    let Ok(t) = at.parse::<jiff::Timestamp>() else { return true };
+/// Waits until `early` before `at`, reporting a countdown to `at` every few
+/// seconds. Returns false if the operator interrupted the wait.
+async fn wait_until(
+    at: &str,
+    early: Duration,
+    reporter: &dyn Reporter,
+    interrupted: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    let Ok(t) = at.parse::<jiff::Timestamp>() else {
+        return true;
+    };
     loop {
         if *interrupted.borrow() {
             return false;
         }
-        let remaining_ms = t.as_millisecond() - jiff::Timestamp::now().as_millisecond();
+        let remaining_ms =
+            t.as_millisecond() - early.as_millis() as i64 - jiff::Timestamp::now().as_millisecond();
         if remaining_ms <= 0 {
             return true;
         }
         let remaining = Duration::from_millis(remaining_ms as u64);
-        reporter.event(Event::Countdown { at: at.to_string(), remaining });
-        let step = if remaining > Duration::from_secs(60) { Duration::from_secs(30) } else { Duration::from_secs(5) };
+        reporter.event(Event::Countdown {
+            at: at.to_string(),
+            remaining: remaining + early,
+        });
+        let step = if remaining > Duration::from_secs(60) {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_secs(5)
+        };
         // The last stretch: one precise sleep, so every host's switch is sent at T.
         let last = remaining <= step + Duration::from_millis(200);
         let nap = if last { remaining } else { step };

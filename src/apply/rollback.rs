@@ -66,6 +66,7 @@ pub async fn rollback(plan: &Plan, hosts: &BTreeMap<String, Arc<AnyHost>>, opts:
                 after_sha256: f.before_sha256,
                 outcome: word.into(),
                 detail: "rollback".into(),
+                ..Default::default()
             })
             .collect();
         if let Err(e) = journal.record(&entries) {

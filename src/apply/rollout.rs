@@ -49,6 +49,7 @@ fn version_entry(run: &Level<'_>, host: &str, from: &str, to: &str, outcome: &st
         after_sha256: to.to_string(),
         outcome: outcome.into(),
         detail,
+        ..Default::default()
     }
 }
 
@@ -403,6 +404,7 @@ pub async fn undo(plan: &crate::plan::Plan, hosts: &BTreeMap<String, Arc<AnyHost
             after_sha256: from.clone(),
             outcome: outcome.into(),
             detail: "rollback".into(),
+            ..Default::default()
         };
         let _ = journal.record(&[entry]);
         reporter.event(Event::Host { host: a.host.clone(), state: state.clone() });

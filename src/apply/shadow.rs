@@ -40,6 +40,7 @@ fn entry(run: &Level<'_>, host: &str, outcome: &str, detail: String) -> super::j
         after_sha256: String::new(),
         outcome: outcome.into(),
         detail,
+        ..Default::default()
     }
 }
 

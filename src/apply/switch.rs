@@ -2,9 +2,14 @@
 //! a stage, all or nothing. The one place these node kinds run.
 
 use super::commands::{gate_failures, run_commands};
-use super::{entries, judge, record, wait_until, AbortReason, Connections, Event, HostStage, HostState, Level, Summary};
+use super::{
+    entries, judge, record, wait_until, AbortReason, Connections, Event, HostStage, HostState,
+    Level, Summary, SwitchBy,
+};
 use crate::plan::Action;
-use crate::transport::{AnyHost, FileWrite, Gate, Host, RunIds, TransportError, Word, WriteReport};
+use crate::transport::{
+    AnyHost, Checked, FileWrite, Gate, Host, RunIds, TransportError, Word, WriteReport,
+};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
@@ -21,7 +26,7 @@ async fn stage_and_switch_host(
     input: Vec<u8>,
     word: watch::Receiver<Word>,
     armed_out: oneshot::Sender<()>,
-    checked_out: oneshot::Sender<bool>,
+    checked_out: oneshot::Sender<Checked>,
     state_dir: String,
 ) -> Result<WriteReport, TransportError> {
     host.refresh().await?;
@@ -72,16 +77,30 @@ pub(super) struct LevelWork<'a> {
 pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, conns: &mut Connections, summary: &mut Summary, failures: &mut usize) -> ControlFlow<()> {
     let Level { plan, stage, opts, plan_stage, token, reporter, journal } = *run;
     let limit = conns.farm.ssh.command_timeout;
-    let words: Vec<(watch::Sender<Word>, watch::Receiver<Word>)> = levels.iter().map(|_| watch::channel(Word::Wait)).collect();
-    let mut running: Vec<tokio::task::JoinSet<(usize, Result<WriteReport, TransportError>)>> = levels.iter().map(|_| tokio::task::JoinSet::new()).collect();
+    let mut running: Vec<tokio::task::JoinSet<(usize, Result<WriteReport, TransportError>)>> =
+        levels.iter().map(|_| tokio::task::JoinSet::new()).collect();
     // Every host of the stage, level by level: (level, index in level).
     let order: Vec<(usize, usize)> = levels.iter().enumerate().flat_map(|(l, lw)| (0..lw.work.len()).map(move |i| (l, i))).collect();
     // Where each level starts in `order`: host i of level l is order[first[l] + i].
-    let first: Vec<usize> = levels.iter().scan(0, |n, lw| {
-        let at = *n;
-        *n += lw.work.len();
-        Some(at)
-    }).collect();
+    let first: Vec<usize> = levels
+        .iter()
+        .scan(0, |n, lw| {
+            let at = *n;
+            *n += lw.work.len();
+            Some(at)
+        })
+        .collect();
+    // One word channel per host: a host that did not confirm in time is told to abort while the others switch.
+    let words: Vec<(watch::Sender<Word>, watch::Receiver<Word>)> =
+        order.iter().map(|_| watch::channel(Word::Wait)).collect();
+    // With the hosts' clocks: T, and how long before it the hosts are asked to check.
+    let by_clock = match (
+        opts.switch_by,
+        stage.at.as_deref().map(str::parse::<jiff::Timestamp>),
+    ) {
+        (SwitchBy::HostClock { .. }, Some(Ok(t))) => Some(t),
+        _ => None,
+    };
     let spawn = |l: usize, i: usize, running: &mut Vec<tokio::task::JoinSet<_>>| {
         let w = &levels[l].work[i];
         let host = conns.hosts[&w.host].clone();
@@ -89,15 +108,29 @@ pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, co
         let (checked_tx, checked_rx) = oneshot::channel();
         let mut ids = host.run_ids(&opts.state_dir, plan_stage, token);
         ids.fence = opts.fence.clone();
-        let (owner, files, reload, input) = (opts.owner.clone(), w.files.clone(), w.reload.clone(), w.input.clone());
-        let (word, state_dir) = (words[l].1.clone(), opts.state_dir.clone());
-        running[l].spawn(async move { (i, stage_and_switch_host(host, ids, owner, files, reload, input, word, armed_tx, checked_tx, state_dir).await) });
+        let (owner, files, reload, input) = (
+            opts.owner.clone(),
+            w.files.clone(),
+            w.reload.clone(),
+            w.input.clone(),
+        );
+        let (word, state_dir) = (words[first[l] + i].1.clone(), opts.state_dir.clone());
+        running[l].spawn(async move {
+            (
+                i,
+                stage_and_switch_host(
+                    host, ids, owner, files, reload, input, word, armed_tx, checked_tx, state_dir,
+                )
+                .await,
+            )
+        });
         (armed_rx, checked_rx)
     };
     // The first host alone, then the rest: of two applies started together, one
     // gets the first lock and goes ahead, and the other is refused at once.
-    let mut signals: Vec<Option<(oneshot::Receiver<()>, oneshot::Receiver<bool>)>> = order.iter().map(|_| None).collect();
-    let mut armed: Vec<Option<oneshot::Receiver<bool>>> = order.iter().map(|_| None).collect();
+    let mut signals: Vec<Option<(oneshot::Receiver<()>, oneshot::Receiver<Checked>)>> =
+        order.iter().map(|_| None).collect();
+    let mut armed: Vec<Option<oneshot::Receiver<Checked>>> = order.iter().map(|_| None).collect();
     let mut armed_ok = vec![false; order.len()];
     let mut spawned = vec![false; order.len()];
     if let Some(&(l, i)) = order.first() {
@@ -130,7 +163,12 @@ pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, co
     let mut interrupted = opts.interrupted.clone();
     if go {
         if let Some(at) = &stage.at {
-            go = wait_until(at, reporter, &mut interrupted).await;
+            let early = if by_clock.is_some() {
+                opts.switch_by.lead()
+            } else {
+                std::time::Duration::ZERO
+            };
+            go = wait_until(at, early, reporter, &mut interrupted).await;
         }
     }
     if *interrupted.borrow() {
@@ -149,21 +187,75 @@ pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, co
             go = gate_failed.is_none();
         }
         // At the switch time: every host of the level checks once more, then all get the word at once.
+        // By the hosts' clocks (the first level of a timed stage), the check comes
+        // before T, and each host that passed it is told to switch at T by its own clock.
+        let at_t = by_clock.filter(|_| l == 0);
+        let ks: Vec<usize> = (first[l]..first[l] + lw.work.len()).collect();
+        let mut confirmed = vec![false; order.len()];
+        // Why a host that was asked to check may not switch: it did not answer, or its clock is off.
+        let mut why_not: Vec<Option<String>> = vec![None; order.len()];
         if go {
-            let _ = words[l].0.send(Word::Check);
+            let asked_ns = jiff::Timestamp::now().as_nanosecond();
+            for &k in &ks {
+                let _ = words[k].0.send(Word::Check);
+            }
+            let now = tokio::time::Instant::now();
+            let answers_by = match at_t.map(|t| {
+                instant_of(t)
+                    .checked_sub(opts.switch_by.answers_by())
+                    .filter(|by| *by > now)
+            }) {
+                Some(Some(by)) => by,
+                Some(None) => {
+                    // Staging ran late: every host that checks in time still renames
+                    // at once when its `at` arrives, as on the workstation's word.
+                    reporter.event(Event::Note("the switch time came before every host could check; each switches as soon as all have checked".into()));
+                    now + limit
+                }
+                None => now + limit,
+            };
             let mut bad = 0;
-            for (k, _) in order.iter().enumerate().filter(|(_, (lk, _))| *lk == l) {
+            for &k in &ks {
                 if let (true, Some(c)) = (armed_ok[k], armed[k].take()) {
-                    if !tokio::time::timeout(limit, c).await.is_ok_and(|r| r == Ok(true)) {
-                        bad += 1;
+                    let answer = tokio::time::timeout_at(answers_by, c)
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                    confirmed[k] = answer.is_some_and(|a| a.ok);
+                    let host = &lw.work[k - first[l]].host;
+                    if answer.is_none() {
+                        why_not[k] = Some(format!("{host} did not confirm its check in time for the switch, so it did not switch"));
                     }
+                    // The check's round trip measures the host's clock once more, right before T.
+                    if let (Some(clock), Some(_)) = (
+                        answer.and_then(|a| super::Clock::measured(asked_ns, a)),
+                        at_t,
+                    ) {
+                        summary.clocks.insert(host.clone(), clock);
+                        if clock.offset_ms.abs() > opts.switch_by.max_offset_ms() {
+                            why_not[k] = Some(format!("{host}'s clock is {clock} this workstation's, over --max-clock-offset {} ms: it did not switch", opts.switch_by.max_offset_ms()));
+                            confirmed[k] = false;
+                        }
+                    }
+                    bad += usize::from(!confirmed[k]);
                 }
             }
             go = bad + not_armed + *failures <= opts.max_fail;
         }
-        let _ = words[l].0.send(if go { Word::Go } else { Word::Abort });
-        let mut results: Vec<Option<Result<WriteReport, TransportError>>> = (0..lw.work.len()).map(|_| None).collect();
-        let deadline = tokio::time::Instant::now() + limit;
+        for &k in &ks {
+            let word = match at_t {
+                Some(t) if go && confirmed[k] => Word::At(t.as_nanosecond()),
+                None if go => Word::Go,
+                _ => Word::Abort,
+            };
+            let _ = words[k].0.send(word);
+        }
+        let mut results: Vec<Option<Result<WriteReport, TransportError>>> =
+            (0..lw.work.len()).map(|_| None).collect();
+        let deadline = at_t
+            .map_or_else(tokio::time::Instant::now, instant_of)
+            .max(tokio::time::Instant::now())
+            + limit;
         while let Ok(Some(r)) = tokio::time::timeout_at(deadline, running[l].join_next()).await {
             let (i, out) = r.expect("switch task panicked");
             results[i] = Some(out);
@@ -184,14 +276,34 @@ pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, co
                 // Never armed, so it cannot have switched.
                 None if !armed_ok[k] => HostState::failed(format!("{} did not answer within {limit:?}", w.host)),
                 None => HostState::Unknown { error: "no answer after the switch was fired; the host may or may not have switched (check with `farmctl plan`)".into() },
-                Some(Ok(r)) if !go && r.aborted && r.changed.is_empty() => aborted(),
+                // Told to abort: for its own reason, or because others failed.
+                Some(Ok(r)) if r.aborted && r.changed.is_empty() => why_not[k].clone().map_or_else(aborted, HostState::failed),
                 Some(out) => judge(out, HostState::Applied { files: vec![] }),
             };
-            if let Some(t) = report.and_then(WriteReport::first_rename_ns) {
-                summary.renames.entry(stage.index).or_default().insert(w.host.clone(), t);
+            let renamed = report
+                .and_then(WriteReport::first_rename_ns)
+                .filter(|_| stage.at.is_some());
+            if let Some(t) = renamed {
+                summary
+                    .renames
+                    .entry(stage.index)
+                    .or_default()
+                    .insert(w.host.clone(), t);
             }
-            reporter.event(Event::Host { host: w.host.clone(), state: state.clone() });
-            record(journal, summary, entries(plan, &w.host, &w.files, &state));
+            reporter.event(Event::Host {
+                host: w.host.clone(),
+                state: state.clone(),
+            });
+            // A scheduled switch's journal says when each host renamed, and how far off its clock was.
+            let mut lines = entries(plan, &w.host, &w.files, &state);
+            for e in lines.iter_mut() {
+                e.renamed_at = renamed
+                    .and_then(|t| jiff::Timestamp::from_nanosecond(t).ok())
+                    .map(|t| t.to_string());
+                e.clock_offset_ms = summary.clocks.get(&w.host).map(|c| c.offset_ms);
+                e.clock_uncertainty_ms = summary.clocks.get(&w.host).map(|c| c.uncertainty_ms);
+            }
+            record(journal, summary, lines);
             if !matches!(state, HostState::Applied { .. } | HostState::Aborted { .. }) {
                 *failures += 1;
             }
@@ -207,6 +319,12 @@ pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, co
     } else {
         ControlFlow::Continue(())
     }
+}
+
+/// The moment `t` (workstation clock) as a tokio instant; a past moment is now.
+fn instant_of(t: jiff::Timestamp) -> tokio::time::Instant {
+    let ahead = t.as_nanosecond() - jiff::Timestamp::now().as_nanosecond();
+    tokio::time::Instant::now() + std::time::Duration::from_nanos(ahead.max(0) as u64)
 }
 
 /// One level of a timed stage with `--detach`: gates now, then each host stages

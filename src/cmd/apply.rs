@@ -38,14 +38,31 @@ pub async fn run(args: &ApplyArgs) -> Outcome {
     for w in pipeline::clock_warnings(&session.farm, &session.live) {
         crate::say!("warning: {w}");
     }
+    if args.detach && args.switch_by == crate::cli::SwitchBy::Workstation {
+        return Err(Error::new(ErrorKind::Refused, "--detach and --switch-by workstation do not go together: a detached switch fires by the host's clock").hint("drop one of them"));
+    }
+    let by_host = args.detach || args.switch_by == crate::cli::SwitchBy::Host;
+    let (switch_by, note) =
+        pipeline::switch_by(plan, &session.live, by_host, args.max_clock_offset)?;
+    if let Some(note) = note {
+        crate::say!("note: {note}");
+    }
     if saved {
         crate::say!("Applying plan {}: {}", plan.id, crate::render::summary(plan));
     } else {
         confirm("apply this plan", args.yes)?;
     }
     let kept = pipeline::keep_applied(plan)?;
-    let opts = session.options(plan, args.max_fail, args.detach);
-    let summary = session.execute(&planned, &opts, &*progress::reporter(super::quiet()), &Journal::open()).await;
+    let mut opts = session.options(plan, args.max_fail, args.detach);
+    opts.switch_by = switch_by;
+    let summary = session
+        .execute(
+            &planned,
+            &opts,
+            &*progress::reporter(super::quiet()),
+            &Journal::open(),
+        )
+        .await;
     if saved {
         crate::snapshot::remove(&plan.id);
     }
@@ -54,15 +71,21 @@ pub async fn run(args: &ApplyArgs) -> Outcome {
     finish("apply", &summary, plan, Some(&undo))
 }
 
-/// For scheduled switches only: each switched host's clock against this workstation's.
+/// For scheduled switches only: each switched host's clock against this
+/// workstation's, as its check measured it right before the switch (or, on the
+/// workstation's word, as the read did).
 fn print_offsets(summary: &Summary, plan: &crate::plan::Plan, live: &LiveFarm) {
     let timed = |stage: &usize| plan.stages.iter().any(|s| s.index == *stage && s.at.is_some());
     let hosts: std::collections::BTreeSet<&String> = summary.renames.iter().filter(|(s, _)| timed(s)).flat_map(|(_, m)| m.keys()).collect();
     let offsets: Vec<String> = hosts
         .into_iter()
-        .filter_map(|h| {
-            let s = live.get(h)?.as_ref().ok()?;
-            s.clock_offset_ms.map(|o| format!("{h} {o:+} ms (±{})", s.clock_uncertainty_ms))
+        .filter_map(|h| match summary.clocks.get(h) {
+            Some(c) => Some(format!("{h} {c}")),
+            None => {
+                let s = live.get(h)?.as_ref().ok()?;
+                s.clock_offset_ms
+                    .map(|o| format!("{h} {o:+} ms (±{} ms)", s.clock_uncertainty_ms))
+            }
         })
         .collect();
     if !offsets.is_empty() {

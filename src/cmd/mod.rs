@@ -124,8 +124,24 @@ pub(crate) fn finish(what: &str, summary: &Summary, plan: &Plan, undo: Option<&s
         }
     }
     for (stage, renames) in &summary.renames {
-        if let (Some(skew), Some(at)) = (summary.skew_ms(*stage), plan.stages.iter().find(|s| s.index == *stage).and_then(|s| s.at.as_ref())) {
-            crate::say!("switch at {at}: skew {skew:.1} ms across {} host(s)", renames.len());
+        if let (Some(skew), Some(at)) = (
+            summary.skew_ms(*stage),
+            plan.stages
+                .iter()
+                .find(|s| s.index == *stage)
+                .and_then(|s| s.at.as_ref()),
+        ) {
+            // The hosts' own records: each rename's time on its host's clock, against T.
+            let t = at
+                .parse::<jiff::Timestamp>()
+                .map(|t| t.as_nanosecond())
+                .unwrap_or_default();
+            let (first, last) = (
+                renames.values().min().copied().unwrap_or(t),
+                renames.values().max().copied().unwrap_or(t),
+            );
+            let ms = |ns: i128| format!("{:+.1} ms", (ns - t) as f64 / 1e6);
+            crate::say!("switch at {at}: skew {skew:.1} ms across {} host(s), renames from {} to {} after T by the hosts' clocks", renames.len(), ms(first), ms(last));
         }
     }
     for d in &summary.deferred {

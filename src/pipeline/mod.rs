@@ -14,7 +14,7 @@ use crate::farm::{self, Farm};
 use crate::live::LiveFarm;
 use crate::plan::{self, ActionKind, Plan, Planned};
 use crate::transport::{self, AnyHost, Host, TransportError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -123,8 +123,23 @@ impl Session {
 
     /// [`Session::options`] with the caller's interruption instead of a new
     /// signal handler (the watcher has its own, and says what an interrupt does).
-    pub fn options_interrupted_by(&self, plan: &Plan, max_fail: usize, detach: bool, interrupted: tokio::sync::watch::Receiver<bool>) -> apply::Options {
-        apply::Options { interrupted, parallel: self.parallel, max_fail, owner: owner(plan), state_dir: self.farm.state_dir.clone(), detach, fence: None }
+    pub fn options_interrupted_by(
+        &self,
+        plan: &Plan,
+        max_fail: usize,
+        detach: bool,
+        interrupted: tokio::sync::watch::Receiver<bool>,
+    ) -> apply::Options {
+        apply::Options {
+            interrupted,
+            parallel: self.parallel,
+            max_fail,
+            owner: owner(plan),
+            state_dir: self.farm.state_dir.clone(),
+            detach,
+            fence: None,
+            switch_by: apply::SwitchBy::Workstation,
+        }
     }
 
     /// Executes `plan` through the connections held.
@@ -196,6 +211,66 @@ pub fn clock_warnings(farm: &Farm, live: &LiveFarm) -> Vec<String> {
         }
     }
     out
+}
+
+/// Who fires the plan's scheduled switches. By the hosts' clocks (`by_host`),
+/// every host a timed stage switches must have had its clock read, within
+/// `max_offset` of this workstation's (the read's estimate); a clock further
+/// off is refused, naming each such host. A host whose clock could not be
+/// read (a `date` without `%N`) makes the workstation fire, with a note.
+pub fn switch_by(
+    plan: &Plan,
+    live: &LiveFarm,
+    by_host: bool,
+    max_offset: std::time::Duration,
+) -> Result<(apply::SwitchBy, Option<String>)> {
+    let timed: BTreeSet<usize> = plan
+        .stages
+        .iter()
+        .filter(|s| s.at.is_some())
+        .map(|s| s.index)
+        .collect();
+    let hosts: BTreeSet<&str> = plan
+        .actions
+        .iter()
+        .filter(|a| timed.contains(&a.stage) && matches!(a.kind, ActionKind::Edit(_)))
+        .map(|a| a.host.as_str())
+        .collect();
+    if !by_host || hosts.is_empty() {
+        return Ok((apply::SwitchBy::Workstation, None));
+    }
+    let bound = max_offset.as_millis() as i64;
+    let (mut one_way, mut off, mut unread) = (0i64, Vec::new(), Vec::new());
+    for h in hosts {
+        match live.get(h).and_then(|r| r.as_ref().ok()) {
+            Some(s) if s.clock_offset_ms.is_some() => {
+                let o = s.clock_offset_ms.unwrap_or_default();
+                one_way = one_way.max(s.clock_uncertainty_ms);
+                // The read's round trip includes opening a channel, so its estimate
+                // leans; refused here is only what it vouches for. The check right
+                // before T measures each clock again, over one round trip.
+                if o.abs() - s.clock_uncertainty_ms > bound {
+                    off.push(format!("{h} {o:+} ms (±{} ms)", s.clock_uncertainty_ms));
+                }
+            }
+            _ => unread.push(h),
+        }
+    }
+    if !off.is_empty() {
+        return Err(Error::new(ErrorKind::Refused, format!("a switch by the hosts' clocks needs each within {bound} ms of this workstation's; off by more: {}", off.join(", ")))
+            .hint("sync their clocks (NTP: `timedatectl status` on the host), or pass --switch-by workstation (each host then switches one network delay after T), or a larger --max-clock-offset"));
+    }
+    if !unread.is_empty() {
+        let note = format!("switching by this workstation's word: the clock of {} could not be read (a `date` without %N?)", crate::render::host_ranges(&unread));
+        return Ok((apply::SwitchBy::Workstation, Some(note)));
+    }
+    Ok((
+        apply::SwitchBy::HostClock {
+            one_way: std::time::Duration::from_millis(one_way.max(0) as u64),
+            max_offset,
+        },
+        None,
+    ))
 }
 
 /// Refuses a schedule that cannot be kept: a detach that cannot be armed, or a switch time that has passed.

@@ -133,6 +133,7 @@ fn journal(service: &str, farm: &Farm, outcome: &str, detail: String) {
         after_sha256: String::new(),
         outcome: outcome.into(),
         detail,
+        ..Default::default()
     };
     let _ = Journal::open().record(&[e]);
 }

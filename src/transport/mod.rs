@@ -119,7 +119,21 @@ pub enum Word {
     /// Re-check every file now and say so (`CHECKED ok|bad`).
     Check,
     Go,
+    /// Switch at this instant (ns since the epoch) by the host's own clock:
+    /// committed, like `Go`, but simultaneous however far the host is.
+    At(i128),
     Abort,
+}
+
+/// A host's answer to `check`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checked {
+    /// Every file still holds what the plan expects.
+    pub ok: bool,
+    /// The host's clock when it answered (ns since the epoch), when it said.
+    pub host_ns: Option<i128>,
+    /// This workstation's clock when the answer arrived.
+    pub received_ns: i128,
 }
 
 /// The workstation side of a switch handshake.
@@ -127,7 +141,7 @@ pub struct Gate {
     /// Fires when the script prints `ARMED`: every check passed, it waits for a word.
     pub armed: tokio::sync::oneshot::Sender<()>,
     /// Fires with the script's answer to `check`.
-    pub checked: tokio::sync::oneshot::Sender<bool>,
+    pub checked: tokio::sync::oneshot::Sender<Checked>,
     pub word: tokio::sync::watch::Receiver<Word>,
 }
 
@@ -154,18 +168,19 @@ where
             let mut sent_check = false;
             loop {
                 let now = *word.borrow_and_update();
-                let line: &[u8] = match now {
-                    Word::Check if !sent_check => b"check\n",
-                    Word::Go => b"go\n",
-                    Word::Abort => b"abort\n",
-                    _ => b"",
+                let line: Vec<u8> = match now {
+                    Word::Check if !sent_check => b"check\n".to_vec(),
+                    Word::Go => b"go\n".to_vec(),
+                    Word::At(ns) => format!("at {ns}\n").into_bytes(),
+                    Word::Abort => b"abort\n".to_vec(),
+                    _ => Vec::new(),
                 };
                 if !line.is_empty() {
-                    let _ = w.write_all(line).await;
+                    let _ = w.write_all(&line).await;
                     let _ = w.flush().await;
                     sent_check |= now == Word::Check;
                 }
-                if matches!(now, Word::Go | Word::Abort) {
+                if matches!(now, Word::Go | Word::At(_) | Word::Abort) {
                     break;
                 }
                 tokio::select! {
@@ -197,9 +212,20 @@ where
                         let _ = a.send(());
                     }
                 }
-                b"CHECKED ok\n" | b"CHECKED bad\n" => {
+                line if line.starts_with(b"CHECKED ") => {
+                    let received_ns = jiff::Timestamp::now().as_nanosecond();
+                    let mut words = std::str::from_utf8(line)
+                        .unwrap_or("")
+                        .split_whitespace()
+                        .skip(1);
+                    let ok = words.next() == Some("ok");
+                    let host_ns = words.next().and_then(|t| t.parse::<i128>().ok());
                     if let Some(c) = checked.take() {
-                        let _ = c.send(out[start..].starts_with(b"CHECKED ok"));
+                        let _ = c.send(Checked {
+                            ok,
+                            host_ns,
+                            received_ns,
+                        });
                     }
                 }
                 _ => {}

@@ -180,9 +180,13 @@ impl WriteReport {
         w
     }
 
-    /// The first rename's host-clock time.
+    /// The first rename's host-clock time, when the host could tell it.
     pub fn first_rename_ns(&self) -> Option<i128> {
-        self.renamed.iter().map(|(_, t)| *t).min()
+        self.renamed
+            .iter()
+            .map(|(_, t)| *t)
+            .filter(|t| *t > 0)
+            .min()
     }
 }
 
@@ -351,8 +355,14 @@ impl AnyHost {
                     jobs.push(ArmedJob { id, state, at, renamed_ns: None, log: Vec::new() });
                 }
                 Report::JobLog { id, line } => {
-                    let Some(job) = jobs.iter_mut().find(|j| j.id == id) else { continue };
-                    match line.strip_prefix("RENAMED ").and_then(|l| l.split(' ').nth(1)).and_then(|t| t.parse::<i128>().ok()) {
+                    let Some(job) = jobs.iter_mut().find(|j| j.id == id) else {
+                        continue;
+                    };
+                    match line
+                        .strip_prefix("RENAMED ")
+                        .and_then(|l| l.split(' ').nth(1))
+                        .and_then(|t| t.parse::<i128>().ok().filter(|t| *t > 0))
+                    {
                         Some(t) => job.renamed_ns = Some(job.renamed_ns.map_or(t, |x| x.min(t))),
                         None => job.log.push(readable_log_line(&line)),
                     }

@@ -54,6 +54,8 @@ if [ -n "$marker" ] && printf '%s' "$cmd" | grep -qF -- "$marker"; then
     hang) kill -STOP "$(cat "$H/sshd.pid")"; kill -STOP "$PPID"; sleep 100000 ;;
   esac
 fi
+# A host whose clock is off (see LabHost::skew_clock): its own `date` first.
+[ -d "$H/fakebin" ] && PATH="$H/fakebin:$PATH" && export PATH
 exec /bin/sh -c "$cmd"
 "#;
 
@@ -66,6 +68,17 @@ impl LabHost {
     /// A path under this host's own farmctl state directory (`/var/lib/farmctl/hosts/NAME`).
     pub fn state(&self, rel: &str) -> PathBuf {
         self.path(&format!("/var/lib/farmctl/hosts/{}/{rel}", self.name))
+    }
+
+    /// Sets this host's clock, as its commands see it, `ms` off the real one:
+    /// a `date` that adds `ms` to `date +%s%N` comes first in its sessions' PATH.
+    pub fn skew_clock(&self, ms: i64) {
+        let bin = self.dir.join("fakebin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let date = bin.join("date");
+        std::fs::write(&date, format!("#!/bin/sh\nif [ \"$1\" = +%s%N ]; then echo $(( $(/bin/date +%s%N) + {ms}000000 )); else exec /bin/date \"$@\"; fi\n")).unwrap();
+        std::fs::set_permissions(&date, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
     }
 
     pub fn read(&self, host_path: &str) -> Vec<u8> {
@@ -332,6 +345,25 @@ impl Lab {
             self.known_hosts.display(),
             self.ssh_config.display()
         )
+    }
+
+    /// An ssh_config that reaches each named host through the lab's delaying
+    /// relay (tests/lab/delay.py as ProxyCommand), `ms` each way, and every
+    /// other host directly.
+    pub fn delayed_ssh_config(&self, name: &str, delays: &[(&str, u64)]) -> PathBuf {
+        let relay = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/delay.py");
+        let mut text = String::new();
+        for (host, ms) in delays {
+            text.push_str(&format!(
+                "Host {}\n  ProxyCommand python3 {} {ms} %h %p\n",
+                self.host(host).address,
+                relay.display()
+            ));
+        }
+        text.push_str(&std::fs::read_to_string(&self.ssh_config).unwrap());
+        let config = self.dir.path().join(name);
+        std::fs::write(&config, text).unwrap();
+        config
     }
 
     /// `[hosts.NAME]` entries for every lab host with the given role function.

@@ -339,13 +339,36 @@ pub enum Trigger {
 }
 
 /// Re-checks every before-hash right before renaming the staged copies into
-/// place, records the time of each rename (the file's ctime, which the rename
-/// sets, so the skew is the hosts' own record), runs the reload and drops the lock.
+/// place, records the time of each rename (the host clock right after it, so
+/// the skew is the hosts' own record; a file's ctime would be the kernel's
+/// coarse clock, a tick behind), runs the reload and drops the lock.
 pub fn switch(ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: Trigger) -> String {
     let mut s = String::new();
     prelude(&mut s, ids, files, "");
     switch_body(&mut s, ids, files, reload, trigger, false);
     s
+}
+
+/// How long before the switch time a host told `at` looks at its files a last time.
+const RECHECK_NS: u64 = 100_000_000;
+
+/// Waits until `target` (ns since the epoch, an sh expression) by the host's
+/// clock: long waits in whole seconds, then one precise sleep. It never wakes
+/// early: the sleep starts after the clock was read. The sleep runs in the
+/// background so that a trapped signal ends the wait at once. The fraction is
+/// formatted with arithmetic only: each process counts at the switch.
+fn until_ns(s: &mut String, target: &str) {
+    writeln!(
+        s,
+        "w={target}\n\
+         while :; do\n\
+         now=$(date +%s%N); d=$((w - now))\n\
+         [ \"$d\" -le 0 ] && break\n\
+         if [ \"$d\" -gt 3000000000 ]; then sleep $((d / 1000000000 - 2)) & wait $!; continue; fi\n\
+         fr=$((d % 1000000000 + 1000000000)); sleep \"$((d / 1000000000)).${{fr#1}}\" & wait $!; break\n\
+         done"
+    )
+    .unwrap();
 }
 
 /// `staged_here`: this same script just staged the files under the lock and
@@ -362,31 +385,39 @@ fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], reload: Option
     }
     match trigger {
         Trigger::Word => {
-            s.push_str("echo ARMED\nread -r word || word=abort\nif [ \"$word\" = check ]; then\n");
-            // At the switch time: one more check on every host before any renames.
+            s.push_str(
+                "echo ARMED\nread -r word arg || word=abort\nif [ \"$word\" = check ]; then\n",
+            );
+            // Before anyone switches: one more check on every host. A host that
+            // fails it never switches, whatever word follows.
             cas_checks(s, files, |f| &f.before_sha256);
             s.push_str(
-                "if [ $bad = 1 ]; then echo 'CHECKED bad'; else echo 'CHECKED ok'; fi\n\
-                 read -r word || word=abort\n\
+                "if [ $bad = 1 ]; then echo 'CHECKED bad'; cleanup; unlock; exit 4; fi\n\
+                 printf 'CHECKED ok %s\\n' \"$(date +%s%N)\"\n\
+                 read -r word arg || word=abort\n\
                  fi\n\
-                 [ \"$word\" = go ] || { cleanup; unlock; echo ABORTED; exit 5; }\n",
+                 case $word in\n\
+                 go) ;;\n\
+                 at)\n",
             );
+            // `at NS`: committed. The host renames at NS by its own clock; a
+            // dropped session no longer stops it (every other host got the same word).
+            s.push_str("case $arg in ''|*[!0-9]*) cleanup; unlock; echo ABORTED; exit 5 ;; esac\ntrap '' HUP PIPE\n");
+            until_ns(s, &format!("$((arg - {RECHECK_NS}))"));
+            // The files may have changed since the check: the last look, just before T.
+            cas_checks(s, files, |f| &f.before_sha256);
+            s.push_str("if [ $bad = 1 ]; then cleanup; unlock; exit 4; fi\n");
+            until_ns(s, "$arg");
+            s.push_str(";;\n*) cleanup; unlock; echo ABORTED; exit 5 ;;\nesac\n");
         }
         Trigger::At(ns) => {
             writeln!(
                 s,
-                "trap 'cleanup; unlock; echo CANCELLED; exit 6' TERM INT\n\
-                 T={ns}\n\
-                 echo ARMED\n\
-                 while :; do\n\
-                 now=$(date +%s%N); d=$((T - now))\n\
-                 [ \"$d\" -le 0 ] && break\n\
-                 if [ \"$d\" -gt 3000000000 ]; then sleep $((d / 1000000000 - 2)) & wait $!\n\
-                 else sleep \"$(printf '%d.%09d' $((d / 1000000000)) $((d % 1000000000)))\" & wait $!; fi\n\
-                 done\n\
-                 trap - TERM INT"
+                "trap 'cleanup; unlock; echo CANCELLED; exit 6' TERM INT\nT={ns}\necho ARMED"
             )
             .unwrap();
+            until_ns(s, "$T");
+            s.push_str("trap - TERM INT\n");
             // The files may have changed while this waited.
             cas_checks(s, files, |f| &f.before_sha256);
             s.push_str("if [ $bad = 1 ]; then cleanup; unlock; exit 4; fi\n");
@@ -395,7 +426,7 @@ fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], reload: Option
     for i in 0..files.len() {
         writeln!(
             s,
-            "if e=$(mv -f -- \"$s{i}\" \"$t{i}\" 2>&1); then r=$(stat -c %.9Z -- \"$t{i}\" 2>/dev/null); case \"$r\" in *.*) r=${{r%.*}}${{r#*.}} ;; esac; case \"$r\" in ''|*[!0-9]*) r=$(date +%s%N) ;; esac; printf 'RENAMED {i} %s\\n' \"$r\"; else printf 'ERR cannot rename {i}: %s\\n' \"$e\"; cleanup; unlock; exit 1; fi"
+            "if e=$(mv -f -- \"$s{i}\" \"$t{i}\" 2>&1); then r=$(date +%s%N); case \"$r\" in ''|*[!0-9]*) r=0 ;; esac; printf 'RENAMED {i} %s\\n' \"$r\"; else printf 'ERR cannot rename {i}: %s\\n' \"$e\"; cleanup; unlock; exit 1; fi"
         )
         .unwrap();
     }

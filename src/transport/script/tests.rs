@@ -171,3 +171,59 @@ fn reports_parse() {
         ]
     );
 }
+
+#[test]
+fn a_host_that_fails_its_check_leaves_before_any_word_can_make_it_switch() {
+    let s = switch(&ids(), &one(), None, Trigger::Word);
+    let bad = s.find("echo 'CHECKED bad'").unwrap();
+    let exit = s[bad..].find("exit 4").unwrap();
+    assert!(exit < s[bad..].find("read -r word").unwrap(), "{s}");
+}
+
+#[test]
+fn told_at_a_time_a_host_checks_once_more_and_waits_for_its_own_clock() {
+    let s = switch(&ids(), &one(), None, Trigger::Word);
+    let at = s.find("at)\n").unwrap();
+    let rest = &s[at..];
+    // Committed: a dropped session no longer stops it; a malformed time aborts.
+    assert!(rest.find("trap '' HUP PIPE").unwrap() < rest.find("mv -f").unwrap());
+    assert!(
+        rest.find("*[!0-9]*) cleanup; unlock; echo ABORTED")
+            .unwrap()
+            < rest.find("trap ''").unwrap()
+    );
+    let recheck = rest.find("CHANGED 0").unwrap();
+    assert!(rest.find("w=$((arg - 100000000))").unwrap() < recheck);
+    assert!(recheck < rest.find("w=$arg").unwrap());
+    assert!(rest.find("w=$arg").unwrap() < rest.find("mv -f").unwrap());
+}
+
+#[test]
+fn the_wait_for_a_host_clock_instant_never_wakes_early() {
+    let mut s = String::new();
+    super::until_ns(&mut s, "$1");
+    s.push_str("date +%s%N\n");
+    for ahead_ms in [0i128, 30, 250, 1200] {
+        let now = jiff::Timestamp::now().as_nanosecond();
+        let target = now + ahead_ms * 1_000_000;
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&s)
+            .arg("sh")
+            .arg(target.to_string())
+            .output()
+            .unwrap();
+        let woke: i128 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert!(
+            woke >= target,
+            "woke {} ms before the instant",
+            (target - woke) / 1_000_000
+        );
+        // Generous: the point is that it waited, not how precisely (a loaded machine oversleeps).
+        assert!(
+            woke - target < 2_000_000_000,
+            "woke {} ms after",
+            (woke - target) / 1_000_000
+        );
+    }
+}
