@@ -2,6 +2,8 @@
 //! hosts (see tests/lab). Prints a markdown table of medians.
 //!
 //!     cargo bench --bench farm -- --hosts 10,50,100 --runs 5 --ansible bench/.venv/bin/ansible-playbook
+//!     cargo bench --bench farm -- --hosts 50 --runs 3 --delays 150   # and the switch with one-way delays 0-150 ms
+//!     cargo bench --bench farm -- --hosts 50 --runs 3 --delays 150 --only-switch
 //!
 //! `bench/run.sh` installs Ansible in a virtualenv and runs this with it.
 
@@ -135,16 +137,58 @@ impl Bench {
     }
 
     fn skew(&self) -> f64 {
-        self.repeat(|i| {
-            self.reset();
-            let lead = 5.0 + self.ivr.len() as f64 * 0.15;
-            let at = jiff::Timestamp::from_millisecond((jiff::Timestamp::now().as_millisecond() as f64 + lead * 1000.0) as i64).unwrap();
-            self.farm("farm-at.toml", "control_persist = \"0s\"\n", &format!("at = \"{at}\"\n"));
-            let (_, err) = Bench::timed(self.farmctl(&self.fresh_control(&format!("skew{i}"))).args(["apply", "farm-at.toml", "--yes"]));
-            let line = err.lines().find(|l| l.contains(": skew ")).unwrap_or_else(|| panic!("no skew in {err}"));
-            line.split(": skew ").nth(1).unwrap().split(' ').next().unwrap().parse::<f64>().unwrap()
-        })
+        self.repeat(|i| self.switch(None, "host", &format!("skew{i}")).skew)
     }
+
+    /// One scheduled switch of every host, switched by `by` (host or
+    /// workstation), through `config` (an ssh_config, for delays) when given.
+    /// What the hosts recorded, as farmctl reports it from their rename times.
+    fn switch(&self, config: Option<&Path>, by: &str, tag: &str) -> Switch {
+        self.reset();
+        // Time to connect (through the relays too), read and stage every host before T.
+        let per_host = if config.is_some() { 0.3 } else { 0.15 };
+        let lead = 5.0 + self.ivr.len() as f64 * per_host;
+        let at = jiff::Timestamp::from_millisecond((jiff::Timestamp::now().as_millisecond() as f64 + lead * 1000.0) as i64).unwrap();
+        let path = self.farm("farm-at.toml", "control_persist = \"0s\"\n", &format!("at = \"{at}\"\n"));
+        if let Some(c) = config {
+            let text = std::fs::read_to_string(&path).unwrap().replace(&self.lab.ssh_config.display().to_string(), &c.display().to_string());
+            std::fs::write(&path, text).unwrap();
+        }
+        let (_, err) = Bench::timed(self.farmctl(&self.fresh_control(tag)).args(["apply", "farm-at.toml", "--yes", "--switch-by", by]));
+        let line = err.lines().find(|l| l.contains(": skew ")).unwrap_or_else(|| panic!("no skew in {err}"));
+        let num = |after: &str| line.split(after).nth(1).unwrap().split(' ').next().unwrap().trim_start_matches('+').parse::<f64>().unwrap();
+        // Every host's file, checked on the host: the switch happened everywhere.
+        let c = &self.lab.host("web-c").address;
+        for h in &self.ivr {
+            assert!(String::from_utf8(self.lab.host(h).read(IVR_FILES[0])).unwrap().contains(c.as_str()), "{h} switched");
+        }
+        Switch { skew: num(": skew "), first: num("renames from "), last: num(" ms to ") }
+    }
+}
+
+/// What the hosts recorded of one switch: ms, the last two after T.
+struct Switch {
+    skew: f64,
+    first: f64,
+    last: f64,
+}
+
+/// The switch at one farm size with and without one-way delays spread from 0
+/// to `max_delay` ms across the hosts, by the hosts' clocks and by the
+/// workstation's word. One markdown row per case, medians of the runs; the
+/// earliest rename of all runs, to show that none came before T.
+fn switch_rows(b: &Bench, max_delay: u64) -> Vec<String> {
+    let n = b.ivr.len();
+    let delays: Vec<(&str, u64)> = b.ivr.iter().enumerate().map(|(i, h)| (h.as_str(), i as u64 * max_delay / (n.max(2) - 1) as u64)).collect();
+    let config = b.lab.delayed_ssh_config("ssh_config_delays", &delays);
+    let mut rows = Vec::new();
+    for (label, cfg, by) in [("none", None, "host"), (&*format!("0-{max_delay} ms"), Some(config.as_path()), "host"), (&*format!("0-{max_delay} ms"), Some(config.as_path()), "workstation")] {
+        let runs: Vec<Switch> = (0..b.runs).map(|i| b.switch(cfg, by, &format!("sw{by}{i}{}", cfg.is_some()))).collect();
+        let earliest = runs.iter().map(|r| r.first).fold(f64::INFINITY, f64::min);
+        let m = |f: fn(&Switch) -> f64| median(runs.iter().map(f).collect());
+        rows.push(format!("| {n} | {label} | {by} | {:.1} | {:+.1} | {:+.1} | {earliest:+.1} |", m(|r| r.skew), m(|r| r.first), m(|r| r.last)));
+    }
+    rows
 }
 
 struct Ansible {
@@ -206,6 +250,7 @@ fn main() {
     let ansible = get("--ansible").map(|p| std::path::absolute(PathBuf::from(p)).expect("a path"));
     println!("| hosts | OpenSSH floor (s) | plan cold (s) | apply FARM cold (s) | warm apply PLAN (s) | switch skew (ms) | ansible --check --diff (s) | ansible run (s) | plan / floor | apply / floor | warm / floor | ansible check / plan | ansible run / apply |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut switch_table = Vec::new();
     for n in sizes {
         let b = Bench::start(n, runs);
         if let Some(secs) = get("--keep") {
@@ -214,42 +259,56 @@ fn main() {
             std::thread::sleep(Duration::from_secs(secs.parse().unwrap()));
             return;
         }
-        let floor = b.repeat(|_| b.floor());
-        let plan = b.repeat(|i| Bench::timed(b.farmctl(&b.fresh_control(&format!("p{i}"))).args(["plan", "farm-cold.toml", "-o", "plans/cold.json"])).0);
-        let apply = b.repeat(|i| {
-            b.reset();
-            Bench::timed(b.farmctl(&b.fresh_control(&format!("a{i}"))).args(["apply", "farm-cold.toml", "--yes"])).0
-        });
-        let warm = b.repeat(|i| {
-            b.reset();
-            let control = b.fresh_control(&format!("w{i}"));
-            Bench::timed(b.farmctl(&control).args(["plan", "farm.toml", "-o", "plans/warm.json"]));
-            let secs = Bench::timed(b.farmctl(&control).args(["apply", "plans/warm.json"])).0;
-            let _ = Command::new("pkill").arg("-f").arg(control.display().to_string()).status();
-            secs
-        });
-        let skew = b.skew();
-        let (check, real) = match &ansible {
-            Some(pb) => {
-                let a = Ansible::prepare(&b, pb.clone());
-                let ar = b.runs.min(3);
-                let check = median((0..ar).map(|i| { b.reset(); a.run(&b, true, &format!("c{i}")) }).collect());
-                let real = median((0..ar).map(|i| { b.reset(); a.run(&b, false, &format!("r{i}")) }).collect());
-                // The real run must have done the same edit farmctl does.
-                let (toml, _, _) = { let f = ivr_files(&b.ivr[0], "web-c", &b.lab.host("web-c").address); (f[0].clone(), f[1].clone(), f[2].clone()) };
-                assert_eq!(String::from_utf8(b.lab.host(&b.ivr[0]).read(IVR_FILES[0])).unwrap(), toml, "ansible made the same edit");
-                (check, real)
-            }
-            None => (f64::NAN, f64::NAN),
-        };
-        println!(
-            "| {n} | {floor:.2} | {plan:.2} | {apply:.2} | {warm:.2} | {skew:.1} | {check:.1} | {real:.1} | {:.2}x | {:.2}x | {:.2}x | {:.1}x | {:.1}x |",
-            plan / floor,
-            apply / floor,
-            warm / floor,
-            check / plan,
-            real / apply
-        );
+        // --only-switch: just the switch table (with --delays).
+        if !args.iter().any(|a| a == "--only-switch") {
+            let floor = b.repeat(|_| b.floor());
+            let plan = b.repeat(|i| Bench::timed(b.farmctl(&b.fresh_control(&format!("p{i}"))).args(["plan", "farm-cold.toml", "-o", "plans/cold.json"])).0);
+            let apply = b.repeat(|i| {
+                b.reset();
+                Bench::timed(b.farmctl(&b.fresh_control(&format!("a{i}"))).args(["apply", "farm-cold.toml", "--yes"])).0
+            });
+            let warm = b.repeat(|i| {
+                b.reset();
+                let control = b.fresh_control(&format!("w{i}"));
+                Bench::timed(b.farmctl(&control).args(["plan", "farm.toml", "-o", "plans/warm.json"]));
+                let secs = Bench::timed(b.farmctl(&control).args(["apply", "plans/warm.json"])).0;
+                let _ = Command::new("pkill").arg("-f").arg(control.display().to_string()).status();
+                secs
+            });
+            let skew = b.skew();
+            let (check, real) = match &ansible {
+                Some(pb) => {
+                    let a = Ansible::prepare(&b, pb.clone());
+                    let ar = b.runs.min(3);
+                    let check = median((0..ar).map(|i| { b.reset(); a.run(&b, true, &format!("c{i}")) }).collect());
+                    let real = median((0..ar).map(|i| { b.reset(); a.run(&b, false, &format!("r{i}")) }).collect());
+                    // The real run must have done the same edit farmctl does.
+                    let (toml, _, _) = { let f = ivr_files(&b.ivr[0], "web-c", &b.lab.host("web-c").address); (f[0].clone(), f[1].clone(), f[2].clone()) };
+                    assert_eq!(String::from_utf8(b.lab.host(&b.ivr[0]).read(IVR_FILES[0])).unwrap(), toml, "ansible made the same edit");
+                    (check, real)
+                }
+                None => (f64::NAN, f64::NAN),
+            };
+            println!(
+                "| {n} | {floor:.2} | {plan:.2} | {apply:.2} | {warm:.2} | {skew:.1} | {check:.1} | {real:.1} | {:.2}x | {:.2}x | {:.2}x | {:.1}x | {:.1}x |",
+                plan / floor,
+                apply / floor,
+                warm / floor,
+                check / plan,
+                real / apply
+            );
+        }
+        if let Some(max) = get("--delays") {
+            switch_table.extend(switch_rows(&b, max.parse().expect("--delays MS")));
+        }
         std::thread::sleep(Duration::from_millis(200));
+    }
+    if !switch_table.is_empty() {
+        println!();
+        println!("| hosts | one-way delays | switch by | skew (ms) | first rename after T (ms) | last rename after T (ms) | earliest of all runs (ms) |");
+        println!("|---|---|---|---|---|---|---|");
+        for row in switch_table {
+            println!("{row}");
+        }
     }
 }

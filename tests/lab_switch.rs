@@ -200,6 +200,7 @@ fn a_host_whose_clock_is_off_is_refused_for_a_switch_by_the_hosts_clocks() {
     );
 
     // Allowed a larger offset, ivr-5 renames at T by its own clock: 400 ms early in truth.
+    // (Its perl is hidden, so this is also the path of a host without perl: `date` and `sleep`.)
     let out = lab
         .farmctl()
         .args(["apply", "farm.toml", "--yes", "--max-clock-offset", "1s"])

@@ -134,14 +134,25 @@ pub struct Clock {
 }
 
 impl Clock {
-    /// From a check asked at `asked_ns` and its answer, when the host told its time.
-    pub fn measured(asked_ns: i128, answer: crate::transport::Checked) -> Option<Clock> {
-        let host = answer.host_ns?;
-        let mid = (asked_ns + answer.received_ns) / 2;
-        Some(Clock {
-            offset_ms: ((host - mid) / 1_000_000) as i64,
-            uncertainty_ms: ((answer.received_ns - asked_ns).max(0) / 2_000_000) as i64,
-        })
+    /// From a check's answer, when the host told its times: the midpoint of
+    /// the host's two readings against the midpoint of the workstation's,
+    /// known to within half the round trip less the host's own time between
+    /// its readings (its hashing).
+    pub fn measured(answer: crate::transport::Checked) -> Option<Clock> {
+        let (arrived, answered) = answer.host_ns?;
+        if answer.asked_ns <= 0 {
+            return None;
+        }
+        let offset = (arrived + answered) / 2 - (answer.asked_ns + answer.received_ns) / 2;
+        let transit = (answer.received_ns - answer.asked_ns) - (answered - arrived).max(0);
+        Some(Clock { offset_ms: (offset / 1_000_000) as i64, uncertainty_ms: (transit.max(0) / 2_000_000) as i64 })
+    }
+
+    /// Whether the clock is off by more than `bound_ms`, by the estimate: a
+    /// symmetric path makes it exact whatever the delay, where the uncertainty
+    /// (half the round trip) would let a far host's clock through unjudged.
+    pub fn beyond(&self, bound_ms: i64) -> bool {
+        self.offset_ms.abs() > bound_ms
     }
 }
 

@@ -195,7 +195,6 @@ pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, co
         // Why a host that was asked to check may not switch: it did not answer, or its clock is off.
         let mut why_not: Vec<Option<String>> = vec![None; order.len()];
         if go {
-            let asked_ns = jiff::Timestamp::now().as_nanosecond();
             for &k in &ks {
                 let _ = words[k].0.send(Word::Check);
             }
@@ -228,11 +227,11 @@ pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, co
                     }
                     // The check's round trip measures the host's clock once more, right before T.
                     if let (Some(clock), Some(_)) = (
-                        answer.and_then(|a| super::Clock::measured(asked_ns, a)),
+                        answer.and_then(super::Clock::measured),
                         at_t,
                     ) {
                         summary.clocks.insert(host.clone(), clock);
-                        if clock.offset_ms.abs() > opts.switch_by.max_offset_ms() {
+                        if clock.beyond(opts.switch_by.max_offset_ms()) {
                             why_not[k] = Some(format!("{host}'s clock is {clock} this workstation's, over --max-clock-offset {} ms: it did not switch", opts.switch_by.max_offset_ms()));
                             confirmed[k] = false;
                         }

@@ -3,6 +3,7 @@
 //! here prints or prompts; the command layer does that with what comes back.
 
 mod failover;
+pub mod lease;
 mod saved;
 pub mod watch;
 

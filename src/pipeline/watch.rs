@@ -4,12 +4,13 @@
 //! through the same pipeline as any other, and lands in the journal.
 
 use super::failover::{failover, refresh, Cache, REFRESH};
+use super::lease::{Lease, MemberLease};
 use super::Session;
 use crate::apply::journal::{Entry, Journal};
 use crate::error::{Error, ErrorKind, Result};
 use crate::farm::{Check, Farm, Service};
 use crate::live::FileState;
-use crate::transport::{self, AnyHost, Host, LeaseState, Reach};
+use crate::transport::{self, AnyHost, Host, Reach};
 use crate::watch::{Choice, Monitor, Step, Verdict};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,13 +46,13 @@ fn holder() -> String {
 }
 
 /// A connection per host, made again when it broke.
-struct Conns {
-    farm: Arc<Farm>,
-    hosts: BTreeMap<String, Arc<AnyHost>>,
+pub(super) struct Conns {
+    pub(super) farm: Arc<Farm>,
+    pub(super) hosts: BTreeMap<String, Arc<AnyHost>>,
 }
 
 impl Conns {
-    async fn get(&mut self, name: &str, limit: Duration) -> Option<Arc<AnyHost>> {
+    pub(super) async fn get(&mut self, name: &str, limit: Duration) -> Option<Arc<AnyHost>> {
         if let Some(h) = self.hosts.get(name) {
             return Some(h.clone());
         }
@@ -63,7 +64,7 @@ impl Conns {
     /// Drops a broken connection. Closing an SSH master can block on its
     /// socket, so it is closed off the async workers: a dead member must
     /// never stall the heartbeats of the others.
-    fn forget(&mut self, name: &str) {
+    pub(super) fn forget(&mut self, name: &str) {
         if let Some(h) = self.hosts.remove(name) {
             tokio::task::spawn_blocking(move || drop(h));
         }
@@ -100,26 +101,6 @@ async fn check(conns: &mut Conns, farm: &Farm, svc: &Service, member: &str, limi
         conns.forget(member);
     }
     ok
-}
-
-/// Takes (or renews) the lease on every reachable member: how many hold it
-/// for us, and the highest epoch among them (the fencing token of our
-/// writes). `Err` names another holder.
-async fn lease(conns: &mut Conns, farm: &Farm, svc: &Service, me: &str, release: bool, note: &str, limit: Duration) -> std::result::Result<(usize, u64), String> {
-    let (mut held, mut token) = (0, 0);
-    for m in &svc.members {
-        let Some(h) = conns.get(m, limit).await else { continue };
-        match tokio::time::timeout(limit, h.lease(&farm.state_dir, &svc.name, me, svc.lease.as_millis() as u64, release, note)).await {
-            Ok(Ok(LeaseState::Ours { epoch })) => {
-                held += 1;
-                token = token.max(epoch);
-            }
-            Ok(Ok(LeaseState::Held { holder, epoch, left_ms, .. })) => return Err(format!("service {} is watched by {holder} (lease epoch {epoch} on {m}, {left_ms} ms left)", svc.name)),
-            Ok(Ok(_)) => {}
-            _ => conns.forget(m),
-        }
-    }
-    Ok((held, token))
 }
 
 fn journal(service: &str, farm: &Farm, outcome: &str, detail: String) {
@@ -184,8 +165,17 @@ async fn fence(farm: &Farm, svc: &Service, dead: &str, log: Log) -> bool {
 }
 
 /// Watches one service until interrupted.
-async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut clients: Vec<String>, held: BTreeMap<String, Arc<AnyHost>>, log: Log, mut interrupted: tokio::sync::watch::Receiver<bool>) {
-    let me = holder();
+#[allow(clippy::too_many_arguments)]
+async fn watch_service(
+    farm: Arc<Farm>,
+    svc: Service,
+    active: String,
+    mut clients: Vec<String>,
+    held: BTreeMap<String, Arc<AnyHost>>,
+    mut lease: impl Lease,
+    log: Log,
+    mut interrupted: tokio::sync::watch::Receiver<bool>,
+) {
     let limit = svc.heartbeat.max(Duration::from_millis(500));
     // The connections of the first read serve the heartbeats, confirmations and failovers.
     let mut conns = Conns { farm: farm.clone(), hosts: held };
@@ -199,7 +189,7 @@ async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut client
     loop {
         let tick = Instant::now();
         if *interrupted.borrow() {
-            let _ = lease(&mut conns, &farm, &svc, &me, true, "", limit).await;
+            lease.release().await;
             log.event(&svc.name, "stopped", "the watcher stopped and released its lease");
             return;
         }
@@ -209,7 +199,7 @@ async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut client
         // What `farmctl status` shows of this watcher, kept with its lease.
         let note = std::iter::once(format!("active={active} beat={last_beat_ms}")).chain(last_sync.iter().map(|(m, (_, t))| format!("sync:{m}={t}"))).collect::<Vec<_>>().join(" ");
         let probe = async {
-            let held = lease(&mut conns, &farm, &svc, &me, false, &note, limit).await;
+            let held = lease.acquire(&note).await;
             let ok = check(&mut conns, &farm, &svc, &active, limit).await;
             (held, ok)
         };
@@ -218,8 +208,8 @@ async fn watch_service(farm: Arc<Farm>, svc: Service, active: String, mut client
                 log.event(&svc.name, "lease-lost", &format!("{e}; this watcher stops acting"));
                 return;
             }
-            Ok((Ok((_, token)), ok)) => {
-                epoch = epoch.max(token);
+            Ok((Ok(grant), ok)) => {
+                epoch = epoch.max(grant.token);
                 ok
             }
             Err(_) => {
@@ -345,15 +335,17 @@ pub async fn watch(farm_path: &std::path::Path, log: Log) -> Result<()> {
                 svc.members[0].clone()
             }
         };
-        let mut conns = Conns { farm: farm.clone(), hosts: session.hosts.clone() };
         let limit = svc.heartbeat.max(Duration::from_millis(500));
-        match lease(&mut conns, &farm, svc, &me, false, "", limit).await {
+        // The lease keeps its own connections (sharing the read's): a member it
+        // must connect to again never holds up a heartbeat's.
+        let mut lease = MemberLease::new(Conns { farm: farm.clone(), hosts: session.hosts.clone() }, svc, &me, limit);
+        match lease.acquire("").await {
             Err(e) => return Err(Error::new(ErrorKind::Refused, e).hint("one watcher per farm: stop the other, or wait for its lease to expire")),
-            Ok((0, _)) => return Err(Error::new(ErrorKind::Unreachable, format!("cannot take the lease of service {}: no member answers", svc.name))),
+            Ok(g) if g.places == 0 => return Err(Error::new(ErrorKind::Unreachable, format!("cannot take the lease of service {}: no member answers", svc.name))),
             Ok(_) => {}
         }
         log.event(&svc.name, "watching", &format!("{active} is active (named by {} client(s)); standbys: {}; lease held by {me}", clients.len(), svc.members.iter().filter(|m| **m != active).cloned().collect::<Vec<_>>().join(", ")));
-        tasks.spawn(watch_service(farm.clone(), svc.clone(), active, clients, conns.hosts, log, interrupted.clone()));
+        tasks.spawn(watch_service(farm.clone(), svc.clone(), active, clients, session.hosts.clone(), lease, log, interrupted.clone()));
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
@@ -383,22 +375,19 @@ pub async fn service_status(session: &mut Session) -> Vec<ServiceStatus> {
         let (active, clients) = crate::plan::services::active(&farm, &session.live, svc);
         let mut lease = None;
         let (mut last_heartbeat_ms, mut last_sync) = (None, Vec::new());
-        for m in &svc.members {
-            let Some(h) = session.hosts.get(m) else { continue };
-            if let Ok(Ok(LeaseState::Held { holder, epoch, left_ms, note })) = tokio::time::timeout(Duration::from_secs(5), h.lease_holder(&farm.state_dir, &svc.name)).await {
-                lease = Some((m.clone(), holder, epoch, left_ms));
-                for word in note.split_whitespace() {
-                    match word.split_once('=') {
-                        Some(("beat", t)) => last_heartbeat_ms = t.parse().ok(),
-                        Some((k, t)) if k.starts_with("sync:") => {
-                            if let Ok(t) = t.parse() {
-                                last_sync.push((k[5..].to_string(), t));
-                            }
+        let conns = Conns { farm: farm.clone(), hosts: session.hosts.clone() };
+        if let Some(held) = MemberLease::new(conns, svc, "", Duration::from_secs(5)).holding().await {
+            lease = Some((held.place, held.holder, held.token, held.left_ms));
+            for word in held.note.split_whitespace() {
+                match word.split_once('=') {
+                    Some(("beat", t)) => last_heartbeat_ms = t.parse().ok(),
+                    Some((k, t)) if k.starts_with("sync:") => {
+                        if let Ok(t) = t.parse() {
+                            last_sync.push((k[5..].to_string(), t));
                         }
-                        _ => {}
                     }
+                    _ => {}
                 }
-                break;
             }
         }
         let standbys = svc.members.iter().filter(|m| Some(*m) != active.as_ref()).cloned().collect();

@@ -130,9 +130,11 @@ pub enum Word {
 pub struct Checked {
     /// Every file still holds what the plan expects.
     pub ok: bool,
-    /// The host's clock when it answered (ns since the epoch), when it said.
-    pub host_ns: Option<i128>,
-    /// This workstation's clock when the answer arrived.
+    /// The host's clock when the word arrived and when it answered (ns since
+    /// the epoch), when it said.
+    pub host_ns: Option<(i128, i128)>,
+    /// This workstation's clock when the word was written and when the answer arrived.
+    pub asked_ns: i128,
     pub received_ns: i128,
 }
 
@@ -161,6 +163,9 @@ where
     // The reader says when the script's output has ended: a script that exited
     // without arming will never read a word, so the writer must stop waiting.
     let (ended_tx, mut ended_rx) = tokio::sync::oneshot::channel::<()>();
+    // When `check` was written: the clock measurement's start.
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let asked_w = asked.clone();
     let writer = async move {
         // The script may stop reading early (a refused check); that is not an error here.
         let _ = w.write_all(&input).await;
@@ -176,6 +181,9 @@ where
                     _ => Vec::new(),
                 };
                 if !line.is_empty() {
+                    if now == Word::Check {
+                        asked_w.store(jiff::Timestamp::now().as_nanosecond() as i64, std::sync::atomic::Ordering::Relaxed);
+                    }
                     let _ = w.write_all(&line).await;
                     let _ = w.flush().await;
                     sent_check |= now == Word::Check;
@@ -214,18 +222,13 @@ where
                 }
                 line if line.starts_with(b"CHECKED ") => {
                     let received_ns = jiff::Timestamp::now().as_nanosecond();
-                    let mut words = std::str::from_utf8(line)
-                        .unwrap_or("")
-                        .split_whitespace()
-                        .skip(1);
+                    let mut words = std::str::from_utf8(line).unwrap_or("").split_whitespace().skip(1);
                     let ok = words.next() == Some("ok");
-                    let host_ns = words.next().and_then(|t| t.parse::<i128>().ok());
+                    let mut time = || words.next().and_then(|t| t.parse::<i128>().ok());
+                    let host_ns = time().zip(time());
+                    let asked_ns = asked.load(std::sync::atomic::Ordering::Relaxed) as i128;
                     if let Some(c) = checked.take() {
-                        let _ = c.send(Checked {
-                            ok,
-                            host_ns,
-                            received_ns,
-                        });
+                        let _ = c.send(Checked { ok, host_ns, asked_ns, received_ns });
                     }
                 }
                 _ => {}

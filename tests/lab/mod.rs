@@ -77,8 +77,10 @@ impl LabHost {
         std::fs::create_dir_all(&bin).unwrap();
         let date = bin.join("date");
         std::fs::write(&date, format!("#!/bin/sh\nif [ \"$1\" = +%s%N ]; then echo $(( $(/bin/date +%s%N) + {ms}000000 )); else exec /bin/date \"$@\"; fi\n")).unwrap();
-        std::fs::set_permissions(&date, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(&date, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let perl = bin.join("perl");
+        std::fs::write(&perl, "#!/bin/sh\nexit 127\n").unwrap();
+        std::fs::set_permissions(&perl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     }
 
     pub fn read(&self, host_path: &str) -> Vec<u8> {

@@ -339,9 +339,8 @@ pub enum Trigger {
 }
 
 /// Re-checks every before-hash right before renaming the staged copies into
-/// place, records the time of each rename (the host clock right after it, so
-/// the skew is the hosts' own record; a file's ctime would be the kernel's
-/// coarse clock, a tick behind), runs the reload and drops the lock.
+/// place, records the time of each rename (the file's ctime, which the rename
+/// sets, so the skew is the hosts' own record), runs the reload and drops the lock.
 pub fn switch(ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: Trigger) -> String {
     let mut s = String::new();
     prelude(&mut s, ids, files, "");
@@ -349,8 +348,21 @@ pub fn switch(ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: 
     s
 }
 
-/// How long before the switch time a host told `at` looks at its files a last time.
-const RECHECK_NS: u64 = 100_000_000;
+/// How long before the switch time a host told `at` looks at its files a last
+/// time, and starts the process that renames them at T: early enough that
+/// fifty hosts on two cores have all done both by T.
+const RECHECK_NS: u64 = 500_000_000;
+
+/// Waits until T (its first argument, ns since the epoch, the host's clock),
+/// never waking early, then renames each (staged, target) pair in order,
+/// printing `RENAMED i NS` (the clock right after each rename) or the error
+/// and exit 1 at the first failure. At T it only wakes and renames: no process
+/// starts at the switch, so fifty hosts sharing two cores still switch together.
+const AT_T: &str = "use Time::HiRes qw(time sleep); $| = 1; my $t = shift(@ARGV) / 1e9; \
+while ((my $r = $t - time()) > 0) { sleep($r) } my $i = 0; \
+while (@ARGV) { my ($s, $d) = splice(@ARGV, 0, 2); \
+rename($s, $d) or do { print \"ERR cannot rename $i: $!\\n\"; exit 1 }; \
+printf(\"RENAMED %d %.0f\\n\", $i, time() * 1e9); $i++ }";
 
 /// Waits until `target` (ns since the epoch, an sh expression) by the host's
 /// clock: long waits in whole seconds, then one precise sleep. It never wakes
@@ -375,6 +387,7 @@ fn until_ns(s: &mut String, target: &str) {
 /// checked every hash, so the lock, the copies and the hashes need no second look
 /// before `ARMED`.
 fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: Trigger, staged_here: bool) {
+    s.push_str("switched=\n");
     if !staged_here {
         s.push_str("holds || { echo 'ERR this run no longer holds the host lock'; cleanup; exit 1; }\n");
         for i in 0..files.len() {
@@ -386,14 +399,16 @@ fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], reload: Option
     match trigger {
         Trigger::Word => {
             s.push_str(
-                "echo ARMED\nread -r word arg || word=abort\nif [ \"$word\" = check ]; then\n",
+                // The answer carries the host's clock when the word came and when it
+                // answers: with the workstation's two times, its offset (see `Clock`).
+                "echo ARMED\nread -r word arg || word=abort\nif [ \"$word\" = check ]; then\nc0=$(date +%s%N)\n",
             );
             // Before anyone switches: one more check on every host. A host that
             // fails it never switches, whatever word follows.
             cas_checks(s, files, |f| &f.before_sha256);
             s.push_str(
                 "if [ $bad = 1 ]; then echo 'CHECKED bad'; cleanup; unlock; exit 4; fi\n\
-                 printf 'CHECKED ok %s\\n' \"$(date +%s%N)\"\n\
+                 printf 'CHECKED ok %s %s\\n' \"$c0\" \"$(date +%s%N)\"\n\
                  read -r word arg || word=abort\n\
                  fi\n\
                  case $word in\n\
@@ -403,12 +418,16 @@ fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], reload: Option
             // `at NS`: committed. The host renames at NS by its own clock; a
             // dropped session no longer stops it (every other host got the same word).
             s.push_str("case $arg in ''|*[!0-9]*) cleanup; unlock; echo ABORTED; exit 5 ;; esac\ntrap '' HUP PIPE\n");
+            // Whether this host can wait and rename in one process started before T.
+            s.push_str("HR=; perl -MTime::HiRes -e 1 2>/dev/null && HR=1\n");
             until_ns(s, &format!("$((arg - {RECHECK_NS}))"));
             // The files may have changed since the check: the last look, just before T.
             cas_checks(s, files, |f| &f.before_sha256);
             s.push_str("if [ $bad = 1 ]; then cleanup; unlock; exit 4; fi\n");
+            let pairs: String = (0..files.len()).map(|i| format!(" \"$s{i}\" \"$t{i}\"")).collect();
+            writeln!(s, "if [ -n \"$HR\" ]; then perl -e {} \"$arg\"{pairs} || {{ cleanup; unlock; exit 1; }}; switched=1\nelse", q(AT_T)).unwrap();
             until_ns(s, "$arg");
-            s.push_str(";;\n*) cleanup; unlock; echo ABORTED; exit 5 ;;\nesac\n");
+            s.push_str("fi\n;;\n*) cleanup; unlock; echo ABORTED; exit 5 ;;\nesac\n");
         }
         Trigger::At(ns) => {
             writeln!(
@@ -423,13 +442,23 @@ fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], reload: Option
             s.push_str("if [ $bad = 1 ]; then cleanup; unlock; exit 4; fi\n");
         }
     }
+    // At T every process counts (in the lab, fifty hosts share two cores): the
+    // renames run first, one `mv` each, and their times are read afterwards,
+    // in one `stat`, from the files' ctimes, which the renames set (the
+    // kernel's coarse clock: a rename at T may read up to a tick early).
+    s.push_str(
+        "renamed() { W=$(stat -c %.9Z -- \"$@\" 2>/dev/null); i=0\n\
+         for r in $W; do case $r in *.*) r=${r%.*}${r#*.} ;; esac; case $r in ''|*[!0-9]*) r=0 ;; esac; printf 'RENAMED %s %s\\n' $i \"$r\"; i=$((i+1)); done\n\
+         while [ $i -lt $# ]; do printf 'RENAMED %s 0\\n' $i; i=$((i+1)); done; }\n",
+    );
+    s.push_str("if [ -z \"$switched\" ]; then\n");
+    let targets = |n: usize| (0..n).map(|i| format!(" \"$t{i}\"")).collect::<String>();
     for i in 0..files.len() {
-        writeln!(
-            s,
-            "if e=$(mv -f -- \"$s{i}\" \"$t{i}\" 2>&1); then r=$(date +%s%N); case \"$r\" in ''|*[!0-9]*) r=0 ;; esac; printf 'RENAMED {i} %s\\n' \"$r\"; else printf 'ERR cannot rename {i}: %s\\n' \"$e\"; cleanup; unlock; exit 1; fi"
-        )
-        .unwrap();
+        // A rename that fails still reports the ones before it: they happened.
+        let done = if i == 0 { String::new() } else { format!("renamed{}; ", targets(i)) };
+        writeln!(s, "e=$(mv -f -- \"$s{i}\" \"$t{i}\" 2>&1) || {{ {done}printf 'ERR cannot rename {i}: %s\\n' \"$e\"; cleanup; unlock; exit 1; }}").unwrap();
     }
+    writeln!(s, "renamed{}\nfi", targets(files.len())).unwrap();
     reload_lines(s, &ids.root, reload);
     s.push_str("unlock\necho DONE\n");
 }

@@ -83,7 +83,7 @@ pub fn parse_report(out: &[u8]) -> Vec<Report> {
             },
             "RENAMED" => match rest.split_once(' ') {
                 Some((i, t)) => match (i.parse(), t.parse()) {
-                    // 0: the host's `date` has no %N; the rename happened, its time is unknown.
+                    // 0: the host's `stat` could not say; the rename happened, its time is unknown.
                     (Ok(file), Ok(at_ns)) => Report::Renamed { file, at_ns },
                     _ => continue,
                 },

@@ -193,7 +193,7 @@ fn told_at_a_time_a_host_checks_once_more_and_waits_for_its_own_clock() {
             < rest.find("trap ''").unwrap()
     );
     let recheck = rest.find("CHANGED 0").unwrap();
-    assert!(rest.find("w=$((arg - 100000000))").unwrap() < recheck);
+    assert!(rest.find(&format!("w=$((arg - {}))", super::RECHECK_NS)).unwrap() < recheck);
     assert!(recheck < rest.find("w=$arg").unwrap());
     assert!(rest.find("w=$arg").unwrap() < rest.find("mv -f").unwrap());
 }
@@ -226,4 +226,36 @@ fn the_wait_for_a_host_clock_instant_never_wakes_early() {
             (woke - target) / 1_000_000
         );
     }
+}
+
+#[test]
+fn a_host_with_perl_renames_at_t_in_a_process_started_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for n in ["a", "b"] {
+        std::fs::write(d.join(format!("staged-{n}")), n).unwrap();
+        std::fs::write(d.join(n), "old").unwrap();
+    }
+    let t = jiff::Timestamp::now().as_nanosecond() + 300_000_000;
+    let arg = |p: &str| d.join(p).display().to_string();
+    let out = std::process::Command::new("perl")
+        .args(["-e", super::AT_T, &t.to_string(), &arg("staged-a"), &arg("a"), &arg("staged-b"), &arg("b")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(d.join("a")).unwrap(), "a");
+    assert_eq!(std::fs::read_to_string(d.join("b")).unwrap(), "b");
+    let times: Vec<i128> = text.lines().map(|l| l.strip_prefix("RENAMED ").unwrap().split(' ').nth(1).unwrap().parse().unwrap()).collect();
+    assert_eq!(times.len(), 2, "{text}");
+    assert!(times.iter().all(|r| *r >= t), "renamed before T: {text} (T {t})");
+    // A rename that fails stops there, named, and what was renamed before it is reported.
+    let out = std::process::Command::new("perl")
+        .args(["-e", super::AT_T, "0", &arg("a"), &arg("c"), &arg("missing"), &arg("b")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text.starts_with("RENAMED 0 ") && text.contains("ERR cannot rename 1: No such file or directory"), "{text}");
+    assert_eq!(std::fs::read_to_string(d.join("b")).unwrap(), "b", "nothing after the failure is touched");
 }

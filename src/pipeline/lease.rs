@@ -1,0 +1,105 @@
+//! The watcher's lease of a service: one watcher acts for a service at a
+//! time, and every write it makes carries the lease's fencing token, which the
+//! hosts check (a watcher whose lease is gone is refused there).
+//!
+//! [`Lease`] is what the watcher needs of a lease. [`MemberLease`], the
+//! default, needs nothing but SSH: the lease lives in each member's state
+//! directory, with an expiry and an epoch. A lease kept elsewhere (etcd's own
+//! lease, with its revision as the fencing token, for operators who run
+//! several watchers) implements the same trait.
+
+use super::watch::Conns;
+use crate::farm::Service;
+use crate::transport::LeaseState;
+use std::future::Future;
+use std::time::Duration;
+
+/// A lease held (or renewed) for this watcher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// How many of the lease's places hold it for us: 0 when none answered.
+    pub places: usize,
+    /// The fencing token of our writes: higher than any earlier holder's.
+    pub token: u64,
+}
+
+/// Who holds a service's lease, as `farmctl status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holding {
+    /// Where the lease was read (a member, for [`MemberLease`]).
+    pub place: String,
+    pub holder: String,
+    pub token: u64,
+    pub left_ms: i64,
+    /// What the holder last wrote about the service (its heartbeat and syncs).
+    pub note: String,
+}
+
+/// What the watcher needs of a lease.
+pub trait Lease: Send {
+    /// Takes or renews the lease for this watcher, keeping `note` with it.
+    /// `Err` names the other watcher that holds it.
+    fn acquire(&mut self, note: &str) -> impl Future<Output = Result<Grant, String>> + Send;
+    /// Gives the lease up, so that another watcher need not wait for its expiry.
+    fn release(&mut self) -> impl Future<Output = ()> + Send;
+    /// Who holds the lease now, if anyone.
+    fn holding(&mut self) -> impl Future<Output = Option<Holding>> + Send;
+}
+
+/// The lease on every member of the service, over SSH: held when no member
+/// names another live holder. It outlives a dead holder by `svc.lease`.
+pub struct MemberLease {
+    conns: Conns,
+    svc: Service,
+    holder: String,
+    state_dir: String,
+    /// The bound on each member's answer.
+    limit: Duration,
+}
+
+impl MemberLease {
+    pub(super) fn new(conns: Conns, svc: &Service, holder: &str, limit: Duration) -> MemberLease {
+        let state_dir = conns.farm.state_dir.clone();
+        MemberLease { conns, svc: svc.clone(), holder: holder.to_string(), state_dir, limit }
+    }
+
+    async fn on_members(&mut self, note: &str, release: bool) -> Result<Grant, String> {
+        let mut grant = Grant { places: 0, token: 0 };
+        let ttl = self.svc.lease.as_millis() as u64;
+        for m in self.svc.members.clone() {
+            let Some(h) = self.conns.get(&m, self.limit).await else { continue };
+            match tokio::time::timeout(self.limit, h.lease(&self.state_dir, &self.svc.name, &self.holder, ttl, release, note)).await {
+                Ok(Ok(LeaseState::Ours { epoch })) => {
+                    grant.places += 1;
+                    grant.token = grant.token.max(epoch);
+                }
+                Ok(Ok(LeaseState::Held { holder, epoch, left_ms, .. })) => {
+                    return Err(format!("service {} is watched by {holder} (lease epoch {epoch} on {m}, {left_ms} ms left)", self.svc.name));
+                }
+                Ok(Ok(_)) => {}
+                _ => self.conns.forget(&m),
+            }
+        }
+        Ok(grant)
+    }
+}
+
+impl Lease for MemberLease {
+    async fn acquire(&mut self, note: &str) -> Result<Grant, String> {
+        self.on_members(note, false).await
+    }
+
+    async fn release(&mut self) {
+        let _ = self.on_members("", true).await;
+    }
+
+    async fn holding(&mut self) -> Option<Holding> {
+        for m in self.svc.members.clone() {
+            let Some(h) = self.conns.get(&m, self.limit).await else { continue };
+            if let Ok(Ok(LeaseState::Held { holder, epoch, left_ms, note })) = tokio::time::timeout(self.limit, h.lease_holder(&self.state_dir, &self.svc.name)).await {
+                return Some(Holding { place: m, holder, token: epoch, left_ms, note });
+            }
+        }
+        None
+    }
+}
