@@ -73,6 +73,14 @@ fn main() {
     for k in 0..kills {
         let next = if active == "web-c" { "web-d" } else { "web-c" };
         let want = format!("primary = \"{next}\"");
+        // What the watcher said of the member about to be killed while it was healthy:
+        // a heartbeat missed before the kill would make the confirmation come early.
+        let before: Vec<String> = rx.try_iter().map(|(_, l)| l).collect();
+        let missed = before.iter().filter(|l| l.contains("\"event\":\"missed\"") || l.contains("\"event\":\"stalled\"")).cloned().collect::<Vec<_>>();
+        if !missed.is_empty() {
+            eprintln!("kill {k}: before it, the watcher said:\n  {}", missed.join("\n  "));
+        }
+        seen.borrow_mut().extend(before);
         let killed = Instant::now();
         lab.host_mut(&active).crash();
         let confirmed = wait_for(&rx, "\"event\":\"confirmed\"", 30).unwrap_or_else(|| panic!("kill {k} of {active}: no confirmation; the watcher said:\n{}", tail()));

@@ -1,7 +1,7 @@
 //! farmctl against the OpenSSH floor and Ansible, on a lab farm of real sshd
 //! hosts (see tests/lab). Prints a markdown table of medians.
 //!
-//!     cargo bench --bench farm -- --hosts 10,50,100 --runs 5 --ansible bench/.venv/bin/ansible-playbook
+//!     cargo bench --bench farm -- --hosts 10,50,100 --runs 5 --ansible bench/.venv/bin/ansible-playbook --pyinfra bench/.venv/bin/pyinfra
 //!     cargo bench --bench farm -- --hosts 50 --runs 3 --delays 150   # and the switch with one-way delays 0-150 ms
 //!     cargo bench --bench farm -- --hosts 50 --runs 3 --delays 150 --only-switch
 //!
@@ -151,7 +151,11 @@ impl Bench {
         let at = jiff::Timestamp::from_millisecond((jiff::Timestamp::now().as_millisecond() as f64 + lead * 1000.0) as i64).unwrap();
         let path = self.farm("farm-at.toml", "control_persist = \"0s\"\n", &format!("at = \"{at}\"\n"));
         if let Some(c) = config {
-            let text = std::fs::read_to_string(&path).unwrap().replace(&self.lab.ssh_config.display().to_string(), &c.display().to_string());
+            // Fifty relays (python) starting at once on two cores: the handshakes take seconds.
+            let text = std::fs::read_to_string(&path)
+                .unwrap()
+                .replace(&self.lab.ssh_config.display().to_string(), &c.display().to_string())
+                .replace("connect_timeout = \"3s\"", "connect_timeout = \"30s\"");
             std::fs::write(&path, text).unwrap();
         }
         let (_, err) = Bench::timed(self.farmctl(&self.fresh_control(tag)).args(["apply", "farm-at.toml", "--yes", "--switch-by", by]));
@@ -239,6 +243,63 @@ impl Ansible {
     }
 }
 
+/// pyinfra beside Ansible: the same edit, by `files.replace` (sed on the host),
+/// over its own SSH (paramiko), host keys checked.
+struct Pyinfra {
+    bin: PathBuf,
+    dir: PathBuf,
+}
+
+impl Pyinfra {
+    fn prepare(bench: &Bench, bin: PathBuf) -> Pyinfra {
+        let dir = bench.lab.dir.path().join("pyinfra");
+        std::fs::create_dir_all(&dir).unwrap();
+        let lab = &bench.lab;
+        let hosts: Vec<String> = bench
+            .ivr
+            .iter()
+            .map(|h| {
+                format!(
+                    "    ({h:?}, {{\"ssh_hostname\": {:?}, \"ssh_port\": {}, \"ssh_user\": \"root\", \"ssh_key\": {:?}, \"ssh_known_hosts_file\": {:?}, \"ssh_strict_host_key_checking\": \"yes\"}}),\n",
+                    lab.host(h).address,
+                    lab.port,
+                    lab.key.display().to_string(),
+                    lab.known_hosts.display().to_string()
+                )
+            })
+            .collect();
+        std::fs::write(dir.join("inventory.py"), format!("ivr = [\n{}]\n", hosts.concat())).unwrap();
+        // sed's basic regular expressions: web-a (and its address) as a whole name.
+        let a = lab.host("web-a").address.replace('.', "\\.");
+        let c = &lab.host("web-c").address;
+        let ops: String = IVR_FILES
+            .iter()
+            .map(|p| {
+                format!(
+                    "files.replace(name=\"web-a -> web-c in {p}\", path={p:?}, text=r\"\\(^\\|[^A-Za-z0-9_.-]\\)web-a\\([^A-Za-z0-9_-]\\|$\\)\", replace=r\"\\1web-c\\2\")\n\
+                     files.replace(name=\"web-a's address in {p}\", path={p:?}, text=r\"\\(^\\|[^0-9.]\\){a}\\([^0-9]\\|$\\)\", replace=r\"\\1{c}\\2\")\n"
+                )
+            })
+            .collect();
+        std::fs::write(dir.join("deploy.py"), format!("from pyinfra.operations import files\n\n{ops}")).unwrap();
+        Pyinfra { bin, dir }
+    }
+
+    /// One run: `--dry` (what it would change) or the real one; parallel = hosts.
+    fn run(&self, bench: &Bench, dry: bool) -> f64 {
+        let mut c = Command::new(&self.bin);
+        c.current_dir(&self.dir).args(["-y", "--parallel", &bench.ivr.len().to_string(), "inventory.py", "deploy.py"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if dry {
+            c.arg("--dry");
+        }
+        let t = Instant::now();
+        let out = c.output().unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        assert!(out.status.success(), "pyinfra failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        secs
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let get = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
@@ -248,8 +309,12 @@ fn main() {
     let sizes: Vec<usize> = get("--hosts").unwrap_or_else(|| "10,50".into()).split(',').map(|s| s.parse().unwrap()).collect();
     let runs: usize = get("--runs").map_or(5, |r| r.parse().unwrap());
     let ansible = get("--ansible").map(|p| std::path::absolute(PathBuf::from(p)).expect("a path"));
-    println!("| hosts | OpenSSH floor (s) | plan cold (s) | apply FARM cold (s) | warm apply PLAN (s) | switch skew (ms) | ansible --check --diff (s) | ansible run (s) | plan / floor | apply / floor | warm / floor | ansible check / plan | ansible run / apply |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let pyinfra = get("--pyinfra").map(|p| std::path::absolute(PathBuf::from(p)).expect("a path"));
+    let only_switch = args.iter().any(|a| a == "--only-switch");
+    if !only_switch {
+        println!("| hosts | OpenSSH floor (s) | plan cold (s) | apply FARM cold (s) | warm apply PLAN (s) | switch skew (ms) | ansible --check --diff (s) | ansible run (s) | pyinfra --dry (s) | pyinfra run (s) | plan / floor | apply / floor | warm / floor | ansible check / plan | ansible run / apply | pyinfra dry / plan | pyinfra run / apply |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    }
     let mut switch_table = Vec::new();
     for n in sizes {
         let b = Bench::start(n, runs);
@@ -260,7 +325,7 @@ fn main() {
             return;
         }
         // --only-switch: just the switch table (with --delays).
-        if !args.iter().any(|a| a == "--only-switch") {
+        if !only_switch {
             let floor = b.repeat(|_| b.floor());
             let plan = b.repeat(|i| Bench::timed(b.farmctl(&b.fresh_control(&format!("p{i}"))).args(["plan", "farm-cold.toml", "-o", "plans/cold.json"])).0);
             let apply = b.repeat(|i| {
@@ -289,13 +354,28 @@ fn main() {
                 }
                 None => (f64::NAN, f64::NAN),
             };
+            let (dry, py) = match &pyinfra {
+                Some(bin) => {
+                    let p = Pyinfra::prepare(&b, bin.clone());
+                    let pr = b.runs.min(3);
+                    let dry = median((0..pr).map(|_| { b.reset(); p.run(&b, true) }).collect());
+                    let py = median((0..pr).map(|_| { b.reset(); p.run(&b, false) }).collect());
+                    // As for Ansible: the real run made the same edit farmctl does.
+                    let want = ivr_files(&b.ivr[0], "web-c", &b.lab.host("web-c").address);
+                    assert_eq!(String::from_utf8(b.lab.host(&b.ivr[0]).read(IVR_FILES[0])).unwrap(), want[0], "pyinfra made the same edit");
+                    (dry, py)
+                }
+                None => (f64::NAN, f64::NAN),
+            };
             println!(
-                "| {n} | {floor:.2} | {plan:.2} | {apply:.2} | {warm:.2} | {skew:.1} | {check:.1} | {real:.1} | {:.2}x | {:.2}x | {:.2}x | {:.1}x | {:.1}x |",
+                "| {n} | {floor:.2} | {plan:.2} | {apply:.2} | {warm:.2} | {skew:.1} | {check:.1} | {real:.1} | {dry:.1} | {py:.1} | {:.2}x | {:.2}x | {:.2}x | {:.1}x | {:.1}x | {:.1}x | {:.1}x |",
                 plan / floor,
                 apply / floor,
                 warm / floor,
                 check / plan,
-                real / apply
+                real / apply,
+                dry / plan,
+                py / apply
             );
         }
         if let Some(max) = get("--delays") {
@@ -304,7 +384,9 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
     }
     if !switch_table.is_empty() {
-        println!();
+        if !only_switch {
+            println!();
+        }
         println!("| hosts | one-way delays | switch by | skew (ms) | first rename after T (ms) | last rename after T (ms) | earliest of all runs (ms) |");
         println!("|---|---|---|---|---|---|---|");
         for row in switch_table {
