@@ -247,10 +247,11 @@ pub fn switch_by(
             Some(s) if s.clock_offset_ms.is_some() => {
                 let o = s.clock_offset_ms.unwrap_or_default();
                 one_way = one_way.max(s.clock_uncertainty_ms);
-                // The read's round trip includes opening a channel, so its estimate
-                // leans; refused here is only what it vouches for. The check right
+                // Refused here is only what the read vouches for: its round trip
+                // includes opening a channel, which widens it. The check right
                 // before T measures each clock again, over one round trip.
-                if o.abs() - s.clock_uncertainty_ms > bound {
+                let clock = apply::Clock { offset_ms: o, uncertainty_ms: s.clock_uncertainty_ms };
+                if clock.beyond(bound) {
                     off.push(format!("{h} {o:+} ms (±{} ms)", s.clock_uncertainty_ms));
                 }
             }

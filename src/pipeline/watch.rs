@@ -198,11 +198,9 @@ async fn watch_service(
         // member's connection does, the watcher goes on beating.
         // What `farmctl status` shows of this watcher, kept with its lease.
         let note = std::iter::once(format!("active={active} beat={last_beat_ms}")).chain(last_sync.iter().map(|(m, (_, t))| format!("sync:{m}={t}"))).collect::<Vec<_>>().join(" ");
-        let probe = async {
-            let held = lease.acquire(&note).await;
-            let ok = check(&mut conns, &farm, &svc, &active, limit).await;
-            (held, ok)
-        };
+        // The lease and the heartbeat go together: renewing the lease on a
+        // dead member (a connection that must time out) never delays the check.
+        let probe = async { tokio::join!(lease.acquire(&note), check(&mut conns, &farm, &svc, &active, limit)) };
         let ok = match tokio::time::timeout(limit * 4, probe).await {
             Ok((Err(e), _)) => {
                 log.event(&svc.name, "lease-lost", &format!("{e}; this watcher stops acting"));
@@ -336,8 +334,8 @@ pub async fn watch(farm_path: &std::path::Path, log: Log) -> Result<()> {
             }
         };
         let limit = svc.heartbeat.max(Duration::from_millis(500));
-        // The lease keeps its own connections (sharing the read's): a member it
-        // must connect to again never holds up a heartbeat's.
+        // The lease keeps its own connections (sharing the read's), so that it
+        // can be renewed while the heartbeat runs.
         let mut lease = MemberLease::new(Conns { farm: farm.clone(), hosts: session.hosts.clone() }, svc, &me, limit);
         match lease.acquire("").await {
             Err(e) => return Err(Error::new(ErrorKind::Refused, e).hint("one watcher per farm: stop the other, or wait for its lease to expire")),

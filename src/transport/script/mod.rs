@@ -348,16 +348,12 @@ pub fn switch(ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: 
     s
 }
 
-/// How long before the switch time a host told `at` looks at its files a last
-/// time, and starts the process that renames them at T: early enough that
-/// fifty hosts on two cores have all done both by T.
-const RECHECK_NS: u64 = 500_000_000;
-
 /// Waits until T (its first argument, ns since the epoch, the host's clock),
 /// never waking early, then renames each (staged, target) pair in order,
 /// printing `RENAMED i NS` (the clock right after each rename) or the error
-/// and exit 1 at the first failure. At T it only wakes and renames: no process
-/// starts at the switch, so fifty hosts sharing two cores still switch together.
+/// and exit 1 at the first failure. Started when the host is told `at T`, it
+/// only wakes and renames at T: no process starts at the switch, so fifty
+/// hosts sharing two cores still switch together.
 const AT_T: &str = "use Time::HiRes qw(time sleep); $| = 1; my $t = shift(@ARGV) / 1e9; \
 while ((my $r = $t - time()) > 0) { sleep($r) } my $i = 0; \
 while (@ARGV) { my ($s, $d) = splice(@ARGV, 0, 2); \
@@ -418,11 +414,12 @@ fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], reload: Option
             // `at NS`: committed. The host renames at NS by its own clock; a
             // dropped session no longer stops it (every other host got the same word).
             s.push_str("case $arg in ''|*[!0-9]*) cleanup; unlock; echo ABORTED; exit 5 ;; esac\ntrap '' HUP PIPE\n");
-            // Whether this host can wait and rename in one process started before T.
-            s.push_str("HR=; perl -MTime::HiRes -e 1 2>/dev/null && HR=1\n");
-            until_ns(s, &format!("$((arg - {RECHECK_NS}))"));
-            // The files may have changed since the check: the last look, just before T.
+            // The files may have changed since the check: a last look, as soon as
+            // the word comes. Whatever work is left before T is done now, while the
+            // words arrive host after host, not all at once at T.
             cas_checks(s, files, |f| &f.before_sha256);
+            // Whether this host can wait and rename in one process started now.
+            s.push_str("HR=; perl -MTime::HiRes -e 1 2>/dev/null && HR=1\n");
             s.push_str("if [ $bad = 1 ]; then cleanup; unlock; exit 4; fi\n");
             let pairs: String = (0..files.len()).map(|i| format!(" \"$s{i}\" \"$t{i}\"")).collect();
             writeln!(s, "if [ -n \"$HR\" ]; then perl -e {} \"$arg\"{pairs} || {{ cleanup; unlock; exit 1; }}; switched=1\nelse", q(AT_T)).unwrap();
