@@ -58,10 +58,12 @@ pub enum SwitchBy {
     /// tells each `at T`. The skew is then the clocks' error, not the network's.
     /// `one_way`: the slowest host's one-way delay, as the read measured it.
     /// `max_offset`: a host whose clock is further off this workstation's, as
-    /// its answer to the check measures it, does not switch.
+    /// its answer to the check measures it, does not switch. `hosts`: how many
+    /// switch; this workstation sends each its words through its own `ssh`.
     HostClock {
         one_way: Duration,
         max_offset: Duration,
+        hosts: usize,
     },
     /// The workstation says `go` down every session at T: hosts switch one
     /// network delay after T, each its own.
@@ -80,20 +82,18 @@ impl SwitchBy {
     /// round trip, the `at` word's way out, and a margin for a loaded host.
     pub fn lead(self) -> Duration {
         match self {
-            SwitchBy::HostClock { one_way, .. } => {
-                (one_way * 6 + Duration::from_millis(700)).min(Duration::from_secs(20))
-            }
+            SwitchBy::HostClock { one_way, hosts, .. } => (one_way * 6 + Duration::from_millis(700 + 15 * hosts as u64)).min(Duration::from_secs(30)),
             SwitchBy::Workstation => Duration::ZERO,
         }
     }
 
-    /// How long before T every answer must be in, so that `at T` reaches
-    /// the slowest host before T. A host that has not answered by then does not switch.
+    /// How long before T every answer must be in, so that `at T` reaches the
+    /// slowest host, and it has looked at its files and started the process
+    /// that renames them, before T. A host that has not answered by then does
+    /// not switch. The words go out one `ssh` after another: a few ms a host.
     pub fn answers_by(self) -> Duration {
         match self {
-            SwitchBy::HostClock { one_way, .. } => {
-                (one_way * 2 + Duration::from_millis(300)).min(Duration::from_secs(8))
-            }
+            SwitchBy::HostClock { one_way, hosts, .. } => (one_way * 2 + Duration::from_millis(300 + 8 * hosts as u64)).min(Duration::from_secs(15)),
             SwitchBy::Workstation => Duration::ZERO,
         }
     }

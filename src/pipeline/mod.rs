@@ -241,6 +241,7 @@ pub fn switch_by(
         return Ok((apply::SwitchBy::Workstation, None));
     }
     let bound = max_offset.as_millis() as i64;
+    let count = hosts.len();
     let (mut one_way, mut off, mut unread) = (0i64, Vec::new(), Vec::new());
     for h in hosts {
         match live.get(h).and_then(|r| r.as_ref().ok()) {
@@ -270,6 +271,7 @@ pub fn switch_by(
         apply::SwitchBy::HostClock {
             one_way: std::time::Duration::from_millis(one_way.max(0) as u64),
             max_offset,
+            hosts: count,
         },
         None,
     ))

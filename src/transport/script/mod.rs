@@ -351,13 +351,13 @@ pub fn switch(ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: 
 /// Waits until T (its first argument, ns since the epoch, the host's clock),
 /// never waking early, then renames each (staged, target) pair in order,
 /// printing `RENAMED i NS` (the clock right after each rename) or the error
-/// and exit 1 at the first failure. Started when the host is told `at T`, it
+/// and exit 3 at the first failure. Started when the host is told `at T`, it
 /// only wakes and renames at T: no process starts at the switch, so fifty
 /// hosts sharing two cores still switch together.
 const AT_T: &str = "use Time::HiRes qw(time sleep); $| = 1; my $t = shift(@ARGV) / 1e9; \
 while ((my $r = $t - time()) > 0) { sleep($r) } my $i = 0; \
 while (@ARGV) { my ($s, $d) = splice(@ARGV, 0, 2); \
-rename($s, $d) or do { print \"ERR cannot rename $i: $!\\n\"; exit 1 }; \
+rename($s, $d) or do { print \"ERR cannot rename $i: $!\\n\"; exit 3 }; \
 printf(\"RENAMED %d %.0f\\n\", $i, time() * 1e9); $i++ }";
 
 /// Waits until `target` (ns since the epoch, an sh expression) by the host's
@@ -418,13 +418,14 @@ fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], reload: Option
             // the word comes. Whatever work is left before T is done now, while the
             // words arrive host after host, not all at once at T.
             cas_checks(s, files, |f| &f.before_sha256);
-            // Whether this host can wait and rename in one process started now.
-            s.push_str("HR=; perl -MTime::HiRes -e 1 2>/dev/null && HR=1\n");
             s.push_str("if [ $bad = 1 ]; then cleanup; unlock; exit 4; fi\n");
+            // One process, started now, waits and renames. Exit 3: a rename failed
+            // (said, and what was renamed before it). Any other failure before a
+            // rename (no perl: 127; no Time::HiRes: 2) leaves `date`, `sleep` and `mv`.
             let pairs: String = (0..files.len()).map(|i| format!(" \"$s{i}\" \"$t{i}\"")).collect();
-            writeln!(s, "if [ -n \"$HR\" ]; then perl -e {} \"$arg\"{pairs} || {{ cleanup; unlock; exit 1; }}; switched=1\nelse", q(AT_T)).unwrap();
+            writeln!(s, "perl -e {} \"$arg\"{pairs} 2>/dev/null; pr=$?\ncase $pr in\n0) switched=1 ;;\n3) cleanup; unlock; exit 1 ;;\n*)", q(AT_T)).unwrap();
             until_ns(s, "$arg");
-            s.push_str("fi\n;;\n*) cleanup; unlock; echo ABORTED; exit 5 ;;\nesac\n");
+            s.push_str(";;\nesac\n;;\n*) cleanup; unlock; echo ABORTED; exit 5 ;;\nesac\n");
         }
         Trigger::At(ns) => {
             writeln!(

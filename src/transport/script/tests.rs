@@ -256,7 +256,7 @@ fn a_host_with_perl_renames_at_t_in_a_process_started_before_it() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     assert!(text.starts_with("RENAMED 0 ") && text.contains("ERR cannot rename 1: No such file or directory"), "{text}");
     assert_eq!(std::fs::read_to_string(d.join("b")).unwrap(), "b", "nothing after the failure is touched");
 }
