@@ -164,6 +164,40 @@ async fn fence(farm: &Farm, svc: &Service, dead: &str, log: Log) -> bool {
     ok
 }
 
+/// What the lease's loop tells the heartbeat's: the fencing token, or that the
+/// lease is lost (another watcher holds it); and what to keep with the lease.
+#[derive(Default)]
+struct LeaseView {
+    token: u64,
+    lost: Option<String>,
+    note: String,
+}
+
+/// Renews the lease every `every` until interrupted (then releases it) or lost.
+async fn renew(mut lease: impl Lease, view: Arc<std::sync::Mutex<LeaseView>>, every: Duration, mut interrupted: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *interrupted.borrow() {
+            lease.release().await;
+            return;
+        }
+        let note = view.lock().expect("lease view").note.clone();
+        match lease.acquire(&note).await {
+            Ok(g) => {
+                let mut v = view.lock().expect("lease view");
+                v.token = v.token.max(g.token);
+            }
+            Err(e) => {
+                view.lock().expect("lease view").lost = Some(e);
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = interrupted.changed() => {}
+        }
+    }
+}
+
 /// Watches one service until interrupted.
 #[allow(clippy::too_many_arguments)]
 async fn watch_service(
@@ -172,7 +206,7 @@ async fn watch_service(
     active: String,
     mut clients: Vec<String>,
     held: BTreeMap<String, Arc<AnyHost>>,
-    mut lease: impl Lease,
+    lease: impl Lease + 'static,
     log: Log,
     mut interrupted: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -183,33 +217,37 @@ async fn watch_service(
     let mut last_sync: BTreeMap<String, (Instant, u64)> = BTreeMap::new();
     let mut epoch = 0;
     let mut last_beat_ms = 0;
+    // The lease is renewed in its own loop, every heartbeat: a member it cannot
+    // reach (the one just failed over from) never stretches the heartbeat's ticks.
+    let shared = Arc::new(std::sync::Mutex::new(LeaseView::default()));
+    let renewing = tokio::spawn(renew(lease, shared.clone(), svc.heartbeat, interrupted.clone()));
     let cache: Cache = Default::default();
     let mut refreshed: Option<Instant> = None;
     let port = farm.ssh.port.unwrap_or(22);
     loop {
         let tick = Instant::now();
         if *interrupted.borrow() {
-            lease.release().await;
+            let _ = renewing.await;
             log.event(&svc.name, "stopped", "the watcher stopped and released its lease");
             return;
         }
         let active = monitor.active.clone();
-        // The lease and the heartbeat are bounded as a whole: whatever a dead
-        // member's connection does, the watcher goes on beating.
-        // What `farmctl status` shows of this watcher, kept with its lease.
+        // The heartbeat is bounded: whatever a dead member's connection does,
+        // the watcher goes on beating. What `farmctl status` shows of this
+        // watcher goes to the lease's loop, which keeps it with the lease.
         let note = std::iter::once(format!("active={active} beat={last_beat_ms}")).chain(last_sync.iter().map(|(m, (_, t))| format!("sync:{m}={t}"))).collect::<Vec<_>>().join(" ");
-        // The lease and the heartbeat go together: renewing the lease on a
-        // dead member (a connection that must time out) never delays the check.
-        let probe = async { tokio::join!(lease.acquire(&note), check(&mut conns, &farm, &svc, &active, limit)) };
-        let ok = match tokio::time::timeout(limit * 4, probe).await {
-            Ok((Err(e), _)) => {
-                log.event(&svc.name, "lease-lost", &format!("{e}; this watcher stops acting"));
-                return;
-            }
-            Ok((Ok(grant), ok)) => {
-                epoch = epoch.max(grant.token);
-                ok
-            }
+        let lost = {
+            let mut view = shared.lock().expect("lease view");
+            view.note = note;
+            epoch = epoch.max(view.token);
+            view.lost.clone()
+        };
+        if let Some(e) = lost {
+            log.event(&svc.name, "lease-lost", &format!("{e}; this watcher stops acting"));
+            return;
+        }
+        let ok = match tokio::time::timeout(limit * 4, check(&mut conns, &farm, &svc, &active, limit)).await {
+            Ok(ok) => ok,
             Err(_) => {
                 log.event(&svc.name, "stalled", &format!("the heartbeat of {active} took longer than {:?}; its connections are made again", limit * 4));
                 for h in std::mem::take(&mut conns.hosts).into_values() {
