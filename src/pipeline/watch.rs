@@ -332,6 +332,10 @@ async fn watch_service(
                                             journal(&svc.name, &farm, "failover", format!("{active} -> {next}: {n} client(s) repointed"));
                                             monitor.failed_over(&next, now_ms());
                                             clients.retain(|c| !svc.members.contains(c));
+                                            // The failover changed the clients: read them again at the
+                                            // next healthy heartbeat, so that the next failover
+                                            // (this member may fail too) need not wait for a read.
+                                            refreshed = None;
                                         }
                                         Err(e) => log.event(&svc.name, "failover-failed", &format!("{active} -> {next}: {e}")),
                                     }
