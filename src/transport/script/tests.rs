@@ -202,7 +202,7 @@ fn told_at_a_time_a_host_checks_once_more_and_waits_for_its_own_clock() {
 #[test]
 fn the_wait_for_a_host_clock_instant_never_wakes_early() {
     let mut s = String::new();
-    super::until_ns(&mut s, "$1");
+    super::switch::until_ns(&mut s, "$1");
     s.push_str("date +%s%N\n");
     for ahead_ms in [0i128, 30, 250, 1200] {
         let now = jiff::Timestamp::now().as_nanosecond();
@@ -240,7 +240,7 @@ fn a_host_with_perl_renames_at_t_in_a_process_started_before_it() {
     let t = jiff::Timestamp::now().as_nanosecond() + 300_000_000;
     let arg = |p: &str| d.join(p).display().to_string();
     let out = std::process::Command::new("perl")
-        .args(["-e", super::AT_T, &t.to_string(), &arg("staged-a"), &arg("a"), &arg("staged-b"), &arg("b")])
+        .args(["-e", super::switch::AT_T, &t.to_string(), &arg("staged-a"), &arg("a"), &arg("staged-b"), &arg("b")])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -252,7 +252,7 @@ fn a_host_with_perl_renames_at_t_in_a_process_started_before_it() {
     assert!(times.iter().all(|r| *r >= t), "renamed before T: {text} (T {t})");
     // A rename that fails stops there, named, and what was renamed before it is reported.
     let out = std::process::Command::new("perl")
-        .args(["-e", super::AT_T, "0", &arg("a"), &arg("c"), &arg("missing"), &arg("b")])
+        .args(["-e", super::switch::AT_T, "0", &arg("a"), &arg("c"), &arg("missing"), &arg("b")])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
