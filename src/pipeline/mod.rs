@@ -215,9 +215,10 @@ pub fn clock_warnings(farm: &Farm, live: &LiveFarm) -> Vec<String> {
 }
 
 /// Who fires the plan's scheduled switches. By the hosts' clocks (`by_host`),
-/// every host a timed stage switches must have had its clock read, within
-/// `max_offset` of this workstation's (the read's estimate); a clock further
-/// off is refused, naming each such host. A host whose clock could not be
+/// every host a timed stage switches must have had its clock read, and none
+/// may be certainly further than `max_offset` off this workstation's (its
+/// offset less the read's uncertainty); such a clock is refused, naming each
+/// such host. The check right before T measures every clock again. A host whose clock could not be
 /// read (a `date` without `%N`) makes the workstation fire, with a note.
 pub fn switch_by(
     plan: &Plan,

@@ -8,8 +8,9 @@ use std::fmt::Write;
 /// What makes a staged switch fire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trigger {
-    /// Print `ARMED`, then wait for `go` (or `abort`) on stdin: the
-    /// workstation fires every host together over the connections it holds.
+    /// Print `ARMED`, then wait on stdin for `check` and then `go`, `at NS`
+    /// (switch at NS by the host's own clock) or `abort`: the workstation
+    /// fires every host together over the connections it holds.
     Word,
     /// Sleep on the host until this instant (ns since the epoch, host clock):
     /// for `apply --detach`, when the workstation may be gone.
@@ -17,8 +18,9 @@ pub enum Trigger {
 }
 
 /// Re-checks every before-hash right before renaming the staged copies into
-/// place, records the time of each rename (the file's ctime, which the rename
-/// sets, so the skew is the hosts' own record), runs the reload and drops the lock.
+/// place, records the time of each rename on the host (its clock right after
+/// the rename, or the file's ctime, which the rename sets: the skew is the
+/// hosts' own record), runs the reload and drops the lock.
 pub fn switch(ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: Trigger) -> String {
     let mut s = String::new();
     prelude(&mut s, ids, files, "");
