@@ -82,3 +82,38 @@ impl std::fmt::Display for ReadError {
 
 /// The state of every host in scope: either what was read, or why it could not be.
 pub type LiveFarm = BTreeMap<String, Result<LiveHost, ReadError>>;
+
+/// A host's clock against this workstation's, from one round trip (the read's,
+/// or a switch check's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    pub offset_ms: i64,
+    /// Half the round trip: the offset is known to within this.
+    pub uncertainty_ms: i64,
+}
+
+impl Clock {
+    /// Whether the clock is certainly off by more than `bound_ms`: the host
+    /// read its clock somewhere within the round trip, so the true offset lies
+    /// within `uncertainty_ms` of the estimate, and that whole interval must be
+    /// beyond the bound. A loaded host, whose answers leave late, is not
+    /// refused for its own slowness (200 lab hosts on two cores read up to
+    /// +140 ms ± 145 ms for one shared clock); a host far away is judged as
+    /// closely as its round trip allows.
+    pub fn beyond(&self, bound_ms: i64) -> bool {
+        self.offset_ms.abs() - self.uncertainty_ms > bound_ms
+    }
+}
+
+impl std::fmt::Display for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:+} ms (±{} ms)", self.offset_ms, self.uncertainty_ms)
+    }
+}
+
+impl LiveHost {
+    /// This host's clock as the read measured it, when the host could tell.
+    pub fn clock(&self) -> Option<Clock> {
+        self.clock_offset_ms.map(|offset_ms| Clock { offset_ms, uncertainty_ms: self.clock_uncertainty_ms })
+    }
+}

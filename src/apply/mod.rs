@@ -23,6 +23,7 @@ pub use rollback::rollback;
 pub use rollout::undo as undo_upgrades;
 pub use switch::lock_is_stale;
 
+use crate::live::Clock;
 use crate::plan::{ActionKind, Contents, Edit, Plan};
 use crate::transport::{AnyHost, FileWrite, TransportError, WriteReport};
 use journal::{Entry, Journal};
@@ -123,47 +124,6 @@ impl Event {
 pub trait Reporter: Send + Sync {
     fn event(&self, e: Event);
     fn finish(&self) {}
-}
-
-/// A host's clock against this workstation's, from one round trip.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Clock {
-    pub offset_ms: i64,
-    /// Half the round trip: the offset is known to within this.
-    pub uncertainty_ms: i64,
-}
-
-impl Clock {
-    /// From a check's answer, when the host told its times: the midpoint of
-    /// the host's two readings against the midpoint of the workstation's,
-    /// known to within half the round trip less the host's own time between
-    /// its readings (its hashing).
-    pub fn measured(answer: crate::transport::Checked) -> Option<Clock> {
-        let (arrived, answered) = answer.host_ns?;
-        if answer.asked_ns <= 0 {
-            return None;
-        }
-        let offset = (arrived + answered) / 2 - (answer.asked_ns + answer.received_ns) / 2;
-        let transit = (answer.received_ns - answer.asked_ns) - (answered - arrived).max(0);
-        Some(Clock { offset_ms: (offset / 1_000_000) as i64, uncertainty_ms: (transit.max(0) / 2_000_000) as i64 })
-    }
-
-    /// Whether the clock is certainly off by more than `bound_ms`: the host
-    /// read its clock somewhere within the round trip, so the true offset lies
-    /// within `uncertainty_ms` of the estimate, and that whole interval must be
-    /// beyond the bound. A loaded host, whose answers leave late, is not
-    /// refused for its own slowness (200 lab hosts on two cores read up to
-    /// +140 ms ± 145 ms for one shared clock); a host far away is judged as
-    /// closely as its round trip allows.
-    pub fn beyond(&self, bound_ms: i64) -> bool {
-        self.offset_ms.abs() - self.uncertainty_ms > bound_ms
-    }
-}
-
-impl std::fmt::Display for Clock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:+} ms (±{} ms)", self.offset_ms, self.uncertainty_ms)
-    }
 }
 
 /// The result of a run.

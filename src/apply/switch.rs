@@ -227,7 +227,7 @@ pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, co
                     }
                     // The check's round trip measures the host's clock once more, right before T.
                     if let (Some(clock), Some(_)) = (
-                        answer.and_then(super::Clock::measured),
+                        answer.and_then(|a| a.clock()),
                         at_t,
                     ) {
                         summary.clocks.insert(host.clone(), clock);

@@ -81,11 +81,7 @@ fn print_offsets(summary: &Summary, plan: &crate::plan::Plan, live: &LiveFarm) {
         .into_iter()
         .filter_map(|h| match summary.clocks.get(h) {
             Some(c) => Some(format!("{h} {c}")),
-            None => {
-                let s = live.get(h)?.as_ref().ok()?;
-                s.clock_offset_ms
-                    .map(|o| format!("{h} {o:+} ms (±{} ms)", s.clock_uncertainty_ms))
-            }
+            None => live.get(h)?.as_ref().ok()?.clock().map(|c| format!("{h} {c}")),
         })
         .collect();
     if !offsets.is_empty() {

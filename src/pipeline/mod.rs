@@ -201,14 +201,9 @@ pub fn clock_warnings(farm: &Farm, live: &LiveFarm) -> Vec<String> {
     let tolerance = farm.clock_tolerance.as_millis() as i64;
     let mut out = Vec::new();
     for (host, state) in live {
-        if let Ok(s) = state {
-            // Only what the measurement can vouch for: the offset is known to within half the round trip.
-            if let Some(off) = s.clock_offset_ms.filter(|o| o.abs() - s.clock_uncertainty_ms > tolerance) {
-                out.push(format!(
-                    "{host}'s clock is {off:+} ms (±{} ms) off this workstation's (tolerance {tolerance} ms); a detached switch there fires that much off",
-                    s.clock_uncertainty_ms
-                ));
-            }
+        // Only what the measurement can vouch for (see `Clock::beyond`).
+        if let Some(clock) = state.as_ref().ok().and_then(crate::live::LiveHost::clock).filter(|c| c.beyond(tolerance)) {
+            out.push(format!("{host}'s clock is {clock} off this workstation's (tolerance {tolerance} ms); a switch by the hosts' clocks fires that much off there"));
         }
     }
     out
@@ -245,19 +240,17 @@ pub fn switch_by(
     let count = hosts.len();
     let (mut one_way, mut off, mut unread) = (0i64, Vec::new(), Vec::new());
     for h in hosts {
-        match live.get(h).and_then(|r| r.as_ref().ok()) {
-            Some(s) if s.clock_offset_ms.is_some() => {
-                let o = s.clock_offset_ms.unwrap_or_default();
-                one_way = one_way.max(s.clock_uncertainty_ms);
+        match live.get(h).and_then(|r| r.as_ref().ok()).and_then(crate::live::LiveHost::clock) {
+            Some(clock) => {
+                one_way = one_way.max(clock.uncertainty_ms);
                 // Refused here is only what the read vouches for: its round trip
                 // includes opening a channel, which widens it. The check right
                 // before T measures each clock again, over one round trip.
-                let clock = apply::Clock { offset_ms: o, uncertainty_ms: s.clock_uncertainty_ms };
                 if clock.beyond(bound) {
-                    off.push(format!("{h} {o:+} ms (±{} ms)", s.clock_uncertainty_ms));
+                    off.push(format!("{h} {clock}"));
                 }
             }
-            _ => unread.push(h),
+            None => unread.push(h),
         }
     }
     if !off.is_empty() {

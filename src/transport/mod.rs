@@ -14,7 +14,7 @@ pub use protocol::{ArmedJob, CancelOutcome, Cause, CommandResult, JobState, Leas
 pub use script::{FileWrite, RunIds};
 
 use crate::farm::{Farm, Transport};
-use crate::live::{LiveHost, ReadError};
+use crate::live::{Clock, LiveHost, ReadError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,6 +136,22 @@ pub struct Checked {
     /// This workstation's clock when the word was written and when the answer arrived.
     pub asked_ns: i128,
     pub received_ns: i128,
+}
+
+impl Checked {
+    /// The host's clock, when it told its times: the midpoint of
+    /// the host's two readings against the midpoint of the workstation's,
+    /// known to within half the round trip less the host's own time between
+    /// its readings (its hashing).
+    pub fn clock(&self) -> Option<Clock> {
+        let (arrived, answered) = self.host_ns?;
+        if self.asked_ns <= 0 {
+            return None;
+        }
+        let offset = (arrived + answered) / 2 - (self.asked_ns + self.received_ns) / 2;
+        let transit = (self.received_ns - self.asked_ns) - (answered - arrived).max(0);
+        Some(Clock { offset_ms: (offset / 1_000_000) as i64, uncertainty_ms: (transit.max(0) / 2_000_000) as i64 })
+    }
 }
 
 /// The workstation side of a switch handshake.
