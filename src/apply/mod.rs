@@ -406,7 +406,18 @@ pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Connections, 
                 summary.deferred.push(format!("{} is not retired yet: it can be retired once the switch at {} has fired everywhere", a.host, stage.at.as_deref().unwrap_or("?")));
             }
         } else {
-            for (id, r) in commands::run_commands(conns, retires, reporter).await {
+            let mut safe = Vec::new();
+            for a in retires {
+                let interrupted = *opts.interrupted.borrow();
+                summary.interrupted |= interrupted;
+                let why = commands::retire_blockers(plan, stage.index, &a.host, conns, &summary, interrupted).await;
+                if why.is_empty() {
+                    safe.push(a);
+                } else {
+                    summary.problems.push(format!("{} is not retired: {}", a.host, why.join("; ")));
+                }
+            }
+            for (id, r) in commands::run_commands(conns, safe, reporter).await {
                 if let Err(e) = r {
                     summary.problems.push(format!("{id}: {e}"));
                 }

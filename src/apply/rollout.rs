@@ -23,6 +23,7 @@ struct Wave<'a> {
     watch: &'a [String],
     health: &'a str,
     samples: u32,
+    failure_limit: u32,
     interval: Duration,
     timeout: Duration,
     max_unavailable: usize,
@@ -81,13 +82,14 @@ fn metrics(output: &str) -> String {
 
 fn wave_of(a: &Action) -> Option<Wave<'_>> {
     match &a.kind {
-        ActionKind::WaveGate { role, wave, hosts, watch, health, samples, interval_ms, timeout_ms, max_unavailable } => Some(Wave {
+        ActionKind::WaveGate { role, wave, hosts, watch, health, samples, failure_limit, interval_ms, timeout_ms, max_unavailable } => Some(Wave {
             role,
             name: wave,
             hosts,
             watch,
             health,
             samples: *samples,
+            failure_limit: *failure_limit,
             interval: Duration::from_millis(*interval_ms),
             timeout: Duration::from_millis(*timeout_ms),
             max_unavailable: *max_unavailable,
@@ -100,6 +102,31 @@ fn up_of(a: &Action) -> Option<Up<'_>> {
     match &a.kind {
         ActionKind::Upgrade { from, to, command, rollback, probe, .. } => Some(Up { host: &a.host, probe, from, to, command, rollback: rollback.as_deref() }),
         _ => None,
+    }
+}
+
+/// Failed samples in a row, by host.
+#[derive(Default)]
+struct Failing(BTreeMap<String, u32>);
+
+impl Failing {
+    /// Counts one round of samples; returns the host with the longest run of
+    /// failures, its length and its last failure.
+    fn count<'a>(&mut self, round: &'a BTreeMap<String, Result<String, String>>) -> Option<(&'a str, u32, &'a str)> {
+        let mut worst: Option<(&str, u32, &str)> = None;
+        for (host, r) in round {
+            let n = self.0.entry(host.clone()).or_default();
+            match r {
+                Ok(_) => *n = 0,
+                Err(why) => {
+                    *n += 1;
+                    if worst.is_none_or(|(_, w, _)| *n > w) {
+                        worst = Some((host, *n, why));
+                    }
+                }
+            }
+        }
+        worst
     }
 }
 
@@ -133,7 +160,13 @@ pub(super) async fn run_stage(run: &Level<'_>, conns: &mut Connections, summary:
         let in_level: Vec<&Action> = in_stage().filter(|a| a.level == level && !branches.contains(a.id.as_str())).collect();
         let flow = if let Some(wave) = in_level.iter().find_map(|a| wave_of(a)) {
             let ups: Vec<Up> = in_level.iter().filter_map(|a| up_of(a)).collect();
-            reporter.event(Event::Note(format!("{} {}: {} host(s): {}", wave.role, wave.name, ups.len(), wave.hosts.join(", "))));
+            let again: Vec<&str> = wave.hosts.iter().map(String::as_str).filter(|h| !ups.iter().any(|u| u.host == *h)).collect();
+            let upgrading: Vec<&str> = ups.iter().map(|u| u.host).collect();
+            let mut line = format!("{} {}: {} host(s): {}", wave.role, wave.name, ups.len(), upgrading.join(", "));
+            if !again.is_empty() {
+                line.push_str(&format!("; gated again, already at the version: {}", again.join(", ")));
+            }
+            reporter.event(Event::Note(line));
             let watch = connect(wave.watch, conns, reporter).await;
             let unreachable = wave.watch.len() - watch.len();
             match run_wave(run, &wave, &ups, &watch, unreachable, summary).await {
@@ -264,8 +297,12 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
         }
         // The batch is back before the next one starts: that keeps the count of hosts down.
         let batch_hosts: Vec<(String, Arc<AnyHost>)> = watch.iter().filter(|(n, _)| batch.iter().any(|u| u.host == n)).cloned().collect();
+        let mut failing = Failing::default();
         loop {
             let h = sample(&batch_hosts, wave.health, opts.parallel).await;
+            if let Some((host, n, why)) = failing.count(&h).filter(|(_, n, _)| *n >= wave.failure_limit) {
+                return Err(format!("{gate} failed: {host} did not come back healthy after its upgrade: {n} failed samples in a row (failure_limit {}): {why}", wave.failure_limit));
+            }
             match h.iter().find(|(_, r)| r.is_err()) {
                 None => {
                     first_sample_done = pending.is_empty() && batch_hosts.len() == wave.hosts.len();
@@ -283,9 +320,14 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
     if in_a_row > 0 && in_a_row < wave.samples {
         tokio::time::sleep(wave.interval).await;
     }
+    // A gate fails as soon as it can no longer pass: `failure_limit` failed samples in a row of one host.
+    let mut failing = Failing::default();
     loop {
         n += 1;
         let h = sample(&wave_hosts, wave.health, opts.parallel).await;
+        if let Some((host, k, why)) = failing.count(&h).filter(|(_, k, _)| *k >= wave.failure_limit) {
+            return Err(format!("{gate} failed: {host} failed {k} samples in a row (failure_limit {}), the last: {why}", wave.failure_limit));
+        }
         match h.iter().find(|(_, r)| r.is_err()) {
             None => {
                 in_a_row += 1;

@@ -98,6 +98,7 @@ pub enum RawCount {
 #[serde(deny_unknown_fields)]
 pub struct RawGate {
     pub samples: Option<S<i64>>,
+    pub failure_limit: Option<S<i64>>,
     pub interval: Option<S<String>>,
     pub timeout: Option<S<String>>,
 }

@@ -67,10 +67,12 @@ impl std::fmt::Display for Count {
     }
 }
 
-/// That many consecutive healthy samples, at that interval, within that timeout.
+/// That many consecutive healthy samples, at that interval, within that
+/// timeout; `failure_limit` consecutive failed samples fail it at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GateSpec {
     pub samples: u32,
+    pub failure_limit: u32,
     pub interval: Duration,
     pub timeout: Duration,
 }
@@ -154,13 +156,19 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawRollout>>, ro
             }
         }
         let max_unavailable = r.max_unavailable.as_ref().and_then(|v| count(c, v, "`max_unavailable`", false)).unwrap_or(Count::Hosts(1));
-        let mut gate = GateSpec { samples: 3, interval: Duration::from_secs(1), timeout: Duration::from_secs(60) };
+        let mut gate = GateSpec { samples: 3, failure_limit: 3, interval: Duration::from_secs(1), timeout: Duration::from_secs(60) };
         if let Some(g) = &r.gate {
             let g = g.get_ref();
             if let Some(n) = &g.samples {
                 match u32::try_from(*n.get_ref()) {
                     Ok(v) if v >= 1 => gate.samples = v,
                     _ => c.span(n, "expected at least 1 sample"),
+                }
+            }
+            if let Some(n) = &g.failure_limit {
+                match u32::try_from(*n.get_ref()) {
+                    Ok(v) if v >= 1 => gate.failure_limit = v,
+                    _ => c.span(n, "expected a failure_limit of at least 1 (failed samples in a row that fail the gate)"),
                 }
             }
             gate.interval = super::check::duration(c, &g.interval, gate.interval);

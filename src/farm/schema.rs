@@ -94,6 +94,7 @@ pub fn farm_schema() -> Value {
                             "type": "object", "additionalProperties": false,
                             "properties": {
                                 "samples": { "type": "integer", "minimum": 1 },
+                                "failure_limit": { "type": "integer", "minimum": 1, "description": "failed samples in a row that fail the gate at once (default 3)" },
                                 "interval": string("between samples, such as \"1s\""),
                                 "timeout": string("for the whole gate, such as \"60s\"")
                             }

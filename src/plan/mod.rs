@@ -69,6 +69,23 @@ pub enum HostStatus {
     },
 }
 
+impl HostStatus {
+    /// Whether the host could not be read or planned.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, HostStatus::Unreachable { .. } | HostStatus::Failed { .. })
+    }
+
+    /// A host the plan changes: only an unchanged host becomes changed. A host
+    /// that could not be read or planned stays so, whatever else is planned
+    /// for it (see issue 25: a rollout turned a host whose file could not be
+    /// read into "changed", and the apply lost its edits without a word).
+    pub fn mark_changed(&mut self) {
+        if *self == HostStatus::Unchanged {
+            *self = HostStatus::Changed;
+        }
+    }
+}
+
 impl HostEntry {
     /// What to do about a host that could not be planned, when the planner knows.
     pub fn hint(&self) -> Option<&str> {

@@ -73,6 +73,8 @@ pub enum ActionKind {
         watch: Vec<String>,
         health: String,
         samples: u32,
+        /// Failed samples in a row (of any one host) that fail the gate at once.
+        failure_limit: u32,
         interval_ms: u64,
         timeout_ms: u64,
         max_unavailable: usize,

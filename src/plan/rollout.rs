@@ -3,7 +3,7 @@
 //! wave ends in a `wave_gate` that the next wave waits for. Roles are ordered
 //! so that every `requires` holds at every moment, or the plan is refused.
 
-use super::{graph, Action, ActionKind, Contents, HostEntry, HostStatus, Stage};
+use super::{graph, Action, ActionKind, Contents, HostEntry, Stage};
 use crate::farm::{parse_version, Farm, Rollout};
 use crate::live::LiveFarm;
 
@@ -111,8 +111,10 @@ pub fn plan_rollouts(farm: &Farm, live: &LiveFarm, scope: &[String], first_stage
         let mut members: Vec<String> = farm.hosts.values().filter(|h| h.role == r.role && scope.contains(&h.name)).map(|h| h.name.clone()).collect();
         natural(&mut members);
         let needs = |h: &String| !matches!(installed(live, h), Some(Ok(v)) if v == r.version);
-        // Hosts that could not be read are not planned (the plan reports them as unreachable).
-        let readable = |h: &String| matches!(live.get(h), Some(Ok(_)));
+        // Hosts that could not be read, or whose files could not be planned, are
+        // not upgraded: the plan reports them as failed, and the apply exits 1.
+        let failed: std::collections::BTreeSet<String> = hosts.iter().filter(|e| e.status.is_failure()).map(|e| e.name.clone()).collect();
+        let readable = |h: &String| matches!(live.get(h), Some(Ok(_))) && !failed.contains(h);
         if !members.iter().any(|h| readable(h) && needs(h)) {
             continue;
         }
@@ -141,9 +143,13 @@ pub fn plan_rollouts(farm: &Farm, live: &LiveFarm, scope: &[String], first_stage
         let mut ids = Vec::new();
         for (name, end) in bounds {
             let end = end.max(start).min(n);
-            let wave: Vec<&String> = members[start..end].iter().filter(|h| readable(h) && needs(h)).collect();
+            // Every readable host of the wave is gated, those already at the
+            // version too: a rollout resumed after it was killed mid-wave gates
+            // that wave again before any later wave starts (see issue 25).
+            let gated: Vec<&String> = members[start..end].iter().filter(|h| readable(h)).collect();
+            let wave: Vec<&String> = gated.iter().copied().filter(|h| needs(h)).collect();
             start = end;
-            if wave.is_empty() {
+            if gated.is_empty() {
                 continue;
             }
             let mut ups = Vec::new();
@@ -165,24 +171,25 @@ pub fn plan_rollouts(farm: &Farm, live: &LiveFarm, scope: &[String], first_stage
                     kind: ActionKind::Upgrade { role: r.role.clone(), from, to: r.version.clone(), probe: r.probe.clone(), command: upgrade_command(r, &r.version), rollback },
                 });
                 if let Some(e) = hosts.iter_mut().find(|e| e.name == **h) {
-                    e.status = HostStatus::Changed;
+                    e.status.mark_changed();
                 }
             }
             let gate = format!("wave:{}:{level}@{stage}", r.role);
             actions.push(Action {
                 id: gate.clone(),
-                host: wave[0].clone(),
+                host: gated[0].clone(),
                 stage,
                 level,
                 at: None,
-                depends_on: ups.clone(),
+                depends_on: if ups.is_empty() { previous_gate.iter().cloned().collect() } else { ups.clone() },
                 kind: ActionKind::WaveGate {
                     role: r.role.clone(),
                     wave: name,
-                    hosts: wave.iter().map(|h| (*h).clone()).collect(),
+                    hosts: gated.iter().map(|h| (*h).clone()).collect(),
                     watch: members.clone(),
                     health: r.health.clone(),
                     samples: r.gate.samples,
+                    failure_limit: r.gate.failure_limit,
                     interval_ms: r.gate.interval.as_millis() as u64,
                     timeout_ms: r.gate.timeout.as_millis() as u64,
                     max_unavailable: r.max_unavailable.of(n).max(1),

@@ -5,7 +5,7 @@
 //! file back as it was) is applied, through the same compare-and-swap edits
 //! as any other. Both branches are in the plan, with their diffs.
 
-use super::{diff_text, Action, ActionKind, Contents, Edit, HostEntry, HostStatus};
+use super::{diff_text, Action, ActionKind, Contents, Edit, HostEntry};
 use crate::edit::{self, Replacer};
 use crate::farm::{Farm, Rollout, SetValue, Shadow};
 use crate::live::{FileState, LiveFarm};
@@ -158,7 +158,7 @@ pub fn nodes(farm: &Farm, live: &LiveFarm, scope: &[String], r: &Rollout, member
             actions.push(rl);
         }
         if let Some(e) = hosts.iter_mut().find(|e| e.name == cl.host) {
-            e.status = HostStatus::Changed;
+            e.status.mark_changed();
         }
     }
     let baseline: Vec<String> = members.iter().filter(|m| *m != canary).cloned().collect();

@@ -192,8 +192,8 @@ pub fn describe(a: &Action) -> String {
         ActionKind::Edit(e) => format!("~ {}:{}", a.host, e.path),
         ActionKind::Reload { command } => format!("reload {}: {command}", a.host),
         ActionKind::Upgrade { role, from, to, command, .. } => format!("  ↑ {} ({role}): {from} -> {to}: `{command}`", a.host),
-        ActionKind::WaveGate { wave, hosts, health, samples, interval_ms, timeout_ms, max_unavailable, .. } => format!(
-            "  ? {wave} gate: {} healthy sample(s) in a row every {} ms within {} ms on {} (`{health}`); at most {max_unavailable} down at once",
+        ActionKind::WaveGate { wave, hosts, health, samples, failure_limit, interval_ms, timeout_ms, max_unavailable, .. } => format!(
+            "  ? {wave} gate: {} healthy sample(s) in a row every {} ms within {} ms on {} (`{health}`), failing at {failure_limit} failed in a row; at most {max_unavailable} down at once",
             samples,
             interval_ms,
             timeout_ms,

@@ -1,0 +1,178 @@
+//! The failure paths of issue 25, on the local transport (the same host
+//! scripts as over SSH, through the local `sh`): every check is made on the
+//! hosts' files, never on what farmctl printed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn farmctl(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_farmctl"));
+    c.current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env("FARMCTL_JOURNAL", dir.join("state/journal.jsonl"))
+        .env("FARMCTL_CACHE_DIR", dir.join("cache"))
+        .stdin(Stdio::null());
+    c
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+/// A copy of the demo farm in a temp dir, so tests may apply it.
+fn demo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("inventories");
+    assert!(Command::new("cp").arg("-r").arg(src).arg(dir.path()).status().unwrap().success());
+    dir
+}
+
+fn host(d: &Path, h: &str, path: &str) -> PathBuf {
+    d.join("inventories/demo").join(h).join(path.trim_start_matches('/'))
+}
+
+fn version(d: &Path, h: &str) -> String {
+    std::fs::read_to_string(host(d, h, "opt/ivr/VERSION")).unwrap().trim().to_string()
+}
+
+/// Every file under every demo host, for "nothing was written" checks.
+fn snapshot(d: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    fn walk(p: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        for e in std::fs::read_dir(p).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.is_file() {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(&d.join("inventories/demo"), &mut v);
+    v.sort();
+    v
+}
+
+/// Edits the demo farm file: each (from, to) replaced once, where it must be.
+fn edit_farm(d: &Path, edits: &[(&str, &str)]) {
+    let path = d.join("inventories/demo.toml");
+    let mut s = std::fs::read_to_string(&path).unwrap();
+    for (from, to) in edits {
+        assert!(s.contains(from), "the demo farm has `{from}`");
+        s = s.replacen(from, to, 1);
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+/// The demo's rollout, with a health check that fails on a host holding
+/// `opt/ivr/broken-VERSION` for the version it runs.
+const HEALTH: (&str, &str) = (
+    "health = \"test -s opt/ivr/VERSION && echo error_rate=0\"",
+    "health = 'test ! -e \"opt/ivr/broken-$(cat opt/ivr/VERSION)\" && echo error_rate=0'",
+);
+
+fn apply(d: &Path, extra: &[&str]) -> Output {
+    farmctl(d).args(["apply", "inventories/demo.toml", "--yes"]).args(extra).output().unwrap()
+}
+
+// See issue 25: a host whose managed file could not be read lost its edits
+// without a word when its role had a rollout: the rollout marked it "changed",
+// upgraded it, and the apply said "complete".
+#[test]
+fn a_host_whose_file_cannot_be_read_stops_a_rollout_apply_before_anything_is_written() {
+    let d = demo();
+    let peers = host(d.path(), "ivr-3", "/etc/ivr/peers.conf");
+    std::fs::remove_file(&peers).unwrap();
+    std::fs::create_dir(&peers).unwrap();
+    let before = snapshot(d.path());
+    let out = apply(d.path(), &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("ivr-3: /etc/ivr/peers.conf: not a regular file"), "the file is named: {err}");
+    assert_eq!(snapshot(d.path()), before, "nothing was written on any host, ivr-3's version included");
+    assert_eq!(version(d.path(), "ivr-3"), "5.1.0");
+}
+
+// See issue 25: with ivr-2 unhealthy at the new version, `kill -9` during
+// wave 1 and the same apply again planned only wave 2, upgraded the rest and
+// exited 0, so the whole role ran the version on which ivr-2 fails.
+#[test]
+fn a_rollout_killed_in_a_wave_gates_that_wave_again_before_any_later_wave() {
+    let d = demo();
+    // A slow gate, so that the kill lands while wave 1 waits for its gate: 2 s
+    // between samples leaves seconds for a 20 ms poll, even on a loaded machine.
+    edit_farm(d.path(), &[HEALTH, ("interval = \"100ms\", timeout = \"10s\"", "interval = \"2s\", failure_limit = 5, timeout = \"60s\"")]);
+    std::fs::write(host(d.path(), "ivr-2", "opt/ivr/broken-5.2.0"), "").unwrap();
+    let mut child = farmctl(d.path()).args(["apply", "inventories/demo.toml", "--yes"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    while !(version(d.path(), "ivr-2") == "5.2.0" && version(d.path(), "ivr-3") == "5.2.0") {
+        assert!(start.elapsed() < Duration::from_secs(60), "wave 1 never upgraded");
+        assert!(child.try_wait().unwrap().is_none(), "farmctl ended before wave 1 was upgraded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for h in ["ivr-4", "ivr-5", "ivr-6"] {
+        assert_eq!(version(d.path(), h), "5.1.0", "the kill came before wave 2 on {h}");
+    }
+    // Resumed with quick samples: wave 1 is gated again, ivr-2 fails it, wave 2 never starts.
+    edit_farm(d.path(), &[("interval = \"2s\", failure_limit = 5", "interval = \"100ms\", failure_limit = 3")]);
+    let out = apply(d.path(), &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a role with an unhealthy host never ends at exit 0: {err}");
+    assert!(err.contains("ivr-2"), "the unhealthy host is named: {err}");
+    for h in ["ivr-4", "ivr-5", "ivr-6"] {
+        assert_eq!(version(d.path(), h), "5.1.0", "wave 2 never started on {h}");
+    }
+}
+
+// See issue 25: a gate whose every sample failed waited its whole timeout
+// (Argo Rollouts stops at `failureLimit`). Also: a wave's (not the canary's)
+// gate failure puts back exactly that wave.
+#[test]
+fn a_failing_wave_gate_stops_at_its_failure_limit_and_rolls_the_wave_back() {
+    let d = demo();
+    edit_farm(d.path(), &[HEALTH, ("timeout = \"10s\"", "timeout = \"300s\"")]);
+    std::fs::write(host(d.path(), "ivr-2", "opt/ivr/broken-5.2.0"), "").unwrap();
+    let start = Instant::now();
+    let out = apply(d.path(), &[]);
+    let took = start.elapsed();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    // 3 failed samples 100 ms apart end the gate; 150 s is half its timeout,
+    // a margin no loaded machine eats, and still fails if the timeout is waited out.
+    assert!(took < Duration::from_secs(150), "the gate waited {took:?}");
+    assert_eq!(version(d.path(), "ivr-1"), "5.2.0", "the canary passed its gate and stays");
+    for h in ["ivr-2", "ivr-3"] {
+        assert_eq!(version(d.path(), h), "5.1.0", "wave 1 went back on {h}");
+    }
+    for h in ["ivr-4", "ivr-5", "ivr-6"] {
+        assert_eq!(version(d.path(), h), "5.1.0", "wave 2 never started on {h}");
+    }
+}
+
+// See issue 25: with `--max-fail 1` and one client refusing, the old server's
+// `retire` ran while that client still named it.
+#[test]
+fn a_server_is_not_retired_while_a_client_that_did_not_switch_still_names_it() {
+    let d = demo();
+    edit_farm(d.path(), &[("reload = \"mkdir -p var/log && echo reload ivr-web >> var/log/reload.log\"", "reload = \"true\"\nretire = \"touch retired\"")]);
+    // Another apply (of another workstation) holds ivr-3's lock: it refuses, and keeps web-a.
+    let lock = host(d.path(), "ivr-3", "/var/lib/farmctl/hosts/ivr-3/lock");
+    std::fs::create_dir_all(&lock).unwrap();
+    std::fs::write(lock.join("owner"), "ops@elsewhere pid=1 plan=0000000000000000 since=2026-01-01T00:00:00Z\n").unwrap();
+    let out = apply(d.path(), &["--max-fail", "1"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let ivr3 = std::fs::read_to_string(host(d.path(), "ivr-3", "/etc/ivr/ivr.toml")).unwrap();
+    assert!(ivr3.contains("web-a"), "ivr-3 did not switch and still names web-a");
+    let ivr1 = std::fs::read_to_string(host(d.path(), "ivr-1", "/etc/ivr/ivr.toml")).unwrap();
+    assert!(!ivr1.contains("web-a"), "the other clients switched");
+    assert!(!host(d.path(), "web-a", "retired").exists(), "web-a was retired while ivr-3 names it: {err}");
+    // Once ivr-3 is free, the same apply finishes the job and only then retires web-a.
+    std::fs::remove_dir_all(&lock).unwrap();
+    let out = apply(d.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(host(d.path(), "web-a", "retired").exists(), "web-a is retired once nothing names it");
+}
