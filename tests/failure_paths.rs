@@ -176,3 +176,35 @@ fn a_server_is_not_retired_while_a_client_that_did_not_switch_still_names_it() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(host(d.path(), "web-a", "retired").exists(), "web-a is retired once nothing names it");
 }
+
+// See issue 25: with the journal's path unwritable, every edit and upgrade ran
+// and nothing was journaled.
+#[test]
+fn an_apply_that_cannot_journal_writes_nothing() {
+    let d = demo();
+    // A file where the journal's directory should be: no uid can create the journal.
+    std::fs::write(d.path().join("state"), b"").unwrap();
+    let before = snapshot(d.path());
+    let out = apply(d.path(), &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("journal"), "the journal is named: {err}");
+    assert_eq!(snapshot(d.path()), before, "nothing was written on any host");
+}
+
+// See issue 25: rollback of a plan that was never applied reported hosts
+// "rolled back to 5.1.0 (from 5.2.0), healthy again" and journaled it.
+#[test]
+fn rolling_back_a_plan_that_was_never_applied_claims_and_journals_nothing() {
+    let d = demo();
+    std::fs::create_dir(d.path().join("plans")).unwrap();
+    let out = farmctl(d.path()).args(["plan", "inventories/demo.toml", "-o", "plans/p.json"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let before = snapshot(d.path());
+    let out = farmctl(d.path()).args(["rollback", "plans/p.json", "--yes"]).output().unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(snapshot(d.path()), before, "nothing to undo, nothing touched");
+    let journal = std::fs::read_to_string(d.path().join("state/journal.jsonl")).unwrap_or_default();
+    assert!(!journal.contains("rolled-back"), "no host was rolled back, and the journal says none was: {journal}");
+}

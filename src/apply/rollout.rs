@@ -418,7 +418,9 @@ pub async fn undo(plan: &crate::plan::Plan, hosts: &BTreeMap<String, Arc<AnyHost
                 let ids = host.run_ids(&opts.state_dir, &format!("{}-undo", plan.id), &token);
                 match host.upgrade(&ids, &opts.owner, probe, from, cmd, Some(to)).await {
                     Ok(r) if r.skipped.is_some() => HostState::Failed { error: format!("left alone: it runs {}, not {to}, since the apply", r.skipped.unwrap_or_default()), cause: None, written: vec![] },
-                    Ok(r) if r.up_to_date || r.now.as_deref() == Some(from.as_str()) => {
+                    // Already at the old version: nothing was undone here, and nothing is claimed.
+                    Ok(r) if r.up_to_date => HostState::Upgraded { from: from.clone(), to: from.clone() },
+                    Ok(r) if r.now.as_deref() == Some(from.as_str()) => {
                         // Healthy by the wave's own health command, once.
                         let health = plan.actions.iter().find_map(|g| match &g.kind {
                             ActionKind::WaveGate { hosts, health, .. } if hosts.contains(&a.host) => Some(health.clone()),
@@ -435,7 +437,15 @@ pub async fn undo(plan: &crate::plan::Plan, hosts: &BTreeMap<String, Arc<AnyHost
                 }
             }
         };
-        let outcome = if matches!(state, HostState::UpgradeRolledBack { .. }) { "rolled-back" } else { "rollback-failed" };
+        let outcome = match &state {
+            HostState::UpgradeRolledBack { .. } => "rolled-back",
+            HostState::Upgraded { .. } => {
+                reporter.event(Event::Host { host: a.host.clone(), state: state.clone() });
+                out.insert(a.host.clone(), state);
+                continue;
+            }
+            _ => "rollback-failed",
+        };
         let entry = Entry {
             time: jiff::Timestamp::now().to_string(),
             plan: plan.id.clone(),

@@ -52,6 +52,9 @@ pub async fn run(args: &ApplyArgs) -> Outcome {
     } else {
         confirm("apply this plan", args.yes)?;
     }
+    // The journal comes first: a run that could not record its writes does not write.
+    let journal = Journal::open();
+    journal.check_writable().map_err(|e| Error::new(ErrorKind::Io, format!("refusing to apply, nothing was written: {e}")).hint("farmctl journals every write before it reports it; make the journal's directory writable, or point $FARMCTL_JOURNAL elsewhere"))?;
     let kept = pipeline::keep_applied(plan)?;
     let mut opts = session.options(plan, args.max_fail, args.detach);
     opts.switch_by = switch_by;
@@ -60,7 +63,7 @@ pub async fn run(args: &ApplyArgs) -> Outcome {
             &planned,
             &opts,
             &*progress::reporter(super::quiet()),
-            &Journal::open(),
+            &journal,
         )
         .await;
     if saved {

@@ -8,7 +8,11 @@ use std::process::ExitCode;
 
 pub fn run(args: &JournalArgs) -> Outcome {
     let journal = Journal::open();
-    let entries = journal.read().map_err(|e| Error::new(ErrorKind::Io, format!("cannot read {}: {e}", journal.path().display())))?;
+    let (entries, bad) = journal.read_all().map_err(|e| Error::new(ErrorKind::Io, format!("cannot read {}: {e}", journal.path().display())))?;
+    if !bad.is_empty() {
+        let lines: Vec<String> = bad.iter().map(usize::to_string).collect();
+        crate::say!("warning: {}: skipped line(s) {} that are not journal records (cut short by a crash, or not UTF-8)", journal.path().display(), lines.join(", "));
+    }
     let since = match &args.since {
         None => None,
         Some(w) => Some(since(w).ok_or_else(|| Error::new(ErrorKind::Refused, format!("--since `{w}` is neither a time nor a duration")).hint("give an RFC 3339 time (2026-11-25T04:00:00Z) or a duration back from now (90m, 2h, 3days)"))?),

@@ -76,6 +76,7 @@ pub async fn run(args: &RollbackArgs) -> Outcome {
         }
     }
     confirm("roll back this plan", args.yes)?;
+    journal.check_writable().map_err(|e| Error::new(ErrorKind::Io, format!("refusing to roll back, nothing was written: {e}")).hint("make the journal's directory writable, or point $FARMCTL_JOURNAL elsewhere"))?;
     let down = session.connect(&scope).await;
     let hosts: BTreeMap<String, Arc<crate::transport::AnyHost>> = session.hosts.clone();
     let opts = session.options(&plan, 0, false);
