@@ -202,7 +202,8 @@ fn judge(out: &Result<WriteReport, TransportError>, success: HostState) -> HostS
         Ok(r) => r,
         Err(e) => return HostState::Failed { error: format!("{e} ({})", e.hint()), cause: None, written: vec![] },
     };
-    let renamed: Vec<String> = r.renamed.iter().map(|(p, _)| p.clone()).collect();
+    // Files put back from their backups after a later rename failed are as before.
+    let renamed: Vec<String> = r.renamed.iter().map(|(p, _)| p.clone()).filter(|p| !r.restored.contains(p)).collect();
     if let Some(holder) = &r.locked_by {
         return HostState::Locked { holder: holder.clone() };
     }
@@ -210,7 +211,8 @@ fn judge(out: &Result<WriteReport, TransportError>, success: HostState) -> HostS
         return HostState::Refused { changed: r.changed.clone() };
     }
     if let Some(e) = &r.error {
-        return HostState::Failed { error: e.clone(), cause: r.cause, written: renamed };
+        let error = if r.restored.is_empty() { e.clone() } else { format!("{e}; put back as before from the backups: {}", r.restored.join(", ")) };
+        return HostState::Failed { error, cause: r.cause, written: renamed };
     }
     if !r.finished {
         return HostState::Failed { error: format!("the host's script stopped early (exit {}): {}", r.exit, r.stderr), cause: None, written: renamed };

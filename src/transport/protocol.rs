@@ -37,8 +37,14 @@ pub struct WriteReport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cause {
     NoSpace,
+    /// EACCES: the user's permissions.
     PermissionDenied,
+    /// EPERM: an immutable or append-only file or directory (which even root
+    /// cannot replace), or, for a user that is not root, a file it does not own.
+    NotPermitted,
     ReadOnly,
+    /// EBUSY or EXDEV: the target is a mount point (a bind-mounted file).
+    MountPoint,
 }
 
 impl Cause {
@@ -46,7 +52,9 @@ impl Cause {
         match self {
             Cause::NoSpace => "the host's disk is full: free some space, then apply again",
             Cause::PermissionDenied => "the SSH user may not write there: connect as a user who may, or set [ssh] sudo = true",
+            Cause::NotPermitted => "the file or its directory may be immutable or append-only (`lsattr` shows `i` or `a`; `chattr -i` clears it), or, if the SSH user is not root there, set [ssh] sudo = true",
             Cause::ReadOnly => "the file system is mounted read-only on the host",
+            Cause::MountPoint => "the file is a mount point (a bind mount): a rename cannot replace it; manage the file it is mounted from instead",
         }
     }
 }

@@ -287,6 +287,7 @@ fn stage_body(s: &mut String, ids: &RunIds, owner: &str, files: &[FileWrite]) {
     writeln!(s, "for x in {}; do [ -e \"$x\" ] && rm -f -- \"$x\"; done", leftovers.join(" ")).unwrap();
     cas_checks(s, files, |f| &f.before_sha256);
     s.push_str("if [ $bad = 1 ]; then unlock; exit 4; fi\n");
+    replaceable(s, files);
     s.push_str("B=\"$S/backups/$P\"\ne=$(mkdir -p -- \"$B\" 2>&1) || fail \"cannot create the backup directory: $e\"\n");
     for (i, f) in files.iter().enumerate() {
         // The error words (errno's text) travel back, so the cause is read, not guessed.
@@ -386,3 +387,17 @@ pub fn rollback(ids: &RunIds, owner: &str, files: &[FileWrite], reload: Option<&
     s
 }
 
+
+/// Before anything is staged, as root: every target can be replaced by a
+/// rename. A hard link to it fails where the rename would (an immutable or
+/// append-only file or directory: EPERM; a bind-mounted file: EXDEV), so a
+/// host never ends with some files new and the rest refused. (A user that is
+/// not root may be refused a hard link it could rename over, so it is not
+/// asked; a failed rename is then put back, see `putback`.)
+fn replaceable(s: &mut String, files: &[FileWrite]) {
+    s.push_str("if [ \"$(id -u 2>/dev/null)\" = 0 ]; then\n");
+    for i in 0..files.len() {
+        writeln!(s, "l=\"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-$N-probe\"; e=$(ln -f -- \"$t{i}\" \"$l\" 2>&1) || {{ printf 'ERR cannot replace {i}: %s\\n' \"$e\"; unlock; exit 1; }}; rm -f -- \"$l\"").unwrap();
+    }
+    s.push_str("fi\n");
+}

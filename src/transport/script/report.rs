@@ -7,8 +7,12 @@ pub fn error_cause(e: &str) -> (String, Option<crate::transport::protocol::Cause
     use crate::transport::protocol::Cause;
     let cause = if e.contains("No space left on device") || e.contains("Disc quota exceeded") {
         Some(Cause::NoSpace)
-    } else if e.contains("Permission denied") || e.contains("Operation not permitted") {
+    } else if e.contains("Permission denied") {
         Some(Cause::PermissionDenied)
+    } else if e.contains("Operation not permitted") {
+        Some(Cause::NotPermitted)
+    } else if e.contains("Device or resource busy") || e.contains("cross-device link") {
+        Some(Cause::MountPoint)
     } else if e.contains("Read-only file system") {
         Some(Cause::ReadOnly)
     } else {

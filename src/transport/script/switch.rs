@@ -64,6 +64,7 @@ pub(super) fn until_ns(s: &mut String, target: &str) {
 /// before `ARMED`.
 pub(super) fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: Trigger, staged_here: bool) {
     s.push_str("switched=\n");
+    putback(s, files);
     if !staged_here {
         s.push_str("holds || { echo 'ERR this run no longer holds the host lock'; cleanup; exit 1; }\n");
         for i in 0..files.len() {
@@ -103,7 +104,7 @@ pub(super) fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], rel
             // (said, and what was renamed before it). Any other failure before a
             // rename (no perl: 127; no Time::HiRes: 2) leaves `date`, `sleep` and `mv`.
             let pairs: String = (0..files.len()).map(|i| format!(" \"$s{i}\" \"$t{i}\"")).collect();
-            writeln!(s, "perl -e {} \"$arg\"{pairs} 2>/dev/null; pr=$?\ncase $pr in\n0) switched=1 ;;\n3) cleanup; unlock; exit 1 ;;\n*)", q(AT_T)).unwrap();
+            writeln!(s, "perl -e {} \"$arg\"{pairs} 2>/dev/null; pr=$?\ncase $pr in\n0) switched=1 ;;\n3) putback; cleanup; unlock; exit 1 ;;\n*)", q(AT_T)).unwrap();
             until_ns(s, "$arg");
             s.push_str(";;\nesac\n;;\n*) cleanup; unlock; echo ABORTED; exit 5 ;;\nesac\n");
         }
@@ -134,9 +135,25 @@ pub(super) fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], rel
     for i in 0..files.len() {
         // A rename that fails still reports the ones before it: they happened.
         let done = if i == 0 { String::new() } else { format!("renamed{}; ", targets(i)) };
-        writeln!(s, "e=$(mv -f -- \"$s{i}\" \"$t{i}\" 2>&1) || {{ {done}printf 'ERR cannot rename {i}: %s\\n' \"$e\"; cleanup; unlock; exit 1; }}").unwrap();
+        writeln!(s, "e=$(mv -f -- \"$s{i}\" \"$t{i}\" 2>&1) || {{ {done}printf 'ERR cannot rename {i}: %s\\n' \"$e\"; putback; cleanup; unlock; exit 1; }}").unwrap();
     }
     writeln!(s, "renamed{}\nfi", targets(files.len())).unwrap();
     reload_lines(s, &ids.root, reload);
     s.push_str("unlock\necho DONE\n");
+}
+
+/// `putback`: after a rename failed part way, every file already renamed
+/// into place (its staged copy is gone) is put back from its backup, each
+/// through a copy and a rename of its own, and said (`RESTORED i`): a host
+/// ends with all of its new files or none.
+fn putback(s: &mut String, files: &[FileWrite]) {
+    s.push_str("B=\"$S/backups/$P\"\nputback() { :");
+    for i in 0..files.len() {
+        write!(
+            s,
+            "; [ -e \"$s{i}\" ] || {{ u=\"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-putback\"; cp -p -- \"$B/{i}\" \"$u\" && mv -f -- \"$u\" \"$t{i}\" && echo 'RESTORED {i}' || {{ rm -f -- \"$u\"; printf 'ERR cannot put back {i}\\n'; }}; }}"
+        )
+        .unwrap();
+    }
+    s.push_str("; }\n");
 }

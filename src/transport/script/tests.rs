@@ -107,11 +107,12 @@ fn a_reload_runs_under_the_hosts_umask_not_the_staging_one() {
 fn switch_quotes_the_reload_and_renames_after_checks() {
     let cmd = "systemctl reload 'ivr'; echo $HOME";
     let s = switch(&ids(), &one(), Some(cmd), Trigger::Word);
-    assert!(s.find("echo ARMED").unwrap() < s.find("mv -f").unwrap());
-    assert!(s.find("read -r word").unwrap() < s.find("mv -f").unwrap());
+    let rename = s.find("mv -f -- \"$s0\"").unwrap();
+    assert!(s.find("echo ARMED").unwrap() < rename);
+    assert!(s.find("read -r word").unwrap() < rename);
     let check = s.find("if [ \"$word\" = check ]").unwrap();
     assert!(s[check..].find("CHANGED 0").unwrap() < s[check..].find("CHECKED ok").unwrap());
-    assert!(s.find("CHANGED 0").unwrap() < s.find("mv -f").unwrap());
+    assert!(s.find("CHANGED 0").unwrap() < rename);
     assert!(s.contains(&format!("{{U:-022}}\"; sh -c {} 2>&1)", q(cmd))), "{s}");
     let local = switch(&RunIds { root: "/tmp/r oot".into(), ..ids() }, &one(), Some("true"), Trigger::Word);
     assert!(local.contains("cd '/tmp/r oot' && sh -c true"));
@@ -259,4 +260,84 @@ fn a_host_with_perl_renames_at_t_in_a_process_started_before_it() {
     assert_eq!(out.status.code(), Some(3));
     assert!(text.starts_with("RENAMED 0 ") && text.contains("ERR cannot rename 1: No such file or directory"), "{text}");
     assert_eq!(std::fs::read_to_string(d.join("b")).unwrap(), "b", "nothing after the failure is touched");
+}
+
+/// Two target files with their staged content, in a temp dir: (dir, files, input, ids).
+fn two_files() -> (tempfile::TempDir, Vec<FileWrite>, Vec<u8>, RunIds) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    let mut input = Vec::new();
+    for name in ["a.conf", "b.conf"] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("old {name}\n")).unwrap();
+        let new = format!("new {name}\n");
+        files.push(FileWrite { path: p.display().to_string(), before_sha256: crate::farm::sha256_hex(format!("old {name}\n").as_bytes()), after_sha256: crate::farm::sha256_hex(new.as_bytes()), len: new.len() });
+        input.extend_from_slice(new.as_bytes());
+    }
+    let ids = RunIds { state_dir: dir.path().join("state").display().to_string(), ..ids() };
+    (dir, files, input, ids)
+}
+
+// See issue 25: an immutable target (`chattr +i`) left a host with one file
+// of several new. Now, as root, every target is probed before anything is staged.
+#[test]
+fn an_immutable_target_is_refused_before_anything_is_staged() {
+    if !std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n") {
+        panic!("this test needs root (chattr +i): run it through the README's test command");
+    }
+    let (dir, files, input, ids) = two_files();
+    let b = dir.path().join("b.conf");
+    assert!(std::process::Command::new("chattr").arg("+i").arg(&b).status().unwrap().success(), "chattr +i works here");
+    let s = stage_and_switch(&ids, "me", &files, None);
+    let mut child = std::process::Command::new("sh").arg("-c").arg(&s).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut w = child.stdin.take().unwrap();
+        let _ = w.write_all(&input);
+        let _ = w.write_all(b"go\n");
+    }
+    let out = child.wait_with_output().unwrap();
+    let _ = std::process::Command::new("chattr").arg("-i").arg(&b).status();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = parse_report(&out.stdout).into_iter().find_map(|r| if let Report::Error(e) = r { Some(e) } else { None }).unwrap_or_else(|| panic!("no ERR line: {text}"));
+    assert!(err.contains("cannot replace 1") && err.contains("Operation not permitted"), "{err}");
+    assert_eq!(error_cause(&err).1, Some(crate::transport::protocol::Cause::NotPermitted));
+    assert_eq!(std::fs::read_to_string(dir.path().join("a.conf")).unwrap(), "old a.conf\n", "the other file was not switched");
+    assert!(!text.contains("STAGED"), "nothing was staged: {text}");
+}
+
+// See issue 25: a rename that fails part way through a host puts back the
+// files already renamed, from their backups, and says so.
+#[test]
+fn a_rename_that_fails_part_way_puts_back_the_files_already_renamed() {
+    let (dir, files, input, ids) = two_files();
+    let s = stage_and_switch(&ids, "me", &files, None);
+    let mut child = std::process::Command::new("sh").arg("-c").arg(&s).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut w = child.stdin.take().unwrap();
+    let mut r = std::io::BufReader::new(child.stdout.take().unwrap());
+    use std::io::{BufRead, Write};
+    w.write_all(&input).unwrap();
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "the script ended before ARMED: {seen}");
+        seen.push_str(&line);
+        if line == "ARMED\n" {
+            break;
+        }
+    }
+    // The second file's staged copy disappears: its rename fails after the first one's.
+    let staged = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with(".b.conf.farmctl-")).expect("b's staged copy");
+    std::fs::remove_file(staged).unwrap();
+    w.write_all(b"go\n").unwrap();
+    drop(w);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut r, &mut rest).unwrap();
+    child.wait().unwrap();
+    let reports = parse_report(rest.as_bytes());
+    assert!(reports.contains(&Report::Restored(0)), "the first file is put back and said so: {rest}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("a.conf")).unwrap(), "old a.conf\n", "all of the host's files or none");
+    assert_eq!(std::fs::read_to_string(dir.path().join("b.conf")).unwrap(), "old b.conf\n");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect();
+    assert!(leftovers.is_empty(), "no staged or put-back copies are left: {leftovers:?}");
 }
