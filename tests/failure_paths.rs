@@ -208,3 +208,29 @@ fn rolling_back_a_plan_that_was_never_applied_claims_and_journals_nothing() {
     let journal = std::fs::read_to_string(d.path().join("state/journal.jsonl")).unwrap_or_default();
     assert!(!journal.contains("rolled-back"), "no host was rolled back, and the journal says none was: {journal}");
 }
+
+// See issue 25: `--limit ''` (an unset `$HOSTS` in a script) applied the whole farm.
+#[test]
+fn an_empty_limit_is_refused_not_taken_for_the_whole_farm() {
+    let d = demo();
+    let before = snapshot(d.path());
+    let out = apply(d.path(), &["--limit", ""]);
+    let err = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("--limit"), "{err}");
+    assert_eq!(snapshot(d.path()), before, "nothing was written on any host");
+}
+
+// See issue 25: a canary reporting `error_rate=-inf` was promoted. No answer,
+// NaN or an infinity is never a pass: the gate fails and the canary goes back.
+#[test]
+fn a_health_metric_that_is_not_a_finite_number_fails_the_gate() {
+    let d = demo();
+    edit_farm(d.path(), &[("health = \"test -s opt/ivr/VERSION && echo error_rate=0\"", "health = \"echo error_rate=-inf\"")]);
+    let out = apply(d.path(), &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for h in ["ivr-1", "ivr-2", "ivr-6"] {
+        assert_eq!(version(d.path(), h), "5.1.0", "the canary went back and no wave started, on {h}");
+    }
+}

@@ -217,7 +217,7 @@ fn a_read_only_filesystem_is_named_and_nothing_is_written() {
     let _ = std::process::Command::new("mount").args(["-o", "remount,rw"]).arg(&dir).status();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("ivr-3: failed, nothing written: cannot write the staged copy of /etc/ivr/ivr.toml"), "{err}");
+    assert!(err.contains("ivr-3: failed, nothing written: cannot replace /etc/ivr/ivr.toml"), "{err}");
     assert!(err.contains("Read-only file system") && err.contains("hint: the file system is mounted read-only"), "{err}");
     assert!(!err.contains("disk is full"), "a read-only disk is not called full: {err}");
     assert_whole(&lab, &[]);

@@ -62,7 +62,11 @@ pub(super) async fn sample(hosts: &[(String, Arc<AnyHost>)], health: &str, paral
         let health = health.clone();
         async move {
             let r = match host.command(&health).await {
-                Ok(Some(c)) if c.status == 0 => Ok(metrics(&c.output)),
+                Ok(Some(c)) if c.status == 0 => match not_finite(&c.output) {
+                    // No answer is never a pass: NaN or an infinity fails the sample.
+                    Some(line) => Err(format!("`{health}` reported `{line}`, which is not a finite number")),
+                    None => Ok(metrics(&c.output)),
+                },
                 Ok(Some(c)) => Err(format!("`{health}` exit {}: {}", c.status, c.output)),
                 Ok(None) => Err("no answer".to_string()),
                 Err(e) => Err(format!("no answer: {e}")),
@@ -73,6 +77,11 @@ pub(super) async fn sample(hosts: &[(String, Arc<AnyHost>)], health: &str, paral
     .await
     .into_iter()
     .collect()
+}
+
+/// The first `name=value` line whose value is NaN or infinite.
+fn not_finite(output: &str) -> Option<&str> {
+    output.lines().find(|l| l.split_once('=').is_some_and(|(k, v)| !k.is_empty() && !k.contains(' ') && v.trim().parse::<f64>().is_ok_and(|x| !x.is_finite())))
 }
 
 /// The `name=value` lines of a health check's output.

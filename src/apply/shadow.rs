@@ -66,12 +66,17 @@ pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Connection
     reporter.event(Event::Note(format!("{role} shadow: sampling {canary} and {} active member(s) for {window_ms} ms", baseline.len())));
     let (mut ours, mut theirs): (BTreeMap<String, Vec<f64>>, BTreeMap<String, Vec<f64>>) = Default::default();
     let end = Instant::now() + Duration::from_millis(*window_ms);
+    let mut canary_misses = Vec::new();
     loop {
         let round = sample(&hosts, health, opts.parallel).await;
         let mut lines = Vec::new();
         for (h, r) in &round {
             let Ok(m) = r else {
-                lines.push(entry(run, h, "shadow-sample", format!("no answer: {}", r.as_ref().err().cloned().unwrap_or_default())));
+                let why = r.as_ref().err().cloned().unwrap_or_default();
+                if h == canary {
+                    canary_misses.push(why.clone());
+                }
+                lines.push(entry(run, h, "shadow-sample", format!("no answer: {why}")));
                 continue;
             };
             let side = if h == canary { &mut ours } else { &mut theirs };
@@ -99,6 +104,13 @@ pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Connection
         if !v.pass {
             failed.push(v.to_string());
         }
+    }
+    if let Some(last) = canary_misses.last() {
+        // A canary sample that failed (silent, unhealthy, NaN or infinite) is never a pass.
+        let v = format!("{canary} failed {} sample(s) of the window, the last: {last}", canary_misses.len());
+        reporter.event(Event::Note(v.clone()));
+        verdicts.push(entry(run, canary, "shadow-fails", v.clone()));
+        failed.push(v);
     }
     record(journal, summary, verdicts);
     if failed.is_empty() && !*opts.interrupted.borrow() {

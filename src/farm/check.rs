@@ -84,11 +84,19 @@ fn unambiguous(c: &mut Checker, hosts: &BTreeMap<String, Host>, warnings: &mut V
     let mut at: BTreeMap<(String, Option<u16>), &str> = BTreeMap::new();
     for (name, h) in hosts {
         let sp = &spans[name];
-        if let (Some(addr), Transport::Ssh { port, .. }) = (&h.address, &h.transport) {
-            if let Some(first) = at.insert((addr.clone(), *port), name) {
+        // Over SSH, one address on two ports is two hosts; on the local transport the
+        // address is only a replacement token, so two hosts may never share it.
+        let port = match &h.transport {
+            Transport::Ssh { port, .. } => *port,
+            Transport::Local { .. } => None,
+        };
+        if let Some(addr) = &h.address {
+            if let Some(first) = at.insert((addr.clone(), port), name) {
                 let other = &hosts[first];
                 if h.allow_shared_address || other.allow_shared_address {
                     warnings.push(format!("hosts `{first}` and `{name}` share the address {addr}; they are two names for one machine (allow_shared_address)"));
+                } else if port.is_none() && matches!(h.transport, Transport::Local { .. }) {
+                    c.at(sp.address, format!("host `{name}` has the same address as host `{first}` ({addr}); a replacement rewrites an address to its host's counterpart, so each address must name one host"));
                 } else {
                     c.at(sp.address, format!("host `{name}` has the same address and port as host `{first}` ({addr}); if they are two names for one machine, set allow_shared_address = true on one of them"));
                 }
@@ -311,6 +319,11 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
             c.span(&r.new, "expected `new` to differ from `old`");
         }
         let at = r.at.as_ref().and_then(|at| match at.get_ref().text().parse::<jiff::Timestamp>() {
+            // RFC 3339 offsets run to 23:59; a wider one (jiff takes up to 25:59) is a typo.
+            Ok(_) if offset_hours(&at.get_ref().text()).is_some_and(|h| h > 23) => {
+                c.span(at, format!("expected an offset between -23:59 and +23:59 in `{}`", at.get_ref().text()));
+                None
+            }
             Ok(t) => Some(t),
             Err(_) => {
                 c.span(at, format!("expected an RFC 3339 time with an offset, such as \"2026-12-01T02:00:00Z\", found `{}`", at.get_ref().text()));
@@ -318,15 +331,15 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
             }
         });
         let mut on = Vec::new();
-        for o in r.on.iter().flatten() {
+        for o in r.on.iter().flat_map(|l| l.get_ref()) {
             if !hosts.contains_key(o.get_ref()) && !roles.contains_key(o.get_ref()) {
                 c.span(o, format!("unknown role or host `{}` in `on`{}", o.get_ref(), names::did_you_mean(o.get_ref(), hosts.keys().chain(roles.keys()).map(String::as_str))));
             }
             on.push(o.get_ref().clone());
         }
         if let Some(list) = &r.on {
-            if list.is_empty() {
-                c.span(&r.old, "`on` is empty, so this replacement would apply nowhere; leave `on` out to mean everywhere");
+            if list.get_ref().is_empty() {
+                c.span(list, "`on` is empty, so this replacement would apply nowhere; leave `on` out to mean everywhere");
             }
         }
         if let Some(prev) = by_time.insert((at, r.old.get_ref().clone()), index) {
@@ -367,3 +380,14 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
     }
 }
 
+
+/// The hours of an RFC 3339 time's numeric offset (`+25:00` gives 25), if it has one.
+fn offset_hours(text: &str) -> Option<u32> {
+    let tail = text.get(text.len().checked_sub(6)?..)?;
+    let b = tail.as_bytes();
+    if (b[0] == b'+' || b[0] == b'-') && b[3] == b':' {
+        tail[1..3].parse().ok()
+    } else {
+        None
+    }
+}

@@ -169,7 +169,7 @@ pub struct RawReplace {
     pub old: S<String>,
     pub new: S<String>,
     pub at: Option<S<RawTime>>,
-    pub on: Option<Vec<S<String>>>,
+    pub on: Option<S<Vec<S<String>>>>,
     pub skip: Option<S<RawSkip>>,
 }
 

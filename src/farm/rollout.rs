@@ -151,6 +151,14 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawRollout>>, ro
             None => vec![Count::Percent(100)],
         };
         if let Some(w) = &r.waves {
+            // Each wave is a cumulative share: it must reach further than the one before.
+            for (prev, next) in w.get_ref().iter().zip(w.get_ref().iter().skip(1)) {
+                if let (Some(a), Some(b)) = (count_value(prev.get_ref()), count_value(next.get_ref())) {
+                    if a.1 == b.1 && b.0 <= a.0 {
+                        c.span(next, format!("expected each wave to reach further than the one before (waves are cumulative), but {} follows {}", b.2, a.2));
+                    }
+                }
+            }
             if w.get_ref().is_empty() || waves.last() != Some(&Count::Percent(100)) && waves.len() == w.get_ref().len() {
                 c.span(w, "expected the last wave to be \"100%\", so that every host of the role is upgraded");
             }
@@ -244,4 +252,12 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawRollout>>, ro
         out.insert(role.clone(), Rollout { role, version, probe, upgrade, health, canary, waves, max_unavailable, gate, requires, shadow });
     }
     out
+}
+
+/// A wave's size for comparing with its neighbour: (value, is a share, as written).
+fn count_value(c: &RawCount) -> Option<(i64, bool, String)> {
+    match c {
+        RawCount::Number(n) => Some((*n, false, n.to_string())),
+        RawCount::Text(t) => t.strip_suffix('%').and_then(|p| p.trim().parse::<i64>().ok()).map(|p| (p, true, t.clone())),
+    }
 }

@@ -6,6 +6,10 @@ use crate::farm::{glob, Farm};
 /// only exclusions (or nothing), the rest of the farm is selected. Every
 /// pattern must match something: a typo is an error, not an empty run.
 pub fn select(farm: &Farm, limit: &[String]) -> Result<Vec<String>, String> {
+    // `--limit "$HOSTS"` with `$HOSTS` unset must not mean the whole farm.
+    if !limit.is_empty() && limit.iter().all(|s| s.trim().is_empty()) {
+        return Err("--limit is empty, which would select nothing; leave --limit out to mean the whole farm".to_string());
+    }
     let (exclude, include): (Vec<&str>, Vec<&str>) =
         limit.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).partition(|s| s.starts_with('!'));
     let matches = |p: &str, name: &str| glob(p, name) || farm.hosts[name].role == p;
