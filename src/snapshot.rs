@@ -25,6 +25,10 @@ struct Snapshot {
     /// What each host's rollout probe said (hosts without a rollout are absent).
     #[serde(default)]
     versions: BTreeMap<String, Result<String, String>>,
+    /// Each host's clock as the read measured it (offset, uncertainty; ms), so
+    /// that `apply PLAN.json` switches by the hosts' clocks as `apply FARM` does.
+    #[serde(default)]
+    clocks: BTreeMap<String, (i64, i64)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -53,7 +57,7 @@ fn path(plan_id: &str) -> PathBuf {
 pub fn save(plan_id: &str, farm_sha256: &str, live: &LiveFarm, hosts: &[String]) {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut snap = Snapshot { plan: plan_id.into(), farm_sha256: farm_sha256.into(), taken_ms: jiff::Timestamp::now().as_millisecond(), hosts: BTreeMap::new(), versions: BTreeMap::new() };
+    let mut snap = Snapshot { plan: plan_id.into(), farm_sha256: farm_sha256.into(), taken_ms: jiff::Timestamp::now().as_millisecond(), hosts: BTreeMap::new(), versions: BTreeMap::new(), clocks: BTreeMap::new() };
     for h in hosts {
         let Some(Ok(state)) = live.get(h) else { continue };
         let files = state
@@ -71,6 +75,9 @@ pub fn save(plan_id: &str, farm_sha256: &str, live: &LiveFarm, hosts: &[String])
         snap.hosts.insert(h.clone(), files);
         if let Some(v) = &state.version {
             snap.versions.insert(h.clone(), v.clone());
+        }
+        if let Some(offset) = state.clock_offset_ms {
+            snap.clocks.insert(h.clone(), (offset, state.clock_uncertainty_ms));
         }
     }
     let d = dir();
@@ -115,7 +122,11 @@ pub fn load(plan_id: &str, farm_sha256: &str) -> Option<LiveFarm> {
             map.insert(p, f);
         }
         let version = snap.versions.get(&host).cloned();
-        live.insert(host.clone(), Ok(LiveHost { hostname: host, clock_offset_ms: None, clock_uncertainty_ms: 0, files: map, armed: Vec::new(), version }));
+        let (clock_offset_ms, clock_uncertainty_ms) = match snap.clocks.get(&host) {
+            Some((offset, uncertainty)) => (Some(*offset), *uncertainty),
+            None => (None, 0),
+        };
+        live.insert(host.clone(), Ok(LiveHost { hostname: host, clock_offset_ms, clock_uncertainty_ms, files: map, armed: Vec::new(), version }));
     }
     Some(live)
 }

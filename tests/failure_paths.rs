@@ -234,3 +234,27 @@ fn a_health_metric_that_is_not_a_finite_number_fails_the_gate() {
         assert_eq!(version(d.path(), h), "5.1.0", "the canary went back and no wave started, on {h}");
     }
 }
+
+// See issue 25: after `plan -o` then `apply PLAN.json` (the review workflow),
+// the switch fell back to the workstation's word with a false note that the
+// hosts' clocks could not be read: the kept read had dropped them.
+#[test]
+fn a_saved_plan_switches_by_the_hosts_clocks_as_the_farm_file_does() {
+    let d = demo();
+    // Far enough ahead that planning and staging finish before it on a loaded machine.
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(8);
+    edit_farm(d.path(), &[("old = \"web-a\"\nnew = \"web-b\"", &format!("old = \"web-a\"\nnew = \"web-b\"\nat = \"{at}\""))]);
+    std::fs::create_dir(d.path().join("plans")).unwrap();
+    let out = farmctl(d.path()).args(["plan", "inventories/demo.toml", "-o", "plans/p.json"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = farmctl(d.path()).args(["apply", "plans/p.json"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ivr1 = std::fs::read_to_string(host(d.path(), "ivr-1", "/etc/ivr/ivr.toml")).unwrap();
+    assert!(!ivr1.contains("web-a"), "the switch happened");
+    let journal = std::fs::read_to_string(d.path().join("state/journal.jsonl")).unwrap();
+    let written: Vec<serde_json::Value> = journal.lines().map(|l| serde_json::from_str(l).unwrap()).filter(|e: &serde_json::Value| e["outcome"] == "written").collect();
+    assert!(!written.is_empty(), "{journal}");
+    for e in &written {
+        assert!(e.get("clock_offset_ms").is_some(), "every rename was fired by its host's clock, and measured: {e}");
+    }
+}

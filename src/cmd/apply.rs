@@ -51,6 +51,8 @@ pub async fn run(args: &ApplyArgs) -> Outcome {
         crate::say!("Applying plan {}: {}", plan.id, crate::render::summary(plan));
     } else {
         confirm("apply this plan", args.yes)?;
+        // A switch time is a promise: one that passed while the prompt waited is refused, not kept late.
+        pipeline::check_schedule(plan, args.detach)?;
     }
     // The journal comes first: a run that could not record its writes does not write.
     let journal = Journal::open();
