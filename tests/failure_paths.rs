@@ -258,3 +258,32 @@ fn a_saved_plan_switches_by_the_hosts_clocks_as_the_farm_file_does() {
         assert!(e.get("clock_offset_ms").is_some(), "every rename was fired by its host's clock, and measured: {e}");
     }
 }
+
+// See issue 25: re-applying an applied plan listed its differences instead of
+// saying that it was applied, and when.
+#[test]
+fn a_saved_plan_applied_once_is_refused_the_second_time_as_applied() {
+    let d = demo();
+    std::fs::create_dir(d.path().join("plans")).unwrap();
+    let out = farmctl(d.path()).args(["plan", "inventories/demo.toml", "-o", "plans/p.json"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = farmctl(d.path()).args(["apply", "plans/p.json"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let after = snapshot(d.path());
+    let out = farmctl(d.path()).args(["apply", "plans/p.json"]).output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("was already applied at 20"), "said as applied, with when: {err}");
+    assert_eq!(snapshot(d.path()), after, "nothing was done the second time");
+}
+
+// See issue 25: `-q` still printed the whole plan.
+#[test]
+fn a_quiet_apply_prints_no_plan() {
+    let d = demo();
+    let out = farmctl(d.path()).args(["-q", "apply", "inventories/demo.toml", "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!all.contains("@@"), "no diff on the screen with -q: {all}");
+    assert_eq!(version(d.path(), "ivr-6"), "5.2.0", "and the apply ran");
+}

@@ -23,6 +23,9 @@ pub struct Bars {
     overall: ProgressBar,
     recent: Vec<ProgressBar>,
     latest: Mutex<std::collections::VecDeque<String>>,
+    /// Hosts of this stage that reached an end: each counts once, however
+    /// many ends it passes through (upgraded, then rolled back).
+    done: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// How many of the latest events stay under the bar.
@@ -41,14 +44,14 @@ impl Bars {
                 b
             })
             .collect();
-        Bars { multi, overall, recent, latest: Mutex::new(Default::default()) }
+        Bars { multi, overall, recent, latest: Mutex::new(Default::default()), done: Mutex::new(Default::default()) }
     }
 }
 
 impl Reporter for Bars {
     fn event(&self, e: Event) {
         match &e {
-            Event::Host { state, .. } => {
+            Event::Host { host, state } => {
                 let mut latest = self.latest.lock().unwrap();
                 latest.push_back(e.line());
                 while latest.len() > RECENT {
@@ -58,13 +61,21 @@ impl Reporter for Bars {
                     bar.set_message(line.clone());
                 }
                 if state.is_final() {
-                    self.overall.inc(1);
+                    let mut done = self.done.lock().unwrap();
+                    if done.insert(host.clone()) {
+                        // A run without stages (a rollback) learns its hosts as they end.
+                        if self.overall.length().is_some_and(|l| l < done.len() as u64) {
+                            self.overall.set_length(done.len() as u64);
+                        }
+                        self.overall.set_position(done.len() as u64);
+                    }
                     if !state.is_ok() {
                         let _ = self.multi.println(e.line());
                     }
                 }
             }
             Event::Stage { hosts, .. } => {
+                self.done.lock().unwrap().clear();
                 self.overall.set_position(0);
                 self.overall.set_length(*hosts as u64);
                 self.overall.set_message(e.line());

@@ -16,7 +16,10 @@ pub async fn run(args: &ApplyArgs) -> Outcome {
         if !args.reach.limit.is_empty() {
             return Err(Error::new(ErrorKind::Refused, "--limit cannot narrow a saved plan: it applies exactly what it shows").hint("make a new plan with --limit"));
         }
-        let run = pipeline::prepare_saved(&args.target, parallel).await?;
+        let run = match pipeline::prepare_saved(&args.target, parallel).await {
+            Ok(run) => run,
+            Err(e) => return Err(already_applied(&args.target).unwrap_or(e)),
+        };
         if !run.planned.plan.has_changes() {
             crate::say!("Plan {} has no changes; nothing to do.", run.planned.plan.id);
             return Ok(ExitCode::SUCCESS);
@@ -24,7 +27,10 @@ pub async fn run(args: &ApplyArgs) -> Outcome {
         (run.session, run.planned)
     } else {
         let (session, planned) = Session::read_and_plan(&args.target, &args.reach.limit, parallel).await?;
-        out(&crate::render::text(&planned.plan, Some(jiff::Timestamp::now()), color()));
+        // `-q` with `--yes`: no plan on the screen, only what happened (a prompt still shows it).
+        if !(super::quiet() && args.yes) {
+            out(&crate::render::text(&planned.plan, Some(jiff::Timestamp::now()), color()));
+        }
         if let Some(e) = pipeline::unreachable_error(&planned.plan, &session.live) {
             return Err(e);
         }
@@ -92,4 +98,18 @@ fn print_offsets(summary: &Summary, plan: &crate::plan::Plan, live: &LiveFarm) {
     if !offsets.is_empty() {
         crate::say!("host clock offsets against this workstation: {}", offsets.join(", "));
     }
+}
+
+/// A saved plan that no longer matches because this workstation applied it:
+/// said as such, with when, instead of as a list of differences.
+fn already_applied(target: &std::path::Path) -> Option<Error> {
+    let plan = pipeline::load_plan(target).ok()?;
+    let entries = Journal::open().read().ok()?;
+    let written: Vec<_> = entries.iter().filter(|e| e.plan == plan.id && e.outcome == "written").collect();
+    let first = written.first()?;
+    let hosts: std::collections::BTreeSet<&str> = written.iter().map(|e| e.host.as_str()).collect();
+    Some(
+        Error::new(ErrorKind::Plan, format!("plan {} was already applied at {} ({} file(s) written on {} host(s)); nothing was done", plan.id, first.time, written.len(), hosts.len()))
+            .hint(format!("`farmctl journal --plan {}` shows what it wrote; to change more, make a new plan with `farmctl plan`", plan.id)),
+    )
 }

@@ -191,8 +191,14 @@ pub(crate) fn finish(what: &str, summary: &Summary, plan: &Plan, undo: Option<&s
             err = err.hint(format!("interrupted: {} did not confirm; check them with `farmctl plan`, and `farmctl unlock FARM --limit HOST` if a lock is left", left.join(", ")));
         }
     }
-    if summary.hosts.values().all(HostState::untouched) && summary.upgrades.values().all(|s| matches!(s, HostState::NotStarted { .. })) {
-        err = err.hint("no file was written on any host; fix the cause and run apply again");
+    let upgrades_undone = summary.upgrades.values().all(|s| matches!(s, HostState::NotStarted { .. } | HostState::UpgradeRolledBack { healthy: true, .. }));
+    let any_rolled_back = summary.upgrades.values().any(|s| matches!(s, HostState::UpgradeRolledBack { .. }));
+    if summary.hosts.values().all(HostState::untouched) && upgrades_undone {
+        if any_rolled_back {
+            err = err.hint("no file was written on any host, and every host this run upgraded is back on its old version and healthy; fix the cause and run apply again");
+        } else {
+            err = err.hint("no file was written on any host; fix the cause and run apply again");
+        }
     } else if let Some(undo) = undo {
         err = err.hint(format!("files may have been written on some hosts; to undo them: {undo}"));
     }
