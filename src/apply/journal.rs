@@ -29,6 +29,33 @@ pub struct Entry {
     pub clock_uncertainty_ms: Option<i64>,
 }
 
+impl Entry {
+    /// Whether this records a rollout's step on a host's version (not a file).
+    pub fn is_version(&self) -> bool {
+        self.path == "(version)"
+    }
+}
+
+/// Hosts a rollout brought to a version, or found there, whose wave gate has
+/// not passed since, by host: that version. Read in journal order: an upgrade
+/// (started, done or found done) makes a host unproven; a passed gate or a
+/// rollback proves or undoes it.
+pub fn unproven(entries: &[Entry]) -> crate::plan::rollout::Unproven {
+    let mut out = crate::plan::rollout::Unproven::new();
+    for e in entries.iter().filter(|e| e.is_version()) {
+        match e.outcome.as_str() {
+            "upgrade-started" | "upgraded" | "upgrade-skipped" => {
+                out.insert(e.host.clone(), e.after_sha256.clone());
+            }
+            "gate-passed" | "rolled-back" => {
+                out.remove(&e.host);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Where the journal lives: `$FARMCTL_JOURNAL`, else `$XDG_STATE_HOME/farmctl/journal.jsonl`,
 /// else `~/.local/state/farmctl/journal.jsonl`.
 pub fn path() -> PathBuf {

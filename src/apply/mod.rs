@@ -366,11 +366,16 @@ pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Connections, 
             break;
         }
         let levels: std::collections::BTreeSet<usize> = plan.actions.iter().filter(|a| a.stage == stage.index).map(|a| a.level).collect();
+        // Hosts the stage writes, upgrades or gates.
         let hosts_in_stage = plan
             .actions
             .iter()
-            .filter(|a| a.stage == stage.index && matches!(a.kind, crate::plan::ActionKind::Edit(_) | crate::plan::ActionKind::Upgrade { .. }))
-            .map(|a| &a.host)
+            .filter(|a| a.stage == stage.index)
+            .flat_map(|a| match &a.kind {
+                ActionKind::Edit(_) | ActionKind::Upgrade { .. } => vec![&a.host],
+                ActionKind::WaveGate { hosts, .. } => hosts.iter().collect(),
+                _ => Vec::new(),
+            })
             .collect::<std::collections::BTreeSet<_>>()
             .len();
         reporter.event(Event::Stage { index: stage.index, total, at: stage.at.clone(), hosts: hosts_in_stage });
@@ -380,7 +385,8 @@ pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Connections, 
         let gates_of = |level: usize| -> Vec<&crate::plan::Action> {
             plan.actions.iter().filter(|a| a.stage == stage.index && a.level == level && matches!(a.kind, ActionKind::Gate { .. })).collect()
         };
-        let is_rollout = plan.actions.iter().any(|a| a.stage == stage.index && matches!(a.kind, ActionKind::Upgrade { .. }));
+        // A rollout stage may hold gates alone: a rollout killed during its last gate is gated again.
+        let is_rollout = plan.actions.iter().any(|a| a.stage == stage.index && matches!(a.kind, ActionKind::Upgrade { .. } | ActionKind::WaveGate { .. }));
         let flow = if is_rollout {
             rollout::run_stage(&run, conns, &mut summary, contents).await
         } else if detached {

@@ -24,6 +24,8 @@ struct Wave<'a> {
     health: &'a str,
     samples: u32,
     failure_limit: u32,
+    version: &'a str,
+    probe: &'a str,
     interval: Duration,
     timeout: Duration,
     max_unavailable: usize,
@@ -91,7 +93,7 @@ fn metrics(output: &str) -> String {
 
 fn wave_of(a: &Action) -> Option<Wave<'_>> {
     match &a.kind {
-        ActionKind::WaveGate { role, wave, hosts, watch, health, samples, failure_limit, interval_ms, timeout_ms, max_unavailable } => Some(Wave {
+        ActionKind::WaveGate { role, wave, hosts, watch, health, samples, failure_limit, version, probe, interval_ms, timeout_ms, max_unavailable } => Some(Wave {
             role,
             name: wave,
             hosts,
@@ -99,6 +101,8 @@ fn wave_of(a: &Action) -> Option<Wave<'_>> {
             health,
             samples: *samples,
             failure_limit: *failure_limit,
+            version,
+            probe,
             interval: Duration::from_millis(*interval_ms),
             timeout: Duration::from_millis(*timeout_ms),
             max_unavailable: *max_unavailable,
@@ -112,6 +116,32 @@ fn up_of(a: &Action) -> Option<Up<'_>> {
         ActionKind::Upgrade { from, to, command, rollback, probe, .. } => Some(Up { host: &a.host, probe, from, to, command, rollback: rollback.as_deref() }),
         _ => None,
     }
+}
+
+/// Whether every host runs the wave's version, by its probe; `Err` names the first that does not.
+async fn versions_hold(hosts: &[(String, Arc<AnyHost>)], wave: &Wave<'_>, parallel: usize) -> Result<(), String> {
+    let (probe, version) = (wave.probe.to_string(), wave.version.to_string());
+    let found = crate::fanout::each(hosts.to_vec(), parallel, move |(name, host)| {
+        let probe = probe.clone();
+        async move {
+            let v = match host.command(&probe).await {
+                Ok(Some(c)) if c.status == 0 => Ok(c.output.lines().next().unwrap_or("").trim().to_string()),
+                Ok(Some(c)) => Err(format!("`{probe}` exit {}", c.status)),
+                Ok(None) => Err("no answer".to_string()),
+                Err(e) => Err(format!("no answer: {e}")),
+            };
+            (name, v)
+        }
+    })
+    .await;
+    for (host, v) in found {
+        match v {
+            Ok(v) if v == version => {}
+            Ok(v) => return Err(format!("{host} runs {v:?}, not {version}, at the end of its gate")),
+            Err(e) => return Err(format!("{host}'s version cannot be read at the end of its gate: {e}")),
+        }
+    }
+    Ok(())
 }
 
 /// Failed samples in a row, by host.
@@ -341,6 +371,10 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
             None => {
                 in_a_row += 1;
                 if in_a_row >= wave.samples {
+                    // Healthy, and on the version: a host that went back (or was
+                    // moved) during the gate never passes it (found by the rollout
+                    // model test: a rollback still running from a killed run).
+                    versions_hold(&wave_hosts, wave, opts.parallel).await.map_err(|e| format!("{gate} failed: {e}"))?;
                     let m: Vec<String> = h.iter().filter_map(|(host, r)| r.as_ref().ok().filter(|m| !m.is_empty()).map(|m| format!("{host}: {m}"))).collect();
                     let detail = if m.is_empty() { String::new() } else { format!("; metrics: {}", m.join("; ")) };
                     reporter.event(Event::Note(format!("{gate}: passed ({} healthy samples in a row){detail}", wave.samples)));
@@ -369,10 +403,33 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
 async fn roll_back(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(String, Arc<AnyHost>)], summary: &mut Summary) {
     let Level { opts, reporter, journal, .. } = *run;
     let conns: BTreeMap<&str, Arc<AnyHost>> = watch.iter().map(|(n, h)| (n.as_str(), h.clone())).collect();
-    for u in ups {
+    // Hosts that are down go back first: they are down already. A healthy host
+    // goes back only while that keeps the role within `max_unavailable`
+    // (found by the rollout model test: healthy hosts went back first while a
+    // broken one was still down); otherwise it stays where it is, named.
+    let first = sample(watch, wave.health, opts.parallel).await;
+    let healthy_now = |h: &str| first.get(h).is_some_and(Result::is_ok);
+    let mut order: Vec<&Up> = ups.iter().collect();
+    order.sort_by_key(|u| healthy_now(u.host));
+    for u in order {
         let upgraded_here = matches!(summary.upgrades.get(u.host), Some(HostState::Upgraded { from, .. }) if from != u.to);
         if !upgraded_here {
             continue;
+        }
+        if healthy_now(u.host) {
+            let now = sample(watch, wave.health, opts.parallel).await;
+            let down = now.iter().filter(|(h, r)| r.is_err() && h.as_str() != u.host).count();
+            if down + 1 > wave.max_unavailable {
+                summary.problems.push(format!(
+                    "{} stays on {} (healthy there): rolling it back now would take {} host(s) of {} down, over max_unavailable {}",
+                    u.host,
+                    u.to,
+                    down + 1,
+                    wave.role,
+                    wave.max_unavailable
+                ));
+                continue;
+            }
         }
         let (Some(cmd), Some(host)) = (u.rollback, conns.get(u.host)) else {
             let state = HostState::Failed { error: format!("upgraded to {}, and its old version is unknown, so it was left there", u.to), cause: None, written: vec![] };

@@ -25,6 +25,8 @@ pub struct Session {
     pub parallel: usize,
     pub hosts: BTreeMap<String, Arc<AnyHost>>,
     pub live: LiveFarm,
+    /// Hosts whose rollout gate has not passed since their upgrade, by this workstation's journal.
+    pub unproven: plan::rollout::Unproven,
 }
 
 impl Session {
@@ -34,7 +36,7 @@ impl Session {
     }
 
     pub fn with_farm(farm: Arc<Farm>, parallel: usize) -> Session {
-        Session { farm, parallel: parallel.max(1), hosts: BTreeMap::new(), live: LiveFarm::new() }
+        Session { farm, parallel: parallel.max(1), hosts: BTreeMap::new(), live: LiveFarm::new(), unproven: Default::default() }
     }
 
     /// The hosts `--limit` selects (all, when it is empty).
@@ -65,11 +67,20 @@ impl Session {
             }
         })
         .await;
+        self.read_unproven();
         for (name, state, host) in read {
             self.live.insert(name.clone(), state);
             if let Some(h) = host {
                 self.hosts.insert(name, h);
             }
+        }
+    }
+
+    /// What this workstation's rollouts left ungated is part of what is read:
+    /// hosts upgraded by a run that died before their wave's gate passed.
+    pub fn read_unproven(&mut self) {
+        if !self.farm.rollouts.is_empty() {
+            self.unproven = apply::journal::unproven(&Journal::open().read().unwrap_or_default());
         }
     }
 
@@ -104,7 +115,7 @@ impl Session {
 
     /// Plans the hosts in `scope` from what was read.
     pub fn plan(&self, scope: &[String], limit: &[String]) -> Result<Planned> {
-        Ok(plan::plan(&self.farm, &self.live, scope, limit)?)
+        Ok(plan::plan_with(&self.farm, &self.live, scope, limit, &self.unproven)?)
     }
 
     /// Loads, selects, reads and plans: what `plan`, `graph` and `apply FARM` start with.

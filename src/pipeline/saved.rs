@@ -124,7 +124,10 @@ pub async fn prepare_saved(path: &Path, parallel: usize) -> Result<SavedRun> {
     // Right after `plan -o` on this workstation, what it read stands in for a second read:
     // every host still checks each file's before-hash when it stages.
     match crate::snapshot::load(&saved.id, &farm.sha256) {
-        Some(live) if scope.iter().all(|h| live.contains_key(h)) => session.live = live,
+        Some(live) if scope.iter().all(|h| live.contains_key(h)) => {
+            session.live = live;
+            session.read_unproven();
+        }
         _ => session.read(&scope).await,
     }
     let fresh = session.plan(&scope, &saved.limit)?;

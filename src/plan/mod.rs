@@ -237,6 +237,13 @@ pub enum PlanError {
 }
 
 pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) -> Result<Planned, PlanError> {
+    plan_with(farm, live, scope, limit, &rollout::Unproven::new())
+}
+
+/// [`plan`], knowing which hosts a rollout brought to a version whose wave
+/// gate has not passed since (from the workstation's journal): their role is
+/// gated again even when every host already runs its version.
+pub fn plan_with(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String], unproven: &rollout::Unproven) -> Result<Planned, PlanError> {
     let groups = time_groups(farm);
     let has_sets = farm.roles.values().any(|r| !r.set.is_empty()) || services::edits_any(farm);
     let targets = services::targets(farm, live);
@@ -455,7 +462,7 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
         }
         notes.push(format!("{} ([[replace]] #{}) leaves alone: {}", r.describe(), r.index + 1, left.join("; ")));
     }
-    rollout::plan_rollouts(farm, live, scope, times.len(), &mut hosts, &mut actions, &mut stages, &mut contents)?;
+    rollout::plan_rollouts(farm, live, scope, unproven, times.len(), &mut hosts, &mut actions, &mut stages, &mut contents)?;
 
     let mut plan = Plan {
         format_version: FORMAT_VERSION,

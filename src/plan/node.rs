@@ -75,6 +75,9 @@ pub enum ActionKind {
         samples: u32,
         /// Failed samples in a row (of any one host) that fail the gate at once.
         failure_limit: u32,
+        /// The gate passes only if every host of the wave then runs `version`, by `probe`.
+        version: String,
+        probe: String,
         interval_ms: u64,
         timeout_ms: u64,
         max_unavailable: usize,

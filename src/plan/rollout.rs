@@ -7,6 +7,10 @@ use super::{graph, Action, ActionKind, Contents, HostEntry, Stage};
 use crate::farm::{parse_version, Farm, Rollout};
 use crate::live::LiveFarm;
 
+/// Hosts a rollout brought to a version (or found there) whose wave gate has
+/// not passed since, by host: the version. From the workstation's journal.
+pub type Unproven = std::collections::BTreeMap<String, String>;
+
 /// Why a rollout cannot be planned.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RolloutError {
@@ -105,17 +109,19 @@ fn check_requires(farm: &Farm, live: &LiveFarm, scope: &[String], r: &Rollout) -
 /// Adds the upgrades and wave gates of every rollout, each role in a stage of
 /// its own after `first_stage - 1`, and marks the hosts it changes.
 #[allow(clippy::too_many_arguments)]
-pub fn plan_rollouts(farm: &Farm, live: &LiveFarm, scope: &[String], first_stage: usize, hosts: &mut [HostEntry], actions: &mut Vec<Action>, stages: &mut Vec<Stage>, contents: &mut Contents) -> Result<(), RolloutError> {
+pub fn plan_rollouts(farm: &Farm, live: &LiveFarm, scope: &[String], unproven: &Unproven, first_stage: usize, hosts: &mut [HostEntry], actions: &mut Vec<Action>, stages: &mut Vec<Stage>, contents: &mut Contents) -> Result<(), RolloutError> {
     let mut stage = first_stage;
     for r in role_order(farm)? {
         let mut members: Vec<String> = farm.hosts.values().filter(|h| h.role == r.role && scope.contains(&h.name)).map(|h| h.name.clone()).collect();
         natural(&mut members);
         let needs = |h: &String| !matches!(installed(live, h), Some(Ok(v)) if v == r.version);
+        // At the version, but its wave's gate never passed (a run killed during it).
+        let unproven_here = |h: &String| unproven.get(h) == Some(&r.version) && !needs(h);
         // Hosts that could not be read, or whose files could not be planned, are
         // not upgraded: the plan reports them as failed, and the apply exits 1.
         let failed: std::collections::BTreeSet<String> = hosts.iter().filter(|e| e.status.is_failure()).map(|e| e.name.clone()).collect();
         let readable = |h: &String| matches!(live.get(h), Some(Ok(_))) && !failed.contains(h);
-        if !members.iter().any(|h| readable(h) && needs(h)) {
+        if !members.iter().any(|h| readable(h) && (needs(h) || unproven_here(h))) {
             continue;
         }
         check_requires(farm, live, scope, r)?;
@@ -190,6 +196,8 @@ pub fn plan_rollouts(farm: &Farm, live: &LiveFarm, scope: &[String], first_stage
                     health: r.health.clone(),
                     samples: r.gate.samples,
                     failure_limit: r.gate.failure_limit,
+                    version: r.version.clone(),
+                    probe: r.probe.clone(),
                     interval_ms: r.gate.interval.as_millis() as u64,
                     timeout_ms: r.gate.timeout.as_millis() as u64,
                     max_unavailable: r.max_unavailable.of(n).max(1),

@@ -60,9 +60,9 @@ pub fn schema() -> Value {
             "a rollout wave is done when each of its hosts gives `samples` healthy samples in a row",
             json!({
                 "role": string(), "wave": string(), "hosts": strings(), "watch": strings(), "health": string(),
-                "samples": count(), "failure_limit": count(), "interval_ms": count(), "timeout_ms": count(), "max_unavailable": count()
+                "samples": count(), "failure_limit": count(), "version": string(), "probe": string(), "interval_ms": count(), "timeout_ms": count(), "max_unavailable": count()
             }),
-            &["role", "wave", "hosts", "watch", "health", "samples", "failure_limit", "interval_ms", "timeout_ms", "max_unavailable"],
+            &["role", "wave", "hosts", "watch", "health", "samples", "failure_limit", "version", "probe", "interval_ms", "timeout_ms", "max_unavailable"],
         ),
         kind(
             "judge",
