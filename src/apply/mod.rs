@@ -10,6 +10,7 @@
 //! and wave gates in `rollout`, shadow judgements in `shadow`.
 
 mod commands;
+mod health;
 pub mod journal;
 mod outcome;
 pub mod progress;
@@ -19,8 +20,7 @@ mod shadow;
 mod switch;
 
 pub use outcome::{AbortReason, HostState, NotStarted};
-pub use rollback::rollback;
-pub use rollout::undo as undo_upgrades;
+pub use rollback::{rollback, undo_upgrades};
 pub use switch::lock_is_stale;
 
 use crate::live::Clock;

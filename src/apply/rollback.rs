@@ -1,11 +1,13 @@
 //! Rollback: restores every file of an applied plan that still has the
-//! content the plan wrote, from the backups on each host, latest stage first.
+//! content the plan wrote, from the backups on each host, latest stage first;
+//! and takes every host the plan upgraded back to the version it had.
 
 use super::journal::{Entry, Journal};
 use super::{file_write, judge, Event, HostState, Options, Reporter, Summary};
 use crate::plan::{ActionKind, Plan};
 use crate::transport::{AnyHost, FileWrite};
-use std::collections::BTreeMap;
+use super::health::sample;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Restores every file of the plan that still has its after-hash, latest stage first.
@@ -76,4 +78,69 @@ pub async fn rollback(plan: &Plan, hosts: &BTreeMap<String, Arc<AnyHost>>, opts:
     }
     reporter.finish();
     summary
+}
+
+/// Undoes a plan's upgrades: every host the journal says the plan upgraded goes
+/// back to the version it had, if it still runs the plan's version. Hosts
+/// someone moved on since are left alone and named.
+pub async fn undo_upgrades(plan: &crate::plan::Plan, hosts: &BTreeMap<String, Arc<AnyHost>>, opts: &Options, upgraded: &BTreeSet<String>, reporter: &dyn Reporter, journal: &Journal) -> BTreeMap<String, HostState> {
+    let mut out = BTreeMap::new();
+    let token = format!("undo-{}-{}", plan.id, std::process::id());
+    for a in plan.actions.iter().rev() {
+        let ActionKind::Upgrade { from, to, probe, rollback, .. } = &a.kind else { continue };
+        if !upgraded.contains(&a.host) {
+            continue;
+        }
+        let Some(host) = hosts.get(&a.host) else { continue };
+        let state = match rollback {
+            None => HostState::Failed { error: format!("runs {to}; its old version is unknown, so it was left there"), cause: None, written: vec![] },
+            Some(cmd) => {
+                let ids = host.run_ids(&opts.state_dir, &format!("{}-undo", plan.id), &token);
+                match host.upgrade(&ids, &opts.owner, probe, from, cmd, Some(to)).await {
+                    Ok(r) if r.skipped.is_some() => HostState::Failed { error: format!("left alone: it runs {}, not {to}, since the apply", r.skipped.unwrap_or_default()), cause: None, written: vec![] },
+                    // Already at the old version: nothing was undone here, and nothing is claimed.
+                    Ok(r) if r.up_to_date => HostState::Upgraded { from: from.clone(), to: from.clone() },
+                    Ok(r) if r.now.as_deref() == Some(from.as_str()) => {
+                        // Healthy by the wave's own health command, once.
+                        let health = plan.actions.iter().find_map(|g| match &g.kind {
+                            ActionKind::WaveGate { hosts, health, .. } if hosts.contains(&a.host) => Some(health.clone()),
+                            _ => None,
+                        });
+                        let healthy = match health {
+                            Some(h) => sample(&[(a.host.clone(), host.clone())], &h, 1).await.values().all(Result::is_ok),
+                            None => true,
+                        };
+                        HostState::UpgradeRolledBack { from: from.clone(), to: to.clone(), healthy }
+                    }
+                    Ok(r) => HostState::Failed { error: format!("could not go back to {from}: {:?}", r.result.map(|c| c.output).or(r.error).unwrap_or_default()), cause: None, written: vec![] },
+                    Err(e) => HostState::Failed { error: format!("{e} ({})", e.hint()), cause: None, written: vec![] },
+                }
+            }
+        };
+        let outcome = match &state {
+            HostState::UpgradeRolledBack { .. } => "rolled-back",
+            HostState::Upgraded { .. } => {
+                reporter.event(Event::Host { host: a.host.clone(), state: state.clone() });
+                out.insert(a.host.clone(), state);
+                continue;
+            }
+            _ => "rollback-failed",
+        };
+        let entry = Entry {
+            time: jiff::Timestamp::now().to_string(),
+            plan: plan.id.clone(),
+            farm: plan.farm.name.clone(),
+            host: a.host.clone(),
+            path: "(version)".into(),
+            before_sha256: to.clone(),
+            after_sha256: from.clone(),
+            outcome: outcome.into(),
+            detail: "rollback".into(),
+            ..Default::default()
+        };
+        let _ = journal.record(&[entry]);
+        reporter.event(Event::Host { host: a.host.clone(), state: state.clone() });
+        out.insert(a.host.clone(), state);
+    }
+    out
 }

@@ -7,6 +7,7 @@
 //! version it had, and is health-checked again.
 
 use super::journal::Entry;
+use super::health::{sample, versions_hold, Failing};
 use super::{record, Connections, Event, HostState, Level, Summary};
 use crate::plan::{Action, ActionKind};
 use crate::transport::AnyHost;
@@ -56,41 +57,6 @@ fn version_entry(run: &Level<'_>, host: &str, from: &str, to: &str, outcome: &st
     }
 }
 
-/// One health sample of each host: `Ok(metrics)` when healthy, `Err(why)` when not or silent.
-pub(super) async fn sample(hosts: &[(String, Arc<AnyHost>)], health: &str, parallel: usize) -> BTreeMap<String, Result<String, String>> {
-    let jobs: Vec<(String, Arc<AnyHost>)> = hosts.to_vec();
-    let health = health.to_string();
-    crate::fanout::each(jobs, parallel, move |(name, host)| {
-        let health = health.clone();
-        async move {
-            let r = match host.command(&health).await {
-                Ok(Some(c)) if c.status == 0 => match not_finite(&c.output) {
-                    // No answer is never a pass: NaN or an infinity fails the sample.
-                    Some(line) => Err(format!("`{health}` reported `{line}`, which is not a finite number")),
-                    None => Ok(metrics(&c.output)),
-                },
-                Ok(Some(c)) => Err(format!("`{health}` exit {}: {}", c.status, c.output)),
-                Ok(None) => Err("no answer".to_string()),
-                Err(e) => Err(format!("no answer: {e}")),
-            };
-            (name, r)
-        }
-    })
-    .await
-    .into_iter()
-    .collect()
-}
-
-/// The first `name=value` line whose value is NaN or infinite.
-fn not_finite(output: &str) -> Option<&str> {
-    output.lines().find(|l| l.split_once('=').is_some_and(|(k, v)| !k.is_empty() && !k.contains(' ') && v.trim().parse::<f64>().is_ok_and(|x| !x.is_finite())))
-}
-
-/// The `name=value` lines of a health check's output.
-fn metrics(output: &str) -> String {
-    output.lines().filter(|l| l.split_once('=').is_some_and(|(k, v)| !k.is_empty() && !k.contains(' ') && v.trim().parse::<f64>().is_ok())).collect::<Vec<_>>().join(" ")
-}
-
 fn wave_of(a: &Action) -> Option<Wave<'_>> {
     match &a.kind {
         ActionKind::WaveGate { role, wave, hosts, watch, health, samples, failure_limit, version, probe, interval_ms, timeout_ms, max_unavailable } => Some(Wave {
@@ -115,57 +81,6 @@ fn up_of(a: &Action) -> Option<Up<'_>> {
     match &a.kind {
         ActionKind::Upgrade { from, to, command, rollback, probe, .. } => Some(Up { host: &a.host, probe, from, to, command, rollback: rollback.as_deref() }),
         _ => None,
-    }
-}
-
-/// Whether every host runs the wave's version, by its probe; `Err` names the first that does not.
-async fn versions_hold(hosts: &[(String, Arc<AnyHost>)], wave: &Wave<'_>, parallel: usize) -> Result<(), String> {
-    let (probe, version) = (wave.probe.to_string(), wave.version.to_string());
-    let found = crate::fanout::each(hosts.to_vec(), parallel, move |(name, host)| {
-        let probe = probe.clone();
-        async move {
-            let v = match host.command(&probe).await {
-                Ok(Some(c)) if c.status == 0 => Ok(c.output.lines().next().unwrap_or("").trim().to_string()),
-                Ok(Some(c)) => Err(format!("`{probe}` exit {}", c.status)),
-                Ok(None) => Err("no answer".to_string()),
-                Err(e) => Err(format!("no answer: {e}")),
-            };
-            (name, v)
-        }
-    })
-    .await;
-    for (host, v) in found {
-        match v {
-            Ok(v) if v == version => {}
-            Ok(v) => return Err(format!("{host} runs {v:?}, not {version}, at the end of its gate")),
-            Err(e) => return Err(format!("{host}'s version cannot be read at the end of its gate: {e}")),
-        }
-    }
-    Ok(())
-}
-
-/// Failed samples in a row, by host.
-#[derive(Default)]
-struct Failing(BTreeMap<String, u32>);
-
-impl Failing {
-    /// Counts one round of samples; returns the host with the longest run of
-    /// failures, its length and its last failure.
-    fn count<'a>(&mut self, round: &'a BTreeMap<String, Result<String, String>>) -> Option<(&'a str, u32, &'a str)> {
-        let mut worst: Option<(&str, u32, &str)> = None;
-        for (host, r) in round {
-            let n = self.0.entry(host.clone()).or_default();
-            match r {
-                Ok(_) => *n = 0,
-                Err(why) => {
-                    *n += 1;
-                    if worst.is_none_or(|(_, w, _)| *n > w) {
-                        worst = Some((host, *n, why));
-                    }
-                }
-            }
-        }
-        worst
     }
 }
 
@@ -374,7 +289,7 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
                     // Healthy, and on the version: a host that went back (or was
                     // moved) during the gate never passes it (found by the rollout
                     // model test: a rollback still running from a killed run).
-                    versions_hold(&wave_hosts, wave, opts.parallel).await.map_err(|e| format!("{gate} failed: {e}"))?;
+                    versions_hold(&wave_hosts, wave.probe, wave.version, opts.parallel).await.map_err(|e| format!("{gate} failed: {e}"))?;
                     let m: Vec<String> = h.iter().filter_map(|(host, r)| r.as_ref().ok().filter(|m| !m.is_empty()).map(|m| format!("{host}: {m}"))).collect();
                     let detail = if m.is_empty() { String::new() } else { format!("; metrics: {}", m.join("; ")) };
                     reporter.event(Event::Note(format!("{gate}: passed ({} healthy samples in a row){detail}", wave.samples)));
@@ -464,69 +379,4 @@ async fn roll_back(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(S
         reporter.event(Event::Host { host: u.host.to_string(), state: state.clone() });
         summary.upgrades.insert(u.host.to_string(), state);
     }
-}
-
-/// Undoes a plan's upgrades: every host the journal says the plan upgraded goes
-/// back to the version it had, if it still runs the plan's version. Hosts
-/// someone moved on since are left alone and named.
-pub async fn undo(plan: &crate::plan::Plan, hosts: &BTreeMap<String, Arc<AnyHost>>, opts: &super::Options, upgraded: &BTreeSet<String>, reporter: &dyn super::Reporter, journal: &super::journal::Journal) -> BTreeMap<String, HostState> {
-    let mut out = BTreeMap::new();
-    let token = format!("undo-{}-{}", plan.id, std::process::id());
-    for a in plan.actions.iter().rev() {
-        let ActionKind::Upgrade { from, to, probe, rollback, .. } = &a.kind else { continue };
-        if !upgraded.contains(&a.host) {
-            continue;
-        }
-        let Some(host) = hosts.get(&a.host) else { continue };
-        let state = match rollback {
-            None => HostState::Failed { error: format!("runs {to}; its old version is unknown, so it was left there"), cause: None, written: vec![] },
-            Some(cmd) => {
-                let ids = host.run_ids(&opts.state_dir, &format!("{}-undo", plan.id), &token);
-                match host.upgrade(&ids, &opts.owner, probe, from, cmd, Some(to)).await {
-                    Ok(r) if r.skipped.is_some() => HostState::Failed { error: format!("left alone: it runs {}, not {to}, since the apply", r.skipped.unwrap_or_default()), cause: None, written: vec![] },
-                    // Already at the old version: nothing was undone here, and nothing is claimed.
-                    Ok(r) if r.up_to_date => HostState::Upgraded { from: from.clone(), to: from.clone() },
-                    Ok(r) if r.now.as_deref() == Some(from.as_str()) => {
-                        // Healthy by the wave's own health command, once.
-                        let health = plan.actions.iter().find_map(|g| match &g.kind {
-                            ActionKind::WaveGate { hosts, health, .. } if hosts.contains(&a.host) => Some(health.clone()),
-                            _ => None,
-                        });
-                        let healthy = match health {
-                            Some(h) => sample(&[(a.host.clone(), host.clone())], &h, 1).await.values().all(Result::is_ok),
-                            None => true,
-                        };
-                        HostState::UpgradeRolledBack { from: from.clone(), to: to.clone(), healthy }
-                    }
-                    Ok(r) => HostState::Failed { error: format!("could not go back to {from}: {:?}", r.result.map(|c| c.output).or(r.error).unwrap_or_default()), cause: None, written: vec![] },
-                    Err(e) => HostState::Failed { error: format!("{e} ({})", e.hint()), cause: None, written: vec![] },
-                }
-            }
-        };
-        let outcome = match &state {
-            HostState::UpgradeRolledBack { .. } => "rolled-back",
-            HostState::Upgraded { .. } => {
-                reporter.event(Event::Host { host: a.host.clone(), state: state.clone() });
-                out.insert(a.host.clone(), state);
-                continue;
-            }
-            _ => "rollback-failed",
-        };
-        let entry = Entry {
-            time: jiff::Timestamp::now().to_string(),
-            plan: plan.id.clone(),
-            farm: plan.farm.name.clone(),
-            host: a.host.clone(),
-            path: "(version)".into(),
-            before_sha256: to.clone(),
-            after_sha256: from.clone(),
-            outcome: outcome.into(),
-            detail: "rollback".into(),
-            ..Default::default()
-        };
-        let _ = journal.record(&[entry]);
-        reporter.event(Event::Host { host: a.host.clone(), state: state.clone() });
-        out.insert(a.host.clone(), state);
-    }
-    out
 }

@@ -2,7 +2,8 @@
 //! the `judge` node runs. Client edits go through the same all-or-nothing
 //! switch as any edit; the verdict comes from `judge` (pure).
 
-use super::rollout::{roll_back_host, sample};
+use super::health::sample;
+use super::rollout::roll_back_host;
 use super::switch::{switch_stage, LevelWork};
 use super::{record, work_for, Connections, Event, Level, Summary};
 use crate::judge::{self, MannWhitney};
