@@ -9,6 +9,11 @@ need_pkgs=()
 command -v dot >/dev/null 2>&1 || need_pkgs+=(graphviz)
 command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 command -v unshare >/dev/null 2>&1 || need_pkgs+=(util-linux)
+# Host scripts are tried under BusyBox's ash with its applets alone (src/transport/script/tests.rs).
+command -v busybox >/dev/null 2>&1 || need_pkgs+=(busybox)
+command -v dash >/dev/null 2>&1 || need_pkgs+=(dash)
+# chattr, for the immutable-target test.
+command -v chattr >/dev/null 2>&1 || need_pkgs+=(e2fsprogs)
 # The Mermaid picture of a plan is rendered in headless Chromium (tests/mermaid.rs).
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)
@@ -38,4 +43,5 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-cargo test --locked "$@"
+# --no-fail-fast: one failing test binary never hides the results of the others.
+cargo test --locked --no-fail-fast "$@"

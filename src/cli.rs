@@ -183,7 +183,7 @@ pub enum GraphFormat {
 /// `farmctl import`
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
-    /// What to read: `ansible` (an INI inventory) or `ssh-config` (an OpenSSH client config)
+    /// What to read: `ansible` (an INI or YAML inventory) or `ssh-config` (an OpenSSH client config)
     #[arg(value_enum)]
     pub from: ImportFrom,
     /// The inventory or ssh_config file

@@ -53,10 +53,15 @@ pub fn import(args: &ImportArgs) -> Outcome {
     let source = args.file.display().to_string();
     let stem = args.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "farm".into());
     let name = args.name.clone().unwrap_or(stem);
-    let farm = match args.from {
-        ImportFrom::Ansible => crate::import::ansible(&name, &source, &text, &args.files),
+    let imported = match args.from {
+        ImportFrom::Ansible => crate::import::ansible(&name, &source, &text, &args.files).map_err(|e| Error::new(ErrorKind::Refused, format!("{source}: {e}")).hint("farmctl reads Ansible's INI and YAML inventory formats"))?,
         ImportFrom::SshConfig => crate::import::ssh_config(&name, &source, &text, &args.files),
     };
+    // What was left out is said, not only written as a comment.
+    for why in &imported.left_out {
+        crate::say!("warning: left out: {why}");
+    }
+    let farm = imported.text;
     let target = args.out.clone().unwrap_or_else(|| "farm.toml".into());
     // What is written must validate; the parse resolves paths beside the target.
     crate::farm::parse(&target, &farm).map_err(|e| Error::new(ErrorKind::Refused, format!("the imported farm file does not validate:\n{e}")).hint("edit the inventory, or write to stdout and fix the farm file by hand"))?;

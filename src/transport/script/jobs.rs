@@ -118,10 +118,11 @@ pub fn upgrade(ids: &RunIds, owner: &str, probe: &str, target: &str, command: &s
     let mut s = String::new();
     let cd = if ids.root.is_empty() { String::new() } else { format!("cd {} && ", q(&ids.root)) };
     writeln!(s, "S={}\nK={}\nU=$(umask)\numask 077", q(&on_host(&ids.root, &ids.state_dir)), q(&ids.token)).unwrap();
+    super::lock_holder(&mut s);
     s.push_str(
         "e=$(mkdir -p -- \"$S\" 2>&1) || { printf 'ERR cannot create the state directory %s: %s\\n' \"$S\" \"$e\"; exit 1; }\n\
          chmod 700 -- \"$S\" 2>/dev/null\n\
-         if ! mkdir -- \"$S/lock\" 2>/dev/null; then printf 'LOCKED %s\\n' \"$(head -n 1 \"$S/lock/owner\" 2>/dev/null)\"; exit 3; fi\n",
+         if ! mkdir -- \"$S/lock\" 2>/dev/null; then lock_holder; printf 'LOCKED %s\\n' \"$o\"; exit 3; fi\n",
     );
     writeln!(s, "printf '%s\\n' {} > \"$S/lock/owner\"\nprintf '%s' \"$K\" > \"$S/lock/token\"", q(owner)).unwrap();
     s.push_str("trap '' HUP PIPE INT TERM\necho $$ > \"$S/upgrade.pid\"\nupgrade_umask=$U\n");

@@ -4,7 +4,7 @@
 //! put into a script; nothing from the farm file or a plan reaches a shell
 //! unquoted. Scripts report line by line on stdout; the `parse_*` functions
 //! read those lines back. Needs only sh, coreutils (`sha256sum`, `stat`,
-//! `base64`, `head -c`, `readlink -f`) and `mv`.
+//! `base64`, `dd`, `readlink -f`) and `mv`, as GNU or BusyBox has them.
 
 use crate::live::{FileInfo, FileState, LiveHost, Unreadable};
 use base64::Engine;
@@ -199,6 +199,7 @@ fn prelude(s: &mut String, ids: &RunIds, files: &[FileWrite], staged_suffix: &st
     // `read`, a builtin, not `cat`: every process counts on a busy host.
     s.push_str("holds() { tok=; read -r tok 2>/dev/null < \"$S/lock/token\"; [ \"$tok\" = \"$K\" ]; }\n");
     s.push_str("unlock() { holds && rm -rf -- \"$S/lock\"; }\n");
+    lock_holder(s);
     s.push_str("fail() { printf 'ERR %s\\n' \"$1\"; cleanup; unlock; exit 1; }\n");
     // A dropped session or a signal mid-way leaves no staged copy and no lock behind.
     s.push_str("trap 'cleanup; unlock; exit 129' HUP PIPE TERM INT\n");
@@ -274,7 +275,7 @@ fn stage_body(s: &mut String, ids: &RunIds, owner: &str, files: &[FileWrite]) {
     s.push_str(
         "if [ ! -d \"$S\" ]; then e=$(mkdir -p -- \"$S\" 2>&1) || { printf 'ERR cannot create the state directory %s: %s\\n' \"$S\" \"$e\"; exit 1; }; chmod 700 -- \"$S\" 2>/dev/null; fi\n\
          if ! e=$(mkdir -- \"$S/lock\" 2>&1); then\n\
-         if [ -d \"$S/lock\" ]; then printf 'LOCKED %s\\n' \"$(head -n 1 \"$S/lock/owner\" 2>/dev/null)\"; exit 3; fi\n\
+         if [ -d \"$S/lock\" ]; then lock_holder; printf 'LOCKED %s\\n' \"$o\"; exit 3; fi\n\
          printf 'ERR cannot take the lock in %s: %s\\n' \"$S\" \"$e\"; exit 1; fi\n",
     );
     writeln!(s, "printf '%s\\n' {} > \"$S/lock/owner\"\nprintf '%s' \"$K\" > \"$S/lock/token\"", q(owner)).unwrap();
@@ -291,7 +292,7 @@ fn stage_body(s: &mut String, ids: &RunIds, owner: &str, files: &[FileWrite]) {
     s.push_str("B=\"$S/backups/$P\"\ne=$(mkdir -p -- \"$B\" 2>&1) || fail \"cannot create the backup directory: $e\"\n");
     for (i, f) in files.iter().enumerate() {
         // The error words (errno's text) travel back, so the cause is read, not guessed.
-        writeln!(s, "e=$(head -c {len} 2>&1 > \"$s{i}\") || fail \"cannot write the staged copy of {i}: $e\"", len = f.len).unwrap();
+        writeln!(s, "e=$({} 2>&1 > \"$s{i}\") || fail \"cannot write the staged copy of {i}: $e\"", read_exactly(f.len)).unwrap();
     }
     let staged = || (0..files.len()).map(|i| format!("\"$s{i}\""));
     let targets = || (0..files.len()).map(|i| format!("\"$t{i}\""));
@@ -364,7 +365,7 @@ pub fn abort(ids: &RunIds, files: &[FileWrite]) -> String {
 pub fn rollback(ids: &RunIds, owner: &str, files: &[FileWrite], reload: Option<&str>) -> String {
     let mut s = String::new();
     prelude(&mut s, ids, files, "-rollback");
-    s.push_str("if ! mkdir -p -- \"$S\" || ! mkdir -- \"$S/lock\" 2>/dev/null; then printf 'LOCKED %s\\n' \"$(head -n 1 \"$S/lock/owner\" 2>/dev/null)\"; exit 3; fi\n");
+    s.push_str("if ! mkdir -p -- \"$S\" || ! mkdir -- \"$S/lock\" 2>/dev/null; then lock_holder; printf 'LOCKED %s\\n' \"$o\"; exit 3; fi\n");
     writeln!(s, "printf '%s\\n' {} > \"$S/lock/owner\"\nprintf '%s' \"$K\" > \"$S/lock/token\"\nB=\"$S/backups/$P\"\nn=0", q(owner)).unwrap();
     for (i, f) in files.iter().enumerate() {
         writeln!(
@@ -400,4 +401,20 @@ fn replaceable(s: &mut String, files: &[FileWrite]) {
         writeln!(s, "l=\"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-$N-probe\"; e=$(ln -f -- \"$t{i}\" \"$l\" 2>&1) || {{ printf 'ERR cannot replace {i}: %s\\n' \"$e\"; unlock; exit 1; }}; rm -f -- \"$l\"").unwrap();
     }
     s.push_str("fi\n");
+}
+
+/// A command that copies exactly `len` bytes of its input to its output and
+/// reads no further, so that the next file's bytes stay for the next reader.
+/// BusyBox's `head -c` reads ahead (a buffered read) and loses them; `dd`
+/// with byte counts and full blocks does not, on GNU and BusyBox alike.
+pub(super) fn read_exactly(len: usize) -> String {
+    format!("dd bs=65536 count={len} iflag=count_bytes,fullblock")
+}
+
+/// `lock_holder`: sets `o` to the owner line of the lock in `$S`. A lock is a
+/// directory made first and its owner written just after: a lock seen in
+/// between has no owner yet, so it is read again a moment later before it is
+/// called a lock of an unknown holder (found by the rollout model test).
+pub(super) fn lock_holder(s: &mut String) {
+    s.push_str("lock_holder() { o=$(head -n 1 \"$S/lock/owner\" 2>/dev/null); n=0; while [ -z \"$o\" ] && [ $n -lt 10 ] && [ -d \"$S/lock\" ]; do sleep 1; n=$((n+1)); o=$(head -n 1 \"$S/lock/owner\" 2>/dev/null); done; }\n");
 }

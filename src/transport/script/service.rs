@@ -87,12 +87,13 @@ pub fn put_file(root: &str, state_dir: &str, path: &str, len: usize, sha256: &st
     s + &format!(
         "t={p}\nd=$(dirname -- \"$t\")\nmkdir -p -- \"$d\" || {{ echo 'ERR cannot create the directory'; exit 1; }}\n\
          s=\"$d/.$(basename -- \"$t\").farmctl-sync\"\n\
-         head -c {len} > \"$s\" || {{ rm -f -- \"$s\"; echo 'ERR cannot write the copy'; exit 1; }}\n\
+         {read} > \"$s\" 2>/dev/null || {{ rm -f -- \"$s\"; echo 'ERR cannot write the copy'; exit 1; }}\n\
          c=$(sha256sum < \"$s\"); c=${{c%% *}}\n\
          [ \"$c\" = {h} ] || {{ rm -f -- \"$s\"; echo 'ERR the copy does not match'; exit 1; }}\n\
-         [ -f \"$t\" ] && chmod --reference=\"$t\" \"$s\" 2>/dev/null && chown --reference=\"$t\" \"$s\" 2>/dev/null\n\
+         if [ -f \"$t\" ]; then set -- $(stat -L -c '%a %u:%g' -- \"$t\"); chmod \"$1\" \"$s\" && chown \"$2\" \"$s\" 2>/dev/null; fi\n\
          sync -- \"$s\" 2>/dev/null; mv -f -- \"$s\" \"$t\" && echo DONE\n",
-        h = q(sha256)
+        h = q(sha256),
+        read = super::read_exactly(len)
     )
 }
 

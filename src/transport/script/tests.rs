@@ -61,7 +61,7 @@ fn one() -> Vec<FileWrite> {
 fn stage_checks_before_writing_and_reads_exact_lengths() {
     let s = stage(&ids(), "me@ws pid=1", &one());
     let check = s.find("CHANGED 0").unwrap();
-    let write = s.find("head -c 12 2>&1 >").unwrap();
+    let write = s.find("dd bs=65536 count=12 iflag=count_bytes,fullblock 2>&1 >").unwrap();
     assert!(check < write);
     assert!(s.contains("readlink -f -- '/etc/x y.conf'"));
     assert!(s.contains("printf '%s\\n' 'me@ws pid=1' > \"$S/lock/owner\""));
@@ -340,4 +340,74 @@ fn a_rename_that_fails_part_way_puts_back_the_files_already_renamed() {
     assert_eq!(std::fs::read_to_string(dir.path().join("b.conf")).unwrap(), "old b.conf\n");
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect();
     assert!(leftovers.is_empty(), "no staged or put-back copies are left: {leftovers:?}");
+}
+
+/// A directory of BusyBox applet links: a PATH that holds BusyBox alone, as
+/// on a BusyBox appliance or Alpine. (The README's test command installs
+/// Debian's `busybox`; without it this fails loudly, never skips.)
+fn busybox_path() -> (tempfile::TempDir, std::path::PathBuf) {
+    let bb = ["/bin/busybox", "/usr/bin/busybox"].iter().map(std::path::PathBuf::from).find(|p| p.exists()).expect("busybox is installed (the README's test command installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let list = std::process::Command::new(&bb).arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        std::os::unix::fs::symlink(&bb, dir.path().join(applet)).unwrap();
+    }
+    (dir, bb)
+}
+
+/// The shells every host script is tried under: `dash` with the machine's
+/// tools, and BusyBox `ash` with BusyBox's applets alone on its PATH.
+fn shells() -> Vec<(&'static str, std::process::Command, tempfile::TempDir)> {
+    let (dir, bb) = busybox_path();
+    let mut ash = std::process::Command::new(bb);
+    ash.arg("sh").env("PATH", dir.path());
+    let mut dash = std::process::Command::new("dash");
+    dash.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    vec![("dash", dash, tempfile::tempdir().unwrap()), ("busybox ash", ash, dir)]
+}
+
+// See issue 24: on a BusyBox host every apply failed with "a staged copy does
+// not hold the planned content": BusyBox's `head -c` reads ahead, and the
+// second file's bytes went into the first's read.
+#[test]
+fn a_stage_and_switch_of_two_files_writes_both_under_dash_and_busybox() {
+    for (name, mut shell, _keep) in shells() {
+        let (dir, files, input, ids) = two_files();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path().join("b.conf"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        let s = stage_and_switch(&ids, "me", &files, None);
+        let mut child = shell.arg("-c").arg(&s).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        {
+            use std::io::Write;
+            let mut w = child.stdin.take().unwrap();
+            w.write_all(&input).unwrap();
+            w.write_all(b"go\n").unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::fs::read_to_string(dir.path().join("a.conf")).unwrap(), "new a.conf\n", "{name}: {text}");
+        assert_eq!(std::fs::read_to_string(dir.path().join("b.conf")).unwrap(), "new b.conf\n", "{name}: {text}");
+        let mode = std::fs::metadata(dir.path().join("b.conf")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "{name}: the mode is kept");
+        assert!(parse_report(&out.stdout).contains(&Report::Done), "{name}: {text}");
+    }
+}
+
+#[test]
+fn the_read_reports_every_file_and_its_hash_under_dash_and_busybox() {
+    for (name, mut shell, _keep) in shells() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.conf"), "alpha\n").unwrap();
+        std::fs::write(dir.path().join("b.bin"), [0u8, 255, 10, 13]).unwrap();
+        let paths: Vec<String> = ["a.conf", "b.bin", "missing"].iter().map(|p| dir.path().join(p).display().to_string()).collect();
+        let s = read_state("", &dir.path().join("state").display().to_string(), &paths, Some("echo 5.1.0"));
+        let out = shell.arg("-c").arg(&s).output().unwrap();
+        let st = parse_read_state(&out.stdout, &paths, 0, 1).unwrap_or_else(|e| panic!("{name}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        match &st.files[&paths[1]] {
+            FileState::Present(i) => assert_eq!((i.content.as_slice(), i.sha256.as_str()), (&[0u8, 255, 10, 13][..], crate::farm::sha256_hex(&[0, 255, 10, 13]).as_str()), "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+        assert_eq!(st.files[&paths[2]], FileState::Missing, "{name}");
+        assert_eq!(st.version, Some(Ok("5.1.0".to_string())), "{name}");
+    }
 }
