@@ -12,6 +12,8 @@ command -v unshare >/dev/null 2>&1 || need_pkgs+=(util-linux)
 # Host scripts are tried under BusyBox's ash with its applets alone (src/transport/script/tests.rs).
 command -v busybox >/dev/null 2>&1 || need_pkgs+=(busybox)
 command -v dash >/dev/null 2>&1 || need_pkgs+=(dash)
+# A login user that becomes root with sudo (tests/lab_hosts.rs).
+command -v sudo >/dev/null 2>&1 || need_pkgs+=(sudo)
 # chattr, for the immutable-target test.
 command -v chattr >/dev/null 2>&1 || need_pkgs+=(e2fsprogs)
 # The Mermaid picture of a plan is rendered in headless Chromium (tests/mermaid.rs).

@@ -35,6 +35,10 @@ pub enum TransportError {
     Timeout { host: String, timeout: Duration },
     #[error("lost the connection to {host}: {detail}")]
     Lost { host: String, detail: String },
+    /// `[ssh] sudo = true`, and sudo on the host would not run farmctl's
+    /// command: it wants a password, is missing, or refuses the user.
+    #[error("{host}: {detail}")]
+    Sudo { host: String, detail: String, hint: &'static str },
 }
 
 impl TransportError {
@@ -43,6 +47,7 @@ impl TransportError {
             TransportError::Connect { hint, .. } => hint,
             TransportError::Timeout { .. } => "the host may be hung or overloaded; check it, or raise [ssh] command_timeout",
             TransportError::Lost { .. } => "check the host; nothing is renamed into place until every host is staged",
+            TransportError::Sudo { hint, .. } => hint,
         }
     }
 }

@@ -216,6 +216,11 @@ impl Host for SshHost {
         let e = child.stderr().take().expect("piped stderr");
         let (stdout, stderr) = converse(w, r, e, stdin, gate).await;
         let status = child.wait().await.map_err(lost)?.code().unwrap_or(-1);
+        if self.sudo && status != 0 && stdout.is_empty() {
+            if let Some((detail, hint)) = sudo_refusal(&String::from_utf8_lossy(&stderr)) {
+                return Err(TransportError::Sudo { host: self.name.clone(), detail: format!("sudo on {} {detail}", self.name), hint });
+            }
+        }
         if status == 255 && stdout.is_empty() {
             return Err(TransportError::Lost { host: self.name.clone(), detail: String::from_utf8_lossy(&stderr).trim().to_string() });
         }
@@ -223,9 +228,32 @@ impl Host for SshHost {
     }
 }
 
+/// Why sudo would not run farmctl's command, from what it printed, and what
+/// to do about it. Its warnings (an unresolvable host name) are not refusals.
+fn sudo_refusal(stderr: &str) -> Option<(&'static str, &'static str)> {
+    if stderr.contains("a password is required") || stderr.contains("a terminal is required") {
+        Some(("asks for a password", "allow farmctl's SSH user to run sudo without one (a NOPASSWD line in /etc/sudoers.d/), or connect as root with sudo = false"))
+    } else if stderr.contains("sudo: not found") || stderr.contains("sudo: command not found") || stderr.contains("sudo: No such file") {
+        Some(("has no sudo installed", "install sudo on the host, or connect as a user who may write the managed files, with sudo = false"))
+    } else if stderr.contains("is not in the sudoers file") || stderr.contains("is not allowed to") || stderr.contains("may not run sudo") {
+        Some(("refuses farmctl's SSH user", "allow that user to run sudo without a password (a NOPASSWD line in /etc/sudoers.d/), or connect as another user"))
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sudo_refusals_are_told_apart_from_its_warnings() {
+        let warn = "sudo: unable to resolve host ivr-4: Name or service not known\n";
+        assert_eq!(sudo_refusal(warn), None);
+        assert_eq!(sudo_refusal(&format!("{warn}sudo: a password is required\n")).map(|r| r.0), Some("asks for a password"));
+        assert_eq!(sudo_refusal("sh: 1: sudo: not found\n").map(|r| r.0), Some("has no sudo installed"));
+        assert_eq!(sudo_refusal("deploy is not in the sudoers file.\n").map(|r| r.0), Some("refuses farmctl's SSH user"));
+    }
 
     #[test]
     fn hints_follow_the_cause() {

@@ -349,6 +349,26 @@ impl Lab {
         )
     }
 
+    /// Lets `user` (made if missing: an unlocked account with `/bin/sh`) log in
+    /// to every lab host with the lab's key, and gives it `sudo` as `rule`
+    /// says (`ALL=(ALL) NOPASSWD: ALL`, or `ALL=(ALL) ALL` for one that asks
+    /// for a password). Returns the `[ssh]` section for it, with `sudo = true`.
+    pub fn login_user(&self, user: &str, rule: &str) -> String {
+        if !Command::new("id").arg(user).output().unwrap().status.success() {
+            run(Command::new("useradd").args(["-m", "-s", "/bin/sh", user]));
+        }
+        // OpenSSH without PAM refuses a locked account (`!`), even for a key.
+        run(Command::new("usermod").args(["-p", "*", user]));
+        // sshd reads the keys as the user: every directory above them must let it in.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(self.dir.path().join("authorized_keys"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let sudoers = format!("/etc/sudoers.d/farmctl-lab-{user}");
+        std::fs::write(&sudoers, format!("{user} {rule}\n")).unwrap();
+        std::fs::set_permissions(&sudoers, std::fs::Permissions::from_mode(0o440)).unwrap();
+        self.ssh_section().replace("user = \"root\"", &format!("user = \"{user}\"\nsudo = true"))
+    }
+
     /// An ssh_config that reaches each named host through the lab's delaying
     /// relay (tests/lab/delay.py as ProxyCommand), `ms` each way, and every
     /// other host directly.
