@@ -7,6 +7,7 @@ mod lab;
 use lab::{stderr, Lab};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
+
 fn farm(lab: &Lab, ssh: &str) -> std::path::PathBuf {
     let text = format!(
         "[farm]\nname = \"kinds\"\n\n{ssh}\n[roles.web]\nfiles = [\"/etc/ivr-web/web.toml\"]\n\n[roles.ivr]\nfiles = [\"/etc/ivr/ivr.toml\", \"/etc/ivr/secret.conf\"]\nreload = \"touch /var/log/farmlab/reloaded\"\n\n{}\n\
@@ -101,4 +102,64 @@ fn a_non_root_user_with_sudo_applies_and_every_file_keeps_its_owner_group_and_mo
         let m = std::fs::metadata(&secret).unwrap();
         assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (uid, gid, 0o640), "{h}: and after the rollback");
     }
+}
+
+/// What a lab host's shell is, asked over SSH as farmctl would reach it.
+fn userland(lab: &Lab, h: &str) -> String {
+    let host = lab.host(h);
+    let out = std::process::Command::new("ssh")
+        .args(["-F", &lab.ssh_config.display().to_string(), "-i", &lab.key.display().to_string(), "-o", &format!("UserKnownHostsFile={}", lab.known_hosts.display()), "-o", "BatchMode=yes", "-p", &lab.port.to_string()])
+        .arg(format!("root@{}", host.address))
+        .arg("readlink -f /bin/sh; command -v perl || echo no-perl; date +%N")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+// See issue 24: on a BusyBox host (ash, no perl, no GNU stat or date) every
+// apply failed with "a staged copy does not hold the planned content".
+#[test]
+fn a_farm_mixing_gnu_and_busybox_hosts_applies_rolls_back_and_switches_at_its_time() {
+    let lab = Lab::start_with(&["web-a", "web-b", "ivr-1", "ivr-2"], lab::Options { busybox: vec!["ivr-2"], ..Default::default() });
+    fill(&lab);
+    // The kinds are what they claim to be, as seen through SSH.
+    let bb = userland(&lab, "ivr-2");
+    assert!(bb.contains("busybox") && bb.contains("no-perl") && bb.contains("%N"), "ivr-2 is a BusyBox host: {bb}");
+    let gnu = userland(&lab, "ivr-1");
+    assert!(!gnu.contains("busybox"), "ivr-1 is a GNU host: {gnu}");
+    let ssh = lab.ssh_section();
+    farm(&lab, &ssh);
+    let before = lab.snapshot();
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for h in ["ivr-1", "ivr-2"] {
+        assert_eq!(std::fs::read_to_string(lab.host(h).path("/etc/ivr/secret.conf")).unwrap(), "upstream web-b\n", "{h}");
+        assert!(lab.host(h).path("/var/log/farmlab/reloaded").exists(), "{h}: reloaded");
+    }
+    let journal = std::fs::read_to_string(&lab.journal).unwrap();
+    let plan = journal.lines().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("plan")?.as_str().map(str::to_string)).unwrap();
+    let out = lab.farmctl().args(["rollback", &plan, "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    lab::assert_same(&before, &lab.snapshot(), "the rollback restores both kinds");
+
+    // A scheduled switch: T far enough ahead for the read and the stage on a loaded machine.
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(8);
+    let text = std::fs::read_to_string(lab.dir.path().join("farm.toml")).unwrap().replace("new = \"web-b\"\n", &format!("new = \"web-b\"\nat = \"{at}\"\n"));
+    lab.write_farm("farm.toml", &text);
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let t = at.as_nanosecond();
+    let mut ctimes = Vec::new();
+    for h in ["ivr-1", "ivr-2"] {
+        let p = lab.host(h).path("/etc/ivr/secret.conf");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "upstream web-b\n", "{h}");
+        let m = std::fs::metadata(&p).unwrap();
+        let ctime = m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128;
+        // The rename sets the ctime, from the kernel's coarse clock (a tick, a few ms, early at most).
+        assert!(ctime >= t - 20_000_000, "{h} switched before T: {} ms early", (t - ctime) / 1_000_000);
+        ctimes.push(ctime);
+    }
+    // Both within half a second of each other: loopback, and a wide margin for a loaded 2-core machine.
+    let skew = (ctimes[0] - ctimes[1]).abs() / 1_000_000;
+    assert!(skew < 500, "skew {skew} ms between the GNU and the BusyBox host");
 }

@@ -27,6 +27,8 @@ pub struct LabHost {
     sshd: Option<Child>,
     /// tmpfs mounted over some of `dir`'s directories, unmounted on drop.
     tmpfs: Vec<PathBuf>,
+    /// The host's userland is BusyBox alone (see [`Options::busybox`]).
+    pub busybox: bool,
 }
 
 /// The sshd `ForceCommand` of every lab host: runs the client's command, unless
@@ -135,10 +137,15 @@ impl LabHost {
     /// Starts (or restarts) this host's sshd in its own namespaces.
     fn spawn(&mut self) {
         let cfg = self.dir.join("sshd_config");
-        let mounts: String = MOUNTS
+        let mut mounts: String = MOUNTS
             .iter()
             .map(|m| format!("mount --bind '{}' '{m}' && ", self.dir.join(m.trim_start_matches('/')).display()))
             .collect();
+        if self.busybox {
+            // Last: once BusyBox's applets stand over /usr/bin, `mount` is BusyBox's too.
+            let d = self.dir.display();
+            mounts.push_str(&format!("mount --bind '{d}/passwd' /etc/passwd && mount --bind '{d}/empty' /usr/local/bin && mount --bind '{d}/bb' /usr/bin && "));
+        }
         let child = Command::new("unshare")
             .args(["-mu", "--propagation", "private", "sh", "-c"])
             .arg(format!("hostname '{}' && {mounts} exec /usr/sbin/sshd -D -e -f '{}'", self.name, cfg.display()))
@@ -174,6 +181,42 @@ impl LabHost {
 pub struct Options {
     /// (host, directory, size): a small tmpfs over that host directory, for a full disk.
     pub tmpfs: Vec<(&'static str, &'static str, &'static str)>,
+    /// Hosts whose userland is BusyBox alone, as an appliance or Alpine has
+    /// it: in the host's mount namespace, a directory of BusyBox applet links
+    /// (and a copy of `sudo`, as a package would add) stands over `/usr/bin`
+    /// (so `/bin/sh` is BusyBox's `ash`: no perl, no GNU `stat`/`date`, no
+    /// `flock`, no `nohup`), an empty one over `/usr/local/bin`, and a copy of
+    /// `/etc/passwd` whose login shells are `/bin/sh`.
+    pub busybox: Vec<&'static str>,
+}
+
+/// Makes `dir/bb` (BusyBox and its applet links, and sudo), `dir/empty` and `dir/passwd`.
+fn busybox_userland(dir: &Path) {
+    let bb = ["/bin/busybox", "/usr/bin/busybox"].iter().map(PathBuf::from).find(|p| p.exists()).expect("busybox is installed (the README's test command installs it)");
+    let bin = dir.join("bb");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    std::fs::copy(&bb, bin.join("busybox")).unwrap();
+    let list = run(Command::new(&bb).arg("--list"));
+    for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| *a != "busybox") {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    if let Some(sudo) = ["/usr/bin/sudo", "/bin/sudo"].iter().map(Path::new).find(|p| p.exists()) {
+        std::fs::copy(sudo, bin.join("sudo")).unwrap();
+        std::fs::set_permissions(bin.join("sudo"), std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
+    }
+    let passwd: String = std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut f: Vec<&str> = l.split(':').collect();
+            if f.len() == 7 && !f[6].ends_with("nologin") && !f[6].ends_with("false") {
+                f[6] = "/bin/sh";
+            }
+            f.join(":") + "\n"
+        })
+        .collect();
+    std::fs::write(dir.join("passwd"), passwd).unwrap();
 }
 
 /// Sends a signal to a process and all its descendants.
@@ -319,7 +362,11 @@ impl Lab {
                     tmpfs.push(target);
                 }
             }
-            let mut host = LabHost { name: name.to_string(), address, port, dir: hdir, sshd: None, tmpfs };
+            let busybox = opts.busybox.contains(name);
+            if busybox {
+                busybox_userland(&hdir);
+            }
+            let mut host = LabHost { name: name.to_string(), address, port, dir: hdir, sshd: None, tmpfs, busybox };
             host.spawn();
             hosts.insert(name.to_string(), host);
         }

@@ -124,10 +124,12 @@ pub(super) fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], rel
     // At T every process counts (in the lab, fifty hosts share two cores): the
     // renames run first, one `mv` each, and their times are read afterwards,
     // in one `stat`, from the files' ctimes, which the renames set (the
-    // kernel's coarse clock: a rename at T may read up to a tick early).
+    // kernel's coarse clock: a rename at T may read up to a tick early). A
+    // `stat` without fractions (BusyBox's) gives no time (0), never seconds
+    // taken for nanoseconds.
     s.push_str(
         "renamed() { W=$(stat -c %.9Z -- \"$@\" 2>/dev/null); i=0\n\
-         for r in $W; do case $r in *.*) r=${r%.*}${r#*.} ;; esac; case $r in ''|*[!0-9]*) r=0 ;; esac; printf 'RENAMED %s %s\\n' $i \"$r\"; i=$((i+1)); done\n\
+         for r in $W; do case $r in *.*) r=${r%.*}${r#*.} ;; *) r=0 ;; esac; case $r in ''|*[!0-9]*) r=0 ;; esac; printf 'RENAMED %s %s\\n' $i \"$r\"; i=$((i+1)); done\n\
          while [ $i -lt $# ]; do printf 'RENAMED %s 0\\n' $i; i=$((i+1)); done; }\n",
     );
     s.push_str("if [ -z \"$switched\" ]; then\n");
