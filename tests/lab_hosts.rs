@@ -8,6 +8,19 @@ use lab::{stderr, Lab};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 
+/// Every account these tests log in as or give files to, made once, before
+/// any lab starts (see `lab::ensure_user`: a new /etc/passwd would detach a
+/// BusyBox host's copy).
+fn accounts() -> (u32, u32) {
+    static ONCE: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *ONCE.get_or_init(|| {
+        for u in ["fl-pw", "fl-np", "fl-bb"] {
+            lab::ensure_user(u);
+        }
+        service_account("fl-svc")
+    })
+}
+
 fn farm(lab: &Lab, ssh: &str) -> std::path::PathBuf {
     let text = format!(
         "[farm]\nname = \"kinds\"\n\n{ssh}\n[roles.web]\nfiles = [\"/etc/ivr-web/web.toml\"]\n\n[roles.ivr]\nfiles = [\"/etc/ivr/ivr.toml\", \"/etc/ivr/secret.conf\"]\nreload = \"touch /var/log/farmlab/reloaded\"\n\n{}\n\
@@ -41,6 +54,7 @@ fn service_account(name: &str) -> (u32, u32) {
 // required": a protocol message, where the operator needs what to change.
 #[test]
 fn sudo_that_asks_for_a_password_is_one_clear_error_per_host_at_plan_time_and_nothing_is_written() {
+    accounts();
     let lab = Lab::start(&["web-a", "web-b", "ivr-1", "ivr-2"]);
     fill(&lab);
     let ssh = lab.login_user("fl-pw", "ALL=(ALL) ALL");
@@ -62,9 +76,9 @@ fn sudo_that_asks_for_a_password_is_one_clear_error_per_host_at_plan_time_and_no
 // See issue 24: nothing in the suite covered a non-root login with sudo.
 #[test]
 fn a_non_root_user_with_sudo_applies_and_every_file_keeps_its_owner_group_and_mode() {
+    let (uid, gid) = accounts();
     let lab = Lab::start(&["web-a", "web-b", "ivr-1", "ivr-2"]);
     fill(&lab);
-    let (uid, gid) = service_account("fl-svc");
     for h in ["ivr-1", "ivr-2"] {
         let secret = lab.host(h).path("/etc/ivr/secret.conf");
         std::os::unix::fs::chown(&secret, Some(uid), Some(gid)).unwrap();
@@ -113,18 +127,19 @@ fn userland(lab: &Lab, h: &str) -> String {
         .arg("readlink -f /bin/sh; command -v perl || echo no-perl; date +%N")
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 // See issue 24: on a BusyBox host (ash, no perl, no GNU stat or date) every
 // apply failed with "a staged copy does not hold the planned content".
 #[test]
 fn a_farm_mixing_gnu_and_busybox_hosts_applies_rolls_back_and_switches_at_its_time() {
+    accounts();
     let lab = Lab::start_with(&["web-a", "web-b", "ivr-1", "ivr-2"], lab::Options { busybox: vec!["ivr-2"], ..Default::default() });
     fill(&lab);
     // The kinds are what they claim to be, as seen through SSH.
     let bb = userland(&lab, "ivr-2");
-    assert!(bb.contains("busybox") && bb.contains("no-perl") && bb.contains("%N"), "ivr-2 is a BusyBox host: {bb}");
+    assert!(bb.contains("busybox") && bb.contains("no-perl") && bb.contains("%N"), "ivr-2 is a BusyBox host: {bb} {}", std::fs::read_to_string(lab.host("ivr-2").dir.join("sshd.log")).unwrap_or_default());
     let gnu = userland(&lab, "ivr-1");
     assert!(!gnu.contains("busybox"), "ivr-1 is a GNU host: {gnu}");
     let ssh = lab.ssh_section();
@@ -162,4 +177,35 @@ fn a_farm_mixing_gnu_and_busybox_hosts_applies_rolls_back_and_switches_at_its_ti
     // Both within half a second of each other: loopback, and a wide margin for a loaded 2-core machine.
     let skew = (ctimes[0] - ctimes[1]).abs() / 1_000_000;
     assert!(skew < 500, "skew {skew} ms between the GNU and the BusyBox host");
+}
+
+// See issue 24: on a farm with BusyBox hosts, a login user with sudo made
+// `apply` hang at the stage, with no output, until a second signal.
+#[test]
+fn a_busybox_host_reached_as_a_sudo_user_applies_and_keeps_owners() {
+    let (uid, gid) = accounts();
+    let lab = Lab::start_with(&["web-a", "web-b", "ivr-1", "ivr-2"], lab::Options { busybox: vec!["ivr-1", "ivr-2"], ..Default::default() });
+    fill(&lab);
+    let secret = lab.host("ivr-2").path("/etc/ivr/secret.conf");
+    std::os::unix::fs::chown(&secret, Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let ssh = lab.login_user("fl-bb", "ALL=(ALL) NOPASSWD: ALL");
+    farm(&lab, &ssh);
+    let mut child = lab.farmctl().args(["apply", "farm.toml", "--yes"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // A hang is the failure here: 120 s is far beyond this apply on a loaded machine.
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("apply hung on the BusyBox hosts");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for h in ["ivr-1", "ivr-2"] {
+        assert_eq!(std::fs::read_to_string(lab.host(h).path("/etc/ivr/secret.conf")).unwrap(), "upstream web-b\n", "{h}");
+    }
+    let m = std::fs::metadata(&secret).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (uid, gid, 0o640), "a service account's file keeps owner, group and mode on BusyBox");
 }

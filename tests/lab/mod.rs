@@ -190,6 +190,23 @@ pub struct Options {
     pub busybox: Vec<&'static str>,
 }
 
+/// Makes `user` if it is missing: an unlocked account (OpenSSH without PAM
+/// refuses a locked one, `!`, even for a key) with `/bin/sh`. Changes
+/// `/etc/passwd` only when something is missing: renaming a new
+/// `/etc/passwd` into place detaches the copy a BusyBox lab host has bind
+/// mounted over it, so a test binary that starts BusyBox hosts makes its
+/// users first (before any lab starts).
+pub fn ensure_user(user: &str) {
+    if !Command::new("id").arg(user).output().unwrap().status.success() {
+        run(Command::new("useradd").args(["-m", "-s", "/bin/sh", user]));
+    }
+    let shadow = std::fs::read_to_string("/etc/shadow").unwrap_or_default();
+    let unlocked = shadow.lines().any(|l| l.split(':').take(2).eq([user, "*"]));
+    if !unlocked {
+        run(Command::new("usermod").args(["-p", "*", user]));
+    }
+}
+
 /// Makes `dir/bb` (BusyBox and its applet links, and sudo), `dir/empty` and `dir/passwd`.
 fn busybox_userland(dir: &Path) {
     let bb = ["/bin/busybox", "/usr/bin/busybox"].iter().map(PathBuf::from).find(|p| p.exists()).expect("busybox is installed (the README's test command installs it)");
@@ -205,6 +222,12 @@ fn busybox_userland(dir: &Path) {
         std::fs::copy(sudo, bin.join("sudo")).unwrap();
         std::fs::set_permissions(bin.join("sudo"), std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
     }
+    write_passwd(dir);
+}
+
+/// A BusyBox host's `/etc/passwd`: the machine's, with `/bin/sh` for login
+/// shells. Written in place, so that a bind mount of it sees a user added later.
+fn write_passwd(dir: &Path) {
     let passwd: String = std::fs::read_to_string("/etc/passwd")
         .unwrap()
         .lines()
@@ -401,11 +424,10 @@ impl Lab {
     /// says (`ALL=(ALL) NOPASSWD: ALL`, or `ALL=(ALL) ALL` for one that asks
     /// for a password). Returns the `[ssh]` section for it, with `sudo = true`.
     pub fn login_user(&self, user: &str, rule: &str) -> String {
-        if !Command::new("id").arg(user).output().unwrap().status.success() {
-            run(Command::new("useradd").args(["-m", "-s", "/bin/sh", user]));
+        ensure_user(user);
+        for h in self.hosts.values().filter(|h| h.busybox) {
+            write_passwd(&h.dir);
         }
-        // OpenSSH without PAM refuses a locked account (`!`), even for a key.
-        run(Command::new("usermod").args(["-p", "*", user]));
         // sshd reads the keys as the user: every directory above them must let it in.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
