@@ -177,6 +177,13 @@ fn a_farm_mixing_gnu_and_busybox_hosts_applies_rolls_back_and_switches_at_its_ti
     // Both within half a second of each other: loopback, and a wide margin for a loaded 2-core machine.
     let skew = (ctimes[0] - ctimes[1]).abs() / 1_000_000;
     assert!(skew < 500, "skew {skew} ms between the GNU and the BusyBox host");
+    // The BusyBox host's clock was read (its `date` has no %N; `adjtimex` has microseconds),
+    // so it switched by its own clock, measured right before T like the GNU host's.
+    let journal = std::fs::read_to_string(&lab.journal).unwrap();
+    let switched: Vec<serde_json::Value> = journal.lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|e: &serde_json::Value| e["outcome"] == "written" && e["renamed_at"].is_string() || e["clock_offset_ms"].is_number()).collect();
+    for h in ["ivr-1", "ivr-2"] {
+        assert!(switched.iter().any(|e| e["host"] == h && e["clock_offset_ms"].is_number()), "{h} switched by its own clock: {journal}");
+    }
 }
 
 // See issue 24: on a farm with BusyBox hosts, a login user with sudo made

@@ -36,9 +36,11 @@ pub fn on_host(root: &str, path: &str) -> String {
 
 /// Reads the hostname, the clock and every managed file, in one command.
 pub fn read_state(root: &str, state_dir: &str, paths: &[String], probe: Option<&str>) -> String {
-    let mut s = String::from(
+    let mut s = String::new();
+    now_ns(&mut s);
+    s.push_str(
         "printf 'H %s\\n' \"$(cat /proc/sys/kernel/hostname 2>/dev/null || uname -n)\"\n\
-         printf 'T %s\\n' \"$(date +%s%N)\"\n",
+         printf 'T %s\\n' \"$(now_ns)\"\n",
     );
     if let Some(probe) = probe {
         // The installed version, by the rollout's own probe: its first line, or why it failed.
@@ -417,4 +419,13 @@ pub(super) fn read_exactly(len: usize) -> String {
 /// called a lock of an unknown holder (found by the rollout model test).
 pub(super) fn lock_holder(s: &mut String) {
     s.push_str("lock_holder() { o=$(head -n 1 \"$S/lock/owner\" 2>/dev/null); n=0; while [ -z \"$o\" ] && [ $n -lt 10 ] && [ -d \"$S/lock\" ]; do sleep 1; n=$((n+1)); o=$(head -n 1 \"$S/lock/owner\" 2>/dev/null); done; }\n");
+}
+
+/// `now_ns`: the host's clock in nanoseconds since the epoch, or nothing.
+/// GNU `date` has `%N`; BusyBox's prints it literally, and its `adjtimex`
+/// applet tells the time to the microsecond (read-only: any user may ask).
+pub(super) fn now_ns(s: &mut String) {
+    s.push_str(
+        "now_ns() { n=$(date +%s%N); case $n in *[!0-9]*|'') set -- $(adjtimex 2>/dev/null | sed -n 's/^ *time\\.tv_[su]*sec: *//p'); if [ -n \"$2\" ]; then n=$1$(printf %06d \"$2\")000; else n=; fi ;; esac; printf '%s' \"$n\"; }\n",
+    );
 }

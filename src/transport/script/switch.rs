@@ -50,7 +50,7 @@ pub(super) fn until_ns(s: &mut String, target: &str) {
         s,
         "w={target}\n\
          while :; do\n\
-         now=$(date +%s%N); d=$((w - now))\n\
+         now=$(now_ns); case $now in ''|*[!0-9]*) echo 'ERR this host cannot tell its clock to the microsecond (no date +%N, no adjtimex)'; cleanup; unlock; exit 1 ;; esac; d=$((w - now))\n\
          [ \"$d\" -le 0 ] && break\n\
          if [ \"$d\" -gt 3000000000 ]; then sleep $((d / 1000000000 - 2)) & wait $!; continue; fi\n\
          fr=$((d % 1000000000 + 1000000000)); sleep \"$((d / 1000000000)).${{fr#1}}\" & wait $!; break\n\
@@ -65,6 +65,7 @@ pub(super) fn until_ns(s: &mut String, target: &str) {
 pub(super) fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], reload: Option<&str>, trigger: Trigger, staged_here: bool) {
     s.push_str("switched=\n");
     putback(s, files);
+    super::now_ns(s);
     if !staged_here {
         s.push_str("holds || { echo 'ERR this run no longer holds the host lock'; cleanup; exit 1; }\n");
         for i in 0..files.len() {
@@ -78,14 +79,14 @@ pub(super) fn switch_body(s: &mut String, ids: &RunIds, files: &[FileWrite], rel
             s.push_str(
                 // The answer carries the host's clock when the word came and when it
                 // answers: with the workstation's two times, its offset (see `Clock`).
-                "echo ARMED\nread -r word arg || word=abort\nif [ \"$word\" = check ]; then\nc0=$(date +%s%N)\n",
+                "echo ARMED\nread -r word arg || word=abort\nif [ \"$word\" = check ]; then\nc0=$(now_ns)\n",
             );
             // Before anyone switches: one more check on every host. A host that
             // fails it never switches, whatever word follows.
             cas_checks(s, files, |f| &f.before_sha256);
             s.push_str(
                 "if [ $bad = 1 ]; then echo 'CHECKED bad'; cleanup; unlock; exit 4; fi\n\
-                 printf 'CHECKED ok %s %s\\n' \"$c0\" \"$(date +%s%N)\"\n\
+                 printf 'CHECKED ok %s %s\\n' \"$c0\" \"$(now_ns)\"\n\
                  read -r word arg || word=abort\n\
                  fi\n\
                  case $word in\n\
