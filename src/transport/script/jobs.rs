@@ -5,8 +5,10 @@ use super::{on_host, q, RunIds};
 use std::fmt::Write;
 
 /// Starts `job` (a [`switch`] with [`Trigger::At`], given on stdin) in the
-/// background on the host, detached from this session. Its log, pid and
-/// time live in `$S/armed/`.
+/// background on the host, detached from this session: in a session of its
+/// own (`setsid`), or under `nohup`, or at least ignoring SIGHUP (BusyBox
+/// has `setsid` but no `nohup`). Its log, pid and time live in `$S/armed/`.
+/// Patterns are POSIX ERE (`grep -E`): BRE's `\|` is a GNU extension.
 pub fn detach(ids: &RunIds, at: &str) -> String {
     let mut s = String::new();
     writeln!(s, "S={}\nP={}\nJ=\"$S/armed/$P\"", q(&on_host(&ids.root, &ids.state_dir)), q(&ids.plan_id)).unwrap();
@@ -15,11 +17,12 @@ pub fn detach(ids: &RunIds, at: &str) -> String {
     writeln!(s, "printf '%s\\n' {} > \"$J.at\"", q(at)).unwrap();
     s.push_str(
         "rm -f -- \"$J.log\" \"$J.cancelled\"\n\
-         if command -v setsid >/dev/null 2>&1; then (umask \"$U\"; exec setsid nohup sh \"$J.sh\" < /dev/null) > \"$J.log\" 2>&1 &\n\
-         else (umask \"$U\"; exec nohup sh \"$J.sh\" < /dev/null) > \"$J.log\" 2>&1 & fi\n\
+         if command -v setsid >/dev/null 2>&1; then (umask \"$U\"; trap '' HUP; exec setsid sh \"$J.sh\" < /dev/null) > \"$J.log\" 2>&1 &\n\
+         elif command -v nohup >/dev/null 2>&1; then (umask \"$U\"; exec nohup sh \"$J.sh\" < /dev/null) > \"$J.log\" 2>&1 &\n\
+         else (umask \"$U\"; trap '' HUP; exec sh \"$J.sh\" < /dev/null) > \"$J.log\" 2>&1 & fi\n\
          echo $! > \"$J.pid\"\n\
          i=0; while [ $i -lt 100 ] && ! grep -q '^ARMED$' \"$J.log\" 2>/dev/null; do\n\
-         grep -q '^ERR\\|^CHANGED' \"$J.log\" 2>/dev/null && break; sleep 0.05; i=$((i+1)); done\n\
+         grep -qE '^(ERR|CHANGED)' \"$J.log\" 2>/dev/null && break; sleep 0.05; i=$((i+1)); done\n\
          cat \"$J.log\"\n",
     );
     s
@@ -39,7 +42,7 @@ pub fn status(root: &str, state_dir: &str) -> String {
          elif [ -n \"$pid\" ] && kill -0 \"$pid\" 2>/dev/null; then st=armed\n\
          else st=failed; fi\n\
          printf 'JOB %s %s %s\\n' \"$id\" \"$st\" \"$(cat \"$at\")\"\n\
-         sed -n 's/^\\(RENAMED\\|ERR\\|CHANGED\\|RELOAD\\) /\\1 /p' \"$J.log\" 2>/dev/null | sed \"s/^/LOG $id /\"\n\
+         grep -E '^(RENAMED|ERR|CHANGED|RELOAD) ' \"$J.log\" 2>/dev/null | sed \"s/^/LOG $id /\"\n\
          done\n\
          echo DONE\n",
     );
@@ -55,10 +58,10 @@ pub fn cancel(root: &str, state_dir: &str) -> String {
         "for at in \"$S\"/armed/*.at; do\n\
          [ -f \"$at\" ] || continue\n\
          J=${at%.at}; id=${J##*/}\n\
-         grep -q '^DONE$\\|^CANCELLED$' \"$J.log\" 2>/dev/null && continue\n\
+         grep -qE '^(DONE|CANCELLED)$' \"$J.log\" 2>/dev/null && continue\n\
          pid=$(cat \"$J.pid\" 2>/dev/null)\n\
          if [ -n \"$pid\" ] && kill -TERM \"$pid\" 2>/dev/null; then\n\
-         i=0; while [ $i -lt 100 ] && ! grep -q '^CANCELLED$\\|^DONE$' \"$J.log\" 2>/dev/null; do sleep 0.05; i=$((i+1)); done\n\
+         i=0; while [ $i -lt 100 ] && ! grep -qE '^(CANCELLED|DONE)$' \"$J.log\" 2>/dev/null; do sleep 0.05; i=$((i+1)); done\n\
          fi\n\
          touch \"$J.cancelled\"\n\
          if grep -q '^DONE$' \"$J.log\" 2>/dev/null; then echo \"FIRED $id\"; else echo \"CANCELLED $id\"; fi\n\
@@ -83,7 +86,7 @@ pub fn break_lock(root: &str, state_dir: &str, holder: &str) -> String {
 /// alive, or an upgrade is still running (`ARMEDJOB upgrade`).
 const ARMED_JOB_GUARD: &str = "for p in \"$S\"/armed/*.pid; do\n\
      [ -f \"$p\" ] || continue; J=${p%.pid}\n\
-     grep -q '^DONE$\\|^CANCELLED$' \"$J.log\" 2>/dev/null && continue\n\
+     grep -qE '^(DONE|CANCELLED)$' \"$J.log\" 2>/dev/null && continue\n\
      kill -0 \"$(cat \"$p\")\" 2>/dev/null && { echo \"ARMEDJOB ${J##*/}\"; echo DONE; exit 0; }\n\
      done\n\
      [ -f \"$S/upgrade.pid\" ] && kill -0 \"$(cat \"$S/upgrade.pid\")\" 2>/dev/null && { echo 'ARMEDJOB upgrade'; echo DONE; exit 0; }\n";

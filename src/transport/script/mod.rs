@@ -52,7 +52,7 @@ pub fn read_state(root: &str, state_dir: &str, paths: &[String], probe: Option<&
     s.push_str(
         "for p in \"$S\"/armed/*.pid; do\n\
          [ -f \"$p\" ] || continue; J=${p%.pid}\n\
-         grep -q '^DONE$\\|^CANCELLED$' \"$J.log\" 2>/dev/null && continue\n\
+         grep -qE '^(DONE|CANCELLED)$' \"$J.log\" 2>/dev/null && continue\n\
          kill -0 \"$(cat \"$p\")\" 2>/dev/null && printf 'A %s %s\\n' \"${J##*/}\" \"$(cat \"$J.at\" 2>/dev/null)\"\n\
          done\n",
     );

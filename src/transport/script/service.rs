@@ -22,12 +22,13 @@ pub enum LeaseOp {
 /// the epoch is the fencing token that [`fence`] checks on the clients.
 pub fn lease(root: &str, state_dir: &str, name: &str, holder: &str, ttl_ms: u64, op: LeaseOp, note: &str) -> String {
     let mut s = String::new();
+    super::now_ns(&mut s);
     // The note (what the watcher last saw) is words on one line, after the expiry.
     let note: String = note.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     writeln!(s, "S={}\nL=\"$S/leases/\"{}\nME={}\nNOTE={}\nmkdir -p -- \"$S/leases\" || {{ echo 'ERR cannot create the lease directory'; exit 1; }}", q(&on_host(root, state_dir)), q(name), q(holder), q(&note)).unwrap();
     s.push_str(
         "i=0; until mkdir -- \"$L.lock\" 2>/dev/null; do i=$((i+1)); [ $i -gt 200 ] && rm -rf -- \"$L.lock\"; sleep 0.01; done\n\
-         now=$(date +%s%3N)\n\
+         now=$(now_ns); case $now in ''|*[!0-9]*) rmdir -- \"$L.lock\" 2>/dev/null; echo 'ERR this host cannot tell its clock in milliseconds (no date +%N, no adjtimex)'; exit 1 ;; esac; now=${now%??????}\n\
          holder=; epoch=0; expiry=0; note=\n\
          [ -f \"$L\" ] && read -r holder epoch expiry note < \"$L\"\n",
     );
@@ -65,12 +66,19 @@ pub fn fence(s: &mut String, service: &str, epoch: u64, undo: &str) {
 }
 
 /// A client's own look at a member: can it open a TCP connection to it?
+/// With bash's `/dev/tcp`, or `nc -z`; with an `nc` that has no `-z`
+/// (BusyBox's), a connection that ends by itself (0) or is still open when
+/// `timeout` stops it (124, 143) is up, and one refused or not made within
+/// `-w 2` is down; with none of these, the answer is "unknown", never "down".
 pub fn reach(address: &str, port: u16) -> String {
     format!(
         "if command -v timeout >/dev/null 2>&1 && command -v bash >/dev/null 2>&1; then\n\
          if timeout 2 bash -c 'exec 3<>/dev/tcp/$1/$2' _ {a} {port} 2>/dev/null; then echo 'REACH up'; else echo 'REACH down'; fi\n\
-         elif command -v nc >/dev/null 2>&1; then\n\
+         elif command -v nc >/dev/null 2>&1 && nc -h 2>&1 | grep -q -- ' -z'; then\n\
          if nc -z -w 2 {a} {port} 2>/dev/null; then echo 'REACH up'; else echo 'REACH down'; fi\n\
+         elif command -v nc >/dev/null 2>&1 && command -v timeout >/dev/null 2>&1; then\n\
+         timeout 3 nc -w 2 {a} {port} < /dev/null > /dev/null 2>&1\n\
+         case $? in 0|124|143) echo 'REACH up' ;; *) echo 'REACH down' ;; esac\n\
          else echo 'REACH unknown'; fi\n",
         a = q(address)
     )

@@ -134,7 +134,31 @@ fn detach_quotes_the_time_and_reads_the_job_from_stdin() {
     let s = detach(&ids(), "2026-12-01T02:00:00Z; reboot");
     assert!(s.contains("printf '%s\\n' '2026-12-01T02:00:00Z; reboot' > \"$J.at\""), "{s}");
     assert!(s.contains("cat > \"$J.sh\""));
-    assert!(s.contains("setsid nohup sh"));
+}
+
+// See issue 24: BusyBox has `setsid` but no `nohup`; a detached switch must
+// still start, outlive its session, and log.
+#[test]
+fn a_detached_job_starts_and_outlives_its_session_under_dash_and_busybox() {
+    for (name, mut shell) in Shells::new().each() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = RunIds { state_dir: dir.path().join("state").display().to_string(), ..ids() };
+        let s = detach(&ids, "2026-12-01T02:00:00Z");
+        let mut child = shell.arg("-c").arg(&s).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"echo ARMED\nsleep 1\necho DONE\n").unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("ARMED"), "{name}: {}", String::from_utf8_lossy(&out.stdout));
+        // The session has ended; the job goes on, and its log says it finished.
+        let log = dir.path().join("state/armed/abc123.log");
+        let start = std::time::Instant::now();
+        while !std::fs::read_to_string(&log).unwrap_or_default().contains("DONE") {
+            assert!(start.elapsed() < std::time::Duration::from_secs(20), "{name}: the job never finished: {:?}", std::fs::read_to_string(&log));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
 }
 
 #[test]
@@ -410,5 +434,34 @@ fn the_read_reports_every_file_and_its_hash_under_dash_and_busybox() {
         }
         assert_eq!(st.files[&paths[2]], FileState::Missing, "{name}");
         assert_eq!(st.version, Some(Ok("5.1.0".to_string())), "{name}");
+    }
+}
+
+// See issue 24: the lease read its clock with `date +%s%3N` (a literal %3N
+// on BusyBox), and a client asked `nc -z`, which BusyBox's nc does not have:
+// a member that was up read as down.
+#[test]
+fn the_lease_and_a_clients_look_at_a_member_work_under_dash_and_busybox() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = listener.local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Accept and close at once, as a plain service would after a probe.
+    std::thread::spawn(move || for c in listener.incoming() { drop(c) });
+    for (name, mut shell) in Shells::new().each() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = service::lease("", &dir.path().display().to_string(), "web", "me@ws:1", 3000, service::LeaseOp::Acquire, "note");
+        let before = jiff::Timestamp::now().as_millisecond();
+        let out = shell.arg("-c").arg(&s).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let epoch: i64 = text.lines().find_map(|l| l.strip_prefix("LEASE ok ")).and_then(|e| e.trim().parse().ok()).unwrap_or_else(|| panic!("{name}: {text}{}", String::from_utf8_lossy(&out.stderr)));
+        // The epoch is the time the lease was taken, in ms by the host's clock.
+        assert!((epoch - before).abs() < 5_000, "{name}: epoch {epoch} vs now {before}");
+    }
+    let shells = Shells::new();
+    for (expect, port) in [("REACH up", up), ("REACH down", closed)] {
+        for (name, mut shell) in shells.each() {
+            let out = shell.arg("-c").arg(service::reach("127.0.0.1", port)).output().unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expect, "{name}, port {port}");
+        }
     }
 }
