@@ -216,3 +216,91 @@ fn a_busybox_host_reached_as_a_sudo_user_applies_and_keeps_owners() {
     let m = std::fs::metadata(&secret).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (uid, gid, 0o640), "a service account's file keeps owner, group and mode on BusyBox");
 }
+
+/// The farm file with its replacement at `at`.
+fn timed(lab: &Lab, ssh: &str, at: jiff::Timestamp) {
+    farm(lab, ssh);
+    let text = std::fs::read_to_string(lab.dir.path().join("farm.toml")).unwrap().replace("new = \"web-b\"\n", &format!("new = \"web-b\"\nat = \"{at}\"\n"));
+    lab.write_farm("farm.toml", &text);
+}
+
+fn ctime_ns(p: &std::path::Path) -> i128 {
+    let m = std::fs::metadata(p).unwrap();
+    m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128
+}
+
+// See issue 24: BusyBox has no `nohup`; a detached switch, its status and its
+// cancel must work there as on GNU hosts.
+#[test]
+fn a_detached_switch_fires_on_busybox_hosts_and_cancel_disarms_it() {
+    accounts();
+    let lab = Lab::start_with(&["web-a", "web-b", "ivr-1", "ivr-2"], lab::Options { busybox: vec!["ivr-1", "ivr-2"], ..Default::default() });
+    fill(&lab);
+    let ssh = lab.ssh_section();
+    // Cancel first: armed, then disarmed, nothing written, no lock left.
+    timed(&lab, &ssh, jiff::Timestamp::now() + jiff::SignedDuration::from_secs(30));
+    let before = lab.snapshot();
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes", "--detach"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = lab.farmctl().args(["cancel", "farm.toml"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    lab::assert_same(&lab.snapshot(), &before, "cancel leaves every file, and no staged copy");
+    for h in ["ivr-1", "ivr-2"] {
+        assert!(!lab.host(h).state("lock").exists(), "cancel released {h}'s lock");
+    }
+    // Then armed for T, and the workstation goes away: each host switches at T by its own clock.
+    let t = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(8);
+    timed(&lab, &ssh, t);
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes", "--detach"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(jiff::Timestamp::now() < t, "farmctl returned before T");
+    std::thread::sleep(std::time::Duration::from_millis((t.as_millisecond() - jiff::Timestamp::now().as_millisecond()).max(0) as u64 + 2000));
+    for h in ["ivr-1", "ivr-2"] {
+        let p = lab.host(h).path("/etc/ivr/secret.conf");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "upstream web-b\n", "{h} switched");
+        // The rename sets the ctime, from the kernel's coarse clock (a few ms early at most).
+        assert!(ctime_ns(&p) >= t.as_nanosecond() - 20_000_000, "{h} switched before T");
+        assert!(!lab.host(h).state("lock").exists(), "the fired job released {h}'s lock");
+    }
+    let out = lab.farmctl().args(["status", "farm.toml"]).output().unwrap();
+    assert_eq!(lab::stdout(&out).matches(" fired (switch at ").count(), 2, "{}", lab::stdout(&out));
+}
+
+// See issue 24: no `flock` on BusyBox, and a rollout killed mid-wave must
+// still resume without upgrading a host twice, its lock excluding a second run.
+#[test]
+fn a_rollout_on_busybox_hosts_killed_mid_wave_resumes_and_upgrades_no_host_twice() {
+    accounts();
+    let lab = Lab::start_with(&["web-a", "web-b", "ivr-1", "ivr-2"], lab::Options { busybox: vec!["ivr-1", "ivr-2"], ..Default::default() });
+    fill(&lab);
+    for h in ["ivr-1", "ivr-2"] {
+        let host = lab.host(h);
+        host.write("/etc/ivr/VERSION", b"5.1.0\n");
+        // Logs each run, then takes a while: the kill lands during it.
+        host.write("/etc/ivr/upgrade.sh", b"#!/bin/sh\necho \"$1\" >> /var/log/farmlab/upgrades\nsleep 2\nprintf '%s\\n' \"$1\" > /etc/ivr/VERSION\n");
+    }
+    let text = format!(
+        "[farm]\nname = \"kinds\"\n\n{}\n[roles.web]\nfiles = [\"/etc/ivr-web/web.toml\"]\n\n[roles.ivr]\nfiles = [\"/etc/ivr/ivr.toml\"]\n\n{}\n\
+         [rollout.ivr]\nversion = \"5.2.0\"\nprobe = \"cat /etc/ivr/VERSION\"\nupgrade = \"sh /etc/ivr/upgrade.sh {{version}}\"\nhealth = \"test -s /etc/ivr/VERSION\"\n\
+         canary = 0\nwaves = [\"100%\"]\nmax_unavailable = 2\ngate = {{ samples = 1, interval = \"200ms\", timeout = \"30s\" }}\n",
+        lab.ssh_section(),
+        lab.hosts_section(|h| if h.starts_with("web") { "web" } else { "ivr" })
+    );
+    lab.write_farm("farm.toml", &text);
+    let mut child = lab.farmctl().args(["apply", "farm.toml", "--yes"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let log = |h: &str| std::fs::read_to_string(lab.host(h).path("/var/log/farmlab/upgrades")).unwrap_or_default();
+    let start = std::time::Instant::now();
+    while log("ivr-1").is_empty() || log("ivr-2").is_empty() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "the upgrades never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Applied again at once, while the killed run's upgrades still run on the hosts.
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for h in ["ivr-1", "ivr-2"] {
+        assert_eq!(std::fs::read_to_string(lab.host(h).path("/etc/ivr/VERSION")).unwrap(), "5.2.0\n", "{h}");
+        assert_eq!(log(h), "5.2.0\n", "{h} was upgraded once");
+    }
+}
