@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 const IVRS: [&str; 6] = ["ivr-1", "ivr-2", "ivr-3", "ivr-4", "ivr-5", "ivr-6"];
 
 fn start(extra: &str, ssh_config: Option<&dyn Fn(&Lab) -> String>) -> Lab {
-    let lab = Lab::start(&["web-c", "web-d", "ivr-1", "ivr-2", "ivr-3", "ivr-4", "ivr-5", "ivr-6"]);
+    start_on(lab::Options::default(), extra, ssh_config)
+}
+
+fn start_on(opts: lab::Options, extra: &str, ssh_config: Option<&dyn Fn(&Lab) -> String>) -> Lab {
+    let lab = Lab::start_with(&["web-c", "web-d", "ivr-1", "ivr-2", "ivr-3", "ivr-4", "ivr-5", "ivr-6"], opts);
     let c = lab.host("web-c").address.clone();
     for w in ["web-c", "web-d"] {
         lab.host(w).write("/etc/ivr-web/web.toml", format!("[server]\nname = \"{w}\"\n").as_bytes());
@@ -404,4 +408,27 @@ fn a_second_failover_soon_after_the_first_repoints_every_client_again() {
         assert_eq!(now, render(IVR_TOML, i, "web-c", c, "web-c", c), "{i} names web-c again, by name and address: {log}");
         assert!(!now.contains(d.as_str()), "{i}");
     }
+}
+
+// See issue 24: `watch` with BusyBox members and clients. The lease read its
+// clock with `date +%s%3N` (a literal %3N there), and a client's look used
+// `nc -z`, which BusyBox's nc lacks, so a live member read as dead.
+#[test]
+fn a_dead_busybox_primary_fails_over_to_a_busybox_standby_for_busybox_and_gnu_clients() {
+    let mut lab = start_on(lab::Options { busybox: vec!["web-c", "web-d", "ivr-1", "ivr-2", "ivr-3"], ..Default::default() }, "", None);
+    let mut w = Watcher::start(&lab);
+    assert!(w.wait_for("web-c is active", 20), "{}", w.text());
+    // A few heartbeats on the BusyBox member: it is not failed over while it lives.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!w.text().contains("failover"), "a live BusyBox member is never failed over: {}", w.text());
+    let killed = Instant::now();
+    lab.host_mut("web-c").crash();
+    // dead_after 3 s + the repoint; 20 s leaves room for a loaded machine.
+    while killed.elapsed() < Duration::from_secs(20) && !IVRS.iter().all(|i| names_web_d(&lab, i)) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(IVRS.iter().all(|i| names_web_d(&lab, i)), "every client, BusyBox or GNU, names web-d: {}", w.text());
+    assert!(w.wait_for("confirmed", 5), "the clients confirmed, BusyBox ones included: {}", w.text());
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
 }
