@@ -188,7 +188,7 @@ fn a_hung_host_times_out_and_is_named_and_farmctl_does_not_hang() {
 
 #[test]
 fn a_full_disk_stops_the_apply_and_loses_nothing() {
-    let lab = Lab::start_with(lab::voice::NAMES, Options { tmpfs: vec![("ivr-2", "/etc/ivr", "48k")] });
+    let lab = Lab::start_with(lab::voice::NAMES, Options { tmpfs: vec![("ivr-2", "/etc/ivr", "48k")], ..Default::default() });
     lab::voice::fill(&lab);
     farm(&lab, WEB_A_TO_C);
     // Pad ivr-2's TOML so that its staged copy cannot fit beside it.
@@ -208,7 +208,7 @@ fn a_full_disk_stops_the_apply_and_loses_nothing() {
 
 #[test]
 fn a_read_only_filesystem_is_named_and_nothing_is_written() {
-    let lab = Lab::start_with(lab::voice::NAMES, Options { tmpfs: vec![("ivr-3", "/etc/ivr", "1m")] });
+    let lab = Lab::start_with(lab::voice::NAMES, Options { tmpfs: vec![("ivr-3", "/etc/ivr", "1m")], ..Default::default() });
     lab::voice::fill(&lab);
     farm(&lab, WEB_A_TO_C);
     let dir = lab.host("ivr-3").path("/etc/ivr");
