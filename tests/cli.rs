@@ -51,8 +51,16 @@ fn every_malformed_farm_file_is_located_and_exits_1() {
         let (_, rest) = line.split_once(".toml:").unwrap();
         let mut pos = rest.split(':');
         let (l, c): (usize, usize) = (pos.next().unwrap().parse().unwrap(), pos.next().unwrap().parse().unwrap());
-        assert!(l >= 1 && c >= 1, "{file}: a real position");
-        // The caret display quotes the offending line.
+        // The position is in the file, and the caret display quotes that very line
+        // (see issue 25: this once re-checked only numbers read from EXPECTED itself).
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        if let Ok(source) = std::str::from_utf8(&bytes) {
+            let src_line = source.lines().nth(l - 1).unwrap_or_else(|| panic!("{file}: line {l} is past the end of the file"));
+            assert!(c >= 1 && c <= src_line.chars().count() + 1, "{file}: column {c} is outside line {l} ({src_line:?})");
+            if !src_line.trim().is_empty() {
+                assert_eq!(err.lines().nth(1), Some(format!("  | {src_line}").trim_end()), "{file}: the caret display quotes line {l}");
+            }
+        }
         seen += 1;
     }
     let files = std::fs::read_dir(&dir).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "toml")).count();

@@ -2,9 +2,12 @@
 //! these node kinds run. A wave upgrades its hosts in batches that keep at
 //! most `max_unavailable` hosts of the role down (counted by health, whether
 //! farmctl touched them or not), then must pass its gate: `samples` healthy
-//! samples in a row on every host of the wave. A failed gate stops the
-//! rollout, and every host this run upgraded in that wave goes back to the
-//! version it had, and is health-checked again.
+//! samples in a row on every host of the wave (those already at the version
+//! too), and then every one of them at the version by its probe. The gate
+//! fails at `failure_limit` failed samples in a row of one host. A failed
+//! gate stops the rollout, and every host this run upgraded in that wave goes
+//! back to the version it had (those that are down first, a healthy one only
+//! within `max_unavailable`), and is health-checked again.
 
 use super::journal::Entry;
 use super::health::{sample, versions_hold, Failing};
