@@ -438,6 +438,40 @@ fn a_client_changed_after_the_plan_stops_every_host_the_new_server_included() {
 // See issue 11: Ctrl-C during a countdown exited without a word and left staged copies and locks.
 #[test]
 fn ctrl_c_during_a_countdown_leaves_no_staged_copy_and_no_lock_and_says_so() {
+    interrupt_during_a_countdown(Interrupt::CtrlC);
+}
+
+// See issue 25: SIGTERM (a service manager's stop) had no test of its own.
+// It reaches farmctl alone, not its ssh masters, and must do what Ctrl-C does.
+#[test]
+fn sigterm_during_a_countdown_leaves_no_staged_copy_and_no_lock_and_says_so() {
+    interrupt_during_a_countdown(Interrupt::Term);
+}
+
+// See issue 25: a second Ctrl-C "quits at once" had no test. farmctl ends at
+// once (exit 130); the hosts, whose sessions end with it, drop their staged
+// copies and locks by themselves; nothing switches at T.
+#[test]
+fn a_second_ctrl_c_quits_at_once_and_the_hosts_still_drop_their_staged_copies() {
+    interrupt_during_a_countdown(Interrupt::Twice);
+}
+
+// See issue 24: an interrupt's clean-up must finish or give up within
+// seconds, naming the hosts it could not reach, never wait without a deadline.
+#[test]
+fn an_interrupt_gives_up_on_a_hung_host_and_names_it() {
+    interrupt_during_a_countdown(Interrupt::HungHost);
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Interrupt {
+    CtrlC,
+    Term,
+    Twice,
+    HungHost,
+}
+
+fn interrupt_during_a_countdown(how: Interrupt) {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let lab = lab();
@@ -464,13 +498,50 @@ fn ctrl_c_during_a_countdown_leaves_no_staged_copy_and_no_lock_and_says_so() {
     for h in IVRS {
         assert!(lab.host(h).state("lock").exists(), "{h} is staged and locked while armed");
     }
-    let status = std::process::Command::new("kill").args(["-INT", "--", &format!("-{}", child.id())]).status().unwrap();
-    assert!(status.success());
+    let signal = |sig: &str, target: String| assert!(std::process::Command::new("kill").args([sig, "--", &target]).status().unwrap().success());
+    match how {
+        Interrupt::CtrlC => signal("-INT", format!("-{}", child.id())),
+        Interrupt::Term => signal("-TERM", child.id().to_string()),
+        Interrupt::HungHost => {
+            lab.host("ivr-6").hang();
+            signal("-INT", format!("-{}", child.id()));
+        }
+        Interrupt::Twice => {
+            // One host hangs, so the first interrupt's clean-up waits for it.
+            lab.host("ivr-6").hang();
+            signal("-INT", format!("-{}", child.id()));
+            std::thread::sleep(Duration::from_millis(500));
+            assert!(child.try_wait().unwrap().is_none(), "the first interrupt waits for the hung host's answer");
+            signal("-INT", format!("-{}", child.id()));
+        }
+    }
+    let interrupted = std::time::Instant::now();
     let code = child.wait().unwrap().code();
     let err = reader.join().unwrap();
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("interrupted: every host that had not switched dropped its staged copies and released its lock"), "{err}");
-    assert!(err.contains("aborted, nothing written (interrupted before the switch)"), "{err}");
+    if how == Interrupt::HungHost {
+        // The lab's command_timeout is 20 s: the clean-up gives up on ivr-6 by then (60 s: a loaded machine).
+        assert!(interrupted.elapsed() < Duration::from_secs(60), "the clean-up waited {:?}", interrupted.elapsed());
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("ivr-6"), "the hung host is named: {err}");
+        lab.host("ivr-6").resume();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while lab.hosts.values().any(|h| h.state("lock").exists()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("the interrupt gave up on the hung host after {:?}:\n{err}", interrupted.elapsed());
+    } else if how == Interrupt::Twice {
+        assert_eq!(code, Some(130), "the second interrupt quits at once: {err}");
+        // The hung host comes back to a closed session and cleans up by itself: give it a moment.
+        lab.host("ivr-6").resume();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while lab.hosts.values().any(|h| h.state("lock").exists()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    } else {
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("interrupted: every host that had not switched dropped its staged copies and released its lock"), "{err}");
+        assert!(err.contains("aborted, nothing written (interrupted before the switch)"), "{err}");
+    }
     let check = |when: &str| {
         for h in lab.hosts.values() {
             assert!(!h.state("lock").exists(), "{when}: {} is still locked", h.name);
