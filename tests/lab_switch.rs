@@ -557,6 +557,27 @@ fn interrupt_during_a_countdown(how: Interrupt) {
     check("after the switch time");
 }
 
+// See issue 25: `unlock` refusing where a detached switch is armed had no test.
+#[test]
+fn unlock_leaves_an_armed_switch_locked_and_it_still_fires() {
+    let lab = lab();
+    let t = at(10);
+    farm(&lab, &replace_all_ivrs(t));
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes", "--detach"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = lab.farmctl().args(["unlock", "farm.toml", "--yes"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "refused: {}{}", stdout(&out), stderr(&out));
+    for h in IVRS {
+        assert!(lab.host(h).state("lock").exists(), "{h}'s armed switch keeps its lock");
+    }
+    std::thread::sleep(Duration::from_millis((t.as_millisecond() - jiff::Timestamp::now().as_millisecond()).max(0) as u64 + 2000));
+    let (a, c) = (&lab.host("web-a").address, &lab.host("web-c").address);
+    assert_eq!(String::from_utf8(lab.host("ivr-2").read("/etc/ivr/ivr.toml")).unwrap(), render(IVR_TOML, "ivr-2", "web-c", c, "web-a", a), "the armed switch fired as planned");
+    for h in IVRS {
+        assert!(!lab.host(h).state("lock").exists(), "the fired job released {h}'s lock");
+    }
+}
+
 // See issue 11: a plain apply broke an armed switch's "stale" lock, removed its staged copies and wrote its own files.
 #[test]
 fn an_armed_switch_is_never_planned_over_and_fires_as_planned_then_lands_in_the_journal() {
