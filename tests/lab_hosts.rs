@@ -304,3 +304,41 @@ fn a_rollout_on_busybox_hosts_killed_mid_wave_resumes_and_upgrades_no_host_twice
         assert_eq!(log(h), "5.2.0\n", "{h} was upgraded once");
     }
 }
+
+// See issue 25: `[ssh] jump` had no test. Hosts reached only through a
+// bastion: with the bastion up the apply goes through it; with the bastion
+// down the same apply cannot reach them, which shows the path it took.
+#[test]
+fn hosts_behind_a_jump_host_are_reached_through_it_and_not_without_it() {
+    accounts();
+    let mut lab = Lab::start(&["web-a", "web-b", "ivr-1", "ivr-2", "bastion"]);
+    fill(&lab);
+    let b = lab.host("bastion");
+    // The jump host's own settings live in the ssh_config, as OpenSSH wants them.
+    let cfg = format!(
+        "Host bastion\n  HostName {}\n  Port {}\n  User root\n  IdentityFile {}\n  UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n  BatchMode yes\n",
+        b.address,
+        lab.port,
+        lab.key.display(),
+        lab.known_hosts.display()
+    );
+    std::fs::write(&lab.ssh_config, cfg).unwrap();
+    let hosts: String = ["web-a", "web-b", "ivr-1", "ivr-2"].iter().map(|h| format!("[hosts.{h}]\naddress = \"{}\"\nrole = \"{}\"\n\n", lab.host(h).address, if h.starts_with("web") { "web" } else { "ivr" })).collect();
+    let text = format!(
+        "[farm]\nname = \"jump\"\n\n{}jump = \"bastion\"\n\n[roles.web]\nfiles = [\"/etc/ivr-web/web.toml\"]\n\n[roles.ivr]\nfiles = [\"/etc/ivr/ivr.toml\", \"/etc/ivr/secret.conf\"]\n\n{hosts}[[replace]]\nold = \"web-a\"\nnew = \"web-b\"\n",
+        lab.ssh_section()
+    );
+    lab.write_farm("farm.toml", &text);
+    lab.host_mut("bastion").kill();
+    let before = lab.snapshot();
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "without the bastion no host is reached: {}", stderr(&out));
+    assert!(stderr(&out).contains("ivr-1") && stderr(&out).contains("cannot connect"), "named as unreachable: {}", stderr(&out));
+    lab::assert_same(&before, &lab.snapshot(), "nothing written without the bastion");
+    lab.host_mut("bastion").restart();
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    assert!(out.status.success(), "through the bastion: {}", stderr(&out));
+    for h in ["ivr-1", "ivr-2"] {
+        assert_eq!(std::fs::read_to_string(lab.host(h).path("/etc/ivr/secret.conf")).unwrap(), "upstream web-b\n", "{h}");
+    }
+}
