@@ -287,3 +287,40 @@ fn a_quiet_apply_prints_no_plan() {
     assert!(!all.contains("@@"), "no diff on the screen with -q: {all}");
     assert_eq!(version(d.path(), "ivr-6"), "5.2.0", "and the apply ran");
 }
+
+// See issue 25: a switch time that passed while the confirmation prompt
+// waited was applied 5.6 s late, with a note. It is refused now. The prompt
+// needs a terminal: `script` gives farmctl a pseudo-terminal, and the answer
+// comes once T has passed.
+#[test]
+fn a_switch_time_that_passes_at_the_prompt_is_refused_and_nothing_is_written() {
+    let d = demo();
+    // T is 3 s after the plan; the answer comes at 6 s, well after it even on a loaded machine.
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3);
+    edit_farm(d.path(), &[("old = \"web-a\"\nnew = \"web-b\"", &format!("old = \"web-a\"\nnew = \"web-b\"\nat = \"{at}\""))]);
+    let before = snapshot(d.path());
+    let cmd = format!("{} apply inventories/demo.toml", env!("CARGO_BIN_EXE_farmctl"));
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(d.path())
+        .env("NO_COLOR", "1")
+        .env("FARMCTL_JOURNAL", d.path().join("state/journal.jsonl"))
+        .env("FARMCTL_CACHE_DIR", d.path().join("cache"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let wait = (at.as_millisecond() - jiff::Timestamp::now().as_millisecond()).max(0) as u64 + 3000;
+    std::thread::sleep(Duration::from_millis(wait));
+    {
+        use std::io::Write;
+        let mut w = child.stdin.take().unwrap();
+        w.write_all(b"yes\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(all.contains("Do you want to apply this plan?"), "it asked: {all}");
+    assert!(all.contains("has passed"), "refused, saying why: {all}");
+    assert_eq!(snapshot(d.path()), before, "nothing was written on any host");
+}
