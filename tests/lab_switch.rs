@@ -557,6 +557,24 @@ fn interrupt_during_a_countdown(how: Interrupt) {
     check("after the switch time");
 }
 
+// See issue 25: `clock_tolerance` had no test. A host whose clock is off by
+// more than the farm's tolerance is named with its offset at plan time; a
+// wider tolerance is quiet.
+#[test]
+fn a_clock_beyond_the_farms_tolerance_is_named_at_plan_time() {
+    let lab = lab();
+    lab.host("ivr-5").skew_clock(2500);
+    let path = farm(&lab, "");
+    let plan = |lab: &Lab| stderr(&lab.farmctl().args(["plan", "farm.toml"]).output().unwrap());
+    let err = plan(&lab);
+    assert!(err.contains("warning: ivr-5's clock is +25") && err.contains("(tolerance 500 ms)"), "the default tolerance is 500 ms: {err}");
+    assert!(!err.contains("ivr-4's clock"), "a host within the tolerance is not named: {err}");
+    let text = std::fs::read_to_string(&path).unwrap().replace("[farm]\nname = \"lab\"\n", "[farm]\nname = \"lab\"\nclock_tolerance = \"5s\"\n");
+    lab.write_farm("farm.toml", &text);
+    let err = plan(&lab);
+    assert!(!err.contains("ivr-5's clock"), "within a 5 s tolerance: {err}");
+}
+
 // See issue 25: `unlock` refusing where a detached switch is armed had no test.
 #[test]
 fn unlock_leaves_an_armed_switch_locked_and_it_still_fires() {
