@@ -392,3 +392,27 @@ fn hosts_of_a_later_stage_are_reported_not_reached_and_the_journal_agrees() {
         assert!(lines.iter().all(|l| l.contains("\"outcome\":\"not-reached\"")), "{h}: {journal}");
     }
 }
+
+// See issue 25: the bind-mounted hosts-file refusal had no test, and an
+// unreplaceable target could leave a host half-written. A file that is a
+// mount point on its host (as Docker mounts /etc/hosts) is refused before
+// anything is staged anywhere, named, with the mount-point hint.
+#[test]
+fn a_bind_mounted_target_is_refused_before_anything_is_staged() {
+    let lab = lab();
+    farm(&lab, WEB_A_TO_C);
+    let h = lab.host("ivr-2");
+    // The same content, from a file elsewhere, bind-mounted over the target in the host's own mount namespace.
+    let source = h.dir.join("peers-source.conf");
+    std::fs::write(&source, h.read("/etc/ivr/peers.conf")).unwrap();
+    let pid = h.pid().unwrap().to_string();
+    let status = std::process::Command::new("nsenter").args(["-t", &pid, "-m", "mount", "--bind"]).arg(&source).arg("/etc/ivr/peers.conf").status().unwrap();
+    assert!(status.success(), "the bind mount is made in ivr-2's namespace");
+    let before = std::fs::read(&source).unwrap();
+    let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("ivr-2") && err.contains("/etc/ivr/peers.conf") && err.contains("mount point"), "named, with the mount-point hint: {err}");
+    assert_eq!(std::fs::read(&source).unwrap(), before, "the mounted file is untouched");
+    assert_whole(&lab, &[]);
+}
