@@ -248,6 +248,34 @@ fn a_synced_file_reaches_the_standby_and_a_fence_runs_once_per_failover() {
     assert_eq!(fenced, format!("fenced web-c {}\n", lab.host("web-c").address), "the fence ran once, against the dead member");
 }
 
+// See issue 25: `max_lag` had no test. A standby whose last good sync is
+// older than `max_lag` (here its copy cannot be replaced: immutable) is not
+// promoted when the active member dies; the clients stay as they were.
+#[test]
+fn a_standby_whose_sync_lags_beyond_max_lag_is_not_promoted() {
+    let mut lab = start("sync = [\"/etc/ivr-web/data.txt\"]\nmax_lag = \"2s\"\n", None);
+    lab.host("web-c").write("/etc/ivr-web/data.txt", b"v1\n");
+    lab.host("web-d").write("/etc/ivr-web/data.txt", b"v0\n");
+    let stuck = lab.host("web-d").path("/etc/ivr-web/data.txt");
+    assert!(std::process::Command::new("chattr").arg("+i").arg(&stuck).status().unwrap().success());
+    let before = lab.snapshot();
+    let mut w = Watcher::start(&lab);
+    assert!(w.wait_for("web-c is active", 20), "{}", w.text());
+    // Longer than max_lag: no sync can have reached web-d.
+    std::thread::sleep(Duration::from_secs(3));
+    lab.host_mut("web-c").crash();
+    let lagging = w.wait_for("lagging", 20);
+    let _ = std::process::Command::new("chattr").arg("-i").arg(&stuck).status();
+    assert!(lagging, "{}", w.text());
+    assert!(w.wait_for("NO other member is healthy", 10), "{}", w.text());
+    let (_, log) = w.stop();
+    assert!(!log.contains("repointed"), "{log}");
+    for i in IVRS {
+        let key = (i.to_string(), "/etc/ivr/ivr.toml".to_string());
+        assert_eq!(lab.snapshot()[&key], before[&key], "{i} still names web-c");
+    }
+}
+
 #[test]
 fn a_failing_required_fence_holds_the_failover_back() {
     let mut lab = start("fence = \"exit 1\"\nfence_required = true\n", None);
