@@ -29,6 +29,8 @@ pub struct LabHost {
     tmpfs: Vec<PathBuf>,
     /// The host's userland is BusyBox alone (see [`Options::busybox`]).
     pub busybox: bool,
+    /// The host's `/bin/sh` is bash (see [`Options::bash_sh`]).
+    pub bash_sh: bool,
 }
 
 /// The sshd `ForceCommand` of every lab host: runs the client's command, unless
@@ -141,6 +143,10 @@ impl LabHost {
             .iter()
             .map(|m| format!("mount --bind '{}' '{m}' && ", self.dir.join(m.trim_start_matches('/')).display()))
             .collect();
+        if self.bash_sh {
+            // /bin/sh is a link to dash: bash stands over dash, as RHEL's /bin/sh is bash.
+            mounts.push_str("mount --bind \"$(command -v bash)\" \"$(readlink -f /bin/sh)\" && ");
+        }
         if self.busybox {
             // Last: once BusyBox's applets stand over /usr/bin, `mount` is BusyBox's too.
             let d = self.dir.display();
@@ -188,6 +194,8 @@ pub struct Options {
     /// `flock`, no `nohup`), an empty one over `/usr/local/bin`, and a copy of
     /// `/etc/passwd` whose login shells are `/bin/sh`.
     pub busybox: Vec<&'static str>,
+    /// Hosts whose `/bin/sh` is bash (in POSIX mode, as invoked as `sh`), as on RHEL.
+    pub bash_sh: Vec<&'static str>,
 }
 
 /// Makes `user` if it is missing: an unlocked account (OpenSSH without PAM
@@ -389,7 +397,8 @@ impl Lab {
             if busybox {
                 busybox_userland(&hdir);
             }
-            let mut host = LabHost { name: name.to_string(), address, port, dir: hdir, sshd: None, tmpfs, busybox };
+            let bash_sh = opts.bash_sh.contains(name);
+            let mut host = LabHost { name: name.to_string(), address, port, dir: hdir, sshd: None, tmpfs, busybox, bash_sh };
             host.spawn();
             hosts.insert(name.to_string(), host);
         }
