@@ -57,7 +57,7 @@ fn child(hosts: usize, replacements: usize) {
             let n: usize = name[4..].parse().unwrap();
             for (path, content) in files(n, replacements) {
                 let bytes = content.into_bytes();
-                map.insert(path, FileState::Present(FileInfo { sha256: sha256_hex(&bytes), content: bytes, mode: "644".into(), owner: "root".into(), group: "root".into() }));
+                map.insert(path, FileState::Present(FileInfo { sha256: sha256_hex(&bytes), content: bytes, mode: "644".into(), owner: "root".into(), group: "root".into(), replaceable: true }));
             }
         } else {
             map.insert("/etc/ivr-web/web.toml".into(), FileState::Missing);

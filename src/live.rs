@@ -48,6 +48,10 @@ pub struct FileInfo {
     pub mode: String,
     pub owner: String,
     pub group: String,
+    /// Whether this user may replace it by a rename: its directory (the
+    /// link's target's, for a symlink) is writable, as `test -w` says. A
+    /// read-only file system or the permissions say no.
+    pub replaceable: bool,
 }
 
 /// What one read of a host returned.
@@ -112,6 +116,11 @@ impl std::fmt::Display for Clock {
 }
 
 impl LiveHost {
+    /// The first of `paths` that is present but that this user may not replace.
+    pub fn unreplaceable<'a>(&self, mut paths: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+        paths.find(|p| matches!(self.files.get(*p), Some(FileState::Present(i)) if !i.replaceable))
+    }
+
     /// This host's clock as the read measured it, when the host could tell.
     pub fn clock(&self) -> Option<Clock> {
         self.clock_offset_ms.map(|offset_ms| Clock { offset_ms, uncertainty_ms: self.clock_uncertainty_ms })

@@ -33,9 +33,20 @@ struct Snapshot {
 
 #[derive(Serialize, Deserialize)]
 enum SnapFile {
-    Present { content: String, mode: String, owner: String, group: String },
+    Present {
+        content: String,
+        mode: String,
+        owner: String,
+        group: String,
+        #[serde(default = "yes")]
+        replaceable: bool,
+    },
     Missing,
     Unreadable(String),
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn dir() -> PathBuf {
@@ -65,7 +76,7 @@ pub fn save(plan_id: &str, farm_sha256: &str, live: &LiveFarm, hosts: &[String])
             .iter()
             .map(|(p, f)| {
                 let f = match f {
-                    FileState::Present(i) => SnapFile::Present { content: b64.encode(&i.content), mode: i.mode.clone(), owner: i.owner.clone(), group: i.group.clone() },
+                    FileState::Present(i) => SnapFile::Present { content: b64.encode(&i.content), mode: i.mode.clone(), owner: i.owner.clone(), group: i.group.clone(), replaceable: i.replaceable },
                     FileState::Missing => SnapFile::Missing,
                     FileState::Unreadable(w) => SnapFile::Unreadable(w.to_string()),
                 };
@@ -112,9 +123,9 @@ pub fn load(plan_id: &str, farm_sha256: &str) -> Option<LiveFarm> {
         let mut map = BTreeMap::new();
         for (p, f) in files {
             let f = match f {
-                SnapFile::Present { content, mode, owner, group } => {
+                SnapFile::Present { content, mode, owner, group, replaceable } => {
                     let content = b64.decode(content).ok()?;
-                    FileState::Present(FileInfo { sha256: crate::farm::sha256_hex(&content), content, mode, owner, group })
+                    FileState::Present(FileInfo { sha256: crate::farm::sha256_hex(&content), content, mode, owner, group, replaceable })
                 }
                 SnapFile::Missing => FileState::Missing,
                 SnapFile::Unreadable(w) => FileState::Unreadable(Unreadable::parse(&w)),

@@ -217,8 +217,9 @@ fn a_read_only_filesystem_is_named_and_nothing_is_written() {
     let _ = std::process::Command::new("mount").args(["-o", "remount,rw"]).arg(&dir).status();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("ivr-3: failed, nothing written: cannot replace /etc/ivr/ivr.toml"), "{err}");
-    assert!(err.contains("Read-only file system") && err.contains("hint: the file system is mounted read-only"), "{err}");
+    // Named at the read, before anything is staged anywhere (issue 24).
+    assert!(err.contains("ivr-3: /etc/ivr/ivr.toml: this user may not replace it: its directory is not writable (permissions, or a read-only file system)"), "{err}");
+    assert!(err.contains("mount the file system read-write"), "{err}");
     assert!(!err.contains("disk is full"), "a read-only disk is not called full: {err}");
     assert_whole(&lab, &[]);
 }
@@ -233,8 +234,20 @@ fn permission_denied_is_named_with_a_hint() {
     let farm_path = lab.dir.path().join("farm.toml");
     let text = std::fs::read_to_string(&farm_path).unwrap().replace("[hosts.ivr-1]\n", "[hosts.ivr-1]\nuser = \"farmlab\"\n");
     std::fs::write(&farm_path, text).unwrap();
-    // As farmlab, ivr-1's files are readable but nothing there is writable.
+    // As farmlab, ivr-1's files are readable but nothing there is writable:
+    // named at the read, before anything is staged anywhere (issue 24).
+    let before = lab.snapshot();
     let out = apply(&lab, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("ivr-1: /etc/ivr/ivr.toml: this user may not replace it: its directory is not writable"), "{err}");
+    assert!(err.contains("set [ssh] sudo = true"), "{err}");
+    lab::assert_same(&before, &lab.snapshot(), "nothing was staged anywhere");
+    // With the config directory writable for it, the state directory is what it may not write.
+    let etc = lab.host("ivr-1").path("/etc/ivr");
+    std::fs::set_permissions(&etc, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let out = apply(&lab, &[]);
+    std::fs::set_permissions(&etc, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("ivr-1: failed, nothing written: cannot create the state directory /var/lib/farmctl/hosts/ivr-1"), "{err}");

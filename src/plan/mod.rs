@@ -379,6 +379,12 @@ pub fn plan_with(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String
                 }
             }
         }
+        // A file to edit that this user may not replace stops the host at the read, not at the write.
+        let edited = host_actions.iter().filter_map(|a| if let ActionKind::Edit(e) = &a.kind { Some(e.path.as_str()) } else { None });
+        if let (None, Some(path)) = (&failure, state.unreplaceable(edited)) {
+            failure = Some(format!("{path}: this user may not replace it: its directory is not writable (permissions, or a read-only file system)"));
+            failure_hint = Some("connect as a user who may write there, or set [ssh] sudo = true; or mount the file system read-write".to_string());
+        }
         if let Some(error) = failure {
             hosts.push(HostEntry { name: name.clone(), role: host.role.clone(), status: HostStatus::Failed { error, hint: failure_hint } });
             unknown_hosts = true;

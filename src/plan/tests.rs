@@ -37,6 +37,7 @@ fn file(content: &str) -> FileState {
         mode: "644".into(),
         owner: "root".into(),
         group: "root".into(),
+        replaceable: true,
     })
 }
 
@@ -363,4 +364,25 @@ fn a_replacement_leaves_skipped_files_and_lines_alone_and_says_so() {
     let plain = farm::parse(Path::new("t.toml"), &format!("{with_retire}{replace}")).unwrap();
     let p = plan(&plain, &l, &plain.hosts.keys().cloned().collect::<Vec<_>>(), &[]).unwrap().plan;
     assert!(p.actions.iter().any(|a| matches!(a.kind, ActionKind::Retire { .. }) && a.host == "web-a"));
+}
+
+// See issue 24: a user that may not write was found at the stage; it is
+// found at the read now, for the files the plan would edit, and only those.
+#[test]
+fn a_file_to_edit_that_this_user_may_not_replace_stops_its_host_at_plan_time() {
+    let farm = farm_with("[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\n");
+    let mut l = live(&farm, &[("ivr-1", "web-a"), ("ivr-2", "web-b")]);
+    for h in ["ivr-1", "ivr-2"] {
+        if let Some(Ok(host)) = l.get_mut(h) {
+            if let Some(FileState::Present(i)) = host.files.get_mut("/etc/peers.conf") {
+                i.replaceable = false;
+            }
+        }
+    }
+    let p = run(&farm, &l);
+    let failed = p.failed_hosts();
+    assert_eq!(failed.len(), 1, "only ivr-1 has an edit there: {failed:?}");
+    assert_eq!(failed[0].0, "ivr-1");
+    assert!(failed[0].1.contains("/etc/peers.conf: this user may not replace it"), "{}", failed[0].1);
+    assert!(p.edits().all(|(a, _)| a.host != "ivr-1"), "nothing is planned for a host that cannot be written");
 }

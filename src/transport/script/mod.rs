@@ -70,7 +70,9 @@ pub fn read_state(root: &str, state_dir: &str, paths: &[String], probe: Option<&
          elif [ ! -f \"$f\" ]; then echo 'U not a regular file'\n\
          elif [ ! -r \"$f\" ]; then echo 'U permission denied'\n\
          else\n\
-         printf 'F %s\\n' \"$(stat -L -c '%a %U %G' -- \"$f\")\"\n\
+         if [ -L \"$f\" ]; then d=$(readlink -f -- \"$f\"); d=${d%/*}; else d=${f%/*}; fi\n\
+         if [ -w \"${d:-/}\" ]; then w=w; else w=r; fi\n\
+         printf 'F %s %s\\n' \"$(stat -L -c '%a %U %G' -- \"$f\")\" \"$w\"\n\
          if base64 -w 0 < \"$f\"; then printf '\\nOK\\n'; else printf '\\nX\\n'; fi\n\
          fi\n\
          done\n",
@@ -121,6 +123,8 @@ pub fn parse_read_state(out: &[u8], paths: &[String], sent_ms: i64, received_ms:
         } else if let Some(meta) = line.strip_prefix("F ") {
             let mut m = meta.split(' ');
             let (mode, owner, group) = (m.next().unwrap_or(""), m.next().unwrap_or(""), m.next().unwrap_or(""));
+            // `r`: this user may not replace it (an answer without the word says nothing against it).
+            let replaceable = m.next() != Some("r");
             let b64 = lines.next().unwrap_or("");
             match lines.next() {
                 Some("OK") => {}
@@ -133,6 +137,7 @@ pub fn parse_read_state(out: &[u8], paths: &[String], sent_ms: i64, received_ms:
                 sha256: crate::farm::sha256_hex(&content),
                 content,
                 mode: mode.to_string(),
+                replaceable,
                 owner: owner.to_string(),
                 group: group.to_string(),
             })
