@@ -13,6 +13,7 @@ mod commands;
 mod health;
 pub mod journal;
 mod outcome;
+mod owner;
 pub mod progress;
 mod rollback;
 mod rollout;
@@ -20,6 +21,7 @@ mod shadow;
 mod switch;
 
 pub use outcome::{AbortReason, HostState, NotStarted};
+pub use owner::{LockOwner, NotAnOwner};
 pub use rollback::{rollback, undo_upgrades};
 pub use switch::lock_is_stale;
 
@@ -40,7 +42,7 @@ pub struct Options {
     /// How many hosts may fail before the run stops (and, while staging, aborts everywhere).
     pub max_fail: usize,
     /// Written into each host lock, so that a second operator is told who holds it.
-    pub owner: String,
+    pub owner: LockOwner,
     pub state_dir: String,
     /// Arm a timer on each host for timed stages instead of waiting here.
     pub detach: bool,
@@ -348,7 +350,8 @@ struct Level<'a> {
     plan: &'a Plan,
     stage: &'a crate::plan::Stage,
     opts: &'a Options,
-    plan_stage: &'a str,
+    /// Names this run's backups, staged copies and jobs on the hosts.
+    run_id: &'a crate::plan::RunId,
     token: &'a str,
     reporter: &'a dyn Reporter,
     journal: &'a Journal,
@@ -379,9 +382,9 @@ pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Connections, 
             .collect::<std::collections::BTreeSet<_>>()
             .len();
         reporter.event(Event::Stage { index: stage.index, total, at: stage.at.clone(), hosts: hosts_in_stage });
-        let plan_stage = format!("{}-{}", plan.id, stage.index);
+        let run_id = crate::plan::RunId::switch(&plan.id, stage.index);
         let detached = opts.detach && stage.at.is_some();
-        let run = Level { plan, stage, opts, plan_stage: &plan_stage, token: &token, reporter, journal };
+        let run = Level { plan, stage, opts, run_id: &run_id, token: &token, reporter, journal };
         let gates_of = |level: usize| -> Vec<&crate::plan::Action> {
             plan.actions.iter().filter(|a| a.stage == stage.index && a.level == level && matches!(a.kind, ActionKind::Gate { .. })).collect()
         };

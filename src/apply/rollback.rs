@@ -4,7 +4,7 @@
 
 use super::journal::{Entry, Journal};
 use super::{file_write, judge, Event, HostState, Options, Reporter, Summary};
-use crate::plan::{ActionKind, Plan};
+use crate::plan::{ActionKind, Plan, RunId};
 use crate::transport::{AnyHost, FileWrite};
 use super::health::sample;
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +16,7 @@ pub async fn rollback(plan: &Plan, hosts: &BTreeMap<String, Arc<AnyHost>>, opts:
     let mut summary = Summary::default();
     let token = format!("rollback-{}-{}", plan.id, std::process::id());
     let jobs: Vec<_> = hosts.iter().map(|(n, h)| (n.clone(), h.clone())).collect();
-    let (plan_c, state_dir, owner) = (Arc::new(plan.clone()), opts.state_dir.clone(), opts.owner.clone());
+    let (plan_c, state_dir, owner) = (Arc::new(plan.clone()), opts.state_dir.clone(), opts.owner.to_string());
     let results = crate::fanout::each(jobs, opts.parallel, move |(name, host)| {
         let (plan, state_dir, token, owner) = (plan_c.clone(), state_dir.clone(), token.clone(), owner.clone());
         async move {
@@ -30,7 +30,7 @@ pub async fn rollback(plan: &Plan, hosts: &BTreeMap<String, Arc<AnyHost>>, opts:
                     ActionKind::Reload { command } if a.host == name && a.stage == stage.index => Some(command.clone()),
                     _ => None,
                 });
-                let ps = format!("{}-{}", plan.id, stage.index);
+                let ps = RunId::switch(&plan.id, stage.index).to_string();
                 let out = host.restore(&host.run_ids(&state_dir, &ps, &token), &owner, &files, reload.as_deref()).await;
                 let state = judge(&out, HostState::Staged);
                 let by_path = |p: &String| files.iter().find(|f| &f.path == p).cloned();
@@ -95,8 +95,8 @@ pub async fn undo_upgrades(plan: &crate::plan::Plan, hosts: &BTreeMap<String, Ar
         let state = match rollback {
             None => HostState::Failed { error: format!("runs {to}; its old version is unknown, so it was left there"), cause: None, written: vec![] },
             Some(cmd) => {
-                let ids = host.run_ids(&opts.state_dir, &format!("{}-undo", plan.id), &token);
-                match host.upgrade(&ids, &opts.owner, probe, from, cmd, Some(to)).await {
+                let ids = host.run_ids(&opts.state_dir, &RunId::Undo { plan: plan.id.clone() }.to_string(), &token);
+                match host.upgrade(&ids, &opts.owner.to_string(), probe, from, cmd, Some(to)).await {
                     Ok(r) if r.skipped.is_some() => HostState::Failed { error: format!("left alone: it runs {}, not {to}, since the apply", r.skipped.unwrap_or_default()), cause: None, written: vec![] },
                     // Already at the old version: nothing was undone here, and nothing is claimed.
                     Ok(r) if r.up_to_date => HostState::Upgraded { from: from.clone(), to: from.clone() },

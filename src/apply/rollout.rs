@@ -12,7 +12,7 @@
 use super::journal::Entry;
 use super::health::{sample, versions_hold, Failing};
 use super::{record, Connections, Event, HostState, Level, Summary};
-use crate::plan::{Action, ActionKind};
+use crate::plan::{Action, ActionKind, Phase};
 use crate::transport::AnyHost;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
@@ -138,7 +138,7 @@ pub(super) async fn run_stage(run: &Level<'_>, conns: &mut Connections, summary:
             super::shadow::judge(run, judge, conns, summary, contents).await
         } else {
             let ids: Vec<String> = in_level.iter().map(|a| a.id.clone()).collect();
-            super::shadow::edits(run, &ids, "shadow entry", conns, summary, contents).await
+            super::shadow::edits(run, &ids, Phase::ShadowEntry, conns, summary, contents).await
         };
         if flow.is_break() {
             return flow;
@@ -194,10 +194,10 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
             // Recorded before the host is touched, so a rollback knows where to go back to.
             record(journal, summary, vec![version_entry(run, u.host, u.from, u.to, "upgrade-started", String::new())]);
             reporter.event(Event::Note(format!("{}: upgrading {} -> {}", u.host, u.from, u.to)));
-            let ids = host.run_ids(&opts.state_dir, &format!("{}-{}", run.plan.id, run.stage.index), run.token);
+            let ids = host.run_ids(&opts.state_dir, &run.run_id.to_string(), run.token);
             jobs.push((u.host.to_string(), host, ids, u.probe.to_string(), u.to.to_string(), u.command.to_string()));
         }
-        let (owner, state_dir, interval) = (opts.owner.clone(), opts.state_dir.clone(), wave.interval);
+        let (owner, state_dir, interval) = (opts.owner.to_string(), opts.state_dir.clone(), wave.interval);
         let results = crate::fanout::each(jobs, opts.parallel, move |(name, host, ids, probe, to, command)| {
             let (owner, state_dir) = (owner.clone(), state_dir.clone());
             async move {
@@ -356,8 +356,8 @@ async fn roll_back(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(S
             continue;
         };
         record(journal, summary, vec![version_entry(run, u.host, u.to, u.from, "rollback-started", String::new())]);
-        let ids = host.run_ids(&opts.state_dir, &format!("{}-{}-rollback", run.plan.id, run.stage.index), run.token);
-        let r = host.upgrade(&ids, &opts.owner, u.probe, u.from, cmd, Some(u.to)).await;
+        let ids = host.run_ids(&opts.state_dir, &run.run_id.with_phase(Phase::Rollback).to_string(), run.token);
+        let r = host.upgrade(&ids, &opts.owner.to_string(), u.probe, u.from, cmd, Some(u.to)).await;
         let back = r.as_ref().is_ok_and(|r| r.now.as_deref() == Some(u.from));
         let healthy = back && {
             let deadline = Instant::now() + wave.timeout;

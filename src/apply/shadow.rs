@@ -7,25 +7,26 @@ use super::rollout::roll_back_host;
 use super::switch::{switch_stage, LevelWork};
 use super::{record, work_for, Connections, Event, Level, Summary};
 use crate::judge::{self, MannWhitney};
-use crate::plan::{Action, ActionKind, Contents};
+use crate::plan::{Action, ActionKind, Contents, Phase};
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 /// Applies exactly the edits and reloads `ids`, all or nothing, under their own backup name.
-pub(super) async fn edits(run: &Level<'_>, ids: &[String], phase: &str, conns: &mut Connections, summary: &mut Summary, contents: &Contents) -> ControlFlow<()> {
+pub(super) async fn edits(run: &Level<'_>, ids: &[String], phase: Phase, conns: &mut Connections, summary: &mut Summary, contents: &Contents) -> ControlFlow<()> {
     let work = work_for(run.plan, ids, contents);
     if work.is_empty() {
         return ControlFlow::Continue(());
     }
-    run.reporter.event(Event::Note(format!("{phase}: {} client(s)", work.len())));
-    let plan_stage = format!("{}-{}", run.plan_stage, phase.replace(' ', "-"));
-    let level = Level { plan_stage: &plan_stage, ..*run };
+    let words = phase.in_words();
+    run.reporter.event(Event::Note(format!("{words}: {} client(s)", work.len())));
+    let run_id = run.run_id.with_phase(phase);
+    let level = Level { run_id: &run_id, ..*run };
     let mut failures = 0;
     let flow = switch_stage(&level, vec![LevelWork { work, gates: Vec::new() }], conns, summary, &mut failures).await;
     if flow.is_break() {
         // Each client's own state says what happened on it; this only names the phase.
-        summary.problems.push(format!("{phase} did not complete on every client"));
+        summary.problems.push(format!("{words} did not complete on every client"));
     }
     flow
 }
@@ -116,12 +117,12 @@ pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Connection
     record(journal, summary, verdicts);
     if failed.is_empty() && !*opts.interrupted.borrow() {
         record(journal, summary, vec![entry(run, canary, "promoted", format!("{canary} met every join condition"))]);
-        return edits(run, promote, "promotion", conns, summary, contents).await;
+        return edits(run, promote, Phase::Promotion, conns, summary, contents).await;
     }
     let why = if failed.is_empty() { "interrupted before the judgement".to_string() } else { failed.join("; ") };
     record(journal, summary, vec![entry(run, canary, "not-promoted", why.clone())]);
     summary.problems.push(format!("{role} shadow canary {canary} was not promoted: {why}"));
-    let _ = edits(run, exit, "shadow exit", conns, summary, contents).await;
+    let _ = edits(run, exit, Phase::ShadowExit, conns, summary, contents).await;
     roll_back_host(run, canary, conns, summary).await;
     ControlFlow::Break(())
 }

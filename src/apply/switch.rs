@@ -75,7 +75,7 @@ pub(super) struct LevelWork<'a> {
 /// the level's gates run (its new hosts must be ready), every host of the
 /// level checks once more, and all get `go` together, or `abort`.
 pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, conns: &mut Connections, summary: &mut Summary, failures: &mut usize) -> ControlFlow<()> {
-    let Level { plan, stage, opts, plan_stage, token, reporter, journal } = *run;
+    let Level { plan, stage, opts, run_id, token, reporter, journal } = *run;
     let limit = conns.farm.ssh.command_timeout;
     let mut running: Vec<tokio::task::JoinSet<(usize, Result<WriteReport, TransportError>)>> =
         levels.iter().map(|_| tokio::task::JoinSet::new()).collect();
@@ -106,10 +106,10 @@ pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, co
         let host = conns.hosts[&w.host].clone();
         let (armed_tx, armed_rx) = oneshot::channel();
         let (checked_tx, checked_rx) = oneshot::channel();
-        let mut ids = host.run_ids(&opts.state_dir, plan_stage, token);
+        let mut ids = host.run_ids(&opts.state_dir, &run_id.to_string(), token);
         ids.fence = opts.fence.clone();
         let (owner, files, reload, input) = (
-            opts.owner.clone(),
+            opts.owner.to_string(),
             w.files.clone(),
             w.reload.clone(),
             w.input.clone(),
@@ -336,12 +336,12 @@ pub(super) async fn detach_level(
     summary: &mut Summary,
     failures: &mut usize,
 ) -> ControlFlow<()> {
-    let Level { plan, stage, opts, plan_stage, token, reporter, journal } = *run;
+    let Level { plan, stage, opts, run_id, token, reporter, journal } = *run;
     if gate_failures(run_commands(conns, gates, reporter).await, summary).is_some() {
         return ControlFlow::Break(());
     }
     let jobs: Vec<_> = work.iter().map(|w| (conns.hosts[&w.host].clone(), w.host.clone(), w.files.clone(), w.input.clone())).collect();
-    let (state_dir, ps, tk, owner, fence) = (opts.state_dir.clone(), plan_stage.to_string(), token.to_string(), opts.owner.clone(), opts.fence.clone());
+    let (state_dir, ps, tk, owner, fence) = (opts.state_dir.clone(), run_id.to_string(), token.to_string(), opts.owner.to_string(), opts.fence.clone());
     let staged = crate::fanout::each(jobs, opts.parallel, move |(host, name, files, input)| {
         let (state_dir, ps, tk, owner) = (state_dir.clone(), ps.clone(), tk.clone(), owner.clone());
         let ids = RunIds { fence: fence.clone(), ..host.run_ids(&state_dir, &ps, &tk) };
@@ -366,7 +366,7 @@ pub(super) async fn detach_level(
     let at = stage.at.clone().unwrap_or_default();
     let ns = at.parse::<jiff::Timestamp>().map(|t| t.as_nanosecond()).unwrap_or_default();
     let jobs: Vec<_> = ready.iter().map(|w| (conns.hosts[&w.host].clone(), w.host.clone(), w.files.clone(), w.reload.clone())).collect();
-    let (state_dir, ps, tk) = (opts.state_dir.clone(), plan_stage.to_string(), token.to_string());
+    let (state_dir, ps, tk) = (opts.state_dir.clone(), run_id.to_string(), token.to_string());
     let armed = crate::fanout::each(jobs, opts.parallel, move |(host, name, files, reload)| {
         let (state_dir, ps, tk, at) = (state_dir.clone(), ps.clone(), tk.clone(), at.clone());
         async move {
@@ -389,9 +389,9 @@ pub(super) async fn detach_level(
 
 /// All or nothing: removes every staged copy of the ready hosts; no target was touched.
 async fn abort(run: &Level<'_>, ready: &[&HostStage], conns: &Connections, summary: &mut Summary) {
-    let Level { plan, opts, plan_stage, token, reporter, journal, .. } = *run;
+    let Level { plan, opts, run_id, token, reporter, journal, .. } = *run;
     let jobs: Vec<_> = ready.iter().map(|w| (conns.hosts[&w.host].clone(), w.files.clone())).collect();
-    let (state_dir, ps, tk) = (opts.state_dir.clone(), plan_stage.to_string(), token.to_string());
+    let (state_dir, ps, tk) = (opts.state_dir.clone(), run_id.to_string(), token.to_string());
     crate::fanout::each(jobs, opts.parallel, move |(host, files)| {
         let (state_dir, ps, tk) = (state_dir.clone(), ps.clone(), tk.clone());
         async move { host.abort(&host.run_ids(&state_dir, &ps, &tk), &files).await }
@@ -429,16 +429,5 @@ fn armed_holder(job: &str, holder: &str) -> String {
 
 /// Whether a lock's holder line names a farmctl on this workstation that is gone.
 pub fn lock_is_stale(holder: &str) -> bool {
-    let mut words = holder.split_whitespace();
-    let who = words.next().unwrap_or("");
-    let here = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let same_host = who.rsplit_once('@').is_some_and(|(_, h)| h == here.trim());
-    let pid = words.find_map(|w| w.strip_prefix("pid=")).and_then(|p| p.parse::<u32>().ok());
-    match (same_host, pid) {
-        (true, Some(pid)) => {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            comm.trim() != "farmctl"
-        }
-        _ => false,
-    }
+    holder.parse::<super::owner::LockOwner>().is_ok_and(|o| o.is_gone_from_here())
 }

@@ -5,6 +5,7 @@ use super::{confirm, out, Outcome};
 use crate::cli::{FarmArgs, UnlockArgs};
 use crate::error::{Error, ErrorKind};
 use crate::pipeline::Session;
+use crate::plan::RunId;
 use crate::transport::{AnyHost, CancelOutcome, JobState, TransportError, UnlockOutcome};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -35,10 +36,7 @@ where
 
 /// A detached job's id (`PLAN-STAGE`) in words: `the switch of plan PLAN, stage N`.
 fn switch_name(id: &str) -> String {
-    match id.rsplit_once('-').and_then(|(plan, stage)| Some((plan, stage.parse::<usize>().ok()?))) {
-        Some((plan, stage)) => format!("the switch of plan {plan}, stage {}", stage + 1),
-        None => format!("switch {id}"),
-    }
+    id.parse::<RunId>().map_or_else(|_| format!("switch {id}"), |r| r.in_words())
 }
 
 fn unreachable(down: &[String], what: &str) -> Error {
@@ -113,7 +111,8 @@ fn journal_fired(results: &[(String, Result<Vec<crate::transport::ArmedJob>, Tra
     let mut new = Vec::new();
     for (host, r) in results {
         for job in r.iter().flatten().filter(|j| j.state == JobState::Fired) {
-            let plan = job.id.rsplit_once('-').map_or(job.id.as_str(), |(p, _)| p);
+            let run = job.id.parse::<RunId>().ok();
+            let plan = run.as_ref().map_or(job.id.as_str(), RunId::plan);
             let done = |e: &&Entry| e.plan == plan && e.host == *host && e.outcome == "written";
             for armed in entries.iter().filter(|e| e.plan == plan && e.host == *host && e.outcome == "armed") {
                 if entries.iter().filter(done).any(|e| e.path == armed.path) {

@@ -146,7 +146,7 @@ impl Session {
             interrupted,
             parallel: self.parallel,
             max_fail,
-            owner: owner(plan),
+            owner: apply::LockOwner::this_process(&plan.id),
             state_dir: self.farm.state_dir.clone(),
             detach,
             fence: None,
@@ -300,13 +300,6 @@ pub fn check_schedule(plan: &Plan, detach: bool) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Who holds a host lock: written into it so that a second operator is told.
-pub fn owner(plan: &Plan) -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".into());
-    format!("{user}@{host} pid={} plan={} since={}", std::process::id(), plan.id, jiff::Timestamp::now())
 }
 
 /// Writes `contents` to `path` atomically (temp file, fsync, rename).

@@ -8,12 +8,14 @@ pub mod graph;
 mod node;
 mod order;
 pub mod rollout;
+mod run_id;
 mod schema;
 mod scope;
 pub mod services;
 mod shadow;
 
 pub use node::{Action, ActionKind, Edit};
+pub use run_id::{NotARunId, Phase, RunId};
 pub use schema::schema;
 pub use scope::select;
 
