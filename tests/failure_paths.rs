@@ -295,8 +295,9 @@ fn a_quiet_apply_prints_no_plan() {
 #[test]
 fn a_switch_time_that_passes_at_the_prompt_is_refused_and_nothing_is_written() {
     let d = demo();
-    // T is 3 s after the plan; the answer comes at 6 s, well after it even on a loaded machine.
-    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3);
+    // T is 6 s ahead: room for farmctl to read, plan and reach its prompt on a
+    // loaded machine; the answer comes 3 s after T.
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(6);
     edit_farm(d.path(), &[("old = \"web-a\"\nnew = \"web-b\"", &format!("old = \"web-a\"\nnew = \"web-b\"\nat = \"{at}\""))]);
     let before = snapshot(d.path());
     let cmd = format!("{} apply inventories/demo.toml", env!("CARGO_BIN_EXE_farmctl"));

@@ -125,7 +125,7 @@ pub fn upgrade(ids: &RunIds, owner: &str, probe: &str, target: &str, command: &s
     s.push_str(
         "e=$(mkdir -p -- \"$S\" 2>&1) || { printf 'ERR cannot create the state directory %s: %s\\n' \"$S\" \"$e\"; exit 1; }\n\
          chmod 700 -- \"$S\" 2>/dev/null\n\
-         if ! mkdir -- \"$S/lock\" 2>/dev/null; then lock_holder; printf 'LOCKED %s\\n' \"$o\"; exit 3; fi\n",
+         if ! mkdir -- \"$S/lock\" 2>/dev/null && lock_holder; then printf 'LOCKED %s\\n' \"$o\"; exit 3; fi\n",
     );
     writeln!(s, "printf '%s\\n' {} > \"$S/lock/owner\"\nprintf '%s' \"$K\" > \"$S/lock/token\"", q(owner)).unwrap();
     s.push_str("trap '' HUP PIPE INT TERM\necho $$ > \"$S/upgrade.pid\"\nupgrade_umask=$U\n");

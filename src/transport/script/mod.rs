@@ -282,8 +282,8 @@ fn stage_body(s: &mut String, ids: &RunIds, owner: &str, files: &[FileWrite]) {
     s.push_str(
         "if [ ! -d \"$S\" ]; then e=$(mkdir -p -- \"$S\" 2>&1) || { printf 'ERR cannot create the state directory %s: %s\\n' \"$S\" \"$e\"; exit 1; }; chmod 700 -- \"$S\" 2>/dev/null; fi\n\
          if ! e=$(mkdir -- \"$S/lock\" 2>&1); then\n\
-         if [ -d \"$S/lock\" ]; then lock_holder; printf 'LOCKED %s\\n' \"$o\"; exit 3; fi\n\
-         printf 'ERR cannot take the lock in %s: %s\\n' \"$S\" \"$e\"; exit 1; fi\n",
+         case $e in *[Ee]xists*) if lock_holder; then printf 'LOCKED %s\\n' \"$o\"; exit 3; fi ;;\n\
+         *) printf 'ERR cannot take the lock in %s: %s\\n' \"$S\" \"$e\"; exit 1 ;; esac; fi\n",
     );
     writeln!(s, "printf '%s\\n' {} > \"$S/lock/owner\"\nprintf '%s' \"$K\" > \"$S/lock/token\"", q(owner)).unwrap();
     if let Some((service, epoch)) = &ids.fence {
@@ -372,7 +372,7 @@ pub fn abort(ids: &RunIds, files: &[FileWrite]) -> String {
 pub fn rollback(ids: &RunIds, owner: &str, files: &[FileWrite], reload: Option<&str>) -> String {
     let mut s = String::new();
     prelude(&mut s, ids, files, "-rollback");
-    s.push_str("if ! mkdir -p -- \"$S\" || ! mkdir -- \"$S/lock\" 2>/dev/null; then lock_holder; printf 'LOCKED %s\\n' \"$o\"; exit 3; fi\n");
+    s.push_str("o=\nif ! mkdir -p -- \"$S\" || { ! mkdir -- \"$S/lock\" 2>/dev/null && lock_holder; }; then printf 'LOCKED %s\\n' \"$o\"; exit 3; fi\n");
     writeln!(s, "printf '%s\\n' {} > \"$S/lock/owner\"\nprintf '%s' \"$K\" > \"$S/lock/token\"\nB=\"$S/backups/$P\"\nn=0", q(owner)).unwrap();
     for (i, f) in files.iter().enumerate() {
         writeln!(
@@ -401,11 +401,13 @@ pub fn rollback(ids: &RunIds, owner: &str, files: &[FileWrite], reload: Option<&
 /// append-only file or directory: EPERM; a bind-mounted file: EXDEV), so a
 /// host never ends with some files new and the rest refused. (A user that is
 /// not root may be refused a hard link it could rename over, so it is not
-/// asked; a failed rename is then put back, see `putback`.)
+/// asked; a failed rename is then put back, see `putback`.) The probe's name
+/// is a staged copy's: if this run dies between the link and its removal,
+/// the next run (or `unlock`) removes it with the other leftovers.
 fn replaceable(s: &mut String, files: &[FileWrite]) {
     s.push_str("if [ \"$(id -u 2>/dev/null)\" = 0 ]; then\n");
     for i in 0..files.len() {
-        writeln!(s, "l=\"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-$N-probe\"; e=$(ln -f -- \"$t{i}\" \"$l\" 2>&1) || {{ printf 'ERR cannot replace {i}: %s\\n' \"$e\"; unlock; exit 1; }}; rm -f -- \"$l\"").unwrap();
+        writeln!(s, "l=\"${{t{i}%/*}}/.${{t{i}##*/}}.farmctl-$N@$P-probe\"; e=$(ln -f -- \"$t{i}\" \"$l\" 2>&1) || {{ printf 'ERR cannot replace {i}: %s\\n' \"$e\"; unlock; exit 1; }}; rm -f -- \"$l\"").unwrap();
     }
     s.push_str("fi\n");
 }
@@ -418,12 +420,19 @@ pub(super) fn read_exactly(len: usize) -> String {
     format!("dd bs=65536 count={len} iflag=count_bytes,fullblock")
 }
 
-/// `lock_holder`: sets `o` to the owner line of the lock in `$S`. A lock is a
-/// directory made first and its owner written just after: a lock seen in
-/// between has no owner yet, so it is read again a moment later before it is
-/// called a lock of an unknown holder (found by the rollout model test).
+/// `lock_holder`, after a `mkdir` of the lock in `$S` failed: sets `o` to
+/// the holder's owner line and returns 0 (locked), or returns 1 when the
+/// lock was let go meanwhile and this script took it after all. A lock is a
+/// directory made first and its owner written just after, and let go by
+/// removing both: a lock seen in between has no owner, so it is looked at
+/// again for a while before it is called a lock of an unknown holder (both
+/// found by the rollout model test).
 pub(super) fn lock_holder(s: &mut String) {
-    s.push_str("lock_holder() { o=$(head -n 1 \"$S/lock/owner\" 2>/dev/null); n=0; while [ -z \"$o\" ] && [ $n -lt 10 ] && [ -d \"$S/lock\" ]; do sleep 1; n=$((n+1)); o=$(head -n 1 \"$S/lock/owner\" 2>/dev/null); done; }\n");
+    s.push_str(
+        "lock_holder() { n=0; while :; do o=$(head -n 1 \"$S/lock/owner\" 2>/dev/null); [ -n \"$o\" ] && return 0; \
+         if [ ! -d \"$S/lock\" ]; then mkdir -- \"$S/lock\" 2>/dev/null && return 1; continue; fi; \
+         [ $n -ge 10 ] && return 0; sleep 1; n=$((n+1)); done; }\n",
+    );
 }
 
 /// `now_ns`: the host's clock in nanoseconds since the epoch, or nothing.
