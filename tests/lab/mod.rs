@@ -37,7 +37,8 @@ pub struct LabHost {
 /// a one-shot rule in `<host dir>/inject` ("PHASE ACTION") says to fail when a
 /// farmctl script of that phase arrives. Phases: read, stage, switch.
 /// Actions: die (the host goes down before the script runs), die-midway (it
-/// goes down 0.3 s into the script), hang (sshd stops answering).
+/// goes down 0.1 s after a staged copy starts to be written, so that a
+/// partial copy exists), hang (sshd stops answering).
 const INJECT: &str = r#"#!/bin/sh
 H=__DIR__
 cmd=$SSH_ORIGINAL_COMMAND
@@ -54,7 +55,10 @@ if [ -n "$marker" ] && printf '%s' "$cmd" | grep -qF -- "$marker"; then
   echo "$phase $action $(date +%s%N)" >> "$H/injected"
   case "$action" in
     die) kill -9 "$(cat "$H/sshd.pid")" "$PPID"; exit 255 ;;
-    die-midway) exec 3<&0; /bin/sh -c "$cmd" <&3 & sleep 0.3; kill -9 "$(cat "$H/sshd.pid")" "$PPID" 0; exit 255 ;;
+    die-midway) exec 3<&0; /bin/sh -c "$cmd" <&3 &
+      # Dies once a staged copy (not the replaceability probe) is being written, or after 10 s.
+      i=0; while [ $i -lt 200 ] && ! ls -a /etc/ivr /etc/ivr-web 2>/dev/null | grep '\.farmctl-' | grep -qv -- '-probe$'; do sleep 0.05; i=$((i+1)); done
+      sleep 0.1; kill -9 "$(cat "$H/sshd.pid")" "$PPID" 0; exit 255 ;;
     hang) kill -STOP "$(cat "$H/sshd.pid")"; kill -STOP "$PPID"; sleep 100000 ;;
   esac
 fi
