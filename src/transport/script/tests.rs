@@ -264,6 +264,15 @@ fn a_host_with_perl_renames_at_t_in_a_process_started_before_it() {
     let times: Vec<i128> = text.lines().map(|l| l.strip_prefix("RENAMED ").unwrap().split(' ').nth(1).unwrap().parse().unwrap()).collect();
     assert_eq!(times.len(), 2, "{text}");
     assert!(times.iter().all(|r| *r >= t), "renamed before T: {text} (T {t})");
+    // And by the files themselves, not only perl's word (see issue 25): each
+    // rename set its file's ctime, from the kernel's coarse clock, which may
+    // read up to a tick (a few ms) early; 20 ms is well beyond a tick.
+    use std::os::unix::fs::MetadataExt;
+    for n in ["a", "b"] {
+        let m = std::fs::metadata(d.join(n)).unwrap();
+        let ctime = m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128;
+        assert!(ctime >= t - 20_000_000, "{n} was renamed {} ms before T", (t - ctime) / 1_000_000);
+    }
     // A rename that fails stops there, named, and what was renamed before it is reported.
     let out = std::process::Command::new("perl")
         .args(["-e", super::switch::AT_T, "0", &arg("a"), &arg("c"), &arg("missing"), &arg("b")])
