@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 /// Runs the operator command of each gate or retire on its host, bounded like every fan-out.
 pub(super) async fn run_commands(conns: &mut Connections, actions: Vec<&Action>, reporter: &dyn Reporter) -> Vec<(String, Result<(), String>)> {
     let mut jobs = Vec::new();
-    let mut nothing_to_run = std::collections::BTreeSet::new();
+    let mut nothing_to_run = BTreeSet::new();
     for a in actions {
         if let ActionKind::Retire { command: None, .. } = &a.kind {
             nothing_to_run.insert(a.in_words());
