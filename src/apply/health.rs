@@ -9,21 +9,18 @@ use std::sync::Arc;
 
 /// One health sample of each host: `Ok(metrics)` when healthy, `Err(why)` when not or silent.
 pub(super) async fn sample(hosts: &[(String, Arc<AnyHost>)], health: &str, parallel: usize) -> BTreeMap<String, Result<String, String>> {
-    let jobs: Vec<(String, Arc<AnyHost>)> = hosts.to_vec();
     let health = health.to_string();
-    crate::fanout::each(jobs, parallel, move |(name, host)| {
+    crate::fanout::each(hosts.to_vec(), parallel, move |(name, host)| {
         let health = health.clone();
         async move {
-            let r = match host.command(&health).await {
-                Ok(Some(c)) if c.status == 0 => match not_finite(&c.output) {
-                    // No answer is never a pass: NaN or an infinity fails the sample.
-                    Some(line) => Err(format!("`{health}` reported `{line}`, which is not a finite number")),
-                    None => Ok(metrics(&c.output)),
-                },
-                Ok(Some(c)) => Err(format!("`{health}` exit {}: {}", c.status, c.output)),
-                Ok(None) => Err("no answer".to_string()),
-                Err(e) => Err(format!("no answer: {e}")),
-            };
+            let r = answer(&host, &health).await.and_then(|out| {
+                let lines: Vec<(&str, f64)> = metric_lines(&out).collect();
+                // No answer is never a pass: NaN or an infinity fails the sample.
+                match lines.iter().find(|(_, v)| !v.is_finite()) {
+                    Some((line, _)) => Err(format!("`{health}` reported `{line}`, which is not a finite number")),
+                    None => Ok(lines.iter().map(|(l, _)| *l).collect::<Vec<_>>().join(" ")),
+                }
+            });
             (name, r)
         }
     })
@@ -32,14 +29,23 @@ pub(super) async fn sample(hosts: &[(String, Arc<AnyHost>)], health: &str, paral
     .collect()
 }
 
-/// The first `name=value` line whose value is NaN or infinite.
-fn not_finite(output: &str) -> Option<&str> {
-    output.lines().find(|l| l.split_once('=').is_some_and(|(k, v)| !k.is_empty() && !k.contains(' ') && v.trim().parse::<f64>().is_ok_and(|x| !x.is_finite())))
+/// What `cmd` printed on `host` when it exited 0, or why it did not answer so.
+async fn answer(host: &AnyHost, cmd: &str) -> Result<String, String> {
+    match host.command(cmd).await {
+        Ok(Some(c)) if c.status == 0 => Ok(c.output),
+        Ok(Some(c)) => Err(format!("`{cmd}` exit {}: {}", c.status, c.output)),
+        Ok(None) => Err("no answer".to_string()),
+        Err(e) => Err(format!("no answer: {e}")),
+    }
 }
 
-/// The `name=value` lines of a health check's output.
-fn metrics(output: &str) -> String {
-    output.lines().filter(|l| l.split_once('=').is_some_and(|(k, v)| !k.is_empty() && !k.contains(' ') && v.trim().parse::<f64>().is_ok())).collect::<Vec<_>>().join(" ")
+/// The `name=value` lines of a health check's output, with their values.
+fn metric_lines(output: &str) -> impl Iterator<Item = (&str, f64)> {
+    output.lines().filter_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (!k.is_empty() && !k.contains(' ')).then_some(())?;
+        Some((l, v.trim().parse::<f64>().ok()?))
+    })
 }
 
 /// Whether every host runs the wave's version, by its probe; `Err` names the first that does not.
@@ -48,12 +54,7 @@ pub(super) async fn versions_hold(hosts: &[(String, Arc<AnyHost>)], probe: &str,
     let found = crate::fanout::each(hosts.to_vec(), parallel, move |(name, host)| {
         let probe = probe.clone();
         async move {
-            let v = match host.command(&probe).await {
-                Ok(Some(c)) if c.status == 0 => Ok(c.output.lines().next().unwrap_or("").trim().to_string()),
-                Ok(Some(c)) => Err(format!("`{probe}` exit {}", c.status)),
-                Ok(None) => Err("no answer".to_string()),
-                Err(e) => Err(format!("no answer: {e}")),
-            };
+            let v = answer(&host, &probe).await.map(|out| out.lines().next().unwrap_or("").trim().to_string());
             (name, v)
         }
     })

@@ -425,13 +425,12 @@ pub(super) fn read_exactly(len: usize) -> String {
 /// lock was let go meanwhile and this script took it after all. A lock is a
 /// directory made first and its owner written just after, and let go by
 /// removing both: a lock seen in between has no owner, so it is looked at
-/// again for a while before it is called a lock of an unknown holder (both
-/// found by the rollout model test).
+/// again for a while (about 10 s at most) before it is called a lock of an
+/// unknown holder (both found by the rollout model test).
 pub(super) fn lock_holder(s: &mut String) {
     s.push_str(
-        "lock_holder() { n=0; while :; do o=$(head -n 1 \"$S/lock/owner\" 2>/dev/null); [ -n \"$o\" ] && return 0; \
-         if [ ! -d \"$S/lock\" ]; then mkdir -- \"$S/lock\" 2>/dev/null && return 1; continue; fi; \
-         [ $n -ge 10 ] && return 0; sleep 1; n=$((n+1)); done; }\n",
+        "lock_holder() { n=0; while [ $n -le 10 ]; do o=$(head -n 1 \"$S/lock/owner\" 2>/dev/null); [ -n \"$o\" ] && return 0; \
+         if [ -d \"$S/lock\" ]; then sleep 1; else mkdir -- \"$S/lock\" 2>/dev/null && return 1; fi; n=$((n+1)); done; return 0; }\n",
     );
 }
 
