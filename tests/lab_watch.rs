@@ -125,8 +125,8 @@ fn a_dead_primary_is_confirmed_and_every_client_is_repointed_and_stays_when_it_c
     // The lease note carries the last answered heartbeat from the second beat on (1 s apart).
     std::thread::sleep(Duration::from_millis(2500));
     let status = String::from_utf8(lab.farmctl().args(["status", "farm.toml"]).output().unwrap().stdout).unwrap();
-    assert!(status.contains("service web: web-c is active (named by 6 client(s)); standbys: web-d; watched by ") && status.contains(&format!(":{} (lease epoch", w.child.id())), "status shows the service and its watcher: {status}");
-    assert!(status.contains("; last heartbeat answered "), "and when the active member last answered: {status}");
+    assert!(status.contains("service web: web-c is active (named by 6 client(s)); standbys: web-d (answers); watched by ") && status.contains(&format!(":{} since 20", w.child.id())), "status shows the service and its watcher: {status}");
+    assert!(status.contains("; last heartbeat answered ") && status.contains(", every 1.0 s"), "and when the active member last answered: {status}");
     let killed = Instant::now();
     lab.host_mut("web-c").crash();
     // Within 5 s on a quiet machine (dead_after 3 s + the repoint); 15 s leaves room for a loaded one.
@@ -145,9 +145,15 @@ fn a_dead_primary_is_confirmed_and_every_client_is_repointed_and_stays_when_it_c
     for event in ["missed", "confirmed", "failover", "repointed"] {
         assert!(log.contains(&format!("web: {event}: ")), "the log shows {event}: {log}");
     }
-    // web-c comes back: the clients stay on web-d (no preemption).
+    // Right after a failover that worked, the service is served: `status`
+    // says so, shows the dead member as a standby that is down, and exits 0.
+    let st = lab.farmctl().args(["status", "farm.toml"]).output().unwrap();
+    let text = String::from_utf8_lossy(&st.stdout).into_owned();
+    assert!(text.contains("service web: web-d is active (named by 6 client(s)); standbys: web-c (down); watched by "), "{text}");
+    assert_eq!(st.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&st.stderr));
+    // web-c comes back: the clients stay on web-d (no preemption), and the log says it is back.
     lab.host_mut("web-c").restart();
-    std::thread::sleep(Duration::from_secs(4));
+    assert!(w.wait_for("web: returned: web-c answers its check again", 15), "{}", w.text());
     assert!(IVRS.iter().all(|i| names_web_d(&lab, i)), "a primary that comes back does not take the service back: {}", w.text());
     let (code, log) = w.stop();
     assert!(!log.contains("telling every host"), "one interrupt handler, the watcher's: {log}");
@@ -457,6 +463,77 @@ fn a_dead_busybox_primary_fails_over_to_a_busybox_standby_for_busybox_and_gnu_cl
     }
     assert!(IVRS.iter().all(|i| names_web_d(&lab, i)), "every client, BusyBox or GNU, names web-d: {}", w.text());
     assert!(w.wait_for("confirmed", 5), "the clients confirmed, BusyBox ones included: {}", w.text());
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// Issue 22: a frozen member (every process stopped) still completes a TCP
+/// handshake on its listening socket; the clients' confirmation must run a
+/// check that needs the member itself to answer, with a deadline.
+#[test]
+fn a_frozen_primary_is_failed_over_though_its_listening_socket_still_accepts() {
+    frozen_primary_failover(start("", None));
+}
+
+/// The same with a TCP check that talks: the watcher and the clients both
+/// wait for the member's greeting, which a frozen process never sends.
+#[test]
+fn a_frozen_primary_is_failed_over_under_a_tcp_check_that_expects_an_answer() {
+    let lab = start("", None);
+    // [services.web] ends the farm file; the lab's sshd port is known once it runs.
+    let farm = lab.dir.path().join("farm.toml");
+    let text = std::fs::read_to_string(&farm).unwrap() + &format!("check = \"tcp:{}\"\nexpect = \"SSH-2.0\"\n", lab.port);
+    std::fs::write(&farm, text).unwrap();
+    frozen_primary_failover(lab);
+}
+
+fn frozen_primary_failover(lab: Lab) {
+    let mut w = Watcher::start(&lab);
+    assert!(w.wait_for("web-c is active", 20), "{}", w.text());
+    let frozen = Instant::now();
+    lab.host("web-c").hang();
+    // dead_after 3 s plus one confirmation deadline and the repoint: about 5 s
+    // on a quiet machine; 20 s leaves room for a loaded one.
+    let mut done = None;
+    while frozen.elapsed() < Duration::from_secs(20) {
+        if IVRS.iter().all(|i| names_web_d(&lab, i)) {
+            done = Some(frozen.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    lab.host("web-c").resume();
+    let took = done.unwrap_or_else(|| panic!("a frozen primary was not failed over: {}", w.text()));
+    eprintln!("every client repointed {took:?} after the freeze");
+    assert!(w.wait_for("repointed", 5), "{}", w.text());
+    assert!(w.text().contains("web: confirmed: web-c is dead"), "{}", w.text());
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// Issue 22: a member frozen while the watcher ran, then thawed, must not
+/// keep a lock that stops every later watcher; and a second watcher started
+/// while one is live names the holder every time.
+#[test]
+fn after_a_freeze_and_thaw_a_new_watcher_takes_the_lease_and_a_second_one_names_the_holder() {
+    let lab = start("lease = \"5s\"\n", None);
+    let mut w = Watcher::start(&lab);
+    assert!(w.wait_for("web-c is active", 20), "{}", w.text());
+    lab.host("web-c").hang();
+    std::thread::sleep(Duration::from_secs(8));
+    lab.host("web-c").resume();
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let mut w = Watcher::start(&lab);
+    assert!(w.wait_for("is active", 20), "a new watcher takes the lease at once: {}", w.text());
+    let id = format!(":{} ", w.child.id());
+    for n in 0..5 {
+        let out = lab.farmctl().args(["watch", "farm.toml"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "try {n}: {err}");
+        assert!(err.contains("service web is watched by ") && err.contains(&id), "try {n} names the holder: {err}");
+    }
     let (code, log) = w.stop();
     assert_eq!(code, Some(0), "{log}");
 }

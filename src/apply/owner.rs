@@ -21,8 +21,7 @@ pub struct LockOwner {
 impl LockOwner {
     /// This process, running `plan`, now.
     pub fn this_process(plan: &str) -> LockOwner {
-        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-        LockOwner { user, host: this_host(), pid: std::process::id(), plan: plan.to_string(), since: jiff::Timestamp::now().to_string() }
+        LockOwner { user: this_user(), host: this_host(), pid: std::process::id(), plan: plan.to_string(), since: jiff::Timestamp::now().to_string() }
     }
 
     /// Whether this names a farmctl of this workstation that is gone: its
@@ -34,6 +33,18 @@ impl LockOwner {
         let comm = std::fs::read_to_string(format!("/proc/{}/comm", self.pid)).unwrap_or_default();
         comm.trim() != "farmctl"
     }
+}
+
+/// The login name: `$USER` or `$LOGNAME`, else this process's uid looked up
+/// in `/etc/passwd` (cron and systemd set neither), else `uid-N`.
+fn this_user() -> String {
+    if let Some(u) = ["USER", "LOGNAME"].iter().find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty())) {
+        return u;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let Some(uid) = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().next()).map(str::to_string) else { return "unknown".into() };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() > 2 && f[2] == uid).map_or_else(|| format!("uid-{uid}"), |f| f[0].to_string())
 }
 
 fn this_host() -> String {

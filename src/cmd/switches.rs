@@ -70,26 +70,15 @@ pub async fn status(args: &FarmArgs) -> Outcome {
     if let Err(e) = journal_fired(&results) {
         crate::say!("warning: could not record the fired switches in the journal: {e}");
     }
+    let mut down = down;
     if !session.farm.services.is_empty() {
         for s in crate::pipeline::watch::service_status(&mut session).await {
-            let active = match &s.active {
-                Some(a) => format!("{a} is active (named by {} client(s))", s.clients),
-                None => "no client names any member".to_string(),
-            };
-            let lease = match &s.lease {
-                Some((m, holder, epoch, left)) => format!("watched by {holder} (lease epoch {epoch} on {m}, expires in {left} ms unless renewed)"),
-                None => "no watcher holds its lease".to_string(),
-            };
-            let now = jiff::Timestamp::now().as_millisecond().max(0) as u64;
-            let ago = |t: u64| format!("{:.1} s ago", now.saturating_sub(t) as f64 / 1000.0);
-            let beat = match s.last_heartbeat_ms.filter(|t| *t > 0) {
-                Some(t) => format!("; last heartbeat answered {}", ago(t)),
-                None if s.lease.is_some() => "; no heartbeat answered yet".to_string(),
-                None => String::new(),
-            };
-            let sync: Vec<String> = s.last_sync.iter().map(|(m, t)| format!("{m} {}", ago(*t))).collect();
-            let sync = if sync.is_empty() { String::new() } else { format!("; last sync: {}", sync.join(", ")) };
-            out(&format!("service {}: {active}; standbys: {}; {lease}{beat}{sync}\n", s.name, s.standbys.join(", ")));
+            out(&format!("{}\n", service_line(&s)));
+            // A dead standby of a service that is served is what a failover
+            // leaves: it is shown, and `status` still says the farm is served.
+            if s.served() {
+                down.retain(|d| !s.standbys.iter().any(|(m, _)| d.starts_with(&format!("{m}: "))));
+            }
         }
     }
     for (id, times) in &renames {
@@ -100,6 +89,44 @@ pub async fn status(args: &FarmArgs) -> Outcome {
         return Err(unreachable(&down, ""));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One service in an operator's words: who serves, which standbys answer,
+/// which watcher holds the lease and since when, and how fresh its heartbeat is.
+fn service_line(s: &crate::pipeline::watch::ServiceStatus) -> String {
+    let active = match (&s.active, s.active_answers) {
+        (Some(a), true) => format!("{a} is active (named by {} client(s))", s.clients),
+        (Some(a), false) => format!("{a} is active (named by {} client(s)) but DOES NOT ANSWER", s.clients),
+        (None, _) => "no client names any member".to_string(),
+    };
+    let standbys: Vec<String> = s
+        .standbys
+        .iter()
+        .map(|(m, up)| match (up, s.watcher_sees_down.contains(m)) {
+            (true, false) => format!("{m} (answers)"),
+            (true, true) => format!("{m} (answers here; the watcher's check fails)"),
+            (false, _) => format!("{m} (down)"),
+        })
+        .collect();
+    let now = jiff::Timestamp::now().as_millisecond().max(0) as u64;
+    let ago = |t: u64| format!("{:.1} s ago", now.saturating_sub(t) as f64 / 1000.0);
+    let lease = match &s.lease {
+        Some(h) => {
+            // The lease's token is the time its holder took it, in ms.
+            let since = jiff::Timestamp::from_millisecond(h.token as i64).map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string()).unwrap_or_else(|_| "an unknown time".into());
+            format!("watched by {} since {since} ({:.1} s left on its lease unless renewed)", h.holder, h.left_ms as f64 / 1000.0)
+        }
+        None => "no watcher holds its lease".to_string(),
+    };
+    let every = s.heartbeat_every_ms.map(|e| format!(", every {:.1} s", e as f64 / 1000.0)).unwrap_or_default();
+    let beat = match s.last_heartbeat_ms.filter(|t| *t > 0) {
+        Some(t) => format!("; last heartbeat answered {}{every}", ago(t)),
+        None if s.lease.is_some() => "; no heartbeat answered yet".to_string(),
+        None => String::new(),
+    };
+    let sync: Vec<String> = s.last_sync.iter().map(|(m, t)| format!("{m} {}", ago(*t))).collect();
+    let sync = if sync.is_empty() { String::new() } else { format!("; last sync: {}", sync.join(", ")) };
+    format!("service {}: {active}; standbys: {}; {lease}{beat}{sync}", s.name, standbys.join(", "))
 }
 
 /// Records, once, each file of a detached switch that `status` has seen fire:

@@ -2,7 +2,8 @@
 
 use super::Outcome;
 use crate::cli::WatchArgs;
-use crate::pipeline::watch::{watch, Log};
+use crate::pipeline::watch::watch;
+use crate::pipeline::Log;
 use std::process::ExitCode;
 
 pub async fn run(args: &WatchArgs) -> Outcome {

@@ -31,6 +31,10 @@ pub struct RawService {
     pub r#virtual: S<String>,
     pub members: S<Vec<S<String>>>,
     pub check: Option<S<String>>,
+    /// With `check = "tcp:PORT"`: what to send once connected.
+    pub send: Option<S<String>>,
+    /// With `check = "tcp:PORT"`: what the first line of the answer must contain.
+    pub expect: Option<S<String>>,
     pub heartbeat: Option<S<String>>,
     pub dead_after: Option<S<String>>,
     pub strategy: Option<S<String>>,

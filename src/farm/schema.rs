@@ -126,7 +126,9 @@ pub fn farm_schema() -> Value {
                     "properties": {
                         "virtual": string("the name clients use"),
                         "members": strings("hosts of [hosts], in priority order"),
-                        "check": string("\"ssh\", \"tcp:PORT\" or a command run on the member"),
+                        "check": string("\"ssh\", \"tcp:PORT\" or a command run on the member; each within the heartbeat's deadline"),
+                        "send": string("with check tcp:PORT: what to send once connected"),
+                        "expect": string("with check tcp:PORT: text the first line of the answer must hold (without it, a member whose processes hang still passes)"),
                         "heartbeat": string("how often the active member is checked (default 1s)"),
                         "dead_after": string("silence after which it is dead, once clients confirm (default 3s)"),
                         "strategy": { "enum": ["rewrite", "hosts"], "description": "rewrite: the clients' files name the active member; hosts: their hosts file maps the virtual name to it" },

@@ -11,18 +11,33 @@ use std::time::Duration;
 pub enum Check {
     /// An SSH session that runs `true`.
     Ssh,
-    /// A TCP connection to this port.
-    Tcp(u16),
+    /// A TCP conversation with this port.
+    Tcp(Talk),
     /// A command run on the member over SSH; exit 0 means alive.
     Command(String),
 }
 
+/// What a check says to a member's port and must hear back, within the
+/// check's deadline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Talk {
+    pub port: u16,
+    /// Sent once connected; may be empty.
+    pub send: String,
+    /// Text that the first line of the answer must contain. Empty: an open
+    /// connection is enough, which a member whose processes hang while its
+    /// kernel still accepts connections passes too.
+    pub expect: String,
+}
+
 impl Check {
-    /// The TCP port a client probes to confirm the member is down.
-    pub fn port(&self, ssh_port: u16) -> u16 {
+    /// What a client does to confirm that a member answers: the check's own
+    /// conversation, or, for the SSH checks, the SSH server's greeting (which
+    /// a frozen sshd never sends, though its socket accepts).
+    pub fn talk(&self, ssh_port: u16) -> Talk {
         match self {
-            Check::Tcp(p) => *p,
-            _ => ssh_port,
+            Check::Tcp(t) => t.clone(),
+            _ => Talk { port: ssh_port, send: String::new(), expect: "SSH-".into() },
         }
     }
 }
@@ -101,7 +116,20 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawService>>, ho
         let check = match s.check.as_ref().map(|v| v.get_ref().as_str()) {
             None | Some("ssh") => Check::Ssh,
             Some(t) if t.starts_with("tcp:") => match t[4..].parse::<u16>() {
-                Ok(p) if p > 0 => Check::Tcp(p),
+                Ok(port) if port > 0 => {
+                    // `send` may hold line ends (`\r\n`), never a NUL; `expect` is
+                    // matched against one line, so it holds no control character.
+                    let text = |v: &Option<S<String>>, c: &mut Checker, one_line: bool| {
+                        let t = v.as_ref().map(|v| v.get_ref().clone()).unwrap_or_default();
+                        let bad = if one_line { names::control_char(&t, false) } else { t.chars().find(|ch| *ch == '\0') };
+                        if let (Some(v), Some(ch)) = (v, bad) {
+                            let why = if one_line { "; `expect` is looked for in the first line of the answer" } else { "" };
+                            c.span(v, format!("expected text without {}{why}", names::describe(ch)));
+                        }
+                        t
+                    };
+                    Check::Tcp(Talk { port, send: text(&s.send, c, false), expect: text(&s.expect, c, true) })
+                }
                 _ => {
                     c.span(s.check.as_ref().unwrap(), format!("expected `tcp:PORT` with a port from 1 to 65535, found `{t}`"));
                     Check::Ssh
@@ -114,6 +142,11 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawService>>, ho
                 Check::Command(cmd.to_string())
             }
         };
+        if !matches!(check, Check::Tcp(_)) {
+            for v in [&s.send, &s.expect].into_iter().flatten() {
+                c.span(v, "`send` and `expect` are for `check = \"tcp:PORT\"`; an SSH check's clients read the SSH server's greeting");
+            }
+        }
         let heartbeat = super::check::duration(c, &s.heartbeat, Duration::from_secs(1));
         let dead_after = super::check::duration(c, &s.dead_after, Duration::from_secs(3));
         if dead_after < heartbeat {

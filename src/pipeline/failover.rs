@@ -2,7 +2,7 @@
 //! and applied through the pipeline, from the watcher's own recent reading of
 //! the hosts when it has one, and journaled like any apply.
 
-use super::watch::Log;
+use super::look::Log;
 use super::Session;
 use crate::apply::journal::Journal;
 use crate::farm::{Farm, Replacement, Service, Strategy};

@@ -8,7 +8,7 @@
 //! lease, with its revision as the fencing token, for operators who run
 //! several watchers) implements the same trait.
 
-use super::watch::Conns;
+use super::look::Conns;
 use crate::farm::Service;
 use crate::transport::LeaseState;
 use std::future::Future;
@@ -55,12 +55,15 @@ pub struct MemberLease {
     state_dir: String,
     /// The bound on each member's answer.
     limit: Duration,
+    /// Whether this watcher has held the lease: until then, a member that
+    /// names another holder undoes what this watcher took on the others.
+    held: bool,
 }
 
 impl MemberLease {
     pub(super) fn new(conns: Conns, svc: &Service, holder: &str, limit: Duration) -> MemberLease {
         let state_dir = conns.farm.state_dir.clone();
-        MemberLease { conns, svc: svc.clone(), holder: holder.to_string(), state_dir, limit }
+        MemberLease { conns, svc: svc.clone(), holder: holder.to_string(), state_dir, limit, held: false }
     }
 
     async fn on_members(&mut self, note: &str, release: bool) -> Result<Grant, String> {
@@ -86,7 +89,24 @@ impl MemberLease {
 
 impl Lease for MemberLease {
     async fn acquire(&mut self, note: &str) -> Result<Grant, String> {
-        self.on_members(note, false).await
+        if !self.held {
+            // A watcher that never held the lease looks before it takes: a
+            // live holder on any member is named, and nothing is written.
+            if let Some(h) = self.holding().await.filter(|h| h.holder != self.holder) {
+                return Err(format!("service {} is watched by {} (lease epoch {} on {}, {} ms left)", self.svc.name, h.holder, h.token, h.place, h.left_ms));
+            }
+        }
+        let got = self.on_members(note, false).await;
+        match &got {
+            Ok(g) if g.places > 0 => self.held = true,
+            // Another watcher took a member between the look and the take:
+            // what this one took on the other members is given back.
+            Err(_) if !self.held => {
+                let _ = self.on_members("", true).await;
+            }
+            _ => {}
+        }
+        got
     }
 
     async fn release(&mut self) {

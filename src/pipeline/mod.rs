@@ -3,11 +3,13 @@
 //! here prints or prompts; the command layer does that with what comes back.
 
 mod failover;
+mod look;
 pub mod lease;
 mod saved;
 pub mod watch;
 
 pub use saved::{differences, farm_of, load_plan, prepare_saved, verify_saved_file, SavedRun};
+pub use look::Log;
 
 use crate::apply::{self, journal::Journal, Connections, Reporter, Summary};
 use crate::error::{Error, ErrorKind, Result};

@@ -5,102 +5,25 @@
 
 use super::failover::{failover, refresh, Cache, REFRESH};
 use super::lease::{Lease, MemberLease};
+use super::look::{ask_clients, check, Answers, Conns, Log};
 use super::Session;
 use crate::apply::journal::{Entry, Journal};
 use crate::error::{Error, ErrorKind, Result};
-use crate::farm::{Check, Farm, Service};
+use crate::farm::{Farm, Service};
 use crate::live::FileState;
-use crate::transport::{self, AnyHost, Host, Reach};
+use crate::transport::{AnyHost, Host};
 use crate::watch::{Choice, Monitor, Step, Verdict};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The watcher's events, through `tracing` (written by the logging module): one
-/// per heartbeat failure, confirmation, decision and action.
-#[derive(Clone, Copy)]
-pub struct Log;
-
-impl Log {
-    pub fn event(&self, service: &str, event: &str, message: &str) {
-        let trouble = matches!(
-            event,
-            "missed" | "not-confirmed" | "lease-lost" | "stalled" | "no-standby" | "failover-failed" | "sync-failed" | "fence-failed" | "held-back" | "lagging" | "skipped" | "no-clients"
-        );
-        if trouble {
-            tracing::warn!(scope = service, event, "{message}");
-        } else {
-            tracing::info!(scope = service, event, "{message}");
-        }
-    }
-}
 
 fn now_ms() -> u64 {
     jiff::Timestamp::now().as_millisecond().max(0) as u64
 }
 
 fn holder() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".into());
-    format!("{user}@{host}:{}", std::process::id())
-}
-
-/// A connection per host, made again when it broke.
-pub(super) struct Conns {
-    pub(super) farm: Arc<Farm>,
-    pub(super) hosts: BTreeMap<String, Arc<AnyHost>>,
-}
-
-impl Conns {
-    pub(super) async fn get(&mut self, name: &str, limit: Duration) -> Option<Arc<AnyHost>> {
-        if let Some(h) = self.hosts.get(name) {
-            return Some(h.clone());
-        }
-        let h = Arc::new(tokio::time::timeout(limit, transport::connect(&self.farm, name)).await.ok()?.ok()?);
-        self.hosts.insert(name.to_string(), h.clone());
-        Some(h)
-    }
-
-    /// Drops a broken connection. Closing an SSH master can block on its
-    /// socket, so it is closed off the async workers: a dead member must
-    /// never stall the heartbeats of the others.
-    pub(super) fn forget(&mut self, name: &str) {
-        if let Some(h) = self.hosts.remove(name) {
-            tokio::task::spawn_blocking(move || drop(h));
-        }
-    }
-}
-
-/// One check of a member, within `limit`.
-async fn check(conns: &mut Conns, farm: &Farm, svc: &Service, member: &str, limit: Duration) -> bool {
-    let ok = match &svc.check {
-        Check::Tcp(port) => {
-            let addr = farm.hosts[member].address.clone().unwrap_or_else(|| member.to_string());
-            matches!(tokio::time::timeout(limit, tokio::net::TcpStream::connect((addr.as_str(), *port))).await, Ok(Ok(_)))
-        }
-        Check::Ssh | Check::Command(_) => {
-            let cmd = if let Check::Command(c) = &svc.check { c.as_str() } else { "true" };
-            // A connection made before the member restarted fails though the member is
-            // up: a held one gets one fresh try, so that a miss is the member's.
-            let tries = if conns.hosts.contains_key(member) { 2 } else { 1 };
-            let mut ok = false;
-            for _ in 0..tries {
-                ok = match conns.get(member, limit).await {
-                    Some(h) => matches!(tokio::time::timeout(limit, h.command(cmd)).await, Ok(Ok(Some(c))) if c.status == 0),
-                    None => false,
-                };
-                if ok {
-                    break;
-                }
-                conns.forget(member);
-            }
-            ok
-        }
-    };
-    if !ok {
-        conns.forget(member);
-    }
-    ok
+    let me = crate::apply::LockOwner::this_process("");
+    format!("{}@{}:{}", me.user, me.host, me.pid)
 }
 
 fn journal(service: &str, farm: &Farm, outcome: &str, detail: String) {
@@ -198,6 +121,34 @@ async fn renew(mut lease: impl Lease, view: Arc<std::sync::Mutex<LeaseView>>, ev
     }
 }
 
+/// Looks at the standbys every few heartbeats, with the heartbeat's own check,
+/// and logs a member that stops answering or comes back; what it saw goes
+/// into the lease's note for `farmctl status`. It runs beside the
+/// heartbeat, so that a hung standby never stretches the active member's beats.
+async fn look_after_standbys(farm: Arc<Farm>, svc: Service, active: tokio::sync::watch::Receiver<String>, seen: Arc<std::sync::Mutex<BTreeMap<String, bool>>>, log: Log, mut interrupted: tokio::sync::watch::Receiver<bool>) {
+    let limit = svc.heartbeat.max(Duration::from_millis(500));
+    let every = (svc.heartbeat * 4).max(Duration::from_secs(2));
+    let mut conns = Conns { farm: farm.clone(), hosts: BTreeMap::new() };
+    while !*interrupted.borrow() {
+        let now_active = active.borrow().clone();
+        for m in svc.members.iter().filter(|m| **m != now_active) {
+            let up = check(&mut conns, &farm, &svc, m, limit).await;
+            let before = seen.lock().expect("standbys").insert(m.clone(), up);
+            match (before, up) {
+                (Some(false), true) => log.event(&svc.name, "returned", &format!("{m} answers its check again; it is a standby")),
+                (Some(true) | None, false) => log.event(&svc.name, "standby-down", &format!("{m} does not answer its check; it cannot take over until it does")),
+                _ => {}
+            }
+        }
+        let current = active.borrow().clone();
+        seen.lock().expect("standbys").remove(&current);
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = interrupted.changed() => {}
+        }
+    }
+}
+
 /// Watches one service until interrupted.
 #[allow(clippy::too_many_arguments)]
 async fn watch_service(
@@ -221,12 +172,17 @@ async fn watch_service(
     // reach (the one just failed over from) never stretches the heartbeat's ticks.
     let shared = Arc::new(std::sync::Mutex::new(LeaseView::default()));
     let renewing = tokio::spawn(renew(lease, shared.clone(), svc.heartbeat, interrupted.clone()));
+    let (tell_active, active_now) = tokio::sync::watch::channel(monitor.active.clone());
+    let seen = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+    let looking = tokio::spawn(look_after_standbys(farm.clone(), svc.clone(), active_now, seen.clone(), log, interrupted.clone()));
     let cache: Cache = Default::default();
     let mut refreshed: Option<Instant> = None;
-    let port = farm.ssh.port.unwrap_or(22);
+    // The clients' answers about the active member, asked at its first missed beat.
+    let mut asking: Option<tokio::task::JoinHandle<Answers>> = None;
     loop {
         let tick = Instant::now();
         if *interrupted.borrow() {
+            looking.abort();
             let _ = renewing.await;
             log.event(&svc.name, "stopped", "the watcher stopped and released its lease");
             return;
@@ -235,7 +191,12 @@ async fn watch_service(
         // The heartbeat is bounded: whatever a dead member's connection does,
         // the watcher goes on beating. What `farmctl status` shows of this
         // watcher goes to the lease's loop, which keeps it with the lease.
-        let note = std::iter::once(format!("active={active} beat={last_beat_ms}")).chain(last_sync.iter().map(|(m, (_, t))| format!("sync:{m}={t}"))).collect::<Vec<_>>().join(" ");
+        let down: Vec<String> = seen.lock().expect("standbys").iter().filter(|(_, up)| !**up).map(|(m, _)| m.clone()).collect();
+        let note = std::iter::once(format!("active={active} beat={last_beat_ms} every={}", svc.heartbeat.as_millis()))
+            .chain((!down.is_empty()).then(|| format!("down={}", down.join(","))))
+            .chain(last_sync.iter().map(|(m, (_, t))| format!("sync:{m}={t}")))
+            .collect::<Vec<_>>()
+            .join(" ");
         let lost = {
             let mut view = shared.lock().expect("lease view");
             view.note = note;
@@ -244,6 +205,7 @@ async fn watch_service(
         };
         if let Some(e) = lost {
             log.event(&svc.name, "lease-lost", &format!("{e}; this watcher stops acting"));
+            looking.abort();
             return;
         }
         let ok = match tokio::time::timeout(limit * 4, check(&mut conns, &farm, &svc, &active, limit)).await {
@@ -261,6 +223,9 @@ async fn watch_service(
         }
         match monitor.heartbeat(ok, now_ms()) {
             Step::Healthy => {
+                if let Some(pending) = asking.take() {
+                    pending.abort();
+                }
                 if refreshed.is_none_or(|t| t.elapsed() >= REFRESH) {
                     refreshed = Some(Instant::now());
                     refresh(&farm, &conns.hosts, &cache);
@@ -269,38 +234,24 @@ async fn watch_service(
                     sync(&mut conns, &farm, &svc, &active, epoch, &mut last_sync, log, limit).await;
                 }
             }
-            Step::Silent { for_ms } => log.event(&svc.name, "missed", &format!("{active} did not answer its heartbeat (silent {for_ms} ms)")),
+            Step::Silent { for_ms } => {
+                log.event(&svc.name, "missed", &format!("{active} did not answer its heartbeat (silent {for_ms} ms)"));
+                // The clients are asked at the first miss, so that their answers
+                // are in hand when `dead_after` ends.
+                if asking.is_none() {
+                    let (farm, held, clients, svc, needed) = (farm.clone(), conns.hosts.clone(), clients.clone(), svc.clone(), monitor.needed(clients.len()));
+                    asking = Some(tokio::spawn(async move { ask_clients(farm, held, clients, &svc, &active, needed, limit).await }));
+                }
+            }
             Step::AskClients => {
-                let address = farm.hosts[&active].address.clone().unwrap_or_else(|| active.clone());
-                let p = svc.check.port(port);
-                // Every client is asked at once, over the connection held or a new one, and
-                // the answer is in once enough confirm: more clients never make it slower.
-                let mut ask = tokio::task::JoinSet::new();
-                for c in &clients {
-                    let (held, farm, c, address) = (conns.hosts.get(c).cloned(), farm.clone(), c.clone(), address.clone());
-                    ask.spawn(async move {
-                        let h = match held {
-                            Some(h) => h,
-                            None => Arc::new(tokio::time::timeout(limit, transport::connect(&farm, &c)).await.ok()?.ok()?),
-                        };
-                        let r = tokio::time::timeout(limit * 3, h.reaches(&address, p)).await.ok()?.ok()?;
-                        Some((c, h, r))
-                    });
+                let answers = match asking.take() {
+                    Some(pending) => pending.await.unwrap_or(Answers { down: 0, asked: 0, made: Vec::new() }),
+                    None => ask_clients(farm.clone(), conns.hosts.clone(), clients.clone(), &svc, &active, monitor.needed(clients.len()), limit).await,
+                };
+                let (down, asked) = (answers.down, answers.asked);
+                for (c, h) in answers.made {
+                    conns.hosts.entry(c).or_insert(h);
                 }
-                let needed = monitor.needed(clients.len());
-                let (mut down, mut asked) = (0, 0);
-                while let Some(r) = ask.join_next().await {
-                    if let Ok(Some((c, h, r))) = r {
-                        conns.hosts.entry(c).or_insert(h);
-                        asked += usize::from(matches!(r, Reach::Down | Reach::Up));
-                        down += usize::from(r == Reach::Down);
-                    }
-                    // Confirmed: the rest need not answer. Unconfirmed, every answer is counted.
-                    if down >= needed {
-                        break;
-                    }
-                }
-                drop(ask);
                 match monitor.confirm(down, asked) {
                     Verdict::NotConfirmed { down, asked, needed } => {
                         log.event(&svc.name, "not-confirmed", &format!("the watcher cannot reach {active}, but only {down} of {asked} client(s) confirm ({needed} needed): not failing over"));
@@ -331,6 +282,9 @@ async fn watch_service(
                                             log.event(&svc.name, "repointed", &format!("{n} client(s) now name {next}; {active} will be a standby when it comes back"));
                                             journal(&svc.name, &farm, "failover", format!("{active} -> {next}: {n} client(s) repointed"));
                                             monitor.failed_over(&next, now_ms());
+                                            let _ = tell_active.send(next.clone());
+                                            // Confirmed dead: its return is news.
+                                            seen.lock().expect("standbys").insert(active.clone(), false);
                                             clients.retain(|c| !svc.members.contains(c));
                                             // The failover changed the clients: read them again at the
                                             // next healthy heartbeat, so that the next failover
@@ -395,14 +349,28 @@ pub async fn watch(farm_path: &std::path::Path, log: Log) -> Result<()> {
 pub struct ServiceStatus {
     pub name: String,
     pub active: Option<String>,
+    /// Whether the active member answered this reading.
+    pub active_answers: bool,
     pub clients: usize,
-    pub standbys: Vec<String>,
-    /// (member, holder, epoch, ms left) of a live lease, as each reachable member holds it.
-    pub lease: Option<(String, String, u64, i64)>,
+    /// Each standby, and whether it answered this reading.
+    pub standbys: Vec<(String, bool)>,
+    /// Who holds the watcher's lease, if anyone.
+    pub lease: Option<super::lease::Holding>,
     /// When the watcher last had an answer from the active member (ms since the epoch, its clock).
     pub last_heartbeat_ms: Option<u64>,
+    /// The watcher's heartbeat interval, in ms.
+    pub heartbeat_every_ms: Option<u64>,
+    /// Standbys the watcher last saw not answering their check.
+    pub watcher_sees_down: Vec<String>,
     /// (standby, ms since the epoch) of each standby's last good sync.
     pub last_sync: Vec<(String, u64)>,
+}
+
+impl ServiceStatus {
+    /// Whether the service is served: its active member answers.
+    pub fn served(&self) -> bool {
+        self.active.is_some() && self.active_answers
+    }
 }
 
 /// Each service's active member (from the clients' files) and its watcher's lease.
@@ -410,28 +378,40 @@ pub async fn service_status(session: &mut Session) -> Vec<ServiceStatus> {
     let farm = session.farm.clone();
     let all: Vec<String> = farm.hosts.keys().cloned().collect();
     session.read(&all).await;
+    let answers = |m: &String| session.live.get(m).is_some_and(|r| r.is_ok());
     let mut out = Vec::new();
     for svc in farm.services.values() {
         let (active, clients) = crate::plan::services::active(&farm, &session.live, svc);
-        let mut lease = None;
-        let (mut last_heartbeat_ms, mut last_sync) = (None, Vec::new());
+        let mut status = ServiceStatus {
+            name: svc.name.clone(),
+            active_answers: active.as_ref().is_some_and(answers),
+            standbys: svc.members.iter().filter(|m| Some(*m) != active.as_ref()).map(|m| (m.clone(), answers(m))).collect(),
+            active,
+            clients: clients.len(),
+            lease: None,
+            last_heartbeat_ms: None,
+            heartbeat_every_ms: None,
+            watcher_sees_down: Vec::new(),
+            last_sync: Vec::new(),
+        };
         let conns = Conns { farm: farm.clone(), hosts: session.hosts.clone() };
         if let Some(held) = MemberLease::new(conns, svc, "", Duration::from_secs(5)).holding().await {
-            lease = Some((held.place, held.holder, held.token, held.left_ms));
             for word in held.note.split_whitespace() {
                 match word.split_once('=') {
-                    Some(("beat", t)) => last_heartbeat_ms = t.parse().ok(),
+                    Some(("beat", t)) => status.last_heartbeat_ms = t.parse().ok(),
+                    Some(("every", t)) => status.heartbeat_every_ms = t.parse().ok(),
+                    Some(("down", list)) => status.watcher_sees_down = list.split(',').map(str::to_string).collect(),
                     Some((k, t)) if k.starts_with("sync:") => {
                         if let Ok(t) = t.parse() {
-                            last_sync.push((k[5..].to_string(), t));
+                            status.last_sync.push((k[5..].to_string(), t));
                         }
                     }
                     _ => {}
                 }
             }
+            status.lease = Some(held);
         }
-        let standbys = svc.members.iter().filter(|m| Some(*m) != active.as_ref()).cloned().collect();
-        out.push(ServiceStatus { name: svc.name.clone(), active, clients: clients.len(), standbys, lease, last_heartbeat_ms, last_sync });
+        out.push(status);
     }
     out
 }

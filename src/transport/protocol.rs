@@ -309,9 +309,10 @@ impl AnyHost {
         })
     }
 
-    /// Whether this host (a client) reaches `address:port` itself.
-    pub async fn reaches(&self, address: &str, port: u16) -> Result<Reach, TransportError> {
-        let out = self.run(&script::reach(address, port), Vec::new()).await?;
+    /// Whether this host (a client) has its own answer from `address` to
+    /// `talk`, within `deadline`.
+    pub async fn reaches(&self, address: &str, talk: &crate::farm::Talk, deadline: std::time::Duration) -> Result<Reach, TransportError> {
+        let out = self.run(&script::reach(address, talk, deadline), Vec::new()).await?;
         Ok(match script::parse_report(&out.stdout).into_iter().find_map(|r| if let Report::Reach(l) = r { Some(l) } else { None }).as_deref() {
             Some("up") => Reach::Up,
             Some("down") => Reach::Down,

@@ -2,7 +2,9 @@
 //! own look at a member, and copying a synced file to a standby.
 
 use super::{on_host, q};
+use crate::farm::Talk;
 use std::fmt::Write;
+use std::time::Duration;
 
 /// What to do with the lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,8 +29,14 @@ pub fn lease(root: &str, state_dir: &str, name: &str, holder: &str, ttl_ms: u64,
     let note: String = note.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     writeln!(s, "S={}\nL=\"$S/leases/\"{}\nME={}\nNOTE={}\nmkdir -p -- \"$S/leases\" || {{ echo 'ERR cannot create the lease directory'; exit 1; }}", q(&on_host(root, state_dir)), q(name), q(holder), q(&note)).unwrap();
     s.push_str(
-        "i=0; until mkdir -- \"$L.lock\" 2>/dev/null; do i=$((i+1)); [ $i -gt 200 ] && rm -rf -- \"$L.lock\"; sleep 0.01; done\n\
-         now=$(now_ns); case $now in ''|*[!0-9]*) rmdir -- \"$L.lock\" 2>/dev/null; echo 'ERR this host cannot tell its clock in milliseconds (no date +%N, no adjtimex)'; exit 1 ;; esac; now=${now%??????}\n\
+        // The lock guards a few milliseconds of reading and writing. It names
+        // its shell, and goes with it (on any exit or signal); a lock whose
+        // shell is gone, or that outlived about 15 waits (its holder is frozen),
+        // is broken: the wait stays well under the watcher's reply limit.
+        "i=0; until mkdir -- \"$L.lock\" 2>/dev/null; do i=$((i+1)); o=$(cat -- \"$L.lock/pid\" 2>/dev/null)\n\
+         if { [ -n \"$o\" ] && ! kill -0 \"$o\" 2>/dev/null; } || [ $i -gt 15 ]; then rm -rf -- \"$L.lock\"; fi; sleep 0.01; done\n\
+         trap '[ \"$(cat -- \"$L.lock/pid\" 2>/dev/null)\" = $$ ] && rm -rf -- \"$L.lock\"' EXIT; trap 'exit 1' HUP INT TERM PIPE; echo $$ > \"$L.lock/pid\"\n\
+         now=$(now_ns); case $now in ''|*[!0-9]*) echo 'ERR this host cannot tell its clock in milliseconds (no date +%N, no adjtimex)'; exit 1 ;; esac; now=${now%??????}\n\
          holder=; epoch=0; expiry=0; note=\n\
          [ -f \"$L\" ] && read -r holder epoch expiry note < \"$L\"\n",
     );
@@ -46,7 +54,7 @@ pub fn lease(root: &str, state_dir: &str, name: &str, holder: &str, ttl_ms: u64,
             "if [ -n \"$holder\" ] && [ \"$now\" -le \"$expiry\" ]; then printf 'LEASE held %s %s %s %s\\n' \"$epoch\" \"$((expiry-now))\" \"$holder\" \"$note\"; else echo 'LEASE free'; fi\n",
         ),
     }
-    s.push_str("rmdir -- \"$L.lock\" 2>/dev/null\necho DONE\n");
+    s.push_str("echo DONE\n");
     s
 }
 
@@ -65,22 +73,24 @@ pub fn fence(s: &mut String, service: &str, epoch: u64, undo: &str) {
     .unwrap();
 }
 
-/// A client's own look at a member: can it open a TCP connection to it?
-/// With bash's `/dev/tcp`, or `nc -z`; with an `nc` that has no `-z`
-/// (BusyBox's), a connection that ends by itself (0) or is still open when
-/// `timeout` stops it (124, 143) is up, and one refused or not made within
-/// `-w 2` is down; with none of these, the answer is "unknown", never "down".
-pub fn reach(address: &str, port: u16) -> String {
+/// A client's own look at a member, the same look the watcher takes: open a
+/// TCP connection to `talk.port`, send `talk.send`, and with an `expect`,
+/// read the first line of the answer, all within `deadline`. A member whose
+/// kernel still accepts connections but whose processes are frozen never
+/// answers, so it is down. With bash's `/dev/tcp`; else with `nc` under
+/// `timeout` (BusyBox's), which waits out the deadline when the member
+/// answers and keeps the connection open; with neither, "unknown", never "down".
+pub fn reach(address: &str, talk: &Talk, deadline: Duration) -> String {
+    let d = format!("{}.{:03}", deadline.as_secs(), deadline.subsec_millis());
+    let (a, port, send, expect) = (q(address), talk.port, q(&talk.send), q(&talk.expect));
     format!(
         "if command -v timeout >/dev/null 2>&1 && command -v bash >/dev/null 2>&1; then\n\
-         if timeout 2 bash -c 'exec 3<>/dev/tcp/$1/$2' _ {a} {port} 2>/dev/null; then echo 'REACH up'; else echo 'REACH down'; fi\n\
-         elif command -v nc >/dev/null 2>&1 && nc -h 2>&1 | grep -q -- ' -z'; then\n\
-         if nc -z -w 2 {a} {port} 2>/dev/null; then echo 'REACH up'; else echo 'REACH down'; fi\n\
+         if timeout {d} bash -c 'exec 3<>\"/dev/tcp/$1/$2\" || exit 1; [ -z \"$3\" ] || printf %s \"$3\" >&3 || exit 1; [ -n \"$4\" ] || exit 0; l=; IFS= read -r l <&3; case $l in *\"$4\"*) exit 0 ;; esac; exit 1' _ {a} {port} {send} {expect} 2>/dev/null; then echo 'REACH up'; else echo 'REACH down'; fi\n\
          elif command -v nc >/dev/null 2>&1 && command -v timeout >/dev/null 2>&1; then\n\
-         timeout 3 nc -w 2 {a} {port} < /dev/null > /dev/null 2>&1\n\
-         case $? in 0|124|143) echo 'REACH up' ;; *) echo 'REACH down' ;; esac\n\
-         else echo 'REACH unknown'; fi\n",
-        a = q(address)
+         e={expect}; l=$(printf %s {send} | timeout {d} nc {a} {port} 2>/dev/null | head -n 1)\n\
+         if [ -n \"$e\" ]; then case $l in *\"$e\"*) echo 'REACH up' ;; *) echo 'REACH down' ;; esac\n\
+         else timeout {d} nc {a} {port} < /dev/null > /dev/null 2>&1; case $? in 0|124|143) echo 'REACH up' ;; *) echo 'REACH down' ;; esac; fi\n\
+         else echo 'REACH unknown'; fi\n"
     )
 }
 
@@ -132,6 +142,33 @@ mod tests {
         assert!(run(&lease("", &dir, "web", "b@ws:2", 60_000, LeaseOp::Release, "")).contains("released"));
     }
 
+    // Issue 22: a member frozen and thawed kept `leases/web.lock`, and every
+    // later watcher was told "no member answers".
+    #[test]
+    fn a_lease_lock_left_by_a_dead_shell_or_a_stuck_one_is_broken_within_the_reply_limit() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().display().to_string();
+        let lock = d.path().join("leases/web.lock");
+        // Left by a shell that is gone (a pid that cannot be running).
+        std::fs::create_dir_all(&lock).unwrap();
+        std::fs::write(lock.join("pid"), "999999999\n").unwrap();
+        let started = std::time::Instant::now();
+        assert!(run(&lease("", &dir, "web", "a@ws:1", 60_000, LeaseOp::Acquire, "")).contains("LEASE ok"));
+        let dead = started.elapsed();
+        assert!(!lock.exists(), "the lock goes with the shell that took it");
+        // Held by a live process that never lets go (a frozen holder).
+        std::fs::create_dir_all(&lock).unwrap();
+        std::fs::write(lock.join("pid"), format!("{}\n", std::process::id())).unwrap();
+        let started = std::time::Instant::now();
+        assert!(run(&lease("", &dir, "web", "a@ws:1", 60_000, LeaseOp::Acquire, "")).contains("LEASE ok"));
+        let stuck = started.elapsed();
+        eprintln!("a dead holder's lock was broken after {dead:?}, a stuck one's after {stuck:?}");
+        // The watcher's reply limit is at least 500 ms; the wait is about 15
+        // sleeps of 10 ms, so 2 s is room for a loaded machine, not a target.
+        assert!(stuck < std::time::Duration::from_secs(2), "{stuck:?}");
+        assert!(dead < stuck, "a dead holder's lock is broken at once ({dead:?}), a live one's after waiting ({stuck:?})");
+    }
+
     #[test]
     fn a_write_under_an_older_lease_than_the_last_one_is_refused() {
         let d = tempfile::tempdir().unwrap();
@@ -152,13 +189,44 @@ mod tests {
     }
 
     #[test]
-    fn reach_quotes_the_address_and_tells_up_from_down() {
-        let s = reach("10.0.0.1; touch /tmp/x", 22);
+    fn reach_quotes_everything_and_tells_an_answer_from_silence() {
+        let ssh = crate::farm::Check::Ssh.talk(22);
+        let s = reach("10.0.0.1; touch /tmp/x", &ssh, Duration::from_millis(500));
         assert!(s.contains("'10.0.0.1; touch /tmp/x' 22"), "{s}");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        assert_eq!(run(&reach("127.0.0.1", port)), "REACH up\n");
-        drop(listener);
-        assert_eq!(run(&reach("127.0.0.1", port)), "REACH down\n");
+        let talk = |port, send: &str, expect: &str| Talk { port, send: send.into(), expect: expect.into() };
+        let d = Duration::from_millis(800);
+        // A server that greets, one that answers what it is sent, and one that
+        // accepts but never speaks (as a frozen process's socket does).
+        let greeter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let g = greeter.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for c in greeter.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let _ = std::io::Write::write_all(&mut &c, b"SSH-2.0-test\r\n");
+                    std::thread::sleep(Duration::from_secs(2));
+                });
+            }
+        });
+        let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let e = echo.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for c in echo.incoming().flatten() {
+                let mut line = String::new();
+                let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(&c), &mut line);
+                let _ = std::io::Write::write_all(&mut &c, format!("PONG {line}").as_bytes());
+            }
+        });
+        let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let m = mute.local_addr().unwrap().port();
+        let shells = crate::transport::script::tests::Shells::new();
+        let cases = [(g, "", "SSH-", "up", "a greeting"), (e, "PING\r\n", "PONG PING", "up", "an answer"), (e, "PING\r\n", "PANG", "down", "the wrong answer"), (m, "", "SSH-", "down", "silence past the deadline"), (m, "", "", "up", "a connection alone, without `expect`")];
+        for (port, send, expect, answer, what) in cases {
+            for (name, mut sh) in shells.each() {
+                let out = sh.arg("-c").arg(reach("127.0.0.1", &talk(port, send, expect), d)).output().unwrap();
+                assert_eq!(String::from_utf8_lossy(&out.stdout), format!("REACH {answer}\n"), "{name}: {what}");
+            }
+        }
+        drop(mute);
+        assert_eq!(run(&reach("127.0.0.1", &talk(m, "", ""), d)), "REACH down\n", "nothing listens");
     }
 }

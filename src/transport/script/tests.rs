@@ -379,19 +379,19 @@ fn busybox_path() -> (tempfile::TempDir, std::path::PathBuf) {
 
 /// The shells every host script is tried under: `dash` with the machine's
 /// tools, and BusyBox `ash` with BusyBox's applets alone on its PATH.
-struct Shells {
+pub(super) struct Shells {
     applets: tempfile::TempDir,
     busybox: std::path::PathBuf,
 }
 
 impl Shells {
-    fn new() -> Shells {
+    pub(super) fn new() -> Shells {
         let (applets, busybox) = busybox_path();
         Shells { applets, busybox }
     }
 
     /// A fresh command for each shell, ready for `-c SCRIPT`.
-    fn each(&self) -> Vec<(&'static str, std::process::Command)> {
+    pub(super) fn each(&self) -> Vec<(&'static str, std::process::Command)> {
         let mut ash = std::process::Command::new(&self.busybox);
         ash.arg("sh").env("PATH", self.applets.path());
         let mut dash = std::process::Command::new("dash");
@@ -469,7 +469,8 @@ fn the_lease_and_a_clients_look_at_a_member_work_under_dash_and_busybox() {
     let shells = Shells::new();
     for (expect, port) in [("REACH up", up), ("REACH down", closed)] {
         for (name, mut shell) in shells.each() {
-            let out = shell.arg("-c").arg(service::reach("127.0.0.1", port)).output().unwrap();
+            let talk = crate::farm::Talk { port, send: String::new(), expect: String::new() };
+            let out = shell.arg("-c").arg(service::reach("127.0.0.1", &talk, std::time::Duration::from_secs(2))).output().unwrap();
             assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expect, "{name}, port {port}");
         }
     }

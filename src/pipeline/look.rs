@@ -1,0 +1,160 @@
+//! How the watcher looks at a service's members: its own heartbeat check and
+//! the clients' confirmations, both the same conversation with a member
+//! (see [`crate::farm::Talk`]) under the same deadline, so that a member whose
+//! processes hang is dead to both; the connections they share; and the log
+//! they write to. Nothing here decides: `crate::watch` does.
+
+use crate::farm::{Check, Farm, Service, Talk};
+use crate::transport::{self, AnyHost, Reach};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The watcher's events, through `tracing` (written by the logging module): one
+/// per heartbeat failure, confirmation, decision and action.
+#[derive(Clone, Copy)]
+pub struct Log;
+
+impl Log {
+    pub fn event(&self, service: &str, event: &str, message: &str) {
+        let trouble = matches!(
+            event,
+            "missed" | "not-confirmed" | "lease-lost" | "stalled" | "no-standby" | "failover-failed" | "sync-failed" | "fence-failed" | "held-back" | "lagging" | "skipped" | "no-clients" | "standby-down"
+        );
+        if trouble {
+            tracing::warn!(scope = service, event, "{message}");
+        } else {
+            tracing::info!(scope = service, event, "{message}");
+        }
+    }
+}
+
+/// A connection per host, made again when it broke.
+pub(super) struct Conns {
+    pub(super) farm: Arc<Farm>,
+    pub(super) hosts: BTreeMap<String, Arc<AnyHost>>,
+}
+
+impl Conns {
+    pub(super) async fn get(&mut self, name: &str, limit: Duration) -> Option<Arc<AnyHost>> {
+        if let Some(h) = self.hosts.get(name) {
+            return Some(h.clone());
+        }
+        let h = Arc::new(tokio::time::timeout(limit, transport::connect(&self.farm, name)).await.ok()?.ok()?);
+        self.hosts.insert(name.to_string(), h.clone());
+        Some(h)
+    }
+
+    /// Drops a broken connection. Closing an SSH master can block on its
+    /// socket, so it is closed off the async workers: a dead member must
+    /// never stall the heartbeats of the others.
+    pub(super) fn forget(&mut self, name: &str) {
+        if let Some(h) = self.hosts.remove(name) {
+            tokio::task::spawn_blocking(move || drop(h));
+        }
+    }
+}
+
+/// Where a member is reached: its address, or its name.
+pub(super) fn address(farm: &Farm, member: &str) -> String {
+    farm.hosts[member].address.clone().unwrap_or_else(|| member.to_string())
+}
+
+/// The TCP conversation of a check, from this workstation: the answer's
+/// first line must hold `talk.expect` within `limit`.
+async fn talk(address: &str, talk: &Talk, limit: Duration) -> bool {
+    let conversation = async {
+        let mut s = tokio::net::TcpStream::connect((address, talk.port)).await.ok()?;
+        if !talk.send.is_empty() {
+            s.write_all(talk.send.as_bytes()).await.ok()?;
+        }
+        let mut line = Vec::new();
+        let mut buf = [0u8; 512];
+        while !talk.expect.is_empty() && !line.contains(&b'\n') && line.len() < 8192 {
+            let n = s.read(&mut buf).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            line.extend_from_slice(&buf[..n]);
+        }
+        let first = line.split(|b| *b == b'\n').next().unwrap_or_default();
+        Some(String::from_utf8_lossy(first).contains(talk.expect.as_str()))
+    };
+    matches!(tokio::time::timeout(limit, conversation).await, Ok(Some(true)))
+}
+
+/// One check of a member, within `limit`: a check that does not finish in
+/// time is a failure.
+pub(super) async fn check(conns: &mut Conns, farm: &Farm, svc: &Service, member: &str, limit: Duration) -> bool {
+    let ok = match &svc.check {
+        Check::Tcp(t) => talk(&address(farm, member), t, limit).await,
+        Check::Ssh | Check::Command(_) => {
+            let cmd = if let Check::Command(c) = &svc.check { c.as_str() } else { "true" };
+            // A connection made before the member restarted fails though the member is
+            // up: a held one gets one fresh try, so that a miss is the member's.
+            let tries = if conns.hosts.contains_key(member) { 2 } else { 1 };
+            let mut ok = false;
+            for _ in 0..tries {
+                ok = match conns.get(member, limit).await {
+                    Some(h) => matches!(tokio::time::timeout(limit, h.command(cmd)).await, Ok(Ok(Some(c))) if c.status == 0),
+                    None => false,
+                };
+                if ok {
+                    break;
+                }
+                conns.forget(member);
+            }
+            ok
+        }
+    };
+    if !ok {
+        conns.forget(member);
+    }
+    ok
+}
+
+/// The clients' answers about one member.
+pub(super) struct Answers {
+    /// Clients that could not talk to it.
+    pub down: usize,
+    /// Clients that gave an answer (up or down).
+    pub asked: usize,
+    /// Connections made to ask, for the watcher to keep.
+    pub made: Vec<(String, Arc<AnyHost>)>,
+}
+
+/// Asks every client at once, over a held connection or a new one, whether it
+/// can talk to `member` itself, with the check's own conversation and
+/// deadline. The answer is in once `needed` confirm: more clients never make
+/// it slower; unconfirmed, every answer is counted.
+pub(super) async fn ask_clients(farm: Arc<Farm>, held: BTreeMap<String, Arc<AnyHost>>, clients: Vec<String>, svc: &Service, member: &str, needed: usize, limit: Duration) -> Answers {
+    let address = address(&farm, member);
+    let talk = svc.check.talk(farm.ssh.port.unwrap_or(22));
+    let mut ask = tokio::task::JoinSet::new();
+    for c in clients {
+        let (held, farm, address, talk) = (held.get(&c).cloned(), farm.clone(), address.clone(), talk.clone());
+        ask.spawn(async move {
+            let h = match held {
+                Some(h) => h,
+                None => Arc::new(tokio::time::timeout(limit, transport::connect(&farm, &c)).await.ok()?.ok()?),
+            };
+            // The client's own look is bounded by `limit` on the host; the
+            // session around it gets room for the round trip.
+            let r = tokio::time::timeout(limit * 3, h.reaches(&address, &talk, limit)).await.ok()?.ok()?;
+            Some((c, h, r))
+        });
+    }
+    let mut answers = Answers { down: 0, asked: 0, made: Vec::new() };
+    while let Some(r) = ask.join_next().await {
+        if let Ok(Some((c, h, r))) = r {
+            answers.made.push((c, h));
+            answers.asked += usize::from(matches!(r, Reach::Down | Reach::Up));
+            answers.down += usize::from(r == Reach::Down);
+        }
+        if answers.down >= needed {
+            break;
+        }
+    }
+    answers
+}
