@@ -257,6 +257,10 @@ pub struct WatchArgs {
     /// Log JSON lines (time, level, service, event, message) instead of text
     #[arg(long)]
     pub json: bool,
+    /// Exit at once (status 1) when another watcher holds a service's lease,
+    /// instead of standing by to take over when that lease ends
+    #[arg(long, alias = "once")]
+    pub no_wait: bool,
 }
 
 /// `farmctl completions`

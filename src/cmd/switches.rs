@@ -72,7 +72,7 @@ pub async fn status(args: &FarmArgs) -> Outcome {
     }
     let mut down = down;
     if !session.farm.services.is_empty() {
-        for s in crate::pipeline::watch::service_status(&mut session).await {
+        for s in crate::pipeline::status::service_status(&mut session).await {
             out(&format!("{}\n", service_line(&s)));
             // A dead standby of a service that is served is what a failover
             // leaves: it is shown, and `status` still says the farm is served.
@@ -93,7 +93,7 @@ pub async fn status(args: &FarmArgs) -> Outcome {
 
 /// One service in an operator's words: who serves, which standbys answer,
 /// which watcher holds the lease and since when, and how fresh its heartbeat is.
-fn service_line(s: &crate::pipeline::watch::ServiceStatus) -> String {
+fn service_line(s: &crate::pipeline::status::ServiceStatus) -> String {
     let active = match (&s.active, s.active_answers) {
         (Some(a), true) => format!("{a} is active (named by {} client(s))", s.clients),
         (Some(a), false) => format!("{a} is active (named by {} client(s)) but DOES NOT ANSWER", s.clients),

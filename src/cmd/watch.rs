@@ -8,6 +8,6 @@ use std::process::ExitCode;
 
 pub async fn run(args: &WatchArgs) -> Outcome {
     crate::logging::init(args.json, super::log_level());
-    watch(&args.farm, Log).await?;
+    watch(&args.farm, Log, args.no_wait).await?;
     Ok(ExitCode::SUCCESS)
 }

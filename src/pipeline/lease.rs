@@ -35,11 +35,19 @@ pub struct Holding {
     pub note: String,
 }
 
+/// Why a lease was not granted: another watcher holds it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("service {service} is watched by {} (lease epoch {} on {}, {} ms left)", .held.holder, .held.token, .held.place, .held.left_ms)]
+pub struct HeldByAnother {
+    pub service: String,
+    pub held: Holding,
+}
+
 /// What the watcher needs of a lease.
 pub trait Lease: Send {
     /// Takes or renews the lease for this watcher, keeping `note` with it.
     /// `Err` names the other watcher that holds it.
-    fn acquire(&mut self, note: &str) -> impl Future<Output = Result<Grant, String>> + Send;
+    fn acquire(&mut self, note: &str) -> impl Future<Output = Result<Grant, HeldByAnother>> + Send;
     /// Gives the lease up, so that another watcher need not wait for its expiry.
     fn release(&mut self) -> impl Future<Output = ()> + Send;
     /// Who holds the lease now, if anyone.
@@ -66,7 +74,7 @@ impl MemberLease {
         MemberLease { conns, svc: svc.clone(), holder: holder.to_string(), state_dir, limit, held: false }
     }
 
-    async fn on_members(&mut self, note: &str, release: bool) -> Result<Grant, String> {
+    async fn on_members(&mut self, note: &str, release: bool) -> Result<Grant, HeldByAnother> {
         let mut grant = Grant { places: 0, token: 0 };
         let ttl = self.svc.lease.as_millis() as u64;
         for m in self.svc.members.clone() {
@@ -76,8 +84,8 @@ impl MemberLease {
                     grant.places += 1;
                     grant.token = grant.token.max(epoch);
                 }
-                Ok(Ok(LeaseState::Held { holder, epoch, left_ms, .. })) => {
-                    return Err(format!("service {} is watched by {holder} (lease epoch {epoch} on {m}, {left_ms} ms left)", self.svc.name));
+                Ok(Ok(LeaseState::Held { holder, epoch, left_ms, note })) => {
+                    return Err(HeldByAnother { service: self.svc.name.clone(), held: Holding { place: m, holder, token: epoch, left_ms, note } });
                 }
                 Ok(Ok(_)) => {}
                 _ => self.conns.forget(&m),
@@ -88,12 +96,12 @@ impl MemberLease {
 }
 
 impl Lease for MemberLease {
-    async fn acquire(&mut self, note: &str) -> Result<Grant, String> {
+    async fn acquire(&mut self, note: &str) -> Result<Grant, HeldByAnother> {
         if !self.held {
             // A watcher that never held the lease looks before it takes: a
             // live holder on any member is named, and nothing is written.
-            if let Some(h) = self.holding().await.filter(|h| h.holder != self.holder) {
-                return Err(format!("service {} is watched by {} (lease epoch {} on {}, {} ms left)", self.svc.name, h.holder, h.token, h.place, h.left_ms));
+            if let Some(held) = self.holding().await.filter(|h| h.holder != self.holder) {
+                return Err(HeldByAnother { service: self.svc.name.clone(), held });
             }
         }
         let got = self.on_members(note, false).await;

@@ -4,6 +4,7 @@
 
 mod failover;
 mod look;
+pub mod status;
 pub mod lease;
 mod saved;
 pub mod watch;

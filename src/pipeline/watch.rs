@@ -110,7 +110,7 @@ async fn renew(mut lease: impl Lease, view: Arc<std::sync::Mutex<LeaseView>>, ev
                 v.token = v.token.max(g.token);
             }
             Err(e) => {
-                view.lock().expect("lease view").lost = Some(e);
+                view.lock().expect("lease view").lost = Some(e.to_string());
                 return;
             }
         }
@@ -308,8 +308,12 @@ async fn watch_service(
     }
 }
 
-/// Watches every service of the farm until SIGINT or SIGTERM.
-pub async fn watch(farm_path: &std::path::Path, log: Log) -> Result<()> {
+/// Watches every service of the farm until SIGINT or SIGTERM. A service whose
+/// lease another watcher holds is stood by for: this watcher takes it over
+/// when that lease ends (its holder's expiry, or its release on a clean stop)
+/// and carries on from the hosts as they are then. With `no_wait`, a held
+/// lease is refused at once instead, as a script wants.
+pub async fn watch(farm_path: &std::path::Path, log: Log, no_wait: bool) -> Result<()> {
     let mut session = Session::load(farm_path, 64)?;
     let farm = session.farm.clone();
     if farm.services.is_empty() {
@@ -321,97 +325,110 @@ pub async fn watch(farm_path: &std::path::Path, log: Log) -> Result<()> {
     let me = holder();
     let mut tasks = tokio::task::JoinSet::new();
     for svc in farm.services.values() {
-        let (active, clients) = crate::plan::services::active(&farm, &session.live, svc);
-        let active = match active {
-            Some(a) => a,
-            None => {
-                log.event(&svc.name, "no-clients", &format!("no client names any member; taking {} as active", svc.members[0]));
-                svc.members[0].clone()
-            }
-        };
         let limit = svc.heartbeat.max(Duration::from_millis(500));
         // The lease keeps its own connections (sharing the read's), so that it
         // can be renewed while the heartbeat runs.
         let mut lease = MemberLease::new(Conns { farm: farm.clone(), hosts: session.hosts.clone() }, svc, &me, limit);
-        match lease.acquire("").await {
-            Err(e) => return Err(Error::new(ErrorKind::Refused, e).hint("one watcher per farm: stop the other, or wait for its lease to expire")),
-            Ok(g) if g.places == 0 => return Err(Error::new(ErrorKind::Unreachable, format!("cannot take the lease of service {}: no member answers", svc.name))),
-            Ok(_) => {}
-        }
-        log.event(&svc.name, "watching", &format!("{active} is active (named by {} client(s)); standbys: {}; lease held by {me}", clients.len(), svc.members.iter().filter(|m| **m != active).cloned().collect::<Vec<_>>().join(", ")));
-        tasks.spawn(watch_service(farm.clone(), svc.clone(), active, clients, session.hosts.clone(), lease, log, interrupted.clone()));
+        let first = match lease.acquire("").await {
+            Ok(g) if g.places > 0 => {
+                let (active, clients) = active_member(&farm, &session, svc, log);
+                Some(Watching { active, clients, hosts: session.hosts.clone(), lease, token: g.token, took_from: None })
+            }
+            Err(e) if no_wait => return Err(Error::new(ErrorKind::Refused, e.to_string()).hint("stop the other watcher, or wait for its lease to expire; without --no-wait this watcher stands by")),
+            Ok(_) if no_wait => return Err(Error::new(ErrorKind::Unreachable, format!("cannot take the lease of service {}: no member answers", svc.name))),
+            Err(e) => {
+                log.event(&svc.name, "standing-by", &format!("{e}; this watcher stands by and takes over when that lease ends"));
+                None
+            }
+            Ok(_) => {
+                log.event(&svc.name, "standing-by", "no member answers for the lease; this watcher tries again every heartbeat");
+                None
+            }
+        };
+        tasks.spawn(serve(farm.clone(), svc.clone(), me.clone(), first, log, interrupted.clone()));
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
 }
 
-/// One service as `farmctl status` shows it.
-pub struct ServiceStatus {
-    pub name: String,
-    pub active: Option<String>,
-    /// Whether the active member answered this reading.
-    pub active_answers: bool,
-    pub clients: usize,
-    /// Each standby, and whether it answered this reading.
-    pub standbys: Vec<(String, bool)>,
-    /// Who holds the watcher's lease, if anyone.
-    pub lease: Option<super::lease::Holding>,
-    /// When the watcher last had an answer from the active member (ms since the epoch, its clock).
-    pub last_heartbeat_ms: Option<u64>,
-    /// The watcher's heartbeat interval, in ms.
-    pub heartbeat_every_ms: Option<u64>,
-    /// Standbys the watcher last saw not answering their check.
-    pub watcher_sees_down: Vec<String>,
-    /// (standby, ms since the epoch) of each standby's last good sync.
-    pub last_sync: Vec<(String, u64)>,
+/// A service this watcher holds the lease of, ready to watch.
+struct Watching {
+    active: String,
+    clients: Vec<String>,
+    hosts: BTreeMap<String, Arc<AnyHost>>,
+    lease: MemberLease,
+    token: u64,
+    /// The holder whose lease ended, when this watcher took it over.
+    took_from: Option<String>,
 }
 
-impl ServiceStatus {
-    /// Whether the service is served: its active member answers.
-    pub fn served(&self) -> bool {
-        self.active.is_some() && self.active_answers
-    }
+/// The active member by the clients' files, or the first member when no client names one.
+fn active_member(farm: &Farm, session: &Session, svc: &Service, log: Log) -> (String, Vec<String>) {
+    let (active, clients) = crate::plan::services::active(farm, &session.live, svc);
+    let active = active.unwrap_or_else(|| {
+        log.event(&svc.name, "no-clients", &format!("no client names any member; taking {} as active", svc.members[0]));
+        svc.members[0].clone()
+    });
+    (active, clients)
 }
 
-/// Each service's active member (from the clients' files) and its watcher's lease.
-pub async fn service_status(session: &mut Session) -> Vec<ServiceStatus> {
-    let farm = session.farm.clone();
-    let all: Vec<String> = farm.hosts.keys().cloned().collect();
-    session.read(&all).await;
-    let answers = |m: &String| session.live.get(m).is_some_and(|r| r.is_ok());
-    let mut out = Vec::new();
-    for svc in farm.services.values() {
-        let (active, clients) = crate::plan::services::active(&farm, &session.live, svc);
-        let mut status = ServiceStatus {
-            name: svc.name.clone(),
-            active_answers: active.as_ref().is_some_and(answers),
-            standbys: svc.members.iter().filter(|m| Some(*m) != active.as_ref()).map(|m| (m.clone(), answers(m))).collect(),
-            active,
-            clients: clients.len(),
-            lease: None,
-            last_heartbeat_ms: None,
-            heartbeat_every_ms: None,
-            watcher_sees_down: Vec::new(),
-            last_sync: Vec::new(),
+/// Watches one service while this watcher holds its lease, and stands by
+/// while another does: until interrupted.
+async fn serve(farm: Arc<Farm>, svc: Service, me: String, mut first: Option<Watching>, log: Log, interrupted: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let w = match first.take() {
+            Some(w) => w,
+            None => match stand_by(&farm, &svc, &me, log, interrupted.clone()).await {
+                Some(w) => w,
+                None => return,
+            },
         };
-        let conns = Conns { farm: farm.clone(), hosts: session.hosts.clone() };
-        if let Some(held) = MemberLease::new(conns, svc, "", Duration::from_secs(5)).holding().await {
-            for word in held.note.split_whitespace() {
-                match word.split_once('=') {
-                    Some(("beat", t)) => status.last_heartbeat_ms = t.parse().ok(),
-                    Some(("every", t)) => status.heartbeat_every_ms = t.parse().ok(),
-                    Some(("down", list)) => status.watcher_sees_down = list.split(',').map(str::to_string).collect(),
-                    Some((k, t)) if k.starts_with("sync:") => {
-                        if let Ok(t) = t.parse() {
-                            status.last_sync.push((k[5..].to_string(), t));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            status.lease = Some(held);
+        let standbys = svc.members.iter().filter(|m| **m != w.active).cloned().collect::<Vec<_>>().join(", ");
+        let how = match &w.took_from {
+            Some(old) => format!("taken over from {old} with fencing token {}", w.token),
+            None => format!("held by {me} with fencing token {}", w.token),
+        };
+        log.event(&svc.name, if w.took_from.is_some() { "took-over" } else { "watching" }, &format!("{} is active (named by {} client(s)); standbys: {standbys}; lease {how}", w.active, w.clients.len()));
+        watch_service(farm.clone(), svc.clone(), w.active, w.clients, w.hosts, w.lease, log, interrupted.clone()).await;
+        if *interrupted.borrow() {
+            return;
         }
-        out.push(status);
+        // The lease was lost (another watcher took it while this one could
+        // not renew): this watcher steps down and stands by.
     }
-    out
+}
+
+/// Waits, a heartbeat at a time, until this watcher can take the service's
+/// lease; then reads the hosts again, so that it carries on from the live
+/// state. `None` when interrupted first.
+async fn stand_by(farm: &Arc<Farm>, svc: &Service, me: &str, log: Log, mut interrupted: tokio::sync::watch::Receiver<bool>) -> Option<Watching> {
+    let limit = svc.heartbeat.max(Duration::from_millis(500));
+    let mut session = Session::with_farm(farm.clone(), 64);
+    let mut holder_seen: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(svc.heartbeat) => {}
+            _ = interrupted.changed() => {}
+        }
+        if *interrupted.borrow() {
+            log.event(&svc.name, "stopped", "the watcher stopped while standing by");
+            return None;
+        }
+        let mut lease = MemberLease::new(Conns { farm: farm.clone(), hosts: session.hosts.clone() }, svc, me, limit);
+        match lease.acquire("").await {
+            Ok(g) if g.places > 0 => {
+                let all: Vec<String> = farm.hosts.keys().cloned().collect();
+                session.read(&all).await;
+                let (active, clients) = active_member(farm, &session, svc, log);
+                return Some(Watching { active, clients, hosts: session.hosts.clone(), lease, token: g.token, took_from: Some(holder_seen.unwrap_or_else(|| "no live holder".into())) });
+            }
+            Err(e) => {
+                if holder_seen.as_ref().is_some_and(|h| *h != e.held.holder) {
+                    log.event(&svc.name, "standing-by", &format!("{e}; still standing by"));
+                }
+                holder_seen = Some(e.held.holder);
+            }
+            Ok(_) => {}
+        }
+    }
 }
