@@ -320,3 +320,49 @@ fn apply_farm_prints_an_undo_command_that_restores_every_file() {
     assert!(people.lines().any(|l| l.contains("  ivr-1  upgraded 5.1.0 -> 5.2.0 (plan ")), "versions are said: {people}");
     assert!(!people.contains("..") && !people.contains(&writes[0]["after_sha256"].as_str().unwrap()[..12]), "no hashes for people: {people}");
 }
+
+// Issue 21: the journal's records became typed (a version tag, a kind, versions
+// as versions). A journal written before that must still serve `journal` and
+// `rollback`: here every line is put back into the old form first.
+#[test]
+fn a_journal_written_before_records_were_typed_still_serves_journal_and_rollback() {
+    let d = demo();
+    let version = |h: &str| std::fs::read_to_string(d.path().join(format!("inventories/demo/{h}/opt/ivr/VERSION"))).unwrap();
+    let out = run(farmctl(d.path()).args(["apply", "inventories/demo.toml", "--yes"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    let id = err.lines().find_map(|l| l.strip_prefix("To undo: farmctl rollback ")).unwrap().split_whitespace().next().unwrap().to_string();
+    let journal = d.path().join("journal.jsonl");
+    let old: Vec<String> = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(l).unwrap();
+            assert_eq!(v.remove("v"), Some(serde_json::json!(2)), "today's lines carry the version tag: {l}");
+            let kind = v.remove("kind").unwrap();
+            let (from, to) = (v.remove("from").unwrap_or_default(), v.remove("to").unwrap_or_default());
+            let sentinel = match kind.as_str().unwrap() {
+                "version" | "gate" => Some("(version)"),
+                "shadow" => Some("(shadow)"),
+                "service" => Some("(service)"),
+                _ => None,
+            };
+            if let Some(s) = sentinel {
+                v.insert("path".into(), s.into());
+                v.insert("before_sha256".into(), if from.is_null() { "".into() } else { from });
+                v.insert("after_sha256".into(), if to.is_null() { "".into() } else { to });
+            }
+            serde_json::to_string(&v).unwrap()
+        })
+        .collect();
+    assert!(old.iter().any(|l| l.contains(r#""path":"(version)""#)), "the demo's rollout journaled versions");
+    std::fs::write(&journal, old.join("\n") + "\n").unwrap();
+    let out = run(farmctl(d.path()).args(["journal", "--host", "ivr-1"]));
+    let people = text(&out.stdout);
+    assert!(out.status.success() && !text(&out.stderr).contains("skipped"), "{}", text(&out.stderr));
+    assert!(people.lines().any(|l| l.contains("  ivr-1  upgraded 5.1.0 -> 5.2.0 (plan ")), "old version lines read as versions: {people}");
+    assert!(people.lines().any(|l| l.contains("  ivr-1  gate-passed (plan ")), "{people}");
+    let out = run(farmctl(d.path()).args(["rollback", &id, "--yes"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(version("ivr-1"), "5.1.0\n", "the rollback read the old journal's upgrades");
+}

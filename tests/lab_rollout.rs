@@ -123,7 +123,7 @@ fn a_rollout_brings_every_host_to_the_version_never_more_than_two_down_canary_fi
     // The journal has every upgrade with both versions; the farm now plans clean.
     let journal = std::fs::read_to_string(&lab.journal).unwrap();
     assert_eq!(journal.matches("\"outcome\":\"upgraded\"").count(), 6, "{journal}");
-    assert!(journal.contains("\"before_sha256\":\"5.1.0\",\"after_sha256\":\"5.2.0\""), "{journal}");
+    assert!(journal.contains("\"kind\":\"version\",\"from\":\"5.1.0\",\"to\":\"5.2.0\""), "versions are versions, not hashes: {journal}");
     let out = lab.farmctl().args(["plan", "farm.toml", "--detailed-exitcode"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "a role that runs the version plans nothing: {}", stdout(&out));
 }

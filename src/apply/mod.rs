@@ -28,7 +28,7 @@ pub use switch::lock_is_stale;
 use crate::live::Clock;
 use crate::plan::{ActionKind, Contents, Edit, Plan};
 use crate::transport::{AnyHost, FileWrite, TransportError, WriteReport};
-use journal::{Entry, Journal};
+use journal::{Entry, FileOutcome, Journal, Record};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -233,26 +233,16 @@ fn entries(plan: &Plan, host: &str, files: &[FileWrite], outcome: &HostState) ->
     files
         .iter()
         .map(|f| {
-            let (word, detail) = match outcome {
-                s if s.written().contains(&f.path) => ("written", if matches!(s, HostState::Applied { .. }) { String::new() } else { s.to_string() }),
-                HostState::Refused { changed } if changed.contains(&f.path) => ("refused", "changed since the plan".into()),
-                HostState::Aborted { why } => ("aborted", why.to_string()),
-                HostState::NotStarted { .. } => ("not-reached", outcome.to_string()),
-                HostState::Armed { at } => ("armed", format!("switches at {at}")),
-                _ => ("not-written", outcome.to_string()),
+            let (outcome, detail) = match outcome {
+                s if s.written().contains(&f.path) => (FileOutcome::Written, if matches!(s, HostState::Applied { .. }) { String::new() } else { s.to_string() }),
+                HostState::Refused { changed } if changed.contains(&f.path) => (FileOutcome::Refused, "changed since the plan".into()),
+                HostState::Aborted { why } => (FileOutcome::Aborted, why.to_string()),
+                HostState::NotStarted { .. } => (FileOutcome::NotReached, outcome.to_string()),
+                HostState::Armed { at } => (FileOutcome::Armed, format!("switches at {at}")),
+                _ => (FileOutcome::NotWritten, outcome.to_string()),
             };
-            Entry {
-                time: time.clone(),
-                plan: plan.id.clone(),
-                farm: plan.farm.name.clone(),
-                host: host.to_string(),
-                path: f.path.clone(),
-                before_sha256: f.before_sha256.clone(),
-                after_sha256: f.after_sha256.clone(),
-                outcome: word.into(),
-                detail,
-                ..Default::default()
-            }
+            let record = Record::File { path: f.path.clone(), before_sha256: f.before_sha256.clone(), after_sha256: f.after_sha256.clone(), outcome };
+            Entry { time: time.clone(), ..Entry::now(&plan.id, &plan.farm.name, host, record, detail) }
         })
         .collect()
 }

@@ -2,7 +2,7 @@
 //! content the plan wrote, from the backups on each host, latest stage first;
 //! and takes every host the plan upgraded back to the version it had.
 
-use super::journal::{Entry, Journal};
+use super::journal::{Entry, FileOutcome, Journal, Record, VersionOutcome};
 use super::{file_write, judge, Event, HostState, Options, Reporter, Summary};
 use crate::plan::{ActionKind, Plan, RunId};
 use crate::transport::{AnyHost, FileWrite};
@@ -20,7 +20,7 @@ pub async fn rollback(plan: &Plan, hosts: &BTreeMap<String, Arc<AnyHost>>, opts:
     let results = crate::fanout::each(jobs, opts.parallel, move |(name, host)| {
         let (plan, state_dir, token, owner) = (plan_c.clone(), state_dir.clone(), token.clone(), owner.clone());
         async move {
-            let (mut restored, mut already, mut changed, mut log) = (0, 0, Vec::new(), Vec::<(FileWrite, &'static str)>::new());
+            let (mut restored, mut already, mut changed, mut log) = (0, 0, Vec::new(), Vec::<(FileWrite, FileOutcome)>::new());
             for stage in plan.stages.iter().rev() {
                 let files: Vec<FileWrite> = plan.edits().filter(|(a, _)| a.host == name && a.stage == stage.index).map(|(_, e)| file_write(e, e.after_size)).collect();
                 if files.is_empty() {
@@ -35,7 +35,7 @@ pub async fn rollback(plan: &Plan, hosts: &BTreeMap<String, Arc<AnyHost>>, opts:
                 let state = judge(&out, HostState::Staged);
                 let by_path = |p: &String| files.iter().find(|f| &f.path == p).cloned();
                 if let Ok(r) = &out {
-                    for (paths, word) in [(&r.restored, "restored"), (&r.already, "unchanged-since"), (&r.changed, "changed-since")] {
+                    for (paths, word) in [(&r.restored, FileOutcome::Restored), (&r.already, FileOutcome::UnchangedSince), (&r.changed, FileOutcome::ChangedSince)] {
                         for f in paths.iter().filter_map(by_path) {
                             log.push((f, word));
                         }
@@ -58,17 +58,9 @@ pub async fn rollback(plan: &Plan, hosts: &BTreeMap<String, Arc<AnyHost>>, opts:
         reporter.event(Event::Host { host: name.clone(), state: state.clone() });
         let entries: Vec<Entry> = log
             .into_iter()
-            .map(|(f, word)| Entry {
+            .map(|(f, outcome)| Entry {
                 time: time.clone(),
-                plan: plan.id.clone(),
-                farm: plan.farm.name.clone(),
-                host: name.clone(),
-                path: f.path,
-                before_sha256: f.after_sha256,
-                after_sha256: f.before_sha256,
-                outcome: word.into(),
-                detail: "rollback".into(),
-                ..Default::default()
+                ..Entry::now(&plan.id, &plan.farm.name, &name, Record::File { path: f.path, before_sha256: f.after_sha256, after_sha256: f.before_sha256, outcome }, "rollback")
             })
             .collect();
         if let Err(e) = journal.record(&entries) {
@@ -118,26 +110,15 @@ pub async fn undo_upgrades(plan: &crate::plan::Plan, hosts: &BTreeMap<String, Ar
             }
         };
         let outcome = match &state {
-            HostState::UpgradeRolledBack { .. } => "rolled-back",
+            HostState::UpgradeRolledBack { .. } => VersionOutcome::RolledBack,
             HostState::Upgraded { .. } => {
                 reporter.event(Event::Host { host: a.host.clone(), state: state.clone() });
                 out.insert(a.host.clone(), state);
                 continue;
             }
-            _ => "rollback-failed",
+            _ => VersionOutcome::RollbackFailed,
         };
-        let entry = Entry {
-            time: jiff::Timestamp::now().to_string(),
-            plan: plan.id.clone(),
-            farm: plan.farm.name.clone(),
-            host: a.host.clone(),
-            path: "(version)".into(),
-            before_sha256: to.clone(),
-            after_sha256: from.clone(),
-            outcome: outcome.into(),
-            detail: "rollback".into(),
-            ..Default::default()
-        };
+        let entry = Entry::now(&plan.id, &plan.farm.name, &a.host, Record::Version { from: to.clone(), to: from.clone(), outcome }, "rollback");
         let _ = journal.record(&[entry]);
         reporter.event(Event::Host { host: a.host.clone(), state: state.clone() });
         out.insert(a.host.clone(), state);

@@ -9,7 +9,7 @@
 //! back to the version it had (those that are down first, a healthy one only
 //! within `max_unavailable`), and is health-checked again.
 
-use super::journal::Entry;
+use super::journal::{Entry, Record, VersionOutcome};
 use super::health::{sample, versions_hold, Failing};
 use super::{record, Connections, Event, HostState, Level, Summary};
 use crate::plan::{Action, ActionKind, Phase};
@@ -45,19 +45,8 @@ struct Up<'a> {
     rollback: Option<&'a str>,
 }
 
-fn version_entry(run: &Level<'_>, host: &str, from: &str, to: &str, outcome: &str, detail: String) -> Entry {
-    Entry {
-        time: jiff::Timestamp::now().to_string(),
-        plan: run.plan.id.clone(),
-        farm: run.plan.farm.name.clone(),
-        host: host.to_string(),
-        path: "(version)".into(),
-        before_sha256: from.to_string(),
-        after_sha256: to.to_string(),
-        outcome: outcome.into(),
-        detail,
-        ..Default::default()
-    }
+fn version_entry(run: &Level<'_>, host: &str, from: &str, to: &str, outcome: VersionOutcome, detail: String) -> Entry {
+    Entry::now(&run.plan.id, &run.plan.farm.name, host, Record::Version { from: from.to_string(), to: to.to_string(), outcome }, detail)
 }
 
 fn wave_of(a: &Action) -> Option<Wave<'_>> {
@@ -192,7 +181,7 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
                 return Err(format!("{gate}: {} cannot be reached", u.host));
             };
             // Recorded before the host is touched, so a rollback knows where to go back to.
-            record(journal, summary, vec![version_entry(run, u.host, u.from, u.to, "upgrade-started", String::new())]);
+            record(journal, summary, vec![version_entry(run, u.host, u.from, u.to, VersionOutcome::UpgradeStarted, String::new())]);
             reporter.event(Event::Note(format!("{}: upgrading {} -> {}", u.host, u.from, u.to)));
             let ids = host.run_ids(&opts.state_dir, &run.run_id.to_string(), run.token);
             jobs.push((u.host.to_string(), host, ids, u.probe.to_string(), u.to.to_string(), u.command.to_string()));
@@ -238,9 +227,9 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
                 Err(e) => HostState::Failed { error: format!("{e} ({})", e.hint()), cause: None, written: vec![] },
             };
             let (outcome, detail) = match &state {
-                HostState::Upgraded { .. } if r.as_ref().is_ok_and(|x| x.up_to_date) => ("upgrade-skipped", "already at the version".to_string()),
-                HostState::Upgraded { .. } => ("upgraded", String::new()),
-                other => ("upgrade-failed", other.to_string()),
+                HostState::Upgraded { .. } if r.as_ref().is_ok_and(|x| x.up_to_date) => (VersionOutcome::UpgradeSkipped, "already at the version".to_string()),
+                HostState::Upgraded { .. } => (VersionOutcome::Upgraded, String::new()),
+                other => (VersionOutcome::UpgradeFailed, other.to_string()),
             };
             record(journal, summary, vec![version_entry(run, &name, u.from, u.to, outcome, detail)]);
             reporter.event(Event::Host { host: name.clone(), state: state.clone() });
@@ -297,7 +286,7 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
                     let detail = if m.is_empty() { String::new() } else { format!("; metrics: {}", m.join("; ")) };
                     reporter.event(Event::Note(format!("{gate}: passed ({} healthy samples in a row){detail}", wave.samples)));
                     // The last sample's metrics are kept with the gate's verdict.
-                    let entries = h.iter().map(|(host, r)| version_entry(run, host, "", "", "gate-passed", format!("{gate}: {}", r.as_deref().unwrap_or("")))).collect();
+                    let entries = h.iter().map(|(host, r)| Entry::now(&run.plan.id, &run.plan.farm.name, host, Record::GatePassed, format!("{gate}: {}", r.as_deref().unwrap_or("")))).collect();
                     record(journal, summary, entries);
                     return Ok(());
                 }
@@ -355,7 +344,7 @@ async fn roll_back(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(S
             summary.upgrades.insert(u.host.to_string(), state);
             continue;
         };
-        record(journal, summary, vec![version_entry(run, u.host, u.to, u.from, "rollback-started", String::new())]);
+        record(journal, summary, vec![version_entry(run, u.host, u.to, u.from, VersionOutcome::RollbackStarted, String::new())]);
         let ids = host.run_ids(&opts.state_dir, &run.run_id.with_phase(Phase::Rollback).to_string(), run.token);
         let r = host.upgrade(&ids, &opts.owner.to_string(), u.probe, u.from, cmd, Some(u.to)).await;
         let back = r.as_ref().is_ok_and(|r| r.now.as_deref() == Some(u.from));
@@ -377,7 +366,7 @@ async fn roll_back(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(S
         } else {
             HostState::Failed { error: format!("could not go back to {}: {}", u.from, r.map(|r| format!("{r:?}")).unwrap_or_else(|e| e.to_string())), cause: None, written: vec![] }
         };
-        let outcome = if back { "rolled-back" } else { "rollback-failed" };
+        let outcome = if back { VersionOutcome::RolledBack } else { VersionOutcome::RollbackFailed };
         record(journal, summary, vec![version_entry(run, u.host, u.to, u.from, outcome, state.to_string())]);
         reporter.event(Event::Host { host: u.host.to_string(), state: state.clone() });
         summary.upgrades.insert(u.host.to_string(), state);

@@ -2,6 +2,7 @@
 //! the `judge` node runs. Client edits go through the same all-or-nothing
 //! switch as any edit; the verdict comes from `judge` (pure).
 
+use super::journal::{Entry, Record, ShadowOutcome};
 use super::health::sample;
 use super::rollout::roll_back_host;
 use super::switch::{switch_stage, LevelWork};
@@ -31,19 +32,8 @@ pub(super) async fn edits(run: &Level<'_>, ids: &[String], phase: Phase, conns: 
     flow
 }
 
-fn entry(run: &Level<'_>, host: &str, outcome: &str, detail: String) -> super::journal::Entry {
-    super::journal::Entry {
-        time: jiff::Timestamp::now().to_string(),
-        plan: run.plan.id.clone(),
-        farm: run.plan.farm.name.clone(),
-        host: host.to_string(),
-        path: "(shadow)".into(),
-        before_sha256: String::new(),
-        after_sha256: String::new(),
-        outcome: outcome.into(),
-        detail,
-        ..Default::default()
-    }
+fn entry(run: &Level<'_>, host: &str, outcome: ShadowOutcome, detail: String) -> Entry {
+    Entry::now(&run.plan.id, &run.plan.farm.name, host, Record::Shadow(outcome), detail)
 }
 
 /// The `name=value` metrics of one sample's output.
@@ -78,14 +68,14 @@ pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Connection
                 if h == canary {
                     canary_misses.push(why.clone());
                 }
-                lines.push(entry(run, h, "shadow-sample", format!("no answer: {why}")));
+                lines.push(entry(run, h, ShadowOutcome::Sample, format!("no answer: {why}")));
                 continue;
             };
             let side = if h == canary { &mut ours } else { &mut theirs };
             for (k, v) in parse_metrics(m) {
                 side.entry(k).or_default().push(v);
             }
-            lines.push(entry(run, h, "shadow-sample", m.clone()));
+            lines.push(entry(run, h, ShadowOutcome::Sample, m.clone()));
         }
         record(journal, summary, lines);
         if Instant::now() >= end || *opts.interrupted.borrow() {
@@ -102,7 +92,7 @@ pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Connection
             Err(e) => judge::Verdict { condition: text.clone(), canary: None, baseline: None, bound: None, pass: false, why: e },
         };
         reporter.event(Event::Note(format!("{canary}: {v}")));
-        verdicts.push(entry(run, canary, if v.pass { "shadow-holds" } else { "shadow-fails" }, v.to_string()));
+        verdicts.push(entry(run, canary, if v.pass { ShadowOutcome::Holds } else { ShadowOutcome::Fails }, v.to_string()));
         if !v.pass {
             failed.push(v.to_string());
         }
@@ -111,16 +101,16 @@ pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Connection
         // A canary sample that failed (silent, unhealthy, NaN or infinite) is never a pass.
         let v = format!("{canary} failed {} sample(s) of the window, the last: {last}", canary_misses.len());
         reporter.event(Event::Note(v.clone()));
-        verdicts.push(entry(run, canary, "shadow-fails", v.clone()));
+        verdicts.push(entry(run, canary, ShadowOutcome::Fails, v.clone()));
         failed.push(v);
     }
     record(journal, summary, verdicts);
     if failed.is_empty() && !*opts.interrupted.borrow() {
-        record(journal, summary, vec![entry(run, canary, "promoted", format!("{canary} met every join condition"))]);
+        record(journal, summary, vec![entry(run, canary, ShadowOutcome::Promoted, format!("{canary} met every join condition"))]);
         return edits(run, promote, Phase::Promotion, conns, summary, contents).await;
     }
     let why = if failed.is_empty() { "interrupted before the judgement".to_string() } else { failed.join("; ") };
-    record(journal, summary, vec![entry(run, canary, "not-promoted", why.clone())]);
+    record(journal, summary, vec![entry(run, canary, ShadowOutcome::NotPromoted, why.clone())]);
     summary.problems.push(format!("{role} shadow canary {canary} was not promoted: {why}"));
     let _ = edits(run, exit, Phase::ShadowExit, conns, summary, contents).await;
     roll_back_host(run, canary, conns, summary).await;

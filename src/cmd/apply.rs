@@ -2,7 +2,7 @@
 //! exactly a saved plan once it has been verified.
 
 use super::{color, confirm, finish, out, Outcome};
-use crate::apply::{journal::Journal, progress, Summary};
+use crate::apply::{journal::{FileOutcome, Journal}, progress, Summary};
 use crate::cli::ApplyArgs;
 use crate::error::{Error, ErrorKind};
 use crate::live::LiveFarm;
@@ -105,7 +105,7 @@ fn print_offsets(summary: &Summary, plan: &crate::plan::Plan, live: &LiveFarm) {
 fn already_applied(target: &std::path::Path) -> Option<Error> {
     let plan = pipeline::load_plan(target).ok()?;
     let entries = Journal::open().read().ok()?;
-    let written: Vec<_> = entries.iter().filter(|e| e.plan == plan.id && e.outcome == "written").collect();
+    let written: Vec<_> = entries.iter().filter(|e| e.plan == plan.id && e.file().is_some_and(|(_, o)| o == FileOutcome::Written)).collect();
     let first = written.first()?;
     let hosts: std::collections::BTreeSet<&str> = written.iter().map(|e| e.host.as_str()).collect();
     Some(

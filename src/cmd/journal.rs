@@ -1,7 +1,7 @@
 //! `farmctl journal`: what this workstation applied, file by file.
 
 use super::{out, Outcome};
-use crate::apply::journal::Journal;
+use crate::apply::journal::{Journal, Record};
 use crate::cli::JournalArgs;
 use crate::error::{Error, ErrorKind};
 use std::process::ExitCode;
@@ -39,7 +39,7 @@ pub fn run(args: &JournalArgs) -> Outcome {
                 (e.time.clone(), e.farm.clone(), Default::default(), Default::default())
             });
             s.2.insert(&e.host);
-            *s.3.entry(e.outcome.as_str()).or_default() += 1;
+            *s.3.entry(e.record.word()).or_default() += 1;
         }
         for plan in order {
             let (time, farm, hosts, outcomes) = &seen[plan];
@@ -53,12 +53,17 @@ pub fn run(args: &JournalArgs) -> Outcome {
     // In hosts, files and times; the hashes are in --json.
     for e in &entries {
         let time = e.time.parse::<jiff::Timestamp>().map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_else(|_| e.time.clone());
-        let what = if e.path.starts_with('/') { format!("{} {}", e.host, e.path) } else { e.host.clone() };
-        // A version entry keeps its versions where a file's hashes go.
-        let versions = if e.path == "(version)" && !e.before_sha256.is_empty() { format!(" {} -> {}", e.before_sha256, e.after_sha256) } else { String::new() };
+        let what = match e.file() {
+            Some((path, _)) => format!("{} {path}", e.host),
+            None => e.host.clone(),
+        };
+        let versions = match &e.record {
+            Record::Version { from, to, .. } if !from.is_empty() => format!(" {from} -> {to}"),
+            _ => String::new(),
+        };
         let plan = if e.plan.is_empty() { String::new() } else { format!(" (plan {})", e.plan) };
         let detail = if e.detail.is_empty() { String::new() } else { format!(": {}", e.detail) };
-        out(&format!("{time}  {what}  {}{versions}{plan}{detail}\n", e.outcome));
+        out(&format!("{time}  {what}  {}{versions}{plan}{detail}\n", e.record.word()));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,7 @@
 //! that still has the content it wrote.
 
 use super::{confirm, finish, Outcome};
-use crate::apply::{self, journal::{Entry, Journal}, progress};
+use crate::apply::{self, journal::{Entry, FileOutcome, Journal, Record, VersionOutcome}, progress};
 use crate::cli::RollbackArgs;
 use crate::error::{Error, ErrorKind};
 use crate::pipeline::{self, Session};
@@ -22,7 +22,7 @@ fn written_only(plan: &Plan, entries: &[Entry]) -> (Plan, Vec<String>) {
     if mine.is_empty() {
         return (narrowed, Vec::new());
     }
-    let written: BTreeSet<(&str, &str)> = mine.iter().filter(|e| e.outcome == "written" || e.outcome == "armed").map(|e| (e.host.as_str(), e.path.as_str())).collect();
+    let written: BTreeSet<(&str, &str)> = mine.iter().filter_map(|e| e.file().filter(|(_, o)| matches!(o, FileOutcome::Written | FileOutcome::Armed)).map(|(p, _)| (e.host.as_str(), p))).collect();
     let mut skipped = Vec::new();
     narrowed.actions.retain(|a| match &a.kind {
         ActionKind::Edit(e) if !written.contains(&(a.host.as_str(), e.path.as_str())) => {
@@ -41,7 +41,7 @@ fn upgraded_by(plan: &Plan, entries: &[Entry]) -> BTreeSet<String> {
     if mine.is_empty() {
         return ups.collect();
     }
-    let done: BTreeSet<&str> = mine.iter().filter(|e| e.path == "(version)" && e.outcome == "upgraded").map(|e| e.host.as_str()).collect();
+    let done: BTreeSet<&str> = mine.iter().filter(|e| matches!(e.record, Record::Version { outcome: VersionOutcome::Upgraded, .. })).map(|e| e.host.as_str()).collect();
     ups.filter(|h| done.contains(h.as_str())).collect()
 }
 

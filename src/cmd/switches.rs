@@ -132,7 +132,7 @@ fn service_line(s: &crate::pipeline::status::ServiceStatus) -> String {
 /// Records, once, each file of a detached switch that `status` has seen fire:
 /// the apply journaled them as armed; now they are written.
 fn journal_fired(results: &[(String, Result<Vec<crate::transport::ArmedJob>, TransportError>)]) -> std::io::Result<()> {
-    use crate::apply::journal::{Entry, Journal};
+    use crate::apply::journal::{Entry, FileOutcome, Journal, Record};
     let journal = Journal::open();
     let entries = journal.read()?;
     let mut new = Vec::new();
@@ -140,13 +140,16 @@ fn journal_fired(results: &[(String, Result<Vec<crate::transport::ArmedJob>, Tra
         for job in r.iter().flatten().filter(|j| j.state == JobState::Fired) {
             let run = job.id.parse::<RunId>().ok();
             let plan = run.as_ref().map_or(job.id.as_str(), RunId::plan);
-            let done = |e: &&Entry| e.plan == plan && e.host == *host && e.outcome == "written";
-            for armed in entries.iter().filter(|e| e.plan == plan && e.host == *host && e.outcome == "armed") {
-                if entries.iter().filter(done).any(|e| e.path == armed.path) {
+            let ours = |e: &&Entry, outcome: FileOutcome| e.plan == plan && e.host == *host && e.file().is_some_and(|(_, o)| o == outcome);
+            let done: Vec<&str> = entries.iter().filter(|e| ours(e, FileOutcome::Written)).filter_map(|e| e.file().map(|(p, _)| p)).collect();
+            for armed in entries.iter().filter(|e| ours(e, FileOutcome::Armed)) {
+                let Record::File { path, before_sha256, after_sha256, .. } = &armed.record else { continue };
+                if done.contains(&path.as_str()) {
                     continue;
                 }
                 let at = job.renamed_ns.and_then(|ns| jiff::Timestamp::from_nanosecond(ns).ok()).map_or_else(|| job.at.clone(), |t| t.to_string());
-                new.push(Entry { time: jiff::Timestamp::now().to_string(), outcome: "written".into(), detail: format!("detached switch {} fired at {at}", job.id), ..armed.clone() });
+                let record = Record::File { path: path.clone(), before_sha256: before_sha256.clone(), after_sha256: after_sha256.clone(), outcome: FileOutcome::Written };
+                new.push(Entry::now(&armed.plan, &armed.farm, host, record, format!("detached switch {} fired at {at}", job.id)));
             }
         }
     }

@@ -7,7 +7,7 @@ use super::failover::{failover, refresh, Cache, REFRESH};
 use super::lease::{Lease, MemberLease};
 use super::look::{ask_clients, check, Answers, Conns, Log};
 use super::Session;
-use crate::apply::journal::{Entry, Journal};
+use crate::apply::journal::{Entry, Journal, Record, ServiceEvent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::farm::{Farm, Service};
 use crate::live::FileState;
@@ -26,20 +26,8 @@ fn holder() -> String {
     format!("{}@{}:{}", me.user, me.host, me.pid)
 }
 
-fn journal(service: &str, farm: &Farm, outcome: &str, detail: String) {
-    let e = Entry {
-        time: jiff::Timestamp::now().to_string(),
-        plan: String::new(),
-        farm: farm.name.clone(),
-        host: service.to_string(),
-        path: "(service)".into(),
-        before_sha256: String::new(),
-        after_sha256: String::new(),
-        outcome: outcome.into(),
-        detail,
-        ..Default::default()
-    };
-    let _ = Journal::open().record(&[e]);
+fn journal(service: &str, farm: &Farm, event: ServiceEvent, detail: String) {
+    let _ = Journal::open().record(&[Entry::now("", &farm.name, service, Record::Service(event), detail)]);
 }
 
 /// Repoints every client from `from` to `to`: an immediate replacement,
@@ -83,7 +71,7 @@ async fn fence(farm: &Farm, svc: &Service, dead: &str, log: Log) -> bool {
         Err(e) => (false, format!("`{cmd}` could not run: {e}")),
     };
     log.event(&svc.name, if ok { "fenced" } else { "fence-failed" }, &format!("{dead}: {detail}"));
-    journal(&svc.name, farm, if ok { "fenced" } else { "fence-failed" }, format!("{dead}: {detail}"));
+    journal(&svc.name, farm, if ok { ServiceEvent::Fenced } else { ServiceEvent::FenceFailed }, format!("{dead}: {detail}"));
     ok
 }
 
@@ -273,14 +261,14 @@ async fn watch_service(
                             match monitor.choose(&healthy) {
                                 Choice::NoHealthyStandby => {
                                     log.event(&svc.name, "no-standby", &format!("{active} is dead and NO other member is healthy: nothing was changed"));
-                                    journal(&svc.name, &farm, "no-standby", format!("{active} dead; no healthy member"));
+                                    journal(&svc.name, &farm, ServiceEvent::NoStandby, format!("{active} dead; no healthy member"));
                                 }
                                 Choice::FailoverTo(next) => {
                                     log.event(&svc.name, "failover", &format!("repointing the clients from {active} to {next}"));
                                     match failover(&farm, &conns.hosts, &svc, &active, &next, epoch, &cache, log, &interrupted).await {
                                         Ok(n) => {
                                             log.event(&svc.name, "repointed", &format!("{n} client(s) now name {next}; {active} will be a standby when it comes back"));
-                                            journal(&svc.name, &farm, "failover", format!("{active} -> {next}: {n} client(s) repointed"));
+                                            journal(&svc.name, &farm, ServiceEvent::Failover, format!("{active} -> {next}: {n} client(s) repointed"));
                                             monitor.failed_over(&next, now_ms());
                                             let _ = tell_active.send(next.clone());
                                             // Confirmed dead: its return is news.

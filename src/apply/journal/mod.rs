@@ -1,40 +1,14 @@
-//! The local journal: one JSON line per file write, so that "what changed on
-//! ivr-3 last night" has an answer. Appends only; never holds file contents.
+//! The local journal: one JSON line per record (a file write, a version
+//! change, a passed gate, a shadow's verdict, a watcher's event; see
+//! [`Record`]), so that "what changed on ivr-3 last night" has an answer.
+//! Appends only; never holds file contents.
 
-use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Entry {
-    pub time: String,
-    pub plan: String,
-    pub farm: String,
-    pub host: String,
-    pub path: String,
-    pub before_sha256: String,
-    pub after_sha256: String,
-    /// written, refused, failed, aborted, restored, unchanged-since
-    pub outcome: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub detail: String,
-    /// A scheduled switch: when the host renamed the file, by its own clock.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub renamed_at: Option<String>,
-    /// A switch by the hosts' clocks: the host's clock against the workstation's
-    /// as its check measured it right before the switch, and to within how much.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clock_offset_ms: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clock_uncertainty_ms: Option<i64>,
-}
+mod record;
 
-impl Entry {
-    /// Whether this records a rollout's step on a host's version (not a file).
-    pub fn is_version(&self) -> bool {
-        self.path == "(version)"
-    }
-}
+pub use record::{Entry, FileOutcome, NotARecord, Record, ServiceEvent, ShadowOutcome, VersionOutcome};
 
 /// Hosts a rollout brought to a version, or found there, whose wave gate has
 /// not passed since, by host: that version. Read in journal order: an upgrade
@@ -42,12 +16,12 @@ impl Entry {
 /// rollback proves or undoes it.
 pub fn unproven(entries: &[Entry]) -> crate::plan::rollout::Unproven {
     let mut out = crate::plan::rollout::Unproven::new();
-    for e in entries.iter().filter(|e| e.is_version()) {
-        match e.outcome.as_str() {
-            "upgrade-started" | "upgraded" | "upgrade-skipped" => {
-                out.insert(e.host.clone(), e.after_sha256.clone());
+    for e in entries {
+        match &e.record {
+            Record::Version { to, outcome: VersionOutcome::UpgradeStarted | VersionOutcome::Upgraded | VersionOutcome::UpgradeSkipped, .. } => {
+                out.insert(e.host.clone(), to.clone());
             }
-            "gate-passed" | "rolled-back" => {
+            Record::GatePassed | Record::Version { outcome: VersionOutcome::RolledBack, .. } => {
                 out.remove(&e.host);
             }
             _ => {}
@@ -163,7 +137,7 @@ mod tests {
     use super::*;
 
     fn entry(host: &str) -> Entry {
-        Entry { host: host.into(), path: "/etc/x".into(), outcome: "written".into(), ..Default::default() }
+        Entry::now("p", "f", host, Record::File { path: "/etc/x".into(), before_sha256: String::new(), after_sha256: String::new(), outcome: FileOutcome::Written }, "")
     }
 
     // See issue 25: a truncated last line (as a crash leaves) swallowed the next record.
