@@ -111,6 +111,65 @@ pub fn parse(text: &str) -> Result<Condition, String> {
     Ok(Condition { text: text.trim().to_string(), metric: metric.to_string(), agg, op, scale, offset })
 }
 
+/// A gate's condition on each sample of each host: `METRIC OP NUMBER`, for
+/// example `error_rate < 0.05`. A sample without the metric breaks it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limit {
+    pub text: String,
+    pub metric: String,
+    pub op: Op,
+    pub value: f64,
+}
+
+impl Op {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+        }
+    }
+
+    fn holds(self, left: f64, right: f64) -> bool {
+        match self {
+            Op::Lt => left < right,
+            Op::Le => left <= right,
+            Op::Gt => left > right,
+            Op::Ge => left >= right,
+        }
+    }
+}
+
+/// Parses one gate condition.
+pub fn parse_limit(text: &str) -> Result<Limit, String> {
+    let ops = [("<=", Op::Le), (">=", Op::Ge), ("<", Op::Lt), (">", Op::Gt)];
+    let (metric, op, value) = ops
+        .iter()
+        .find_map(|(s, op)| text.split_once(s).map(|(l, r)| (l.trim(), *op, r.trim())))
+        .ok_or_else(|| format!("expected a comparison such as `error_rate < 0.05`, found `{text}`"))?;
+    if metric.is_empty() || !metric.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+        return Err(format!("expected a metric name on the left, found `{metric}`"));
+    }
+    let value = number(value)?;
+    if !value.is_finite() {
+        return Err(format!("expected a finite number on the right, found `{value}`"));
+    }
+    Ok(Limit { text: text.trim().to_string(), metric: metric.to_string(), op, value })
+}
+
+impl Limit {
+    /// Whether a sample's value of the metric meets the condition; `Err` says
+    /// the value and the bound.
+    pub fn check(&self, value: Option<f64>) -> Result<(), String> {
+        match value {
+            None => Err(format!("`{}`: the sample has no `{}`: no data is never a pass", self.text, self.metric)),
+            Some(v) if self.op.holds(v, self.value) => Ok(()),
+            Some(v) => Err(format!("`{}` FAILS: {} is {v}, which must be {} {}", self.text, self.metric, self.op.symbol(), self.value)),
+        }
+    }
+}
+
 /// The aggregate of `v`, or `None` without samples. Percentiles are nearest-rank.
 pub fn aggregate(agg: Agg, v: &[f64]) -> Option<f64> {
     if v.is_empty() {
@@ -268,5 +327,18 @@ mod tests {
         assert!(!v.pass && v.why.contains("Mann-Whitney"), "{v}");
         let v = judge(&c, &canary.iter().map(|x| x / 1000.0).collect::<Vec<_>>(), &base.iter().map(|x| x / 1000.0).collect::<Vec<_>>(), None);
         assert!(v.pass, "{v}");
+    }
+
+    #[test]
+    fn a_gate_limit_says_the_value_and_the_bound() {
+        let l = parse_limit("error_rate < 0.05").unwrap();
+        assert_eq!(l.check(Some(0.01)), Ok(()));
+        let e = l.check(Some(0.2)).unwrap_err();
+        assert!(e.contains("error_rate is 0.2") && e.contains("< 0.05"), "{e}");
+        assert!(l.check(None).unwrap_err().contains("no data is never a pass"));
+        assert_eq!(parse_limit("p95_ms >= 10").unwrap().check(Some(10.0)), Ok(()));
+        assert!(parse_limit("error_rate < baseline").is_err());
+        assert!(parse_limit("rate(x) < 1").is_err());
+        assert!(parse_limit("error_rate 0.05").is_err());
     }
 }

@@ -23,6 +23,7 @@ pub mod render;
 // The edges: the only layer that touches hosts, and the executor over it.
 pub mod apply;
 pub mod fanout;
+pub mod metrics;
 pub mod logging;
 pub mod snapshot;
 pub mod transport;

@@ -1,32 +1,95 @@
 //! Health, as the hosts answer it: a role's `health` command sampled on many
-//! hosts at once (healthy with its `name=value` metrics, or why not), runs of
-//! failed samples, and whether hosts run a version by the rollout's `probe`.
-//! Shared by wave gates (`rollout`) and shadow judgements (`shadow`).
+//! hosts at once, with the rollout's Prometheus queries for each (healthy
+//! with its `name=value` metrics, or why not), the gate's conditions on
+//! them, runs of failed samples, and whether hosts run a version by the
+//! rollout's `probe`. Shared by wave gates (`rollout`) and shadow judgements
+//! (`shadow`).
 
+use crate::judge::Limit;
+use crate::metrics::prometheus::Server;
+use crate::plan::Queries;
 use crate::transport::AnyHost;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// One health sample of each host: `Ok(metrics)` when healthy, `Err(why)` when not or silent.
-pub(super) async fn sample(hosts: &[(String, Arc<AnyHost>)], health: &str, parallel: usize) -> BTreeMap<String, Result<String, String>> {
-    let health = health.to_string();
+/// What one sample of a host reads, and what it must meet.
+#[derive(Clone)]
+pub(super) struct Sampling {
+    /// Run on the host: exit 0 is healthy, `name=value` lines are metrics.
+    pub health: String,
+    /// Asked of Prometheus for each host; each answer is one more metric.
+    pub metrics: Option<Queries>,
+    /// What every sample must meet (a condition that does not parse fails every sample).
+    pub conditions: Vec<Result<Limit, String>>,
+}
+
+impl Sampling {
+    pub(super) fn new(health: &str, metrics: Option<&Queries>, conditions: &[String]) -> Sampling {
+        Sampling { health: health.to_string(), metrics: metrics.cloned(), conditions: conditions.iter().map(|c| crate::judge::parse_limit(c)).collect() }
+    }
+
+    /// The journal's account of a sample: its metrics, and the query each
+    /// Prometheus metric came from.
+    pub(super) fn account(&self, host: &str, r: &Result<String, String>) -> String {
+        let queries = self.metrics.as_ref().and_then(|m| m.by_host.get(host)).map(|q| q.iter().map(|(n, q)| format!("{n} = `{q}`")).collect::<Vec<_>>().join("; "));
+        let said = match r {
+            Ok(m) => m.clone(),
+            Err(why) => why.clone(),
+        };
+        match queries {
+            Some(q) => format!("{said} (from {}: {q})", self.metrics.as_ref().map_or("", |m| m.prometheus.as_str())),
+            None => said,
+        }
+    }
+}
+
+/// How long one query may take: a gate samples every second or so.
+const QUERY_LIMIT: Duration = Duration::from_secs(5);
+
+/// One sample of each host: `Ok(metrics)` when healthy and within every
+/// condition, `Err(why)` when not, or when the host or Prometheus is silent.
+pub(super) async fn sample(hosts: &[(String, Arc<AnyHost>)], how: &Sampling, parallel: usize) -> BTreeMap<String, Result<String, String>> {
+    let how = Arc::new(how.clone());
     crate::fanout::each(hosts.to_vec(), parallel, move |(name, host)| {
-        let health = health.clone();
+        let how = how.clone();
         async move {
-            let r = answer(&host, &health).await.and_then(|out| {
-                let lines: Vec<(&str, f64)> = metric_lines(&out).collect();
-                // No answer is never a pass: NaN or an infinity fails the sample.
-                match lines.iter().find(|(_, v)| !v.is_finite()) {
-                    Some((line, _)) => Err(format!("`{health}` reported `{line}`, which is not a finite number")),
-                    None => Ok(lines.iter().map(|(l, _)| *l).collect::<Vec<_>>().join(" ")),
-                }
-            });
+            let r = sample_one(&name, &host, &how).await;
             (name, r)
         }
     })
     .await
     .into_iter()
     .collect()
+}
+
+async fn sample_one(name: &str, host: &AnyHost, how: &Sampling) -> Result<String, String> {
+    let out = answer(host, &how.health).await?;
+    let mut metrics: Vec<(String, f64)> = Vec::new();
+    for (line, v) in metric_lines(&out) {
+        // No answer is never a pass: NaN or an infinity fails the sample.
+        if !v.is_finite() {
+            return Err(format!("`{}` reported `{line}`, which is not a finite number", how.health));
+        }
+        metrics.push((line.split_once('=').map_or(line, |(k, _)| k).to_string(), v));
+    }
+    let queries = how.metrics.as_ref().map(|m| (m, m.by_host.get(name)));
+    if let Some((m, queries)) = queries {
+        let server: Server = m.prometheus.parse().map_err(|e: crate::metrics::prometheus::BadUrl| e.to_string())?;
+        for (metric, q) in queries.into_iter().flatten() {
+            let v = server.query(q, QUERY_LIMIT).await.map_err(|e| format!("{metric}: query `{q}`: {e}"))?;
+            metrics.push((metric.clone(), v));
+        }
+    }
+    for c in &how.conditions {
+        let c = c.as_ref().map_err(|e| format!("a gate condition cannot be read: {e}"))?;
+        let value = metrics.iter().rev().find(|(k, _)| *k == c.metric).map(|(_, v)| *v);
+        if let Err(why) = c.check(value) {
+            let from = queries.and_then(|(_, q)| q?.get(&c.metric)).map(|q| format!(" (query `{q}`)")).unwrap_or_default();
+            return Err(format!("{why}{from}"));
+        }
+    }
+    Ok(metrics.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "))
 }
 
 /// What `cmd` printed on `host` when it exited 0, or why it did not answer so.

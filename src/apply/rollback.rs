@@ -93,13 +93,14 @@ pub async fn undo_upgrades(plan: &crate::plan::Plan, hosts: &BTreeMap<String, Ar
                     // Already at the old version: nothing was undone here, and nothing is claimed.
                     Ok(r) if r.up_to_date => HostState::Upgraded { from: from.clone(), to: from.clone() },
                     Ok(r) if r.now.as_deref() == Some(from.as_str()) => {
-                        // Healthy by the wave's own health command, once.
+                        // Healthy by the wave's own health command, once (its queries
+                        // and conditions are for the version it no longer runs).
                         let health = plan.actions.iter().find_map(|g| match &g.kind {
                             ActionKind::WaveGate { hosts, health, .. } if hosts.contains(&a.host) => Some(health.clone()),
                             _ => None,
                         });
                         let healthy = match health {
-                            Some(h) => sample(&[(a.host.clone(), host.clone())], &h, 1).await.values().all(Result::is_ok),
+                            Some(h) => sample(&[(a.host.clone(), host.clone())], &super::health::Sampling::new(&h, None, &[]), 1).await.values().all(Result::is_ok),
                             None => true,
                         };
                         HostState::UpgradeRolledBack { from: from.clone(), to: to.clone(), healthy }

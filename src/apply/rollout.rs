@@ -10,7 +10,7 @@
 //! within `max_unavailable`), and is health-checked again.
 
 use super::journal::{Entry, Record, VersionOutcome};
-use super::health::{sample, versions_hold, Failing};
+use super::health::{sample, versions_hold, Failing, Sampling};
 use super::{record, Connections, Event, HostState, Level, Summary};
 use crate::plan::{Action, ActionKind, Phase};
 use crate::transport::AnyHost;
@@ -25,7 +25,7 @@ struct Wave<'a> {
     name: &'a str,
     hosts: &'a [String],
     watch: &'a [String],
-    health: &'a str,
+    health: Sampling,
     samples: u32,
     failure_limit: u32,
     version: &'a str,
@@ -51,12 +51,12 @@ fn version_entry(run: &Level<'_>, host: &str, from: &str, to: &str, outcome: Ver
 
 fn wave_of(a: &Action) -> Option<Wave<'_>> {
     match &a.kind {
-        ActionKind::WaveGate { role, wave, hosts, watch, health, samples, failure_limit, version, probe, interval_ms, timeout_ms, max_unavailable } => Some(Wave {
+        ActionKind::WaveGate { role, wave, hosts, watch, health, metrics, conditions, samples, failure_limit, version, probe, interval_ms, timeout_ms, max_unavailable } => Some(Wave {
             role,
             name: wave,
             hosts,
             watch,
-            health,
+            health: Sampling::new(health, metrics.as_ref(), conditions),
             samples: *samples,
             failure_limit: *failure_limit,
             version,
@@ -163,7 +163,7 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
             return Ok(());
         }
         // Room in this batch: max_unavailable minus the hosts of the role that are down now.
-        let health = sample(watch, wave.health, opts.parallel).await;
+        let health = sample(watch, &wave.health, opts.parallel).await;
         let down: Vec<&String> = health.iter().filter(|(_, r)| r.is_err()).map(|(h, _)| h).collect();
         let room = wave.max_unavailable.saturating_sub(down.len() + unreachable);
         if room == 0 {
@@ -245,7 +245,7 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
         let batch_hosts: Vec<(String, Arc<AnyHost>)> = watch.iter().filter(|(n, _)| batch.iter().any(|u| u.host == n)).cloned().collect();
         let mut failing = Failing::default();
         loop {
-            let h = sample(&batch_hosts, wave.health, opts.parallel).await;
+            let h = sample(&batch_hosts, &wave.health, opts.parallel).await;
             if let Some((host, n, why)) = failing.count(&h).filter(|(_, n, _)| *n >= wave.failure_limit) {
                 return Err(format!("{gate} failed: {host} did not come back healthy after its upgrade: {n} failed samples in a row (failure_limit {}): {why}", wave.failure_limit));
             }
@@ -270,7 +270,12 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
     let mut failing = Failing::default();
     loop {
         n += 1;
-        let h = sample(&wave_hosts, wave.health, opts.parallel).await;
+        let h = sample(&wave_hosts, &wave.health, opts.parallel).await;
+        if wave.health.metrics.is_some() {
+            // Every sample that read Prometheus is kept, with its queries.
+            let entries = h.iter().map(|(host, r)| Entry::now(&run.plan.id, &run.plan.farm.name, host, Record::GateSample { healthy: r.is_ok() }, format!("{gate}, sample {n}: {}", wave.health.account(host, r)))).collect();
+            record(journal, summary, entries);
+        }
         if let Some((host, k, why)) = failing.count(&h).filter(|(_, k, _)| *k >= wave.failure_limit) {
             return Err(format!("{gate} failed: {host} failed {k} samples in a row (failure_limit {}), the last: {why}", wave.failure_limit));
         }
@@ -314,7 +319,7 @@ async fn roll_back(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(S
     // goes back only while that keeps the role within `max_unavailable`
     // (found by the rollout model test: healthy hosts went back first while a
     // broken one was still down); otherwise it stays where it is, named.
-    let first = sample(watch, wave.health, opts.parallel).await;
+    let first = sample(watch, &wave.health, opts.parallel).await;
     let healthy_now = |h: &str| first.get(h).is_some_and(Result::is_ok);
     let mut order: Vec<&Up> = ups.iter().collect();
     order.sort_by_key(|u| healthy_now(u.host));
@@ -324,7 +329,7 @@ async fn roll_back(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(S
             continue;
         }
         if healthy_now(u.host) {
-            let now = sample(watch, wave.health, opts.parallel).await;
+            let now = sample(watch, &wave.health, opts.parallel).await;
             let down = now.iter().filter(|(h, r)| r.is_err() && h.as_str() != u.host).count();
             if down + 1 > wave.max_unavailable {
                 summary.problems.push(format!(
@@ -351,7 +356,7 @@ async fn roll_back(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(S
         let healthy = back && {
             let deadline = Instant::now() + wave.timeout;
             loop {
-                let h = sample(&[(u.host.to_string(), host.clone())], wave.health, 1).await;
+                let h = sample(&[(u.host.to_string(), host.clone())], &wave.health, 1).await;
                 if h.values().all(Result::is_ok) {
                     break true;
                 }

@@ -44,7 +44,7 @@ fn parse_metrics(m: &str) -> BTreeMap<String, f64> {
 /// Samples the canary and the active members over the window, judges every
 /// join condition, records samples and verdicts, then promotes or exits.
 pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Connections, summary: &mut Summary, contents: &Contents) -> ControlFlow<()> {
-    let ActionKind::Judge { role, canary, baseline, health, window_ms, interval_ms, join, confidence, promote, exit, .. } = &node.kind else {
+    let ActionKind::Judge { role, canary, baseline, health, metrics, window_ms, interval_ms, join, confidence, promote, exit, .. } = &node.kind else {
         return ControlFlow::Continue(());
     };
     let Level { opts, reporter, journal, .. } = *run;
@@ -57,10 +57,11 @@ pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Connection
     }
     reporter.event(Event::Note(format!("{role} shadow: sampling {canary} and {} active member(s) for {window_ms} ms", baseline.len())));
     let (mut ours, mut theirs): (BTreeMap<String, Vec<f64>>, BTreeMap<String, Vec<f64>>) = Default::default();
+    let how = super::health::Sampling::new(health, metrics.as_ref(), &[]);
     let end = Instant::now() + Duration::from_millis(*window_ms);
     let mut canary_misses = Vec::new();
     loop {
-        let round = sample(&hosts, health, opts.parallel).await;
+        let round = sample(&hosts, &how, opts.parallel).await;
         let mut lines = Vec::new();
         for (h, r) in &round {
             let Ok(m) = r else {
@@ -68,14 +69,14 @@ pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Connection
                 if h == canary {
                     canary_misses.push(why.clone());
                 }
-                lines.push(entry(run, h, ShadowOutcome::Sample, format!("no answer: {why}")));
+                lines.push(entry(run, h, ShadowOutcome::Sample, format!("no answer: {}", how.account(h, r))));
                 continue;
             };
             let side = if h == canary { &mut ours } else { &mut theirs };
             for (k, v) in parse_metrics(m) {
                 side.entry(k).or_default().push(v);
             }
-            lines.push(entry(run, h, ShadowOutcome::Sample, m.clone()));
+            lines.push(entry(run, h, ShadowOutcome::Sample, how.account(h, r)));
         }
         record(journal, summary, lines);
         if Instant::now() >= end || *opts.interrupted.borrow() {

@@ -62,6 +62,8 @@ pub struct RawRollout {
     pub probe: S<String>,
     pub upgrade: S<String>,
     pub health: Option<S<String>>,
+    /// `{ prometheus = "http://...", NAME = 'PromQL', ... }`: metrics each sample reads.
+    pub metrics: Option<S<BTreeMap<S<String>, S<String>>>>,
     pub canary: Option<S<RawCount>>,
     pub waves: Option<S<Vec<S<RawCount>>>>,
     pub max_unavailable: Option<S<RawCount>>,
@@ -103,6 +105,8 @@ pub enum RawCount {
 pub struct RawGate {
     pub samples: Option<S<i64>>,
     pub failure_limit: Option<S<i64>>,
+    /// `METRIC OP NUMBER` that every sample of every host of the wave must meet.
+    pub conditions: Option<S<Vec<S<String>>>>,
     pub interval: Option<S<String>>,
     pub timeout: Option<S<String>>,
 }

@@ -17,6 +17,8 @@ pub struct Rollout {
     pub upgrade: String,
     /// Exit 0 means healthy; `name=value` lines are metrics.
     pub health: String,
+    /// Prometheus queries each sample reads beside the health command's metrics.
+    pub metrics: Option<MetricSource>,
     pub canary: Count,
     /// Cumulative shares of the role's hosts that run the new version at the end of each wave.
     pub waves: Vec<Count>,
@@ -69,12 +71,58 @@ impl std::fmt::Display for Count {
 
 /// That many consecutive healthy samples, at that interval, within that
 /// timeout; `failure_limit` consecutive failed samples fail it at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct GateSpec {
     pub samples: u32,
     pub failure_limit: u32,
+    /// What every sample of every host of the wave must meet.
+    pub conditions: Vec<crate::judge::Limit>,
     pub interval: Duration,
     pub timeout: Duration,
+}
+
+/// Named Prometheus queries: templates with `{host}`, `{address}`, `{role}`
+/// and `{version}`, filled in (escaped for a PromQL string) for each host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricSource {
+    /// The server's base URL, `http://HOST:PORT[/PREFIX]`.
+    pub prometheus: String,
+    pub queries: BTreeMap<String, String>,
+}
+
+/// The `metrics` table of a rollout: `prometheus` and the named queries.
+fn metric_source(c: &mut Checker, m: &S<BTreeMap<S<String>, S<String>>>) -> Option<MetricSource> {
+    let mut prometheus = None;
+    let mut queries = BTreeMap::new();
+    for (k, v) in m.get_ref() {
+        let text = v.get_ref().trim().to_string();
+        if k.get_ref() == "prometheus" {
+            match text.split_once("://") {
+                Some(("http", rest)) if !rest.is_empty() => prometheus = Some(text.clone()),
+                Some(("https", _)) => c.span(v, "https is not supported yet; reach Prometheus over http (a local port or an SSH tunnel)"),
+                _ => c.span(v, format!("expected a URL such as \"http://prometheus:9090\", found \"{text}\"")),
+            }
+            continue;
+        }
+        if !k.get_ref().chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') || k.get_ref().is_empty() {
+            c.span(k, format!("expected a metric name of letters, digits and `_`, found `{}`", k.get_ref()));
+        } else if text.is_empty() || names::control_char(&text, true).is_some() {
+            c.span(v, "expected a PromQL query, on one or more lines, without control characters");
+        } else {
+            queries.insert(k.get_ref().clone(), text);
+        }
+    }
+    match prometheus {
+        None => {
+            c.span(m, "expected `prometheus = \"http://HOST:PORT\"` in `metrics`: the server the queries go to");
+            None
+        }
+        Some(_) if queries.is_empty() => {
+            c.span(m, "expected at least one named query in `metrics`, such as error_rate = 'sum(rate(errors_total{instance=\"{address}:9100\"}[1m]))'");
+            None
+        }
+        Some(prometheus) => Some(MetricSource { prometheus, queries }),
+    }
 }
 
 /// Reads a version as semver, leniently: "5.2" is 5.2.0, a leading "v" is dropped.
@@ -137,9 +185,12 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawRollout>>, ro
         if !upgrade.contains("{version}") {
             c.span(&r.upgrade, "expected `{version}` in the upgrade command, where the version goes");
         }
+        let metrics = r.metrics.as_ref().and_then(|m| metric_source(c, m));
         let health = match (&r.health, &role_def.health) {
             (Some(h), _) => command(c, h, "health"),
             (None, Some(h)) => h.clone(),
+            // The queries are the data; the host must still answer over SSH.
+            (None, None) if r.metrics.is_some() => "true".to_string(),
             (None, None) => {
                 c.span(&role, format!("rollout of `{}` needs a `health` command (here or in [roles.{}]): a wave is never advanced without data", role.get_ref(), role.get_ref()));
                 String::new()
@@ -164,7 +215,7 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawRollout>>, ro
             }
         }
         let max_unavailable = r.max_unavailable.as_ref().and_then(|v| count(c, v, "`max_unavailable`", false)).unwrap_or(Count::Hosts(1));
-        let mut gate = GateSpec { samples: 3, failure_limit: 3, interval: Duration::from_secs(1), timeout: Duration::from_secs(60) };
+        let mut gate = GateSpec { samples: 3, failure_limit: 3, conditions: Vec::new(), interval: Duration::from_secs(1), timeout: Duration::from_secs(60) };
         if let Some(g) = &r.gate {
             let g = g.get_ref();
             if let Some(n) = &g.samples {
@@ -177,6 +228,12 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawRollout>>, ro
                 match u32::try_from(*n.get_ref()) {
                     Ok(v) if v >= 1 => gate.failure_limit = v,
                     _ => c.span(n, "expected a failure_limit of at least 1 (failed samples in a row that fail the gate)"),
+                }
+            }
+            for t in g.conditions.iter().flat_map(|l| l.get_ref()) {
+                match crate::judge::parse_limit(t.get_ref()) {
+                    Ok(l) => gate.conditions.push(l),
+                    Err(e) => c.span(t, e),
                 }
             }
             gate.interval = super::check::duration(c, &g.interval, gate.interval);
@@ -249,7 +306,7 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawRollout>>, ro
             Shadow { file, mirror_key: sh.mirror_key.get_ref().clone(), active_key: sh.active_key.get_ref().clone(), window, join, test }
         });
         let role = role.into_inner();
-        out.insert(role.clone(), Rollout { role, version, probe, upgrade, health, canary, waves, max_unavailable, gate, requires, shadow });
+        out.insert(role.clone(), Rollout { role, version, probe, upgrade, health, metrics, canary, waves, max_unavailable, gate, requires, shadow });
     }
     out
 }

@@ -87,6 +87,12 @@ pub fn farm_schema() -> Value {
                         "probe": string("a command that prints the installed version"),
                         "upgrade": string("a command with {version}, which farmctl quotes"),
                         "health": string("exit 0 means healthy; name=value lines are metrics (default: the role's health)"),
+                        "metrics": {
+                            "type": "object", "required": ["prometheus"],
+                            "description": "Prometheus queries each sample reads: `prometheus` is the server's http URL; every other key names a query, with {host}, {address}, {role} and {version} filled in",
+                            "properties": { "prometheus": string("http://HOST:PORT of the Prometheus server") },
+                            "additionalProperties": { "type": "string" }
+                        },
                         "canary": { "type": ["integer", "string"], "description": "hosts first, alone: a count or \"N%\" (default 1)" },
                         "waves": { "type": "array", "items": { "type": ["integer", "string"] }, "description": "cumulative shares after each wave, ending with \"100%\"" },
                         "max_unavailable": { "type": ["integer", "string"], "description": "hosts of the role down at once, by health (default 1)" },
@@ -95,6 +101,7 @@ pub fn farm_schema() -> Value {
                             "properties": {
                                 "samples": { "type": "integer", "minimum": 1 },
                                 "failure_limit": { "type": "integer", "minimum": 1, "description": "failed samples in a row that fail the gate at once (default 3)" },
+                                "conditions": strings("METRIC OP NUMBER, such as \"error_rate < 0.05\", that every sample of every host of the wave must meet"),
                                 "interval": string("between samples, such as \"1s\""),
                                 "timeout": string("for the whole gate, such as \"60s\"")
                             }

@@ -14,7 +14,7 @@ mod scope;
 pub mod services;
 mod shadow;
 
-pub use node::{Action, ActionKind, Edit};
+pub use node::{Action, ActionKind, Edit, Queries};
 pub use run_id::{NotARunId, Phase, RunId};
 pub use schema::schema;
 pub use scope::select;

@@ -72,6 +72,12 @@ pub enum ActionKind {
         hosts: Vec<String>,
         watch: Vec<String>,
         health: String,
+        /// Prometheus queries each sample also reads, filled in for each host.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metrics: Option<Queries>,
+        /// `METRIC OP NUMBER` that every sample of every host of the wave must meet.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        conditions: Vec<String>,
         samples: u32,
         /// Failed samples in a row (of any one host) that fail the gate at once.
         failure_limit: u32,
@@ -90,6 +96,8 @@ pub enum ActionKind {
         canary: String,
         baseline: Vec<String>,
         health: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metrics: Option<Queries>,
         window_ms: u64,
         interval_ms: u64,
         join: Vec<String>,
@@ -117,3 +125,12 @@ pub struct Edit {
     pub diff: String,
 }
 
+/// The Prometheus queries of a gate or a judgement, as the plan shows them
+/// for review: each host's own, with its name, address, role and version in.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Queries {
+    /// The server's base URL.
+    pub prometheus: String,
+    /// Host, then metric name, then the query.
+    pub by_host: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+}

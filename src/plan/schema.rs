@@ -59,7 +59,7 @@ pub fn schema() -> Value {
             "wave_gate",
             "a rollout wave is done when each of its hosts gives `samples` healthy samples in a row",
             json!({
-                "role": string(), "wave": string(), "hosts": strings(), "watch": strings(), "health": string(),
+                "role": string(), "wave": string(), "hosts": strings(), "watch": strings(), "health": string(), "metrics": queries(), "conditions": strings(),
                 "samples": count(), "failure_limit": count(), "version": string(), "probe": string(), "interval_ms": count(), "timeout_ms": count(), "max_unavailable": count()
             }),
             &["role", "wave", "hosts", "watch", "health", "samples", "failure_limit", "version", "probe", "interval_ms", "timeout_ms", "max_unavailable"],
@@ -68,7 +68,7 @@ pub fn schema() -> Value {
             "judge",
             "a shadow canary is sampled with the active members and judged by the join conditions",
             json!({
-                "role": string(), "canary": string(), "baseline": strings(), "health": string(), "window_ms": count(), "interval_ms": count(),
+                "role": string(), "canary": string(), "baseline": strings(), "health": string(), "metrics": queries(), "window_ms": count(), "interval_ms": count(),
                 "join": strings(), "confidence": { "type": "number" }, "promote": strings(), "exit": strings(), "from": string()
             }),
             &["role", "canary", "baseline", "health", "window_ms", "interval_ms", "join", "promote", "exit", "from"],
@@ -104,6 +104,17 @@ pub fn schema() -> Value {
             }},
             "actions": { "type": "array", "items": { "oneOf": actions } },
             "notes": strings()
+        }
+    })
+}
+
+/// A gate's or a judgement's Prometheus queries: the server, then host -> metric -> query.
+fn queries() -> Value {
+    json!({
+        "type": "object", "additionalProperties": false, "required": ["prometheus", "by_host"],
+        "properties": {
+            "prometheus": { "type": "string" },
+            "by_host": { "type": "object", "additionalProperties": { "type": "object", "additionalProperties": { "type": "string" } } }
         }
     })
 }

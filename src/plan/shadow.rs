@@ -162,6 +162,8 @@ pub fn nodes(farm: &Farm, live: &LiveFarm, scope: &[String], r: &Rollout, member
         }
     }
     let baseline: Vec<String> = members.iter().filter(|m| *m != canary).cloned().collect();
+    let sampled: Vec<String> = std::iter::once(canary.to_string()).chain(baseline.iter().cloned()).collect();
+    let metrics = super::rollout::queries(farm, live, r, &sampled, &[canary.to_string()]);
     actions.push(Action {
         id: judge_id.clone(),
         host: canary.to_string(),
@@ -174,6 +176,7 @@ pub fn nodes(farm: &Farm, live: &LiveFarm, scope: &[String], r: &Rollout, member
             canary: canary.to_string(),
             baseline,
             health: r.health.clone(),
+            metrics,
             window_ms: sh.window.as_millis() as u64,
             interval_ms: r.gate.interval.as_millis() as u64,
             join: sh.join.iter().map(|c| c.text.clone()).collect(),

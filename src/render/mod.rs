@@ -192,22 +192,37 @@ pub fn describe(a: &Action) -> String {
         ActionKind::Edit(e) => format!("~ {}:{}", a.host, e.path),
         ActionKind::Reload { command } => format!("reload {}: {command}", a.host),
         ActionKind::Upgrade { role, from, to, command, .. } => format!("  ↑ {} ({role}): {from} -> {to}: `{command}`", a.host),
-        ActionKind::WaveGate { wave, hosts, health, samples, failure_limit, interval_ms, timeout_ms, max_unavailable, .. } => format!(
-            "  ? {wave} gate: {} healthy sample(s) in a row every {} ms within {} ms on {} (`{health}`), failing at {failure_limit} failed in a row; at most {max_unavailable} down at once",
+        ActionKind::WaveGate { wave, hosts, health, metrics, conditions, samples, failure_limit, interval_ms, timeout_ms, max_unavailable, .. } => format!(
+            "  ? {wave} gate: {} healthy sample(s) in a row every {} ms within {} ms on {} (`{health}`{}), failing at {failure_limit} failed in a row; at most {max_unavailable} down at once{}",
             samples,
             interval_ms,
             timeout_ms,
-            hosts.join(", ")
+            hosts.join(", "),
+            conditions.iter().map(|c| format!(" and `{c}`")).collect::<String>(),
+            queries_text(metrics.as_ref(), hosts)
         ),
-        ActionKind::Judge { canary, baseline, window_ms, interval_ms, join, confidence, .. } => format!(
-            "\n  ⚖ {canary} serves mirrored work for {} ms, sampled every {} ms with the active members ({}); it joins only if {}{}; otherwise it leaves the shadow and goes back",
+        ActionKind::Judge { canary, baseline, window_ms, interval_ms, join, confidence, metrics, .. } => format!(
+            "\n  ⚖ {canary} serves mirrored work for {} ms, sampled every {} ms with the active members ({}); it joins only if {}{}; otherwise it leaves the shadow and goes back{}",
             window_ms,
             interval_ms,
             baseline.join(", "),
             join.iter().map(|j| format!("`{j}`")).collect::<Vec<_>>().join(" and "),
-            confidence.map(|c| format!(", and no metric is worse by a Mann-Whitney test at {c}")).unwrap_or_default()
+            confidence.map(|c| format!(", and no metric is worse by a Mann-Whitney test at {c}")).unwrap_or_default(),
+            queries_text(metrics.as_ref(), &std::iter::once(canary.clone()).chain(baseline.iter().cloned()).collect::<Vec<_>>())
         ),
     }
+}
+
+/// A gate's Prometheus queries for review, host by host.
+fn queries_text(metrics: Option<&crate::plan::Queries>, hosts: &[String]) -> String {
+    let Some(m) = metrics else { return String::new() };
+    let mut out = format!("\n      metrics from {}:", m.prometheus);
+    for h in hosts {
+        for (name, q) in m.by_host.get(h).into_iter().flatten() {
+            out.push_str(&format!("\n        {h} {name} = {q}"));
+        }
+    }
+    out
 }
 
 /// Text safe inside a markdown table cell.

@@ -60,6 +60,9 @@ pub enum Record {
     Version { from: String, to: String, outcome: VersionOutcome },
     /// A rollout's wave gate passed on the host.
     GatePassed,
+    /// One sample of a host during a wave gate that reads Prometheus: its
+    /// metrics (or why it failed) and the query each came from.
+    GateSample { healthy: bool },
     /// A shadow's sample or verdict on its canary.
     Shadow(ShadowOutcome),
     /// A watcher's event for a service (the entry's host is the service).
@@ -151,6 +154,8 @@ impl Record {
             Record::File { outcome, .. } => outcome.word(),
             Record::Version { outcome, .. } => outcome.word(),
             Record::GatePassed => "gate-passed",
+            Record::GateSample { healthy: true } => "sample-healthy",
+            Record::GateSample { healthy: false } => "sample-failed",
             Record::Shadow(o) => o.word(),
             Record::Service(o) => o.word(),
         }
@@ -218,6 +223,7 @@ impl TryFrom<Line> for Entry {
                 Record::Version { from, to, outcome: VersionOutcome::from_word(&l.outcome).ok_or_else(|| bad("version outcome"))? }
             }
             "gate" if l.outcome == "gate-passed" => Record::GatePassed,
+            "gate" if l.outcome == "sample-healthy" || l.outcome == "sample-failed" => Record::GateSample { healthy: l.outcome == "sample-healthy" },
             "shadow" => Record::Shadow(ShadowOutcome::from_word(&l.outcome).ok_or_else(|| bad("shadow outcome"))?),
             "service" => Record::Service(ServiceEvent::from_word(&l.outcome).ok_or_else(|| bad("service event"))?),
             other => return Err(NotARecord(format!("kind `{other}`"))),
@@ -235,7 +241,7 @@ impl From<Entry> for Line {
                 (l.kind, l.path, l.before_sha256, l.after_sha256) = ("file".into(), path, before_sha256, after_sha256);
             }
             Record::Version { from, to, .. } => (l.kind, l.from, l.to) = ("version".into(), from, to),
-            Record::GatePassed => l.kind = "gate".into(),
+            Record::GatePassed | Record::GateSample { .. } => l.kind = "gate".into(),
             Record::Shadow(_) => l.kind = "shadow".into(),
             Record::Service(_) => l.kind = "service".into(),
         }
