@@ -21,6 +21,8 @@ command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)
 # apply's progress is checked in a 40-line terminal (tests/lab_review.rs).
 command -v tmux >/dev/null 2>&1 || need_pkgs+=(tmux)
+# Rollout gates and the watcher's metrics are tried against real Prometheus (tests/lab_prometheus.rs).
+command -v prometheus >/dev/null 2>&1 || need_pkgs+=(prometheus)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "error: the lab farm needs ${need_pkgs[*]} and root; run this script as root" >&2

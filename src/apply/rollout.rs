@@ -25,7 +25,12 @@ struct Wave<'a> {
     name: &'a str,
     hosts: &'a [String],
     watch: &'a [String],
+    /// The health command alone: whether a host is up, for `max_unavailable`
+    /// and for a host coming back from its upgrade or rollback.
     health: Sampling,
+    /// The gate's samples of the wave's hosts: the health command, the
+    /// Prometheus queries at the wave's version, and the conditions.
+    gate: Sampling,
     samples: u32,
     failure_limit: u32,
     version: &'a str,
@@ -56,7 +61,8 @@ fn wave_of(a: &Action) -> Option<Wave<'_>> {
             name: wave,
             hosts,
             watch,
-            health: Sampling::new(health, metrics.as_ref(), conditions),
+            health: Sampling::new(health, None, &[]),
+            gate: Sampling::new(health, metrics.as_ref(), conditions),
             samples: *samples,
             failure_limit: *failure_limit,
             version,
@@ -251,7 +257,8 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
             }
             match h.iter().find(|(_, r)| r.is_err()) {
                 None => {
-                    first_sample_done = pending.is_empty() && batch_hosts.len() == wave.hosts.len();
+                    // A health-only sample counts for the gate only when the gate reads nothing more.
+                    first_sample_done = pending.is_empty() && batch_hosts.len() == wave.hosts.len() && wave.gate.metrics.is_none() && wave.gate.conditions.is_empty();
                     break;
                 }
                 Some((host, Err(why))) if Instant::now() >= deadline => return Err(format!("{gate}: {host} did not come back healthy within {:?}: {why}", wave.timeout)),
@@ -270,10 +277,10 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
     let mut failing = Failing::default();
     loop {
         n += 1;
-        let h = sample(&wave_hosts, &wave.health, opts.parallel).await;
-        if wave.health.metrics.is_some() {
+        let h = sample(&wave_hosts, &wave.gate, opts.parallel).await;
+        if wave.gate.metrics.is_some() {
             // Every sample that read Prometheus is kept, with its queries.
-            let entries = h.iter().map(|(host, r)| Entry::now(&run.plan.id, &run.plan.farm.name, host, Record::GateSample { healthy: r.is_ok() }, format!("{gate}, sample {n}: {}", wave.health.account(host, r)))).collect();
+            let entries = h.iter().map(|(host, r)| Entry::now(&run.plan.id, &run.plan.farm.name, host, Record::GateSample { healthy: r.is_ok() }, format!("{gate}, sample {n}: {}", wave.gate.account(host, r)))).collect();
             record(journal, summary, entries);
         }
         if let Some((host, k, why)) = failing.count(&h).filter(|(_, k, _)| *k >= wave.failure_limit) {
