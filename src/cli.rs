@@ -261,6 +261,11 @@ pub struct WatchArgs {
     /// instead of standing by to take over when that lease ends
     #[arg(long, alias = "once")]
     pub no_wait: bool,
+    /// Serve the watcher's metrics (Prometheus text, at /metrics) and its
+    /// health (/healthz: 200 while it holds or stands by for every service)
+    /// at this address, such as 127.0.0.1:9799
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// `farmctl completions`

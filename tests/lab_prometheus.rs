@@ -115,7 +115,7 @@ fn a_good_canary_goes_on_and_prometheus_stopped_in_a_gate_fails_it_naming_why() 
     // The next rollout: Prometheus dies once the canary runs the new version.
     let text = std::fs::read_to_string(lab.dir.path().join("farm.toml")).unwrap().replace("5.2.0", "5.3.0");
     lab.write_farm("farm.toml", &text);
-    let mut apply = lab.farmctl().args(["apply", "farm.toml", "--yes"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let apply = lab.farmctl().args(["apply", "farm.toml", "--yes"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let started = Instant::now();
     while version(&lab, "ivr-1") != "5.3.0" {
         assert!(started.elapsed() < Duration::from_secs(60), "the canary was never upgraded");

@@ -4,6 +4,8 @@
 //! loaded 2-core machine (the benchmark measures them precisely).
 
 mod lab;
+#[path = "lab/prometheus.rs"]
+mod prometheus;
 
 use lab::voice::{render, IVR_TOML, PEERS};
 use lab::Lab;
@@ -543,6 +545,54 @@ fn after_a_freeze_and_thaw_a_new_watcher_takes_the_lease_and_a_second_one_names_
         assert_eq!(out.status.code(), Some(1), "try {n}: {err}");
         assert!(err.contains("service web is watched by ") && err.contains(&id), "try {n} names the holder: {err}");
     }
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// Issue 23: the watcher's own metrics, scraped by a real Prometheus, and its
+/// `/healthz`, which follows the lease.
+#[test]
+fn a_failover_shows_in_the_watchers_metrics_as_prometheus_scrapes_them_and_healthz_follows_the_lease() {
+    let mut lab = start("", None);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut w = Watcher::start_with(&lab, &["--metrics", &addr]);
+    assert!(w.wait_for("web-c is active", 20), "{}", w.text());
+    let health = || prometheus::http_status("127.0.0.1", port, "/healthz");
+    assert_eq!(health().map(|(code, _)| code), Some(200), "{}", w.text());
+    assert!(health().unwrap().1.contains("web: holds the lease"));
+    let prom = prometheus::Prometheus::start(&[("farmctl", addr.clone())]);
+    let q = |q: &str| prom.query(q);
+    let wait_for = |what: &str, want: f64| {
+        // Prometheus scrapes every second; 20 s is room for a loaded machine.
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            if q(what) == Some(want) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    };
+    assert!(wait_for(r#"farmctl_watch_failovers_total{service="web"}"#, 0.0), "the counter starts at 0");
+    assert!(wait_for(r#"farmctl_watch_active{service="web",member="web-c"}"#, 1.0));
+    assert!(wait_for(r#"farmctl_watch_lease_held{service="web"}"#, 1.0));
+    lab.host_mut("web-c").crash();
+    assert!(w.wait_for("repointed", 20), "{}", w.text());
+    assert!(wait_for(r#"farmctl_watch_failovers_total{service="web"}"#, 1.0), "one failover, as Prometheus sees it: {}", w.text());
+    assert!(wait_for(r#"farmctl_watch_active{service="web",member="web-d"}"#, 1.0));
+    assert!(wait_for(r#"farmctl_watch_active{service="web",member="web-c"}"#, 0.0));
+    assert!(q(r#"farmctl_watch_confirmations_given_total{service="web"}"#).is_some_and(|n| n >= 1.0));
+    assert!(q(r#"farmctl_watch_heartbeat_misses_total{service="web"}"#).is_some_and(|n| n >= 1.0));
+    // No member left to keep the lease on: the lease store is gone, and /healthz says so.
+    lab.host_mut("web-d").crash();
+    let started = Instant::now();
+    while health().map(|(code, _)| code) != Some(503) && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, text) = health().unwrap();
+    assert_eq!(code, 503, "{text}");
+    assert!(text.contains("web: cannot reach its lease store"), "{text}");
     let (code, log) = w.stop();
     assert_eq!(code, Some(0), "{log}");
 }

@@ -3,4 +3,5 @@
 //! served for Prometheus to scrape (`exporter`). I/O, like `transport`, but
 //! towards monitoring, never towards a farm host.
 
+pub mod exporter;
 pub mod prometheus;

@@ -10,6 +10,7 @@ use super::Session;
 use crate::apply::journal::{Entry, Journal, Record, ServiceEvent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::farm::{Farm, Service};
+use crate::metrics::exporter::{Standing, WatchMetrics};
 use crate::live::FileState;
 use crate::transport::{AnyHost, Host};
 use crate::watch::{Choice, Monitor, Step, Verdict};
@@ -85,7 +86,7 @@ struct LeaseView {
 }
 
 /// Renews the lease every `every` until interrupted (then releases it) or lost.
-async fn renew(mut lease: impl Lease, view: Arc<std::sync::Mutex<LeaseView>>, every: Duration, mut interrupted: tokio::sync::watch::Receiver<bool>) {
+async fn renew(mut lease: impl Lease, service: String, view: Arc<std::sync::Mutex<LeaseView>>, every: Duration, metrics: Arc<WatchMetrics>, mut interrupted: tokio::sync::watch::Receiver<bool>) {
     loop {
         if *interrupted.borrow() {
             lease.release().await;
@@ -96,8 +97,10 @@ async fn renew(mut lease: impl Lease, view: Arc<std::sync::Mutex<LeaseView>>, ev
             Ok(g) => {
                 let mut v = view.lock().expect("lease view");
                 v.token = v.token.max(g.token);
+                metrics.lease(&service, if g.places > 0 { Standing::Holds } else { Standing::Unreachable }, v.token);
             }
             Err(e) => {
+                metrics.lease(&service, Standing::StandsBy { holder: e.held.holder.clone() }, 0);
                 view.lock().expect("lease view").lost = Some(e.to_string());
                 return;
             }
@@ -147,9 +150,13 @@ async fn watch_service(
     held: BTreeMap<String, Arc<AnyHost>>,
     lease: impl Lease + 'static,
     log: Log,
+    metrics: Arc<WatchMetrics>,
     mut interrupted: tokio::sync::watch::Receiver<bool>,
 ) {
     let limit = svc.heartbeat.max(Duration::from_millis(500));
+    metrics.begin(&svc.name, &svc.members, &active);
+    // When the active member first missed its heartbeat: a failover's time counts from there.
+    let mut silent_since: Option<Instant> = None;
     // The connections of the first read serve the heartbeats, confirmations and failovers.
     let mut conns = Conns { farm: farm.clone(), hosts: held };
     let mut monitor = Monitor::new(active, svc.members.clone(), svc.dead_after.as_millis() as u64, svc.confirm, now_ms());
@@ -159,7 +166,7 @@ async fn watch_service(
     // The lease is renewed in its own loop, every heartbeat: a member it cannot
     // reach (the one just failed over from) never stretches the heartbeat's ticks.
     let shared = Arc::new(std::sync::Mutex::new(LeaseView::default()));
-    let renewing = tokio::spawn(renew(lease, shared.clone(), svc.heartbeat, interrupted.clone()));
+    let renewing = tokio::spawn(renew(lease, svc.name.clone(), shared.clone(), svc.heartbeat, metrics.clone(), interrupted.clone()));
     let (tell_active, active_now) = tokio::sync::watch::channel(monitor.active.clone());
     let seen = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
     let looking = tokio::spawn(look_after_standbys(farm.clone(), svc.clone(), active_now, seen.clone(), log, interrupted.clone()));
@@ -196,6 +203,7 @@ async fn watch_service(
             looking.abort();
             return;
         }
+        let beat = Instant::now();
         let ok = match tokio::time::timeout(limit * 4, check(&mut conns, &farm, &svc, &active, limit)).await {
             Ok(ok) => ok,
             Err(_) => {
@@ -206,8 +214,15 @@ async fn watch_service(
                 false
             }
         };
+        metrics.heartbeat(&svc.name, beat.elapsed(), ok);
         if ok {
             last_beat_ms = now_ms();
+            silent_since = None;
+        } else {
+            silent_since.get_or_insert(beat);
+        }
+        for (m, (t, _)) in &last_sync {
+            metrics.sync_age(&svc.name, m, t.elapsed());
         }
         match monitor.heartbeat(ok, now_ms()) {
             Step::Healthy => {
@@ -237,6 +252,7 @@ async fn watch_service(
                     None => ask_clients(farm.clone(), conns.hosts.clone(), clients.clone(), &svc, &active, monitor.needed(clients.len()), limit).await,
                 };
                 let (down, asked) = (answers.down, answers.asked);
+                metrics.confirmations(&svc.name, asked, down);
                 for (c, h) in answers.made {
                     conns.hosts.entry(c).or_insert(h);
                 }
@@ -270,6 +286,8 @@ async fn watch_service(
                                             log.event(&svc.name, "repointed", &format!("{n} client(s) now name {next}; {active} will be a standby when it comes back"));
                                             journal(&svc.name, &farm, ServiceEvent::Failover, format!("{active} -> {next}: {n} client(s) repointed"));
                                             monitor.failed_over(&next, now_ms());
+                                            metrics.failover(&svc.name, silent_since.take().map_or(Duration::ZERO, |t| t.elapsed()));
+                                            metrics.set_active(&svc.name, &svc.members, &next);
                                             let _ = tell_active.send(next.clone());
                                             // Confirmed dead: its return is news.
                                             seen.lock().expect("standbys").insert(active.clone(), false);
@@ -296,12 +314,22 @@ async fn watch_service(
     }
 }
 
+/// How `farmctl watch` runs.
+#[derive(Clone, Debug, Default)]
+pub struct WatchOptions {
+    /// Refuse at once when another watcher holds a service's lease, instead of standing by.
+    pub no_wait: bool,
+    /// Where to serve `/metrics` and `/healthz`.
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
 /// Watches every service of the farm until SIGINT or SIGTERM. A service whose
 /// lease another watcher holds is stood by for: this watcher takes it over
 /// when that lease ends (its holder's expiry, or its release on a clean stop)
 /// and carries on from the hosts as they are then. With `no_wait`, a held
 /// lease is refused at once instead, as a script wants.
-pub async fn watch(farm_path: &std::path::Path, log: Log, no_wait: bool) -> Result<()> {
+pub async fn watch(farm_path: &std::path::Path, log: Log, opts: WatchOptions) -> Result<()> {
+    let no_wait = opts.no_wait;
     let mut session = Session::load(farm_path, 64)?;
     let farm = session.farm.clone();
     if farm.services.is_empty() {
@@ -311,6 +339,12 @@ pub async fn watch(farm_path: &std::path::Path, log: Log, no_wait: bool) -> Resu
     session.read(&all).await;
     let interrupted = super::interrupt_signal_saying(move || log.event("watch", "interrupted", "the watcher stops and releases its lease (interrupt again to quit at once)"));
     let me = holder();
+    let metrics = Arc::new(WatchMetrics::default());
+    if let Some(addr) = opts.metrics {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| Error::new(ErrorKind::Refused, format!("cannot serve the watcher's metrics on {addr}: {e}")).hint("give --metrics a free address and port, such as 127.0.0.1:9799"))?;
+        log.event("watch", "metrics", &format!("serving /metrics and /healthz on http://{addr}"));
+        tokio::spawn(crate::metrics::exporter::serve(listener, metrics.clone()));
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for svc in farm.services.values() {
         let limit = svc.heartbeat.max(Duration::from_millis(500));
@@ -326,14 +360,19 @@ pub async fn watch(farm_path: &std::path::Path, log: Log, no_wait: bool) -> Resu
             Ok(_) if no_wait => return Err(Error::new(ErrorKind::Unreachable, format!("cannot take the lease of service {}: no member answers", svc.name))),
             Err(e) => {
                 log.event(&svc.name, "standing-by", &format!("{e}; this watcher stands by and takes over when that lease ends"));
+                metrics.lease(&svc.name, Standing::StandsBy { holder: e.held.holder.clone() }, 0);
                 None
             }
             Ok(_) => {
                 log.event(&svc.name, "standing-by", "no member answers for the lease; this watcher tries again every heartbeat");
+                metrics.lease(&svc.name, Standing::Unreachable, 0);
                 None
             }
         };
-        tasks.spawn(serve(farm.clone(), svc.clone(), me.clone(), first, log, interrupted.clone()));
+        if let Some(w) = &first {
+            metrics.lease(&svc.name, Standing::Holds, w.token);
+        }
+        tasks.spawn(serve(farm.clone(), svc.clone(), me.clone(), first, log, metrics.clone(), interrupted.clone()));
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
@@ -362,11 +401,11 @@ fn active_member(farm: &Farm, session: &Session, svc: &Service, log: Log) -> (St
 
 /// Watches one service while this watcher holds its lease, and stands by
 /// while another does: until interrupted.
-async fn serve(farm: Arc<Farm>, svc: Service, me: String, mut first: Option<Watching>, log: Log, interrupted: tokio::sync::watch::Receiver<bool>) {
+async fn serve(farm: Arc<Farm>, svc: Service, me: String, mut first: Option<Watching>, log: Log, metrics: Arc<WatchMetrics>, interrupted: tokio::sync::watch::Receiver<bool>) {
     loop {
         let w = match first.take() {
             Some(w) => w,
-            None => match stand_by(&farm, &svc, &me, log, interrupted.clone()).await {
+            None => match stand_by(&farm, &svc, &me, log, &metrics, interrupted.clone()).await {
                 Some(w) => w,
                 None => return,
             },
@@ -377,7 +416,8 @@ async fn serve(farm: Arc<Farm>, svc: Service, me: String, mut first: Option<Watc
             None => format!("held by {me} with fencing token {}", w.token),
         };
         log.event(&svc.name, if w.took_from.is_some() { "took-over" } else { "watching" }, &format!("{} is active (named by {} client(s)); standbys: {standbys}; lease {how}", w.active, w.clients.len()));
-        watch_service(farm.clone(), svc.clone(), w.active, w.clients, w.hosts, w.lease, log, interrupted.clone()).await;
+        metrics.lease(&svc.name, Standing::Holds, w.token);
+        watch_service(farm.clone(), svc.clone(), w.active, w.clients, w.hosts, w.lease, log, metrics.clone(), interrupted.clone()).await;
         if *interrupted.borrow() {
             return;
         }
@@ -389,7 +429,7 @@ async fn serve(farm: Arc<Farm>, svc: Service, me: String, mut first: Option<Watc
 /// Waits, a heartbeat at a time, until this watcher can take the service's
 /// lease; then reads the hosts again, so that it carries on from the live
 /// state. `None` when interrupted first.
-async fn stand_by(farm: &Arc<Farm>, svc: &Service, me: &str, log: Log, mut interrupted: tokio::sync::watch::Receiver<bool>) -> Option<Watching> {
+async fn stand_by(farm: &Arc<Farm>, svc: &Service, me: &str, log: Log, metrics: &WatchMetrics, mut interrupted: tokio::sync::watch::Receiver<bool>) -> Option<Watching> {
     let limit = svc.heartbeat.max(Duration::from_millis(500));
     let mut session = Session::with_farm(farm.clone(), 64);
     let mut holder_seen: Option<String> = None;
@@ -410,13 +450,14 @@ async fn stand_by(farm: &Arc<Farm>, svc: &Service, me: &str, log: Log, mut inter
                 let (active, clients) = active_member(farm, &session, svc, log);
                 return Some(Watching { active, clients, hosts: session.hosts.clone(), lease, token: g.token, took_from: Some(holder_seen.unwrap_or_else(|| "no live holder".into())) });
             }
+            Ok(_) => metrics.lease(&svc.name, Standing::Unreachable, 0),
             Err(e) => {
+                metrics.lease(&svc.name, Standing::StandsBy { holder: e.held.holder.clone() }, 0);
                 if holder_seen.as_ref().is_some_and(|h| *h != e.held.holder) {
                     log.event(&svc.name, "standing-by", &format!("{e}; still standing by"));
                 }
                 holder_seen = Some(e.held.holder);
             }
-            Ok(_) => {}
         }
     }
 }

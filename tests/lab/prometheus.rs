@@ -1,10 +1,11 @@
 //! A real Prometheus for the lab (Debian's `prometheus`), scraping every
 //! second, and small exporters whose values live in the lab hosts' own files.
 
+#![allow(dead_code)]
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// A Prometheus server started for one test; stopped when dropped.
@@ -83,15 +84,21 @@ fn encode(q: &str) -> String {
     q.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
-/// A plain HTTP/1.0 GET; the body, or `None` when there is no answer.
+/// A plain HTTP/1.0 GET; the body of a 200, or `None`.
 pub fn http_get(host: &str, port: u16, path: &str) -> Option<String> {
+    http_status(host, port, path).filter(|(code, _)| *code == 200).map(|(_, body)| body)
+}
+
+/// A plain HTTP/1.0 GET; the status and the body, or `None` when there is no answer.
+pub fn http_status(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect((host, port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
     let mut text = String::new();
     std::io::Read::read_to_string(&mut s, &mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.").then(|| body.to_string())
+    let code = head.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()?;
+    Some((code, body.to_string()))
 }
 
 /// An exporter at `address:port` that serves, on every scrape, what `render`
