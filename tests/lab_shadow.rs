@@ -5,6 +5,8 @@
 //! while farmctl works.
 
 mod lab;
+#[path = "lab/prometheus.rs"]
+mod prometheus;
 
 use lab::{stderr, stdout, Lab};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +20,11 @@ const UPGRADE: &str = "#!/bin/sh\necho \"$(hostname) $1\" >> /var/log/farmlab/up
 const HEALTH: &str = "#!/bin/sh\nm=/etc/ivr-web/metrics-$(cat /etc/ivr-web/VERSION)\nif [ -f \"$m\" ]; then cat \"$m\"; else printf 'error_rate=0.010\\np95_ms=40\\n'; fi\n";
 
 fn start() -> Lab {
+    start_judged_by("join = [\"error_rate <= baseline * 1.1\", \"p95(p95_ms) <= baseline + 20\"]", "")
+}
+
+/// The lab with the shadow's `join` (and the rollout's extra settings).
+fn start_judged_by(join: &str, extra: &str) -> Lab {
     let names: Vec<&str> = WEBS.iter().chain(IVRS.iter()).copied().collect();
     let lab = Lab::start(&names);
     for w in WEBS {
@@ -34,7 +41,7 @@ fn start() -> Lab {
         "[farm]\nname = \"shadow\"\n\n{}\n[roles.web]\nfiles = [\"/etc/ivr-web/web.toml\"]\n\n[roles.ivr]\nfiles = [\"/etc/ivr/ivr.toml\"]\nreload = \"echo reload >> /var/log/farmlab/reloads\"\n\n{}\n\
          [rollout.web]\nversion = \"2.0.0\"\nprobe = \"cat /etc/ivr-web/VERSION\"\nupgrade = \"sh /etc/ivr-web/upgrade.sh {{version}}\"\nhealth = \"sh /etc/ivr-web/health.sh\"\n\
          waves = [\"100%\"]\nmax_unavailable = 1\ngate = {{ samples = 1, interval = \"200ms\", timeout = \"10s\" }}\n\
-         shadow = {{ file = \"/etc/ivr/ivr.toml\", mirror_key = \"web.mirror\", active_key = \"web.pool\", window = \"2s\", join = [\"error_rate <= baseline * 1.1\", \"p95(p95_ms) <= baseline + 20\"] }}\n",
+         shadow = {{ file = \"/etc/ivr/ivr.toml\", mirror_key = \"web.mirror\", active_key = \"web.pool\", window = \"2s\", {join} }}\n{extra}",
         lab.ssh_section(),
         lab.hosts_section(|n| if n.starts_with("web") { "web" } else { "ivr" })
     );
@@ -130,4 +137,63 @@ fn a_shadow_canary_within_the_conditions_is_promoted_and_the_role_finishes() {
     let first = jiff::Timestamp::try_from(first).unwrap();
     assert!(first >= at, "web-d was in a pool at {first}, before the judgement at {at}");
     assert!(journal.contains("shadow-holds"), "{journal}");
+}
+
+/// What a web host's exporter serves: 100 requests, and as many errors as
+/// `/etc/ivr-web/errors-VERSION` says (1 without it), at the version it runs.
+fn web_metrics(root: &std::path::Path) -> String {
+    let version = std::fs::read_to_string(root.join("etc/ivr-web/VERSION")).unwrap_or_default().trim().to_string();
+    let errors = std::fs::read_to_string(root.join(format!("etc/ivr-web/errors-{version}"))).unwrap_or_else(|_| "1".into()).trim().to_string();
+    format!("web_requests_total{{version=\"{version}\"}} 100\nweb_errors_total{{version=\"{version}\"}} {errors}\n")
+}
+
+/// Issue 23: a shadow judged by Prometheus queries, promoted or refused as
+/// the values Prometheus computes from the web hosts' exporters say.
+fn judged_by_prometheus(canary_errors: &str) -> (Lab, std::process::Output) {
+    let lab0 = start_judged_by("join = [\"error_rate <= baseline * 1.1\"]", "");
+    let mut targets = Vec::new();
+    for w in WEBS {
+        let h = lab0.host(w);
+        prometheus::exporter(&h.address, 9100, h.path("/"), web_metrics);
+        targets.push(("web", format!("{}:9100", h.address)));
+    }
+    let prom = prometheus::Prometheus::start(&targets);
+    let q = r#"sum(web_errors_total{instance="{address}:9100",version="{version}"}) / sum(web_requests_total{instance="{address}:9100",version="{version}"})"#;
+    // The gate before the shadow allows 25 failed samples 200 ms apart: room
+    // for Prometheus's next scrape (1 s) to see the new version on a loaded machine.
+    let farm = std::fs::read_to_string(lab0.dir.path().join("farm.toml"))
+        .unwrap()
+        .replace("health = \"sh /etc/ivr-web/health.sh\"\n", &format!("health = \"true\"\nmetrics = {{ prometheus = \"{}\", error_rate = '{q}' }}\n", prom.url()))
+        .replace("timeout = \"10s\" }", "timeout = \"30s\", failure_limit = 25 }");
+    lab0.write_farm("farm.toml", &farm);
+    lab0.host("web-d").write("/etc/ivr-web/errors-2.0.0", canary_errors.as_bytes());
+    let out = lab0.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
+    drop(prom);
+    (lab0, out)
+}
+
+#[test]
+fn a_shadow_judged_by_prometheus_is_refused_when_its_error_rate_is_worse() {
+    let (lab, out) = judged_by_prometheus("50\n");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{}{err}", stdout(&out));
+    assert!(err.contains("`error_rate <= baseline * 1.1`: FAILS: canary 0.5000, baseline 0.0100"), "{err}");
+    for i in IVRS {
+        assert_eq!(list(&lab, i, "pool"), ["web-a", "web-b", "web-c"], "{i}");
+    }
+    assert_eq!(version(&lab, "web-d"), "1.0.0", "back on its old version");
+    let journal = std::fs::read_to_string(&lab.journal).unwrap();
+    assert!(journal.lines().any(|l| l.contains("shadow-sample") && l.contains("error_rate=0.5") && l.contains("web_errors_total{instance=")), "samples keep their queries: {journal}");
+}
+
+#[test]
+fn a_shadow_judged_by_prometheus_is_promoted_when_its_error_rate_holds() {
+    let (lab, out) = judged_by_prometheus("1\n");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    for i in IVRS {
+        assert_eq!(list(&lab, i, "pool"), ["web-a", "web-b", "web-c", "web-d"], "{i}");
+    }
+    for w in WEBS {
+        assert_eq!(version(&lab, w), "2.0.0", "{w}");
+    }
 }

@@ -41,6 +41,27 @@ fn parse_metrics(m: &str) -> BTreeMap<String, f64> {
     m.split([' ', '\n']).filter_map(|kv| kv.split_once('=')).filter_map(|(k, v)| Some((k.to_string(), v.trim().parse::<f64>().ok()?))).collect()
 }
 
+/// With Prometheus queries, the window opens once the canary's sample is
+/// complete (Prometheus has scraped the new version), waiting at most the
+/// window or 30 s, whichever is longer: samples from before would only say
+/// that Prometheus had not looked yet. Past that bound the window opens
+/// anyway, and the canary's failed samples keep it from being promoted.
+async fn warm_up(canary: &[(String, std::sync::Arc<crate::transport::AnyHost>)], how: &super::health::Sampling, window_ms: u64, interval_ms: u64, reporter: &dyn super::Reporter) {
+    let bound = Instant::now() + Duration::from_millis(window_ms).max(Duration::from_secs(30));
+    let mut last = String::new();
+    while !canary.is_empty() && Instant::now() < bound {
+        match sample(canary, how, 1).await.into_values().next() {
+            Some(Ok(_)) => return,
+            Some(Err(why)) => last = why,
+            None => return,
+        }
+        tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+    }
+    if !last.is_empty() {
+        reporter.event(Event::Note(format!("the canary's metrics are still incomplete; the window opens anyway: {last}")));
+    }
+}
+
 /// Samples the canary and the active members over the window, judges every
 /// join condition, records samples and verdicts, then promotes or exits.
 pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Connections, summary: &mut Summary, contents: &Contents) -> ControlFlow<()> {
@@ -58,6 +79,9 @@ pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Connection
     reporter.event(Event::Note(format!("{role} shadow: sampling {canary} and {} active member(s) for {window_ms} ms", baseline.len())));
     let (mut ours, mut theirs): (BTreeMap<String, Vec<f64>>, BTreeMap<String, Vec<f64>>) = Default::default();
     let how = super::health::Sampling::new(health, metrics.as_ref(), &[]);
+    if how.metrics.is_some() {
+        warm_up(&hosts[..hosts.iter().take_while(|(h, _)| h == canary).count()], &how, *window_ms, *interval_ms, reporter).await;
+    }
     let end = Instant::now() + Duration::from_millis(*window_ms);
     let mut canary_misses = Vec::new();
     loop {
