@@ -62,7 +62,7 @@ fn child(hosts: usize, replacements: usize) {
         } else {
             map.insert("/etc/ivr-web/web.toml".into(), FileState::Missing);
         }
-        live.insert(name.clone(), Ok(LiveHost { hostname: name.clone(), clock_offset_ms: Some(0), clock_uncertainty_ms: 0, files: map, armed: Vec::new(), version: None }));
+        live.insert(name.clone(), Ok(LiveHost { hostname: name.clone(), clock_offset_ms: Some(0), clock_uncertainty_ms: 0, files: map, armed: Vec::new(), version: None, addresses: Vec::new() }));
     }
     let scope: Vec<String> = farm.hosts.keys().cloned().collect();
     let t1 = Instant::now();

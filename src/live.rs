@@ -69,6 +69,9 @@ pub struct LiveHost {
     /// The installed version by the role's rollout probe: `None` when the role has
     /// no rollout, `Err` with why when the probe failed.
     pub version: Option<Result<String, String>>,
+    /// The IPv4 addresses the host holds (a service's virtual address among
+    /// them); empty for a local host, and in a cached reading.
+    pub addresses: Vec<String>,
 }
 
 /// Why a host could not be read: what happened, and what to do about it.

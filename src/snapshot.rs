@@ -137,7 +137,7 @@ pub fn load(plan_id: &str, farm_sha256: &str) -> Option<LiveFarm> {
             Some((offset, uncertainty)) => (Some(*offset), *uncertainty),
             None => (None, 0),
         };
-        live.insert(host.clone(), Ok(LiveHost { hostname: host, clock_offset_ms, clock_uncertainty_ms, files: map, armed: Vec::new(), version }));
+        live.insert(host.clone(), Ok(LiveHost { hostname: host, clock_offset_ms, clock_uncertainty_ms, files: map, armed: Vec::new(), version, addresses: Vec::new() }));
     }
     Some(live)
 }

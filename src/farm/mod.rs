@@ -12,7 +12,7 @@ mod rollout;
 mod schema;
 mod services;
 
-pub use services::{Check, Service, Strategy, Talk};
+pub use services::{Check, Service, Strategy, Talk, VirtualAddress};
 
 pub use rollout::{parse_version, Count, GateSpec, Rollout, Shadow};
 

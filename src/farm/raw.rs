@@ -52,6 +52,11 @@ pub struct RawService {
     /// A standalone server's old name, kept as the virtual name.
     pub adopt: Option<S<String>>,
     pub hostname_file: Option<S<String>>,
+    /// With `strategy = "address"`: the virtual address, `A.B.C.D/N`.
+    pub address: Option<S<String>>,
+    /// With `strategy = "address"`: the interface that carries it (default:
+    /// the one that holds the member's own address).
+    pub interface: Option<S<String>>,
 }
 
 /// `[rollout.<role>]`: bring a role's hosts to a version, canary then waves.

@@ -49,6 +49,25 @@ pub enum Strategy {
     Rewrite,
     /// One line in each client's hosts file maps the virtual name to the active member's address.
     Hosts,
+    /// The active member holds a virtual address; clients keep talking to it
+    /// and never learn that the machine behind it changed.
+    Address,
+}
+
+/// A service's virtual address, held by its active member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtualAddress {
+    pub ip: std::net::Ipv4Addr,
+    pub prefix: u8,
+    /// The interface to put it on; `None`: the one holding the member's own address.
+    pub interface: Option<String>,
+}
+
+impl VirtualAddress {
+    /// `A.B.C.D/N`.
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.ip, self.prefix)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -80,6 +99,8 @@ pub struct Service {
     pub hostname_file: String,
     /// Set by the watcher during a failover: the member the clients must name.
     pub pin: Option<String>,
+    /// With [`Strategy::Address`]: the address the active member holds.
+    pub address: Option<VirtualAddress>,
 }
 
 impl Service {
@@ -87,6 +108,15 @@ impl Service {
     /// host that is not a member may be (its files say); with `hosts`, the listed ones.
     pub fn serves(&self, host: &str) -> bool {
         !self.members.iter().any(|m| m == host) && (self.strategy == Strategy::Rewrite || self.clients.iter().any(|c| c == host))
+    }
+
+    /// The member to which this service's virtual address belongs now, by the
+    /// addresses each member holds (`held`); the first in priority order
+    /// when several hold it.
+    pub fn address_holders(&self, holds: impl Fn(&str, &str) -> bool) -> Vec<String> {
+        let Some(a) = &self.address else { return Vec::new() };
+        let ip = a.ip.to_string();
+        self.members.iter().filter(|m| holds(m, &ip)).cloned().collect()
     }
 }
 
@@ -156,13 +186,14 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawService>>, ho
         }
         let strategy = match (s.strategy.as_ref().map(|v| v.get_ref().as_str()), &s.adopt) {
             (Some("hosts"), _) | (None, Some(_)) => Strategy::Hosts,
+            (Some("address"), None) => Strategy::Address,
             (Some("rewrite"), Some(a)) => {
                 c.span(a, "an adopted server keeps its clients' files as they are, so it needs strategy \"hosts\" (leave `strategy` out or set it to \"hosts\")");
                 Strategy::Rewrite
             }
             (None | Some("rewrite"), None) => Strategy::Rewrite,
             (Some(other), _) => {
-                c.span(s.strategy.as_ref().unwrap(), format!("expected strategy \"rewrite\" or \"hosts\", found \"{other}\""));
+                c.span(s.strategy.as_ref().unwrap(), format!("expected strategy \"rewrite\", \"hosts\" or \"address\", found \"{other}\""));
                 Strategy::Rewrite
             }
         };
@@ -188,7 +219,7 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawService>>, ho
                     clients.extend(found.into_iter().filter(|n| !members.contains(n)).cloned());
                 }
             }
-            None if strategy == Strategy::Hosts => clients = hosts.keys().filter(|n| !members.contains(n)).cloned().collect(),
+            None if strategy != Strategy::Rewrite => clients = hosts.keys().filter(|n| !members.contains(n)).cloned().collect(),
             None => {}
         }
         clients.sort();
@@ -228,6 +259,7 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawService>>, ho
         if lease > Duration::from_secs(30) {
             c.span(s.lease.as_ref().unwrap(), "expected a lease of at most 30s: a dead watcher must not hold the service longer");
         }
+        let address = virtual_address(c, &s, strategy);
         let fence = s.fence.as_ref().map(|f| f.get_ref().clone());
         out.insert(
             name.get_ref().clone(),
@@ -251,8 +283,38 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawService>>, ho
                 adopt,
                 hostname_file,
                 pin: None,
+                address,
             },
         );
     }
     out
+}
+
+/// `address` and `interface`: required and checked with `strategy = "address"`, refused without.
+fn virtual_address(c: &mut Checker, s: &RawService, strategy: Strategy) -> Option<VirtualAddress> {
+    if strategy != Strategy::Address {
+        for v in [&s.address, &s.interface].into_iter().flatten() {
+            c.span(v, "`address` and `interface` are for strategy \"address\", where the active member holds a virtual address");
+        }
+        return None;
+    }
+    let Some(raw) = &s.address else {
+        c.span(&s.members, "strategy \"address\" needs `address = \"A.B.C.D/N\"`: the virtual address the active member holds");
+        return None;
+    };
+    let text = raw.get_ref().trim();
+    let parsed = text.split_once('/').and_then(|(ip, n)| Some((ip.parse::<std::net::Ipv4Addr>().ok()?, n.parse::<u8>().ok().filter(|n| (1..=32).contains(n))?)));
+    let Some((ip, prefix)) = parsed else {
+        c.span(raw, format!("expected an IPv4 address with its prefix length, such as \"198.18.0.100/24\", found \"{text}\""));
+        return None;
+    };
+    let interface = s.interface.as_ref().and_then(|i| {
+        let name = i.get_ref();
+        if name.is_empty() || name.len() > 15 || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.' | '@')) {
+            c.span(i, format!("expected a network interface name such as \"eth0\", found \"{name}\""));
+            return None;
+        }
+        Some(name.clone())
+    });
+    Some(VirtualAddress { ip, prefix, interface })
 }

@@ -107,6 +107,8 @@ async fn failover_from(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, 
                 s.pin = Some(to.to_string());
             }
         }
+        // The address moves (`address.rs`); no client file changes.
+        Strategy::Address => return Ok(0),
     }
     let f = Arc::new(f);
     let mut session = Session::with_farm(f.clone(), 64);

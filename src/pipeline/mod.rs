@@ -2,6 +2,8 @@
 //! load the farm, connect, read the live hosts, plan, check, execute. Nothing
 //! here prints or prompts; the command layer does that with what comes back.
 
+mod address;
+mod beside;
 mod failover;
 mod look;
 pub mod status;

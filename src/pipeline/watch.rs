@@ -1,8 +1,10 @@
 //! `farmctl watch` as a library: heartbeats, confirmations, the lease, sync
 //! and failovers for every service of a farm. The decisions are `watch`'s
 //! pure state machine; a failover is a replacement planned and applied
-//! through the same pipeline as any other, and lands in the journal.
+//! through the same pipeline as any other (or, for a service with an
+//! address, the address moved: `address.rs`), and lands in the journal.
 
+use super::beside::{look_after_standbys, renew, LeaseView};
 use super::failover::{failover, refresh, Cache, REFRESH};
 use super::lease::{Lease, MemberLease};
 use super::look::{ask_clients, check, Answers, Conns, Log};
@@ -76,70 +78,6 @@ async fn fence(farm: &Farm, svc: &Service, dead: &str, log: Log) -> bool {
     ok
 }
 
-/// What the lease's loop tells the heartbeat's: the fencing token, or that the
-/// lease is lost (another watcher holds it); and what to keep with the lease.
-#[derive(Default)]
-struct LeaseView {
-    token: u64,
-    lost: Option<String>,
-    note: String,
-}
-
-/// Renews the lease every `every` until interrupted (then releases it) or lost.
-async fn renew(mut lease: impl Lease, service: String, view: Arc<std::sync::Mutex<LeaseView>>, every: Duration, metrics: Arc<WatchMetrics>, mut interrupted: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        if *interrupted.borrow() {
-            lease.release().await;
-            return;
-        }
-        let note = view.lock().expect("lease view").note.clone();
-        match lease.acquire(&note).await {
-            Ok(g) => {
-                let mut v = view.lock().expect("lease view");
-                v.token = v.token.max(g.token);
-                metrics.lease(&service, if g.places > 0 { Standing::Holds } else { Standing::Unreachable }, v.token);
-            }
-            Err(e) => {
-                metrics.lease(&service, Standing::StandsBy { holder: e.held.holder.clone() }, 0);
-                view.lock().expect("lease view").lost = Some(e.to_string());
-                return;
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = interrupted.changed() => {}
-        }
-    }
-}
-
-/// Looks at the standbys every few heartbeats, with the heartbeat's own check,
-/// and logs a member that stops answering or comes back; what it saw goes
-/// into the lease's note for `farmctl status`. It runs beside the
-/// heartbeat, so that a hung standby never stretches the active member's beats.
-async fn look_after_standbys(farm: Arc<Farm>, svc: Service, active: tokio::sync::watch::Receiver<String>, seen: Arc<std::sync::Mutex<BTreeMap<String, bool>>>, log: Log, mut interrupted: tokio::sync::watch::Receiver<bool>) {
-    let limit = svc.heartbeat.max(Duration::from_millis(500));
-    let every = (svc.heartbeat * 4).max(Duration::from_secs(2));
-    let mut conns = Conns { farm: farm.clone(), hosts: BTreeMap::new() };
-    while !*interrupted.borrow() {
-        let now_active = active.borrow().clone();
-        for m in svc.members.iter().filter(|m| **m != now_active) {
-            let up = check(&mut conns, &farm, &svc, m, limit).await;
-            let before = seen.lock().expect("standbys").insert(m.clone(), up);
-            match (before, up) {
-                (Some(false), true) => log.event(&svc.name, "returned", &format!("{m} answers its check again; it is a standby")),
-                (Some(true) | None, false) => log.event(&svc.name, "standby-down", &format!("{m} does not answer its check; it cannot take over until it does")),
-                _ => {}
-            }
-        }
-        let current = active.borrow().clone();
-        seen.lock().expect("standbys").remove(&current);
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = interrupted.changed() => {}
-        }
-    }
-}
-
 /// Watches one service until interrupted.
 #[allow(clippy::too_many_arguments)]
 async fn watch_service(
@@ -169,7 +107,7 @@ async fn watch_service(
     let renewing = tokio::spawn(renew(lease, svc.name.clone(), shared.clone(), svc.heartbeat, metrics.clone(), interrupted.clone()));
     let (tell_active, active_now) = tokio::sync::watch::channel(monitor.active.clone());
     let seen = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
-    let looking = tokio::spawn(look_after_standbys(farm.clone(), svc.clone(), active_now, seen.clone(), log, interrupted.clone()));
+    let looking = tokio::spawn(look_after_standbys(farm.clone(), svc.clone(), active_now, seen.clone(), shared.clone(), log, interrupted.clone()));
     let cache: Cache = Default::default();
     let mut refreshed: Option<Instant> = None;
     // The clients' answers about the active member, asked at its first missed beat.
@@ -280,11 +218,20 @@ async fn watch_service(
                                     journal(&svc.name, &farm, ServiceEvent::NoStandby, format!("{active} dead; no healthy member"));
                                 }
                                 Choice::FailoverTo(next) => {
-                                    log.event(&svc.name, "failover", &format!("repointing the clients from {active} to {next}"));
-                                    match failover(&farm, &conns.hosts, &svc, &active, &next, epoch, &cache, log, &interrupted).await {
-                                        Ok(n) => {
-                                            log.event(&svc.name, "repointed", &format!("{n} client(s) now name {next}; {active} will be a standby when it comes back"));
-                                            journal(&svc.name, &farm, ServiceEvent::Failover, format!("{active} -> {next}: {n} client(s) repointed"));
+                                    let moved = match &svc.address {
+                                        Some(v) => {
+                                            log.event(&svc.name, "failover", &format!("moving {} from {active} to {next}", v.cidr()));
+                                            super::address::move_to(&mut conns, &svc, &active, &next, epoch, log, limit).await.map(|i| format!("{next} holds {} on {i} and announced it", v.cidr()))
+                                        }
+                                        None => {
+                                            log.event(&svc.name, "failover", &format!("repointing the clients from {active} to {next}"));
+                                            failover(&farm, &conns.hosts, &svc, &active, &next, epoch, &cache, log, &interrupted).await.map(|n| format!("{n} client(s) now name {next}"))
+                                        }
+                                    };
+                                    match moved {
+                                        Ok(done) => {
+                                            log.event(&svc.name, "repointed", &format!("{done}; {active} will be a standby when it comes back"));
+                                            journal(&svc.name, &farm, ServiceEvent::Failover, format!("{active} -> {next}: {done}"));
                                             monitor.failed_over(&next, now_ms());
                                             metrics.failover(&svc.name, silent_since.take().map_or(Duration::ZERO, |t| t.elapsed()));
                                             metrics.set_active(&svc.name, &svc.members, &next);
@@ -417,6 +364,12 @@ async fn serve(farm: Arc<Farm>, svc: Service, me: String, mut first: Option<Watc
         };
         log.event(&svc.name, if w.took_from.is_some() { "took-over" } else { "watching" }, &format!("{} is active (named by {} client(s)); standbys: {standbys}; lease {how}", w.active, w.clients.len()));
         metrics.lease(&svc.name, Standing::Holds, w.token);
+        let mut w = w;
+        if svc.address.is_some() {
+            let mut conns = Conns { farm: farm.clone(), hosts: std::mem::take(&mut w.hosts) };
+            super::address::claim(&mut conns, &svc, &w.active, w.token, log, svc.heartbeat.max(Duration::from_millis(500))).await;
+            w.hosts = conns.hosts;
+        }
         watch_service(farm.clone(), svc.clone(), w.active, w.clients, w.hosts, w.lease, log, metrics.clone(), interrupted.clone()).await;
         if *interrupted.borrow() {
             return;

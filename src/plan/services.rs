@@ -13,6 +13,12 @@ use std::collections::BTreeMap;
 /// member in its managed files; with `hosts`, its hosts file maps the virtual
 /// name to the member's address.
 pub fn active(farm: &Farm, live: &LiveFarm, svc: &Service) -> (Option<String>, Vec<String>) {
+    if svc.strategy == Strategy::Address {
+        // The member that holds the virtual address serves every client.
+        let holders = svc.address_holders(|m, ip| matches!(live.get(m), Some(Ok(h)) if h.addresses.iter().any(|a| a == ip)));
+        let clients = live.iter().filter(|(n, r)| r.is_ok() && svc.serves(n)).map(|(n, _)| n.clone()).collect();
+        return (holders.into_iter().next(), clients);
+    }
     let mut count: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (name, state) in live {
         let Ok(state) = state else { continue };
@@ -23,6 +29,7 @@ pub fn active(farm: &Farm, live: &LiveFarm, svc: &Service) -> (Option<String>, V
             let named = match svc.strategy {
                 Strategy::Rewrite => state.files.iter().any(|(path, f)| matches!(f, FileState::Present(i) if refers_to(farm, path, &i.content, m))),
                 Strategy::Hosts => matches!(state.files.get(&svc.hosts_file), Some(FileState::Present(i)) if hosts::address_of(&i.content, &svc.virtual_name).as_deref() == farm.hosts[m].address.as_deref()),
+                Strategy::Address => false,
             };
             if named {
                 count.entry(m.as_str()).or_default().push(name.clone());
@@ -43,9 +50,13 @@ pub(super) fn notes(farm: &Farm, live: &LiveFarm) -> Vec<String> {
         .map(|svc| {
             let (active, clients) = active(farm, live, svc);
             let standbys: Vec<&str> = svc.members.iter().filter(|m| Some(*m) != active.as_ref()).map(String::as_str).collect();
-            match active {
-                Some(a) => format!("service {}: {a} is active (named by {} client(s)); standbys: {}", svc.name, clients.len(), standbys.join(", ")),
-                None => format!("service {}: no client read names any member ({})", svc.name, svc.members.join(", ")),
+            let holders = svc.address_holders(|m, ip| matches!(live.get(m), Some(Ok(h)) if h.addresses.iter().any(|a| a == ip)));
+            match (active, &svc.address) {
+                (Some(a), Some(v)) if holders.len() > 1 => format!("service {}: {a} holds {} (active), and so does {}: TWO MEMBERS ANSWER AT THE ADDRESS; standbys: {}", svc.name, v.cidr(), holders[1..].join(", "), standbys.join(", ")),
+                (Some(a), Some(v)) => format!("service {}: {a} holds {} (active, for {} client(s)); standbys: {}", svc.name, v.cidr(), clients.len(), standbys.join(", ")),
+                (None, Some(v)) => format!("service {}: no member holds {}; the watcher gives it to {}", svc.name, v.cidr(), svc.members[0]),
+                (Some(a), None) => format!("service {}: {a} is active (named by {} client(s)); standbys: {}", svc.name, clients.len(), standbys.join(", ")),
+                (None, None) => format!("service {}: no client read names any member ({})", svc.name, svc.members.join(", ")),
             }
         })
         .collect()

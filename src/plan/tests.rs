@@ -55,7 +55,7 @@ fn live(farm: &Farm, ivr: &[(&str, &str)]) -> LiveFarm {
                 let text = if path.ends_with(".toml") { format!("web = \"{content}\"\n") } else { format!("server {content}\n") };
                 files.insert(path.clone(), file(&text));
             }
-            (name.clone(), Ok(LiveHost { hostname: name.clone(), clock_offset_ms: Some(0), clock_uncertainty_ms: 0, files, armed: Vec::new(), version: None }))
+            (name.clone(), Ok(LiveHost { hostname: name.clone(), clock_offset_ms: Some(0), clock_uncertainty_ms: 0, files, armed: Vec::new(), version: None, addresses: Vec::new() }))
         })
         .collect()
 }

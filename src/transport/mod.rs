@@ -10,7 +10,8 @@ pub mod protocol;
 mod script;
 pub mod ssh;
 
-pub use protocol::{ArmedJob, CancelOutcome, Cause, CommandResult, JobState, LeaseState, Reach, UnlockOutcome, UpgradeReport, WriteReport};
+pub use protocol::{AddressState, ArmedJob, CancelOutcome, Cause, CommandResult, JobState, LeaseState, Reach, UnlockOutcome, UpgradeReport, WriteReport};
+pub use script::AddressOp;
 pub use script::{FileWrite, RunIds};
 
 use crate::farm::{Farm, Transport};

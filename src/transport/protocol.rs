@@ -123,6 +123,15 @@ pub enum LeaseState {
     NotOurs,
 }
 
+/// Where a service's virtual address is on a member, after the watcher's change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AddressState {
+    /// The member holds it on this interface; `changed`: it took it just now.
+    Held { interface: String, changed: bool },
+    /// The member does not hold it; `changed`: it dropped it just now.
+    Free { changed: bool },
+}
+
 /// What a client sees of a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reach {
@@ -331,6 +340,24 @@ impl AnyHost {
             return Ok(());
         }
         Err(reports.into_iter().find_map(|r| if let Report::Error(e) = r { Some(e) } else { None }).unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string()))
+    }
+
+    /// Takes or drops a service's virtual address (`A.B.C.D/N`) on this
+    /// member, under the watcher's fencing token; `Ok` says where it is now.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn address(&self, state_dir: &str, service: &str, epoch: u64, op: script::AddressOp, cidr: &str, interface: Option<&str>, own: &str) -> Result<AddressState, String> {
+        let dir = super::host_state_dir(state_dir, self.name());
+        let out = self.run(&script::address(&dir, service, epoch, op, cidr, interface, own), Vec::new()).await.map_err(|e| e.to_string())?;
+        let reports = script::parse_report(&out.stdout);
+        if !reports.contains(&Report::Done) {
+            return Err(reports.into_iter().find_map(|r| if let Report::Error(e) = r { Some(e) } else { None }).unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        }
+        let words: Vec<String> = reports.into_iter().filter_map(|r| if let Report::Address(a) = r { Some(a) } else { None }).collect();
+        let changed = words.iter().any(|w| w == "taken" || w == "dropped");
+        Ok(match words.iter().find_map(|w| w.strip_prefix("held ")) {
+            Some(interface) => AddressState::Held { interface: interface.to_string(), changed },
+            None => AddressState::Free { changed },
+        })
     }
 
     /// Runs one operator command (a health check or a retire). `Ok(None)`: the host gave no answer.

@@ -5,6 +5,7 @@
 //! fails the test loudly: it never skips.
 #![allow(dead_code)]
 
+pub mod net;
 pub mod voice;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,8 @@ pub struct LabHost {
     pub busybox: bool,
     /// The host's `/bin/sh` is bash (see [`Options::bash_sh`]).
     pub bash_sh: bool,
+    /// On a network lab: the host's network namespace.
+    pub netns: Option<String>,
 }
 
 /// The sshd `ForceCommand` of every lab host: runs the client's command, unless
@@ -109,10 +112,19 @@ impl LabHost {
         }
     }
 
-    /// The host dies: its sshd and every session and command under it, at once.
+    /// The host dies: its sshd and every session and command under it, at
+    /// once. On a network lab, every process of the host, and its link goes
+    /// down with the addresses it held still on it, as on a crashed machine.
     pub fn crash(&mut self) {
         if let Some(pid) = self.pid() {
             signal_tree(pid, "KILL");
+        }
+        let pids = self.all_pids();
+        if !pids.is_empty() {
+            let _ = Command::new("kill").arg("-KILL").args(&pids).status();
+        }
+        if let Some(ns) = &self.netns {
+            let _ = Command::new("ip").args(["-n", ns, "link", "set", "eth0", "down"]).status();
         }
         self.kill();
     }
@@ -122,11 +134,19 @@ impl LabHost {
         if let Some(pid) = self.pid() {
             signal_tree(pid, "STOP");
         }
+        let pids = self.all_pids();
+        if !pids.is_empty() {
+            let _ = Command::new("kill").arg("-STOP").args(&pids).status();
+        }
     }
 
     pub fn resume(&self) {
         if let Some(pid) = self.pid() {
             signal_tree(pid, "CONT");
+        }
+        let pids = self.all_pids();
+        if !pids.is_empty() {
+            let _ = Command::new("kill").arg("-CONT").args(&pids).status();
         }
     }
 
@@ -156,7 +176,15 @@ impl LabHost {
             let d = self.dir.display();
             mounts.push_str(&format!("mount --bind '{d}/passwd' /etc/passwd && mount --bind '{d}/empty' /usr/local/bin && mount --bind '{d}/bb' /usr/bin && "));
         }
-        let child = Command::new("unshare")
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "unshare"]);
+                c
+            }
+            None => Command::new("unshare"),
+        };
+        let child = command
             .args(["-mu", "--propagation", "private", "sh", "-c"])
             .arg(format!("hostname '{}' && {mounts} exec /usr/sbin/sshd -D -e -f '{}'", self.name, cfg.display()))
             .stdin(Stdio::null())
@@ -175,10 +203,28 @@ impl LabHost {
         }
     }
 
-    /// Brings a crashed host back, with its files as the crash left them.
+    /// Brings a crashed host back, with its files as the crash left them
+    /// (on a network lab, its link too, with the addresses it held).
     pub fn restart(&mut self) {
         self.kill();
+        if let Some(ns) = &self.netns {
+            run(Command::new("ip").args(["-n", ns, "link", "set", "eth0", "up"]));
+        }
         self.spawn();
+    }
+
+    /// Every process of this host: on a network lab, all of its namespace's.
+    fn all_pids(&self) -> Vec<String> {
+        match &self.netns {
+            Some(ns) => String::from_utf8(Command::new("ip").args(["netns", "pids", ns]).output().unwrap().stdout).unwrap().split_whitespace().map(str::to_string).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Runs `sh -c script` inside this host's network namespace (a network lab's host).
+    pub fn net_exec(&self, script: &str) -> Output {
+        let ns = self.netns.as_ref().expect("a network lab host");
+        Command::new("ip").args(["netns", "exec", ns, "sh", "-c", script]).output().unwrap()
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -200,6 +246,8 @@ pub struct Options {
     pub busybox: Vec<&'static str>,
     /// Hosts whose `/bin/sh` is bash (in POSIX mode, as invoked as `sh`), as on RHEL.
     pub bash_sh: Vec<&'static str>,
+    /// Every host in its own network namespace on one bridge (see `net.rs`).
+    pub network: bool,
 }
 
 /// Makes `user` if it is missing: an unlocked account (OpenSSH without PAM
@@ -299,6 +347,8 @@ pub struct Lab {
     pub ssh_config: PathBuf,
     pub control_dir: PathBuf,
     pub journal: PathBuf,
+    /// On a network lab: the segment (dropped after the hosts).
+    pub net: Option<net::Net>,
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -355,12 +405,16 @@ impl Lab {
         std::fs::copy(d.join("id_ed25519.pub"), d.join("authorized_keys")).unwrap();
         let ssh_config = d.join("ssh_config");
         std::fs::write(&ssh_config, "# empty: the lab ignores the operator's ~/.ssh/config\n").unwrap();
-        let net = free_subnet(names.len());
-        let port = if std::net::TcpListener::bind(format!("{net}.1:22")).is_ok() { 22 } else { 2222 };
+        let segment = opts.network.then(net::Net::new);
+        let net = if segment.is_some() { String::new() } else { free_subnet(names.len()) };
+        let port = if segment.is_some() || std::net::TcpListener::bind(format!("{net}.1:22")).is_ok() { 22 } else { 2222 };
         let mut known = String::new();
         let mut hosts = BTreeMap::new();
         for (i, name) in names.iter().enumerate() {
-            let address = format!("{net}.{}", i + 1);
+            let address = match &segment {
+                Some(s) => s.add_host(i),
+                None => format!("{net}.{}", i + 1),
+            };
             let hdir = d.join(name);
             for m in MOUNTS {
                 std::fs::create_dir_all(hdir.join(m.trim_start_matches('/'))).unwrap();
@@ -372,10 +426,13 @@ impl Lab {
             let pattern = if port == 22 { address.clone() } else { format!("[{address}]:{port}") };
             known.push_str(&format!("{pattern} {} {}\n", parts.next().unwrap(), parts.next().unwrap()));
             let cfg = hdir.join("sshd_config");
+            // On a network lab the host has its own stack: sshd listens on
+            // every address it holds, a service's virtual address among them.
+            let listen = if segment.is_some() { "0.0.0.0" } else { address.as_str() };
             std::fs::write(
                 &cfg,
                 format!(
-                    "ListenAddress {address}\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
+                    "ListenAddress {listen}\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
                      StrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
                      MaxStartups 200:30:400\nMaxSessions 50\nLogLevel ERROR\nSubsystem sftp internal-sftp\n\
                      ForceCommand {}\n",
@@ -402,7 +459,8 @@ impl Lab {
                 busybox_userland(&hdir);
             }
             let bash_sh = opts.bash_sh.contains(name);
-            let mut host = LabHost { name: name.to_string(), address, port, dir: hdir, sshd: None, tmpfs, busybox, bash_sh };
+            let netns = segment.as_ref().map(|s| s.host_ns(i));
+            let mut host = LabHost { name: name.to_string(), address, port, dir: hdir, sshd: None, tmpfs, busybox, bash_sh, netns };
             host.spawn();
             hosts.insert(name.to_string(), host);
         }
@@ -410,7 +468,7 @@ impl Lab {
         std::fs::write(&known_hosts, known).unwrap();
         let control_dir = PathBuf::from(format!("/tmp/fl{}", &d.file_name().unwrap().to_string_lossy()[7..]));
         std::fs::create_dir_all(&control_dir).unwrap();
-        Lab { journal: d.join("journal.jsonl"), dir, port, hosts, key, known_hosts, ssh_config, control_dir }
+        Lab { journal: d.join("journal.jsonl"), dir, port, hosts, key, known_hosts, ssh_config, control_dir, net: segment }
     }
 
     pub fn host(&self, name: &str) -> &LabHost {

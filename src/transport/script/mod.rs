@@ -20,7 +20,7 @@ mod tests;
 
 pub use jobs::{break_lock, cancel, detach, status, unlock, upgrade};
 pub use report::{error_cause, parse_report, Report};
-pub use service::{lease, put_file, reach, LeaseOp};
+pub use service::{address, lease, put_file, reach, AddressOp, LeaseOp};
 pub use switch::{switch, Trigger};
 use switch::switch_body;
 
@@ -56,6 +56,10 @@ pub fn read_state(root: &str, state_dir: &str, paths: &[String], probe: Option<&
          kill -0 \"$(cat \"$p\")\" 2>/dev/null && printf 'A %s %s\\n' \"${J##*/}\" \"$(cat \"$J.at\" 2>/dev/null)\"\n\
          done\n",
     );
+    if root.is_empty() {
+        // The IPv4 addresses the host holds (a service's virtual address among them).
+        s.push_str("ip -4 addr show 2>/dev/null | while read -r a b rest; do [ \"$a\" = inet ] && printf 'I %s\\n' \"${b%/*}\"; done\n");
+    }
     s.push_str("for f in");
     for p in paths {
         write!(s, " {}", q(&on_host(root, p))).unwrap();
@@ -113,6 +117,11 @@ pub fn parse_read_state(out: &[u8], paths: &[String], sent_ms: i64, received_ms:
         armed.push((id.to_string(), at.to_string()));
         lines.next();
     }
+    let mut addresses = Vec::new();
+    while let Some(a) = lines.peek().and_then(|l| l.strip_prefix("I ")) {
+        addresses.push(a.trim().to_string());
+        lines.next();
+    }
     let mut files = BTreeMap::new();
     for path in paths {
         let line = lines.next().ok_or_else(|| format!("the host's answer ended before {path}"))?;
@@ -146,7 +155,7 @@ pub fn parse_read_state(out: &[u8], paths: &[String], sent_ms: i64, received_ms:
         };
         files.insert(path.clone(), state);
     }
-    Ok(LiveHost { hostname, clock_offset_ms, clock_uncertainty_ms: (received_ms - sent_ms).max(0) / 2, files, armed, version })
+    Ok(LiveHost { hostname, clock_offset_ms, clock_uncertainty_ms: (received_ms - sent_ms).max(0) / 2, files, armed, version, addresses })
 }
 
 /// One file to write in a staged apply.

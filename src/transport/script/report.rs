@@ -53,6 +53,8 @@ pub enum Report {
     Skipped(String),
     /// From `lease`: "ok EPOCH", "held EPOCH MS_LEFT HOLDER" or "released".
     Lease(String),
+    /// From `address`: "taken", "dropped", "held IFACE" or "free".
+    Address(String),
     /// From `reach`: "up", "down" or "unknown".
     Reach(String),
 }
@@ -129,6 +131,7 @@ pub fn parse_report(out: &[u8]) -> Vec<Report> {
             "SKIPPED" => Report::Skipped(rest.trim().to_string()),
             "LEASE" => Report::Lease(rest.trim().to_string()),
             "REACH" => Report::Reach(rest.trim().to_string()),
+            "ADDRESS" => Report::Address(rest.trim().to_string()),
             _ => continue,
         };
         reports.push(r);

@@ -94,6 +94,54 @@ pub fn reach(address: &str, talk: &Talk, deadline: Duration) -> String {
     )
 }
 
+/// What to do with a service's virtual address on a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressOp {
+    /// Add it (on `interface`, or the one that holds `own`, the member's own
+    /// address) and announce it with gratuitous ARP.
+    Take,
+    /// Remove it, from whichever interface holds it.
+    Drop,
+}
+
+/// Adds or removes the virtual address `cidr` (`A.B.C.D/N`) on a member,
+/// under the watcher's fencing token: a watcher whose lease is older than
+/// the newest that wrote here is refused. Says `ADDRESS held IFACE` or
+/// `ADDRESS free`; `ADDRESS taken`/`ADDRESS dropped` when it changed.
+pub fn address(state_dir: &str, service: &str, epoch: u64, op: AddressOp, cidr: &str, interface: Option<&str>, own: &str) -> String {
+    let ip = cidr.split('/').next().unwrap_or(cidr);
+    let mut s = format!("S={}\nV={}\nC={}\nOWN={}\nIF={}\n", q(state_dir), q(ip), q(cidr), q(own), q(interface.unwrap_or("")));
+    fence(&mut s, service, epoch, "");
+    // Where an address is: the interface whose `inet` line holds it, from
+    // `ip -4 addr show` as GNU and BusyBox `ip` both print it.
+    s.push_str(
+        "\nwhere_is() { ip -4 addr show 2>/dev/null | while read -r a b rest; do\n\
+         case $a in [0-9]*:) i=${b%:}; i=${i%@*} ;; inet) [ \"${b%/*}\" = \"$1\" ] && { echo \"$i\"; break; } ;; esac; done; }\n\
+         command -v ip >/dev/null 2>&1 || { echo 'ERR this host has no `ip` command to hold an address with'; exit 1; }\n\
+         H=$(where_is \"$V\")\n",
+    );
+    match op {
+        AddressOp::Take => s.push_str(
+            "if [ -z \"$H\" ]; then\n\
+             [ -n \"$IF\" ] || IF=$(where_is \"$OWN\")\n\
+             [ -n \"$IF\" ] || { echo \"ERR no interface holds this member's own address $OWN; set the service's interface\"; exit 1; }\n\
+             ip addr add \"$C\" dev \"$IF\" || { echo \"ERR ip addr add $C dev $IF failed\"; exit 1; }\n\
+             H=$IF; echo 'ADDRESS taken'\n\
+             fi\n\
+             # Tell the segment: gratuitous ARP, with iputils' or BusyBox's arping.\n\
+             if command -v arping >/dev/null 2>&1; then arping -q -U -c 1 -I \"$H\" \"$V\" >/dev/null 2>&1 || arping -U -c 1 -I \"$H\" \"$V\" >/dev/null 2>&1\n\
+             elif command -v busybox >/dev/null 2>&1; then busybox arping -U -c 1 -I \"$H\" \"$V\" >/dev/null 2>&1; fi\n\
+             echo \"ADDRESS held $H\"\n",
+        ),
+        AddressOp::Drop => s.push_str(
+            "if [ -n \"$H\" ]; then ip addr del \"$V/${C#*/}\" dev \"$H\" 2>/dev/null || ip addr del \"$V/32\" dev \"$H\" || { echo \"ERR ip addr del $V dev $H failed\"; exit 1; }; echo 'ADDRESS dropped'; fi\n\
+             echo 'ADDRESS free'\n",
+        ),
+    }
+    s.push_str("echo DONE\n");
+    s
+}
+
 /// Writes stdin to `path` atomically (a dotfile beside it, fsync, rename),
 /// keeping an existing file's mode and owner, and checks the sha256.
 pub fn put_file(root: &str, state_dir: &str, path: &str, len: usize, sha256: &str, token: Option<(&str, u64)>) -> String {

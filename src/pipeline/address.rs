@@ -1,0 +1,73 @@
+//! `strategy = "address"`: the active member holds the service's virtual
+//! address, and clients keep talking to it. The watcher gives the address to
+//! the active member when it starts, moves it on a failover (the old member
+//! confirmed dead by the clients, and fenced when a fence is set), and takes
+//! it from any other member that holds it, such as a member that comes back,
+//! before anything else. Every change carries the lease's fencing token, so a
+//! watcher whose lease is gone is refused on the member.
+
+use super::look::{Conns, Log};
+use crate::farm::Service;
+use crate::transport::{AddressOp, AddressState};
+use std::time::Duration;
+
+/// Adds the address to `member` and announces it; `Err` says why not.
+pub(super) async fn take(conns: &mut Conns, svc: &Service, member: &str, epoch: u64, limit: Duration) -> Result<String, String> {
+    match change(conns, svc, member, epoch, AddressOp::Take, limit).await? {
+        AddressState::Held { interface, .. } => Ok(interface),
+        AddressState::Free { .. } => Err(format!("{member} does not hold the address after taking it")),
+    }
+}
+
+/// Removes the address from `member` if it holds it; `Ok(true)` when it did.
+pub(super) async fn drop_from(conns: &mut Conns, svc: &Service, member: &str, epoch: u64, limit: Duration) -> Result<bool, String> {
+    match change(conns, svc, member, epoch, AddressOp::Drop, limit).await? {
+        AddressState::Free { changed } => Ok(changed),
+        AddressState::Held { .. } => Err(format!("{member} still holds the address")),
+    }
+}
+
+async fn change(conns: &mut Conns, svc: &Service, member: &str, epoch: u64, op: AddressOp, limit: Duration) -> Result<AddressState, String> {
+    let v = svc.address.as_ref().ok_or("the service has no address")?;
+    let own = conns.farm.hosts[member].address.clone().unwrap_or_else(|| member.to_string());
+    let state_dir = conns.farm.state_dir.clone();
+    let h = conns.get(member, limit).await.ok_or_else(|| format!("{member} cannot be reached"))?;
+    match tokio::time::timeout(limit * 3, h.address(&state_dir, &svc.name, epoch, op, &v.cidr(), v.interface.as_deref(), &own)).await {
+        Ok(r) => r,
+        Err(_) => {
+            conns.forget(member);
+            Err(format!("{member} did not answer within {:?}", limit * 3))
+        }
+    }
+}
+
+/// At the start of a watch: no member but `active` holds the address, and
+/// `active` does. Logs each change.
+pub(super) async fn claim(conns: &mut Conns, svc: &Service, active: &str, epoch: u64, log: Log, limit: Duration) {
+    let Some(v) = &svc.address else { return };
+    for m in svc.members.iter().filter(|m| *m != active) {
+        match drop_from(conns, svc, m, epoch, limit).await {
+            Ok(true) => log.event(&svc.name, "address-removed", &format!("{m} held {} though {active} is active: removed", v.cidr())),
+            Ok(false) => {}
+            Err(e) => log.event(&svc.name, "address-failed", &format!("cannot make sure {m} does not hold {}: {e}", v.cidr())),
+        }
+    }
+    match take(conns, svc, active, epoch, limit).await {
+        Ok(i) => log.event(&svc.name, "address", &format!("{active} holds {} on {i}", v.cidr())),
+        Err(e) => log.event(&svc.name, "address-failed", &format!("{active} cannot take {}: {e}", v.cidr())),
+    }
+}
+
+/// A failover: the address leaves `from` (when it can still be reached) and
+/// goes to `to`, which announces it.
+pub(super) async fn move_to(conns: &mut Conns, svc: &Service, from: &str, to: &str, epoch: u64, log: Log, limit: Duration) -> Result<String, String> {
+    let v = svc.address.as_ref().ok_or("the service has no address")?;
+    // A dead member cannot be asked; the clients confirmed it dead. One that
+    // answers gives the address up first.
+    match drop_from(conns, svc, from, epoch, limit).await {
+        Ok(true) => log.event(&svc.name, "address-removed", &format!("{from} gave up {}", v.cidr())),
+        Ok(false) => {}
+        Err(e) => log.event(&svc.name, "address", &format!("{from} could not be asked to give up {} ({e}); it was confirmed dead", v.cidr())),
+    }
+    take(conns, svc, to, epoch, limit).await
+}

@@ -1,0 +1,90 @@
+//! The loops that run beside a service's heartbeat, so that neither a slow
+//! member nor a slow lease store stretches the beats: the lease's renewal
+//! (its token and its loss go to the heartbeat through a [`LeaseView`]), and
+//! the look at the standbys (a member that stops answering or comes back,
+//! and, for a service with an address, a standby that must not hold it).
+
+use super::lease::Lease;
+use super::look::{check, Conns, Log};
+use crate::farm::{Farm, Service};
+use crate::metrics::exporter::{Standing, WatchMetrics};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the lease's loop tells the heartbeat's: the fencing token, or that the
+/// lease is lost (another watcher holds it); and what to keep with the lease.
+#[derive(Default)]
+pub(super) struct LeaseView {
+    pub(super) token: u64,
+    pub(super) lost: Option<String>,
+    pub(super) note: String,
+}
+
+/// Renews the lease every `every` until interrupted (then releases it) or lost.
+pub(super) async fn renew(mut lease: impl Lease, service: String, view: Arc<std::sync::Mutex<LeaseView>>, every: Duration, metrics: Arc<WatchMetrics>, mut interrupted: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *interrupted.borrow() {
+            lease.release().await;
+            return;
+        }
+        let note = view.lock().expect("lease view").note.clone();
+        match lease.acquire(&note).await {
+            Ok(g) => {
+                let mut v = view.lock().expect("lease view");
+                v.token = v.token.max(g.token);
+                metrics.lease(&service, if g.places > 0 { Standing::Holds } else { Standing::Unreachable }, v.token);
+            }
+            Err(e) => {
+                metrics.lease(&service, Standing::StandsBy { holder: e.held.holder.clone() }, 0);
+                view.lock().expect("lease view").lost = Some(e.to_string());
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = interrupted.changed() => {}
+        }
+    }
+}
+
+/// Looks at the standbys every few heartbeats, with the heartbeat's own check,
+/// and logs a member that stops answering or comes back; what it saw goes
+/// into the lease's note for `farmctl status`. It runs beside the
+/// heartbeat, so that a hung standby never stretches the active member's beats.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn look_after_standbys(farm: Arc<Farm>, svc: Service, active: tokio::sync::watch::Receiver<String>, seen: Arc<std::sync::Mutex<BTreeMap<String, bool>>>, lease: Arc<std::sync::Mutex<LeaseView>>, log: Log, mut interrupted: tokio::sync::watch::Receiver<bool>) {
+    let limit = svc.heartbeat.max(Duration::from_millis(500));
+    // A standby that holds the service's address answers at it: every
+    // heartbeat, so that a member that comes back loses it at once.
+    let every = if svc.address.is_some() { svc.heartbeat } else { (svc.heartbeat * 4).max(Duration::from_secs(2)) };
+    let mut conns = Conns { farm: farm.clone(), hosts: BTreeMap::new() };
+    while !*interrupted.borrow() {
+        let now_active = active.borrow().clone();
+        for m in svc.members.iter().filter(|m| **m != now_active) {
+            let up = check(&mut conns, &farm, &svc, m, limit).await;
+            let before = seen.lock().expect("standbys").insert(m.clone(), up);
+            match (before, up) {
+                (Some(false), true) => log.event(&svc.name, "returned", &format!("{m} answers its check again; it is a standby")),
+                (Some(true) | None, false) => log.event(&svc.name, "standby-down", &format!("{m} does not answer its check; it cannot take over until it does")),
+                _ => {}
+            }
+            let epoch = lease.lock().expect("lease view").token;
+            // Until the lease's loop has its token, nothing is written.
+            if let (true, Some(v), true) = (up, &svc.address, epoch > 0) {
+                match super::address::drop_from(&mut conns, &svc, m, epoch, limit).await {
+                    Ok(true) => log.event(&svc.name, "address-removed", &format!("{m} held {} though it is a standby: removed", v.cidr())),
+                    Ok(false) => {}
+                    Err(e) => log.event(&svc.name, "address-failed", &format!("cannot make sure standby {m} does not hold {}: {e}", v.cidr())),
+                }
+            }
+        }
+        let current = active.borrow().clone();
+        seen.lock().expect("standbys").remove(&current);
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = interrupted.changed() => {}
+        }
+    }
+}
+
