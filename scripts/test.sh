@@ -23,6 +23,8 @@ command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)
 command -v tmux >/dev/null 2>&1 || need_pkgs+=(tmux)
 # Rollout gates and the watcher's metrics are tried against real Prometheus (tests/lab_prometheus.rs).
 command -v prometheus >/dev/null 2>&1 || need_pkgs+=(prometheus)
+# The address takeover is benchmarked beside keepalived (benches/vip.rs).
+command -v keepalived >/dev/null 2>&1 || [ -x /usr/sbin/keepalived ] || need_pkgs+=(keepalived)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "error: the lab farm needs ${need_pkgs[*]} and root; run this script as root" >&2

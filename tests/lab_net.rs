@@ -144,6 +144,10 @@ fn a_killed_primarys_address_moves_to_the_standby_and_the_returning_member_never
     eprintln!("the standby answered at the address {:?} after the primary died", died.elapsed());
     assert!(holds(&lab, "web-d", &vip), "{}", w.text());
     assert!(w.text().contains("web: repointed: web-d holds"), "{}", w.text());
+    let st = lab.farmctl().args(["status", "farm.toml"]).output().unwrap();
+    let text = String::from_utf8_lossy(&st.stdout).into_owned();
+    assert!(text.contains(&format!("service web: web-d holds {vip}/24 (active, for 3 client(s)); standbys: web-c (down)")), "{text}");
+    assert_eq!(st.status.code(), Some(0), "served right after the failover: {text}");
 
     // web-c comes back with the address still on its interface, as a crashed
     // machine would: the watcher takes it away before it can answer for long.

@@ -94,10 +94,13 @@ pub async fn status(args: &FarmArgs) -> Outcome {
 /// One service in an operator's words: who serves, which standbys answer,
 /// which watcher holds the lease and since when, and how fresh its heartbeat is.
 fn service_line(s: &crate::pipeline::status::ServiceStatus) -> String {
-    let active = match (&s.active, s.active_answers) {
-        (Some(a), true) => format!("{a} is active (named by {} client(s))", s.clients),
-        (Some(a), false) => format!("{a} is active (named by {} client(s)) but DOES NOT ANSWER", s.clients),
-        (None, _) => "no client names any member".to_string(),
+    let active = match (&s.active, s.active_answers, &s.address) {
+        (Some(a), true, Some((cidr, holders))) if holders.len() > 1 => format!("{a} holds {cidr} (active), and so does {}: TWO MEMBERS ANSWER AT THE ADDRESS", holders[1..].join(", ")),
+        (Some(a), true, Some((cidr, _))) => format!("{a} holds {cidr} (active, for {} client(s))", s.clients),
+        (None, _, Some((cidr, _))) => format!("no member holds {cidr}"),
+        (Some(a), true, None) => format!("{a} is active (named by {} client(s))", s.clients),
+        (Some(a), false, _) => format!("{a} is active (named by {} client(s)) but DOES NOT ANSWER", s.clients),
+        (None, _, None) => "no client names any member".to_string(),
     };
     let standbys: Vec<String> = s
         .standbys

@@ -104,6 +104,18 @@ pub struct Service {
 }
 
 impl Service {
+    /// Every check's deadline, the watcher's and the clients': the
+    /// heartbeat, at least 200 ms. A check that has not answered by then failed.
+    pub fn deadline(&self) -> Duration {
+        self.heartbeat.max(Duration::from_millis(200))
+    }
+
+    /// How long the watcher waits for a member's answer about the lease: the
+    /// heartbeat, at least 500 ms (the lease's lock on a member waits less).
+    pub fn lease_limit(&self) -> Duration {
+        self.heartbeat.max(Duration::from_millis(500))
+    }
+
     /// Whether `host` is one of this service's clients. With `rewrite`, every
     /// host that is not a member may be (its files say); with `hosts`, the listed ones.
     pub fn serves(&self, host: &str) -> bool {

@@ -58,16 +58,20 @@ pub(super) async fn claim(conns: &mut Conns, svc: &Service, active: &str, epoch:
     }
 }
 
-/// A failover: the address leaves `from` (when it can still be reached) and
-/// goes to `to`, which announces it.
+/// A failover: the address goes to `to`, which announces it. The clients
+/// confirmed `from` dead; should it still be reachable (cut from the clients
+/// alone), it is asked to give the address up at the same time, and a member
+/// that comes back loses it before anything else (`beside.rs`).
 pub(super) async fn move_to(conns: &mut Conns, svc: &Service, from: &str, to: &str, epoch: u64, log: Log, limit: Duration) -> Result<String, String> {
-    let v = svc.address.as_ref().ok_or("the service has no address")?;
-    // A dead member cannot be asked; the clients confirmed it dead. One that
-    // answers gives the address up first.
-    match drop_from(conns, svc, from, epoch, limit).await {
-        Ok(true) => log.event(&svc.name, "address-removed", &format!("{from} gave up {}", v.cidr())),
-        Ok(false) => {}
-        Err(e) => log.event(&svc.name, "address", &format!("{from} could not be asked to give up {} ({e}); it was confirmed dead", v.cidr())),
-    }
+    let v = svc.address.clone().ok_or("the service has no address")?;
+    let mut old = Conns { farm: conns.farm.clone(), hosts: conns.hosts.iter().filter(|(h, _)| *h == from).map(|(h, c)| (h.clone(), c.clone())).collect() };
+    let (svc2, from2) = (svc.clone(), from.to_string());
+    tokio::spawn(async move {
+        match drop_from(&mut old, &svc2, &from2, epoch, limit).await {
+            Ok(true) => log.event(&svc2.name, "address-removed", &format!("{from2} gave up {}", v.cidr())),
+            Ok(false) => {}
+            Err(e) => log.event(&svc2.name, "address", &format!("{from2} could not be asked to give up {} ({e}); the clients confirmed it dead", v.cidr())),
+        }
+    });
     take(conns, svc, to, epoch, limit).await
 }

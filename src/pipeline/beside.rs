@@ -54,7 +54,7 @@ pub(super) async fn renew(mut lease: impl Lease, service: String, view: Arc<std:
 /// heartbeat, so that a hung standby never stretches the active member's beats.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn look_after_standbys(farm: Arc<Farm>, svc: Service, active: tokio::sync::watch::Receiver<String>, seen: Arc<std::sync::Mutex<BTreeMap<String, bool>>>, lease: Arc<std::sync::Mutex<LeaseView>>, log: Log, mut interrupted: tokio::sync::watch::Receiver<bool>) {
-    let limit = svc.heartbeat.max(Duration::from_millis(500));
+    let limit = svc.deadline();
     // A standby that holds the service's address answers at it: every
     // heartbeat, so that a member that comes back loses it at once.
     let every = if svc.address.is_some() { svc.heartbeat } else { (svc.heartbeat * 4).max(Duration::from_secs(2)) };

@@ -27,6 +27,8 @@ pub struct ServiceStatus {
     pub watcher_sees_down: Vec<String>,
     /// (standby, ms since the epoch) of each standby's last good sync.
     pub last_sync: Vec<(String, u64)>,
+    /// With `strategy = "address"`: the virtual address, and every member that holds it.
+    pub address: Option<(String, Vec<String>)>,
 }
 
 impl ServiceStatus {
@@ -56,6 +58,7 @@ pub async fn service_status(session: &mut Session) -> Vec<ServiceStatus> {
             heartbeat_every_ms: None,
             watcher_sees_down: Vec::new(),
             last_sync: Vec::new(),
+            address: svc.address.as_ref().map(|v| (v.cidr(), svc.address_holders(|m, ip| matches!(session.live.get(m), Some(Ok(h)) if h.addresses.iter().any(|a| a == ip))))),
         };
         let conns = Conns { farm: farm.clone(), hosts: session.hosts.clone() };
         if let Some(held) = MemberLease::new(conns, svc, "", Duration::from_secs(5)).holding().await {

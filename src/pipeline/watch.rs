@@ -91,7 +91,7 @@ async fn watch_service(
     metrics: Arc<WatchMetrics>,
     mut interrupted: tokio::sync::watch::Receiver<bool>,
 ) {
-    let limit = svc.heartbeat.max(Duration::from_millis(500));
+    let limit = svc.deadline();
     metrics.begin(&svc.name, &svc.members, &active);
     // When the active member first missed its heartbeat: a failover's time counts from there.
     let mut silent_since: Option<Instant> = None;
@@ -221,7 +221,7 @@ async fn watch_service(
                                     let moved = match &svc.address {
                                         Some(v) => {
                                             log.event(&svc.name, "failover", &format!("moving {} from {active} to {next}", v.cidr()));
-                                            super::address::move_to(&mut conns, &svc, &active, &next, epoch, log, limit).await.map(|i| format!("{next} holds {} on {i} and announced it", v.cidr()))
+                                            super::address::move_to(&mut conns, &svc, &active, &next, epoch, log, svc.lease_limit()).await.map(|i| format!("{next} holds {} on {i} and announced it", v.cidr()))
                                         }
                                         None => {
                                             log.event(&svc.name, "failover", &format!("repointing the clients from {active} to {next}"));
@@ -294,7 +294,7 @@ pub async fn watch(farm_path: &std::path::Path, log: Log, opts: WatchOptions) ->
     }
     let mut tasks = tokio::task::JoinSet::new();
     for svc in farm.services.values() {
-        let limit = svc.heartbeat.max(Duration::from_millis(500));
+        let limit = svc.lease_limit();
         // The lease keeps its own connections (sharing the read's), so that it
         // can be renewed while the heartbeat runs.
         let mut lease = MemberLease::new(Conns { farm: farm.clone(), hosts: session.hosts.clone() }, svc, &me, limit);
@@ -367,7 +367,7 @@ async fn serve(farm: Arc<Farm>, svc: Service, me: String, mut first: Option<Watc
         let mut w = w;
         if svc.address.is_some() {
             let mut conns = Conns { farm: farm.clone(), hosts: std::mem::take(&mut w.hosts) };
-            super::address::claim(&mut conns, &svc, &w.active, w.token, log, svc.heartbeat.max(Duration::from_millis(500))).await;
+            super::address::claim(&mut conns, &svc, &w.active, w.token, log, svc.lease_limit()).await;
             w.hosts = conns.hosts;
         }
         watch_service(farm.clone(), svc.clone(), w.active, w.clients, w.hosts, w.lease, log, metrics.clone(), interrupted.clone()).await;
@@ -383,7 +383,7 @@ async fn serve(farm: Arc<Farm>, svc: Service, me: String, mut first: Option<Watc
 /// lease; then reads the hosts again, so that it carries on from the live
 /// state. `None` when interrupted first.
 async fn stand_by(farm: &Arc<Farm>, svc: &Service, me: &str, log: Log, metrics: &WatchMetrics, mut interrupted: tokio::sync::watch::Receiver<bool>) -> Option<Watching> {
-    let limit = svc.heartbeat.max(Duration::from_millis(500));
+    let limit = svc.lease_limit();
     let mut session = Session::with_farm(farm.clone(), 64);
     let mut holder_seen: Option<String> = None;
     loop {

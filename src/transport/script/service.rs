@@ -129,8 +129,9 @@ pub fn address(state_dir: &str, service: &str, epoch: u64, op: AddressOp, cidr: 
              H=$IF; echo 'ADDRESS taken'\n\
              fi\n\
              # Tell the segment: gratuitous ARP, with iputils' or BusyBox's arping.\n\
-             if command -v arping >/dev/null 2>&1; then arping -q -U -c 1 -I \"$H\" \"$V\" >/dev/null 2>&1 || arping -U -c 1 -I \"$H\" \"$V\" >/dev/null 2>&1\n\
-             elif command -v busybox >/dev/null 2>&1; then busybox arping -U -c 1 -I \"$H\" \"$V\" >/dev/null 2>&1; fi\n\
+             # In the background: arping waits out its interval after sending.\n\
+             if command -v arping >/dev/null 2>&1; then (arping -q -U -c 2 -I \"$H\" \"$V\" || arping -U -c 2 -I \"$H\" \"$V\") >/dev/null 2>&1 &\n\
+             elif command -v busybox >/dev/null 2>&1; then busybox arping -U -c 2 -I \"$H\" \"$V\" >/dev/null 2>&1 & fi\n\
              echo \"ADDRESS held $H\"\n",
         ),
         AddressOp::Drop => s.push_str(
