@@ -21,6 +21,12 @@ pub(super) struct LeaseView {
     pub(super) note: String,
 }
 
+/// The member that may hold a service's address. A failover holds it while
+/// it moves the address, and the look at the standbys holds it while it
+/// takes the address from one: the look can never take it from a member that
+/// has just become active.
+pub(super) type AddressOwner = Arc<tokio::sync::Mutex<String>>;
+
 /// Renews the lease every `every` until interrupted (then releases it) or lost.
 pub(super) async fn renew(mut lease: impl Lease, service: String, view: Arc<std::sync::Mutex<LeaseView>>, every: Duration, metrics: Arc<WatchMetrics>, mut interrupted: tokio::sync::watch::Receiver<bool>) {
     loop {
@@ -53,7 +59,7 @@ pub(super) async fn renew(mut lease: impl Lease, service: String, view: Arc<std:
 /// into the lease's note for `farmctl status`. It runs beside the
 /// heartbeat, so that a hung standby never stretches the active member's beats.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn look_after_standbys(farm: Arc<Farm>, svc: Service, active: tokio::sync::watch::Receiver<String>, seen: Arc<std::sync::Mutex<BTreeMap<String, bool>>>, lease: Arc<std::sync::Mutex<LeaseView>>, log: Log, mut interrupted: tokio::sync::watch::Receiver<bool>) {
+pub(super) async fn look_after_standbys(farm: Arc<Farm>, svc: Service, active: tokio::sync::watch::Receiver<String>, seen: Arc<std::sync::Mutex<BTreeMap<String, bool>>>, lease: Arc<std::sync::Mutex<LeaseView>>, owner: AddressOwner, log: Log, mut interrupted: tokio::sync::watch::Receiver<bool>) {
     let limit = svc.deadline();
     // A standby that holds the service's address answers at it: every
     // heartbeat, so that a member that comes back loses it at once.
@@ -72,6 +78,11 @@ pub(super) async fn look_after_standbys(farm: Arc<Farm>, svc: Service, active: t
             let epoch = lease.lock().expect("lease view").token;
             // Until the lease's loop has its token, nothing is written.
             if let (true, Some(v), true) = (up, &svc.address, epoch > 0) {
+                let owner = owner.lock().await;
+                if *owner == *m {
+                    // It became active since this look began.
+                    continue;
+                }
                 match super::address::drop_from(&mut conns, &svc, m, epoch, limit).await {
                     Ok(true) => log.event(&svc.name, "address-removed", &format!("{m} held {} though it is a standby: removed", v.cidr())),
                     Ok(false) => {}

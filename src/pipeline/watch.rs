@@ -4,7 +4,7 @@
 //! through the same pipeline as any other (or, for a service with an
 //! address, the address moved: `address.rs`), and lands in the journal.
 
-use super::beside::{look_after_standbys, renew, LeaseView};
+use super::beside::{look_after_standbys, renew, AddressOwner, LeaseView};
 use super::failover::{failover, refresh, Cache, REFRESH};
 use super::lease::{Lease, MemberLease};
 use super::look::{ask_clients, check, Answers, Conns, Log};
@@ -107,7 +107,8 @@ async fn watch_service(
     let renewing = tokio::spawn(renew(lease, svc.name.clone(), shared.clone(), svc.heartbeat, metrics.clone(), interrupted.clone()));
     let (tell_active, active_now) = tokio::sync::watch::channel(monitor.active.clone());
     let seen = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
-    let looking = tokio::spawn(look_after_standbys(farm.clone(), svc.clone(), active_now, seen.clone(), shared.clone(), log, interrupted.clone()));
+    let owner: AddressOwner = Arc::new(tokio::sync::Mutex::new(monitor.active.clone()));
+    let looking = tokio::spawn(look_after_standbys(farm.clone(), svc.clone(), active_now, seen.clone(), shared.clone(), owner.clone(), log, interrupted.clone()));
     let cache: Cache = Default::default();
     let mut refreshed: Option<Instant> = None;
     // The clients' answers about the active member, asked at its first missed beat.
@@ -221,7 +222,12 @@ async fn watch_service(
                                     let moved = match &svc.address {
                                         Some(v) => {
                                             log.event(&svc.name, "failover", &format!("moving {} from {active} to {next}", v.cidr()));
-                                            super::address::move_to(&mut conns, &svc, &active, &next, epoch, log, svc.lease_limit()).await.map(|i| format!("{next} holds {} on {i} and announced it", v.cidr()))
+                                            let mut owner = owner.lock().await;
+                                            let moved = super::address::move_to(&mut conns, &svc, &active, &next, epoch, log, svc.lease_limit()).await;
+                                            if moved.is_ok() {
+                                                *owner = next.clone();
+                                            }
+                                            moved.map(|i| format!("{next} holds {} on {i} and announced it", v.cidr()))
                                         }
                                         None => {
                                             log.event(&svc.name, "failover", &format!("repointing the clients from {active} to {next}"));
