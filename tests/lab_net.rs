@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 const CLIENTS: [&str; 3] = ["ivr-1", "ivr-2", "ivr-3"];
 
 fn start() -> (Lab, String) {
+    start_with("")
+}
+
+fn start_with(extra: &str) -> (Lab, String) {
     let lab = Lab::start_with(&["web-c", "web-d", "ivr-1", "ivr-2", "ivr-3"], Options { network: true, ..Default::default() });
     let vip = format!("{}.100", lab.net.as_ref().unwrap().prefix);
     for w in ["web-c", "web-d"] {
@@ -25,7 +29,7 @@ fn start() -> (Lab, String) {
     }
     let text = format!(
         "[farm]\nname = \"net\"\n\n{}\n[roles.web]\nfiles = [\"/etc/ivr-web/web.toml\"]\n\n[roles.ivr]\nfiles = [\"/etc/ivr/ivr.toml\"]\n\n{}\n\
-         [services.web]\nvirtual = \"web\"\nmembers = [\"web-c\", \"web-d\"]\nstrategy = \"address\"\naddress = \"{vip}/24\"\nheartbeat = \"250ms\"\ndead_after = \"1s\"\n",
+         [services.web]\nvirtual = \"web\"\nmembers = [\"web-c\", \"web-d\"]\nstrategy = \"address\"\naddress = \"{vip}/24\"\nheartbeat = \"250ms\"\ndead_after = \"1s\"\n{extra}",
         lab.ssh_section(),
         lab.hosts_section(|n| if n.starts_with("web") { "web" } else { "ivr" })
     );
@@ -41,7 +45,11 @@ struct Watcher {
 
 impl Watcher {
     fn start(lab: &Lab) -> Watcher {
-        let mut child = lab.farmctl().args(["watch", "farm.toml"]).stderr(Stdio::piped()).spawn().unwrap();
+        Watcher::from(lab.farmctl())
+    }
+
+    fn from(mut command: std::process::Command) -> Watcher {
+        let mut child = command.args(["watch", "farm.toml"]).stderr(Stdio::piped()).spawn().unwrap();
         let mut err = child.stderr.take().unwrap();
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let l = log.clone();
@@ -201,5 +209,40 @@ fn partitions_the_watcher_cut_from_the_active_member_alone_moves_nothing_and_a_m
     assert!(removed.is_some(), "{}", w.text());
     assert_eq!(answering(&lab, &vip), [mac(&lab, "web-d")], "exactly one member answers at the address");
     let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn a_watcher_cut_from_everything_stops_acting_when_its_lease_ends_and_a_second_one_on_the_segment_takes_over() {
+    let (mut lab, vip) = start_with("lease = \"2s\"\n");
+    let net = lab.net.as_ref().unwrap();
+    let first = Watcher::start(&lab);
+    assert!(first.wait_for(&format!("web: address: web-c holds {vip}/24"), 20), "{}", first.text());
+    // A second watcher on another machine of the segment stands by.
+    let second = Watcher::from(lab.farmctl_in("ivr-3"));
+    assert!(second.wait_for("web: standing-by: service web is watched by ", 20), "{}", second.text());
+    // The first watcher's machine is cut from every host.
+    let hosts: Vec<(String, String)> = lab.hosts.values().map(|h| (h.netns.clone().unwrap(), h.address.clone())).collect();
+    for (ns, address) in &hosts {
+        net.cut_workstation(ns, address, true);
+    }
+    // Its lease lapses (2 s); the second takes over.
+    assert!(second.wait_for("web: took-over: web-c is active", 20), "{}", second.text());
+    // The active member dies: the second watcher moves the address.
+    lab.host_mut("web-c").crash();
+    assert!(second.wait_for("web: repointed: web-d holds", 20), "{}", second.text());
+    assert!(!first.text().contains("web: failover:"), "the cut-off watcher never acted on its own word: {}", first.text());
+    // The cut heals: the first finds the lease held by the second and stops acting.
+    let net = lab.net.as_ref().unwrap();
+    for (ns, address) in &hosts {
+        net.cut_workstation(ns, address, false);
+    }
+    assert!(first.wait_for("web: lease-lost: service web is watched by ", 20), "{}", first.text());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(holds(&lab, "web-d", &vip), "the first watcher undid nothing: {}\n{}", first.text(), second.text());
+    assert_eq!(answering(&lab, &vip), [mac(&lab, "web-d")], "exactly one member answers at the address");
+    let (_, log) = second.stop();
+    assert!(log.contains("taken over from "), "{log}");
+    let (code, log) = first.stop();
     assert_eq!(code, Some(0), "{log}");
 }

@@ -571,6 +571,23 @@ impl Lab {
         c
     }
 
+    /// farmctl run inside a network lab host's namespace, as from another
+    /// machine on the segment (its own SSH control sockets).
+    pub fn farmctl_in(&self, host: &str) -> Command {
+        let ns = self.host(host).netns.clone().expect("a network lab host");
+        let control = self.control_dir.join(host);
+        std::fs::create_dir_all(&control).unwrap();
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_farmctl")])
+            .env("FARMCTL_JOURNAL", &self.journal)
+            .env("FARMCTL_CACHE_DIR", self.dir.path().join(format!("cache-{host}")))
+            .env("FARMCTL_CONTROL_DIR", control)
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        c
+    }
+
     /// Every file under every host's mounted directories: (host, path) -> bytes.
     pub fn snapshot(&self) -> BTreeMap<(String, String), Vec<u8>> {
         let mut out = BTreeMap::new();
