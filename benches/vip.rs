@@ -8,6 +8,7 @@
 //! answer at the address (an SSH greeting), median and max.
 //!
 //!     cargo bench --bench vip -- --kills 20
+//!     cargo bench --bench vip -- --kills 5 --freeze   # farmctl, holder frozen (SIGSTOP)
 //!
 //! Needs root and Debian's keepalived (the README's test command installs it).
 
@@ -81,7 +82,7 @@ fn keepalived(lab: &Lab, host: &str, vip: &str, priority: u32, advert: &str, vri
 
 /// Kills whichever of `a` and `b` holds the address, `kills` times; the
 /// killed one comes back (restarted by `revive`) before the next kill.
-fn run(lab: &mut Lab, vip: &str, members: [&str; 2], kills: usize, revive: &dyn Fn(&mut Lab, &str)) -> Vec<f64> {
+fn run(lab: &mut Lab, vip: &str, members: [&str; 2], kills: usize, freeze: bool, revive: &dyn Fn(&mut Lab, &str)) -> Vec<f64> {
     let mut times = Vec::new();
     for k in 0..kills {
         let settled = Instant::now();
@@ -91,13 +92,21 @@ fn run(lab: &mut Lab, vip: &str, members: [&str; 2], kills: usize, revive: &dyn 
         }
         let active = *members.iter().find(|m| holds(lab, m, vip)).unwrap();
         let died = Instant::now();
-        lab.host_mut(active).crash();
+        if freeze {
+            lab.host(active).hang();
+        } else {
+            lab.host_mut(active).crash();
+        }
         match time_to_answer(vip, died) {
             Some(t) => times.push(t),
             None => eprintln!("kill {k}: nothing answered at {vip} within 30 s"),
         }
-        lab.host_mut(active).restart();
-        revive(lab, active);
+        if freeze {
+            lab.host(active).resume();
+        } else {
+            lab.host_mut(active).restart();
+            revive(lab, active);
+        }
         // Let the revived member settle as a standby (and lose the address).
         std::thread::sleep(Duration::from_secs(3));
     }
@@ -111,6 +120,7 @@ fn main() {
     }
     let get = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let kills: usize = get("--kills").map(|s| s.parse().unwrap()).unwrap_or(20);
+    let freeze = args.iter().any(|a| a == "--freeze");
     let mut lab = Lab::start_with(&["web-c", "web-d", "ka-1", "ka-2", "c-1", "c-2"], Options { network: true, ..Default::default() });
     let prefix = lab.net.as_ref().unwrap().prefix.clone();
     let (vip_f, vip_k) = (format!("{prefix}.100"), format!("{prefix}.101"));
@@ -129,14 +139,19 @@ fn main() {
         lab.write_farm("farm.toml", &text);
         let log = std::fs::File::create(lab.dir.path().join(format!("watch-{i}.log"))).unwrap();
         let mut watcher: Child = lab.farmctl().args(["watch", "farm.toml"]).stderr(log).spawn().unwrap();
-        let f = run(&mut lab, &vip_f, ["web-c", "web-d"], kills, &|_, _| {});
+        let f = run(&mut lab, &vip_f, ["web-c", "web-d"], kills, freeze, &|_, _| {});
         let _ = Command::new("kill").args(["-INT", &watcher.id().to_string()]).status();
         let _ = watcher.wait();
+        if freeze {
+            let (fm, fx) = median_max(f.clone());
+            report.push(format!("| farmctl watch, holder frozen, heartbeat {heartbeat}, dead_after {dead_after} | {} | {:.3} | {:.3} |", f.len(), fm, fx));
+            break;
+        }
         let vrid = 50 + i as u32;
         keepalived(&lab, "ka-1", &vip_k, 150, advert, vrid);
         keepalived(&lab, "ka-2", &vip_k, 100, advert, vrid);
         let vk = vip_k.clone();
-        let k = run(&mut lab, &vip_k, ["ka-1", "ka-2"], kills, &move |lab: &mut Lab, host: &str| {
+        let k = run(&mut lab, &vip_k, ["ka-1", "ka-2"], kills, false, &move |lab: &mut Lab, host: &str| {
             let prio = if host == "ka-1" { 150 } else { 100 };
             keepalived(lab, host, &vk, prio, advert, vrid);
         });
