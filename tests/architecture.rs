@@ -106,3 +106,66 @@ fn no_command_imports_another_and_scripts_stay_in_transport() {
         }
     }
 }
+
+/// The module path of a file under `src/` (`pipeline::watch`, `apply` for `apply/mod.rs`).
+fn module_of(src: &Path, f: &Path) -> String {
+    let rel = f.strip_prefix(src).unwrap().with_extension("");
+    let mut parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    parts.join("::")
+}
+
+// Issue 21: three pairs of files imported each other (apply/rollout.rs and
+// apply/shadow.rs; farm/check.rs and farm/rollout.rs, farm/services.rs;
+// pipeline/watch.rs and failover.rs, lease.rs). No two modules may: a module
+// names its parent or its children freely, never a sibling that names it back.
+#[test]
+fn no_two_modules_import_each_other() {
+    let src = repo().join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let modules: BTreeSet<String> = files.iter().map(|f| module_of(&src, f)).collect();
+    let mut edges = BTreeSet::new();
+    for f in &files {
+        let from = module_of(&src, f);
+        let text = std::fs::read_to_string(f).unwrap();
+        // Tests aside: a test module may use whatever it tests.
+        let text = text.split("#[cfg(test)]").next().unwrap();
+        let parent = |m: &str| m.rsplit_once("::").map_or(String::new(), |(p, _)| p.to_string());
+        // `super` of `a::b` (a file `a/b.rs` or `a/b/mod.rs`) is `a`.
+        let sup = parent(&from);
+        for (prefix, base) in [("super::", sup.clone()), ("crate::", String::new())] {
+            for (i, _) in text.match_indices(prefix) {
+                let mut target = base.clone();
+                let mut rest = &text[i + prefix.len()..];
+                // The longest module path the reference names.
+                let mut found = None;
+                loop {
+                    let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    if name.is_empty() {
+                        break;
+                    }
+                    target = if target.is_empty() { name.clone() } else { format!("{target}::{name}") };
+                    if !modules.contains(&target) {
+                        break;
+                    }
+                    found = Some(target.clone());
+                    rest = &rest[name.len()..];
+                    match rest.strip_prefix("::") {
+                        Some(r) => rest = r,
+                        None => break,
+                    }
+                }
+                let Some(to) = found else { continue };
+                let related = to == from || from.starts_with(&format!("{to}::")) || to.starts_with(&format!("{from}::"));
+                if !related {
+                    edges.insert((from.clone(), to));
+                }
+            }
+        }
+    }
+    let both: Vec<_> = edges.iter().filter(|(a, b)| a < b && edges.contains(&(b.clone(), a.clone()))).collect();
+    assert!(both.is_empty(), "modules that import each other: {both:?}");
+}

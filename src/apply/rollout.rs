@@ -130,7 +130,13 @@ pub(super) async fn run_stage(run: &Level<'_>, conns: &mut Connections, summary:
                 }
             }
         } else if let Some(judge) = in_level.iter().find(|a| matches!(a.kind, ActionKind::Judge { .. })) {
-            super::shadow::judge(run, judge, conns, summary, contents).await
+            match super::shadow::judge(run, judge, conns, summary, contents).await {
+                ControlFlow::Break(Some(canary)) => {
+                    roll_back_host(run, &canary, conns, summary).await;
+                    ControlFlow::Break(())
+                }
+                other => other.map_break(|_| ()),
+            }
         } else {
             let ids: Vec<String> = in_level.iter().map(|a| a.id.clone()).collect();
             super::shadow::edits(run, &ids, Phase::ShadowEntry, conns, summary, contents).await
@@ -147,7 +153,7 @@ pub(super) async fn run_stage(run: &Level<'_>, conns: &mut Connections, summary:
 }
 
 /// Puts `host` back on its old version after its wave (a shadow canary that was not promoted).
-pub(super) async fn roll_back_host(run: &Level<'_>, host: &str, conns: &mut Connections, summary: &mut Summary) {
+async fn roll_back_host(run: &Level<'_>, host: &str, conns: &mut Connections, summary: &mut Summary) {
     let in_stage = || run.plan.actions.iter().filter(|a| a.stage == run.stage.index);
     let Some(up) = in_stage().filter(|a| a.host == host).find_map(up_of) else { return };
     let Some(wave) = in_stage().filter_map(wave_of).find(|w| w.hosts.iter().any(|h| h == host)) else { return };

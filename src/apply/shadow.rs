@@ -4,7 +4,6 @@
 
 use super::journal::{Entry, Record, ShadowOutcome};
 use super::health::sample;
-use super::rollout::roll_back_host;
 use super::switch::{switch_stage, LevelWork};
 use super::{record, work_for, Connections, Event, Level, Summary};
 use crate::judge::{self, MannWhitney};
@@ -64,7 +63,9 @@ async fn warm_up(canary: &[(String, std::sync::Arc<crate::transport::AnyHost>)],
 
 /// Samples the canary and the active members over the window, judges every
 /// join condition, records samples and verdicts, then promotes or exits.
-pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Connections, summary: &mut Summary, contents: &Contents) -> ControlFlow<()> {
+/// `Break(Some(canary))`: the canary left the shadow, and the caller puts it
+/// back on its old version.
+pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Connections, summary: &mut Summary, contents: &Contents) -> ControlFlow<Option<String>> {
     let ActionKind::Judge { role, canary, baseline, health, metrics, window_ms, interval_ms, join, confidence, promote, exit, .. } = &node.kind else {
         return ControlFlow::Continue(());
     };
@@ -132,12 +133,11 @@ pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Connection
     record(journal, summary, verdicts);
     if failed.is_empty() && !*opts.interrupted.borrow() {
         record(journal, summary, vec![entry(run, canary, ShadowOutcome::Promoted, format!("{canary} met every join condition"))]);
-        return edits(run, promote, Phase::Promotion, conns, summary, contents).await;
+        return edits(run, promote, Phase::Promotion, conns, summary, contents).await.map_break(|()| None);
     }
     let why = if failed.is_empty() { "interrupted before the judgement".to_string() } else { failed.join("; ") };
     record(journal, summary, vec![entry(run, canary, ShadowOutcome::NotPromoted, why.clone())]);
     summary.problems.push(format!("{role} shadow canary {canary} was not promoted: {why}"));
     let _ = edits(run, exit, Phase::ShadowExit, conns, summary, contents).await;
-    roll_back_host(run, canary, conns, summary).await;
-    ControlFlow::Break(())
+    ControlFlow::Break(Some(canary.clone()))
 }

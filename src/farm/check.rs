@@ -16,23 +16,6 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
     }
 }
 
-pub(super) fn duration(c: &mut Checker, value: &Option<S<String>>, default: Duration) -> Duration {
-    match value {
-        None => default,
-        Some(v) => match humantime::parse_duration(v.get_ref()) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
-                c.span(v, "expected a duration above zero, such as \"5s\"");
-                default
-            }
-            Err(e) => {
-                c.span(v, format!("expected a duration such as \"5s\" or \"2m\": {e}"));
-                default
-            }
-        },
-    }
-}
-
 fn flatten_set(prefix: &str, value: &RawSetValue, out: &mut Vec<(String, SetValue)>) -> Result<(), String> {
     fn plain(v: &RawSetValue) -> Result<SetValue, String> {
         Ok(match v {
@@ -136,7 +119,7 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
         None => DEFAULT_STATE_DIR.to_string(),
     };
 
-    let clock_tolerance = duration(c, &meta.clock_tolerance, Duration::from_millis(500));
+    let clock_tolerance = c.duration(&meta.clock_tolerance, Duration::from_millis(500));
     let rs = raw.ssh.unwrap_or_default();
     for (key, v) in [("user", &rs.user), ("jump", &rs.jump)] {
         if let Some(v) = v.as_ref().filter(|v| names::address_problem(v.get_ref()).is_some()) {
@@ -149,8 +132,8 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
         identity_file: rs.identity_file.map(|p| resolve(base, &p)),
         config_file: rs.config_file.map(|p| resolve(base, &p)),
         known_hosts_file: rs.known_hosts_file.map(|p| resolve(base, &p)),
-        connect_timeout: duration(c, &rs.connect_timeout, Duration::from_secs(10)),
-        command_timeout: duration(c, &rs.command_timeout, Duration::from_secs(300)),
+        connect_timeout: c.duration(&rs.connect_timeout, Duration::from_secs(10)),
+        command_timeout: c.duration(&rs.command_timeout, Duration::from_secs(300)),
         jump: rs.jump.map(|j| j.into_inner()),
         sudo: rs.sudo.unwrap_or(false),
         control_persist: match &rs.control_persist {

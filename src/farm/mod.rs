@@ -207,6 +207,25 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// A duration such as "5s", above zero; `default` when absent, and when
+    /// not one (the error is recorded at the value).
+    fn duration(&mut self, value: &Option<S<String>>, default: std::time::Duration) -> std::time::Duration {
+        match value {
+            None => default,
+            Some(v) => match humantime::parse_duration(v.get_ref()) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    self.span(v, "expected a duration above zero, such as \"5s\"");
+                    default
+                }
+                Err(e) => {
+                    self.span(v, format!("expected a duration such as \"5s\" or \"2m\": {e}"));
+                    default
+                }
+            },
+        }
+    }
+
     fn at(&mut self, offset: usize, message: impl Into<String>) {
         let (line, col) = line_col(self.text, offset);
         let source_line = self.text.lines().nth(line - 1).unwrap_or("").to_string();

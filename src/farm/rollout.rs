@@ -236,8 +236,8 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawRollout>>, ro
                     Err(e) => c.span(t, e),
                 }
             }
-            gate.interval = super::check::duration(c, &g.interval, gate.interval);
-            gate.timeout = super::check::duration(c, &g.timeout, gate.timeout);
+            gate.interval = c.duration(&g.interval, gate.interval);
+            gate.timeout = c.duration(&g.timeout, gate.timeout);
         }
         let mut requires = Vec::new();
         for (other, req) in &r.requires {
@@ -302,7 +302,7 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawRollout>>, ro
                 }
                 Some(crate::judge::MannWhitney { confidence })
             });
-            let window = super::check::duration(c, &sh.window, Duration::from_secs(30));
+            let window = c.duration(&sh.window, Duration::from_secs(30));
             Shadow { file, mirror_key: sh.mirror_key.get_ref().clone(), active_key: sh.active_key.get_ref().clone(), window, join, test }
         });
         let role = role.into_inner();

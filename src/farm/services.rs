@@ -189,8 +189,8 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawService>>, ho
                 c.span(v, "`send` and `expect` are for `check = \"tcp:PORT\"`; an SSH check's clients read the SSH server's greeting");
             }
         }
-        let heartbeat = super::check::duration(c, &s.heartbeat, Duration::from_secs(1));
-        let dead_after = super::check::duration(c, &s.dead_after, Duration::from_secs(3));
+        let heartbeat = c.duration(&s.heartbeat, Duration::from_secs(1));
+        let dead_after = c.duration(&s.dead_after, Duration::from_secs(3));
         if dead_after < heartbeat {
             if let Some(d) = &s.dead_after {
                 c.span(d, "expected `dead_after` to be at least one `heartbeat`");
@@ -259,7 +259,7 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawService>>, ho
                 Err(e) => c.span(p, e),
             }
         }
-        let max_lag = super::check::duration(c, &s.max_lag, Duration::from_secs(60));
+        let max_lag = c.duration(&s.max_lag, Duration::from_secs(60));
         let confirm = s.confirm.as_ref().map(|v| match usize::try_from(*v.get_ref()) {
             Ok(n) => n,
             Err(_) => {
@@ -267,7 +267,7 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawService>>, ho
                 2
             }
         });
-        let lease = super::check::duration(c, &s.lease, (heartbeat * 5).clamp(Duration::from_secs(5), Duration::from_secs(30)));
+        let lease = c.duration(&s.lease, (heartbeat * 5).clamp(Duration::from_secs(5), Duration::from_secs(30)));
         if lease > Duration::from_secs(30) {
             c.span(s.lease.as_ref().unwrap(), "expected a lease of at most 30s: a dead watcher must not hold the service longer");
         }

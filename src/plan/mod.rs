@@ -7,6 +7,7 @@
 pub mod graph;
 mod node;
 mod order;
+mod queries;
 pub mod rollout;
 mod run_id;
 mod schema;

@@ -163,7 +163,7 @@ pub fn nodes(farm: &Farm, live: &LiveFarm, scope: &[String], r: &Rollout, member
     }
     let baseline: Vec<String> = members.iter().filter(|m| *m != canary).cloned().collect();
     let sampled: Vec<String> = std::iter::once(canary.to_string()).chain(baseline.iter().cloned()).collect();
-    let metrics = super::rollout::queries(farm, live, r, &sampled, &[canary.to_string()]);
+    let metrics = super::queries::queries(farm, live, r, &sampled, &[canary.to_string()]);
     actions.push(Action {
         id: judge_id.clone(),
         host: canary.to_string(),
