@@ -69,13 +69,17 @@ fn number(s: &str) -> Result<f64, String> {
     s.trim().parse::<f64>().map_err(|_| format!("expected a number, found `{}`", s.trim()))
 }
 
+/// The two sides of a comparison and its operator; `example` goes into the error.
+fn comparison<'t>(text: &'t str, example: &str) -> Result<(&'t str, Op, &'t str), String> {
+    let ops = [("<=", Op::Le), (">=", Op::Ge), ("<", Op::Lt), (">", Op::Gt)];
+    ops.iter()
+        .find_map(|(s, op)| text.split_once(s).map(|(l, r)| (l.trim(), *op, r.trim())))
+        .ok_or_else(|| format!("expected a comparison such as `{example}`, found `{text}`"))
+}
+
 /// Parses one `join` condition.
 pub fn parse(text: &str) -> Result<Condition, String> {
-    let ops = [("<=", Op::Le), (">=", Op::Ge), ("<", Op::Lt), (">", Op::Gt)];
-    let (left, op, right) = ops
-        .iter()
-        .find_map(|(s, op)| text.split_once(s).map(|(l, r)| (l.trim(), *op, r.trim())))
-        .ok_or_else(|| format!("expected a comparison such as `error_rate <= baseline * 1.1`, found `{text}`"))?;
+    let (left, op, right) = comparison(text, "error_rate <= baseline * 1.1")?;
     let (agg, metric) = match left.split_once('(') {
         Some((a, rest)) => {
             let m = rest.strip_suffix(')').ok_or_else(|| format!("expected `)` after the metric in `{left}`"))?;
@@ -143,11 +147,7 @@ impl Op {
 
 /// Parses one gate condition.
 pub fn parse_limit(text: &str) -> Result<Limit, String> {
-    let ops = [("<=", Op::Le), (">=", Op::Ge), ("<", Op::Lt), (">", Op::Gt)];
-    let (metric, op, value) = ops
-        .iter()
-        .find_map(|(s, op)| text.split_once(s).map(|(l, r)| (l.trim(), *op, r.trim())))
-        .ok_or_else(|| format!("expected a comparison such as `error_rate < 0.05`, found `{text}`"))?;
+    let (metric, op, value) = comparison(text, "error_rate < 0.05")?;
     if metric.is_empty() || !metric.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
         return Err(format!("expected a metric name on the left, found `{metric}`"));
     }
@@ -237,18 +237,8 @@ pub fn judge(c: &Condition, canary: &[f64], baseline: &[f64], test: Option<MannW
         return Verdict { condition: c.text.clone(), canary: cv, baseline: bv, bound: None, pass: false, why: format!("no `{}` samples from {side}: no data is never a pass", c.metric) };
     };
     let bound = bv * c.scale + c.offset;
-    let holds = match c.op {
-        Op::Lt => cv < bound,
-        Op::Le => cv <= bound,
-        Op::Gt => cv > bound,
-        Op::Ge => cv >= bound,
-    };
-    let mut why = format!("must be {} {bound:.4}", match c.op {
-        Op::Lt => "<",
-        Op::Le => "<=",
-        Op::Gt => ">",
-        Op::Ge => ">=",
-    });
+    let holds = c.op.holds(cv, bound);
+    let mut why = format!("must be {} {bound:.4}", c.op.symbol());
     let mut pass = holds;
     if let Some(t) = test {
         // Worse means larger for `<`/`<=` conditions, smaller for `>`/`>=`.

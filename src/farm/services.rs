@@ -122,14 +122,6 @@ impl Service {
         !self.members.iter().any(|m| m == host) && (self.strategy == Strategy::Rewrite || self.clients.iter().any(|c| c == host))
     }
 
-    /// The member to which this service's virtual address belongs now, by the
-    /// addresses each member holds (`held`); the first in priority order
-    /// when several hold it.
-    pub fn address_holders(&self, holds: impl Fn(&str, &str) -> bool) -> Vec<String> {
-        let Some(a) = &self.address else { return Vec::new() };
-        let ip = a.ip.to_string();
-        self.members.iter().filter(|m| holds(m, &ip)).cloned().collect()
-    }
 }
 
 pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawService>>, hosts: &BTreeMap<String, Host>) -> BTreeMap<String, Service> {

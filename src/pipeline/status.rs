@@ -58,7 +58,7 @@ pub async fn service_status(session: &mut Session) -> Vec<ServiceStatus> {
             heartbeat_every_ms: None,
             watcher_sees_down: Vec::new(),
             last_sync: Vec::new(),
-            address: svc.address.as_ref().map(|v| (v.cidr(), svc.address_holders(|m, ip| matches!(session.live.get(m), Some(Ok(h)) if h.addresses.iter().any(|a| a == ip))))),
+            address: svc.address.as_ref().map(|v| (v.cidr(), crate::plan::services::address_holders(&session.live, svc))),
         };
         let conns = Conns { farm: farm.clone(), hosts: session.hosts.clone() };
         if let Some(held) = MemberLease::new(conns, svc, "", Duration::from_secs(5)).holding().await {

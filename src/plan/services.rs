@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 pub fn active(farm: &Farm, live: &LiveFarm, svc: &Service) -> (Option<String>, Vec<String>) {
     if svc.strategy == Strategy::Address {
         // The member that holds the virtual address serves every client.
-        let holders = svc.address_holders(|m, ip| matches!(live.get(m), Some(Ok(h)) if h.addresses.iter().any(|a| a == ip)));
+        let holders = address_holders(live, svc);
         let clients = live.iter().filter(|(n, r)| r.is_ok() && svc.serves(n)).map(|(n, _)| n.clone()).collect();
         return (holders.into_iter().next(), clients);
     }
@@ -43,6 +43,14 @@ pub fn active(farm: &Farm, live: &LiveFarm, svc: &Service) -> (Option<String>, V
     }
 }
 
+/// The members that hold the service's virtual address, by this reading, in
+/// priority order (more than one is a fault to report).
+pub fn address_holders(live: &LiveFarm, svc: &Service) -> Vec<String> {
+    let Some(a) = &svc.address else { return Vec::new() };
+    let ip = a.ip.to_string();
+    svc.members.iter().filter(|m| matches!(live.get(*m), Some(Ok(h)) if h.addresses.contains(&ip))).cloned().collect()
+}
+
 /// One note per service: its active member and standbys.
 pub(super) fn notes(farm: &Farm, live: &LiveFarm) -> Vec<String> {
     farm.services
@@ -50,7 +58,7 @@ pub(super) fn notes(farm: &Farm, live: &LiveFarm) -> Vec<String> {
         .map(|svc| {
             let (active, clients) = active(farm, live, svc);
             let standbys: Vec<&str> = svc.members.iter().filter(|m| Some(*m) != active.as_ref()).map(String::as_str).collect();
-            let holders = svc.address_holders(|m, ip| matches!(live.get(m), Some(Ok(h)) if h.addresses.iter().any(|a| a == ip)));
+            let holders = address_holders(live, svc);
             match (active, &svc.address) {
                 (Some(a), Some(v)) if holders.len() > 1 => format!("service {}: {a} holds {} (active), and so does {}: TWO MEMBERS ANSWER AT THE ADDRESS; standbys: {}", svc.name, v.cidr(), holders[1..].join(", "), standbys.join(", ")),
                 (Some(a), Some(v)) => format!("service {}: {a} holds {} (active, for {} client(s)); standbys: {}", svc.name, v.cidr(), clients.len(), standbys.join(", ")),
