@@ -23,6 +23,13 @@ command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)
 command -v tmux >/dev/null 2>&1 || need_pkgs+=(tmux)
 # Rollout gates and the watcher's metrics are tried against real Prometheus (tests/lab_prometheus.rs).
 command -v prometheus >/dev/null 2>&1 || need_pkgs+=(prometheus)
+# The watchers' etcd lease is tried against a real etcd cluster (tests/lab_etcd.rs);
+# farmctl's etcd feature is built with protoc and the protobuf well-known types.
+command -v etcd >/dev/null 2>&1 || need_pkgs+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need_pkgs+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || need_pkgs+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need_pkgs+=(libprotobuf-dev)
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 # The address takeover is benchmarked beside keepalived (benches/vip.rs).
 command -v keepalived >/dev/null 2>&1 || [ -x /usr/sbin/keepalived ] || need_pkgs+=(keepalived)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -50,4 +57,5 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # --no-fail-fast: one failing test binary never hides the results of the others.
-cargo test --locked --no-fail-fast "$@"
+# --features etcd: the etcd lease is part of what is tested.
+cargo test --locked --no-fail-fast --features etcd "$@"

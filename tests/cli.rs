@@ -216,6 +216,7 @@ fn the_schema_names_exactly_the_keys_the_parser_accepts() {
     assert_eq!(sorted(keys(&p["roles"]["additionalProperties"])), accepted("57-unknown-role-key"));
     assert_eq!(sorted(keys(&p["hosts"]["additionalProperties"])), accepted("54-unknown-host-key"));
     assert_eq!(sorted(keys(&p["replace"]["items"])), accepted("55-unknown-replace-key"));
+    assert_eq!(sorted(keys(&p["watch"])), accepted("87-unknown-watch-key"));
 }
 
 /// Runs `farmctl ARGS | head -1` through a real pipe; returns farmctl's exit status and stderr.

@@ -7,9 +7,9 @@
 
 mod lab;
 
+use lab::watcher::Watcher;
 use lab::{Lab, Options};
 use std::io::Read;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const CLIENTS: [&str; 3] = ["ivr-1", "ivr-2", "ivr-3"];
@@ -38,62 +38,6 @@ fn start_with(extra: &str) -> (Lab, String) {
 }
 
 /// A watcher's process and everything it logged, read on a thread.
-struct Watcher {
-    child: Child,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Watcher {
-    fn start(lab: &Lab) -> Watcher {
-        Watcher::from(lab.farmctl())
-    }
-
-    fn from(mut command: std::process::Command) -> Watcher {
-        let mut child = command.args(["watch", "farm.toml"]).stderr(Stdio::piped()).spawn().unwrap();
-        let mut err = child.stderr.take().unwrap();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let l = log.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                l.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Watcher { child, log }
-    }
-
-    fn text(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn wait_for(&self, what: &str, secs: u64) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(secs) {
-            if self.text().contains(what) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
-    fn stop(mut self) -> (Option<i32>, String) {
-        let _ = std::process::Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
-        let code = self.child.wait().unwrap().code();
-        std::thread::sleep(Duration::from_millis(100));
-        (code, self.text())
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
 /// The MAC address of a host's `eth0`.
 fn mac(lab: &Lab, host: &str) -> String {
     let out = String::from_utf8(lab.host(host).net_exec("cat /sys/class/net/eth0/address").stdout).unwrap();
@@ -136,7 +80,7 @@ fn a_killed_primarys_address_moves_to_the_standby_and_the_returning_member_never
     let (mut lab, vip) = start();
     let plan = String::from_utf8(lab.farmctl().args(["plan", "farm.toml"]).output().unwrap().stdout).unwrap();
     assert!(plan.contains(&format!("service web: no member holds {vip}/24")), "{plan}");
-    let w = Watcher::start(&lab);
+    let mut w = Watcher::start(&lab);
     assert!(w.wait_for(&format!("web: address: web-c holds {vip}/24 on eth0"), 20), "{}", w.text());
     assert!(holds(&lab, "web-c", &vip) && !holds(&lab, "web-d", &vip));
     assert_eq!(answering(&lab, &vip), [mac(&lab, "web-c")], "one member answers at the address");
@@ -184,7 +128,7 @@ fn a_killed_primarys_address_moves_to_the_standby_and_the_returning_member_never
 fn partitions_the_watcher_cut_from_the_active_member_alone_moves_nothing_and_a_member_cut_from_all_loses_the_address_for_good() {
     let (lab, vip) = start();
     let net = lab.net.as_ref().unwrap();
-    let w = Watcher::start(&lab);
+    let mut w = Watcher::start(&lab);
     assert!(w.wait_for(&format!("web: address: web-c holds {vip}/24"), 20), "{}", w.text());
     let c_ns = lab.host("web-c").netns.clone().unwrap();
     let address = |h: &str| lab.host(h).address.clone();
@@ -216,10 +160,10 @@ fn partitions_the_watcher_cut_from_the_active_member_alone_moves_nothing_and_a_m
 fn a_watcher_cut_from_everything_stops_acting_when_its_lease_ends_and_a_second_one_on_the_segment_takes_over() {
     let (mut lab, vip) = start_with("lease = \"2s\"\n");
     let net = lab.net.as_ref().unwrap();
-    let first = Watcher::start(&lab);
+    let mut first = Watcher::start(&lab);
     assert!(first.wait_for(&format!("web: address: web-c holds {vip}/24"), 20), "{}", first.text());
     // A second watcher on another machine of the segment stands by.
-    let second = Watcher::from(lab.farmctl_in("ivr-3"));
+    let mut second = Watcher::from(lab.farmctl_in("ivr-3"), &[]);
     assert!(second.wait_for("web: standing-by: service web is watched by ", 20), "{}", second.text());
     // The first watcher's machine is cut from every host.
     let hosts: Vec<(String, String)> = lab.hosts.values().map(|h| (h.netns.clone().unwrap(), h.address.clone())).collect();

@@ -8,10 +8,8 @@ mod lab;
 mod prometheus;
 
 use lab::voice::{render, IVR_TOML, PEERS};
+use lab::watcher::Watcher;
 use lab::Lab;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 const IVRS: [&str; 6] = ["ivr-1", "ivr-2", "ivr-3", "ivr-4", "ivr-5", "ivr-6"];
@@ -22,14 +20,7 @@ fn start(extra: &str, ssh_config: Option<&dyn Fn(&Lab) -> String>) -> Lab {
 
 fn start_on(opts: lab::Options, extra: &str, ssh_config: Option<&dyn Fn(&Lab) -> String>) -> Lab {
     let lab = Lab::start_with(&["web-c", "web-d", "ivr-1", "ivr-2", "ivr-3", "ivr-4", "ivr-5", "ivr-6"], opts);
-    let c = lab.host("web-c").address.clone();
-    for w in ["web-c", "web-d"] {
-        lab.host(w).write("/etc/ivr-web/web.toml", format!("[server]\nname = \"{w}\"\n").as_bytes());
-    }
-    for i in IVRS {
-        lab.host(i).write("/etc/ivr/ivr.toml", render(IVR_TOML, i, "web-c", &c, "web-c", &c).as_bytes());
-        lab.host(i).write("/etc/ivr/peers.conf", render(PEERS, i, "web-c", &c, "web-c", &c).as_bytes());
-    }
+    lab::voice::web_service(&lab, &IVRS);
     let mut ssh = lab.ssh_section();
     if let Some(cfg) = ssh_config {
         let path = lab.dir.path().join("watcher_ssh_config");
@@ -44,71 +35,6 @@ fn start_on(opts: lab::Options, extra: &str, ssh_config: Option<&dyn Fn(&Lab) ->
     );
     lab.write_farm("farm.toml", &text);
     lab
-}
-
-/// A running watcher and its log lines as they come.
-struct Watcher {
-    child: Child,
-    lines: Receiver<String>,
-    log: Vec<String>,
-}
-
-impl Drop for Watcher {
-    /// A test that fails part-way must not leave its watcher running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Watcher {
-    fn start(lab: &Lab) -> Watcher {
-        Watcher::start_with(lab, &[])
-    }
-
-    fn start_with(lab: &Lab, args: &[&str]) -> Watcher {
-        use std::os::unix::process::CommandExt;
-        let mut child = lab.farmctl().args(["watch", "farm.toml"]).args(args).stderr(Stdio::piped()).process_group(0).spawn().unwrap();
-        let err = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        Watcher { child, lines, log: Vec::new() }
-    }
-
-    /// Waits (at most `secs`) for a log line containing `what`.
-    fn wait_for(&mut self, what: &str, secs: u64) -> bool {
-        if self.log.iter().any(|l| l.contains(what)) {
-            return true;
-        }
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while let Ok(l) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            let hit = l.contains(what);
-            self.log.push(l);
-            if hit {
-                return true;
-            }
-        }
-        false
-    }
-
-    fn text(&mut self) -> String {
-        while let Ok(l) = self.lines.try_recv() {
-            self.log.push(l);
-        }
-        self.log.join("\n")
-    }
-
-    fn stop(&mut self) -> (Option<i32>, String) {
-        let _ = std::process::Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
-        let code = self.child.wait().unwrap().code();
-        std::thread::sleep(Duration::from_millis(100));
-        let text = self.text();
-        (code, text)
-    }
 }
 
 fn names_web_d(lab: &Lab, i: &str) -> bool {

@@ -7,14 +7,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-fn resolve(base: &Path, p: &str) -> PathBuf {
-    let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
 
 fn flatten_set(prefix: &str, value: &RawSetValue, out: &mut Vec<(String, SetValue)>) -> Result<(), String> {
     fn plain(v: &RawSetValue) -> Result<SetValue, String> {
@@ -129,9 +121,9 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
     let ssh = SshSettings {
         user: rs.user.map(|u| u.into_inner()),
         port: rs.port.map(|p| p.into_inner()),
-        identity_file: rs.identity_file.map(|p| resolve(base, &p)),
-        config_file: rs.config_file.map(|p| resolve(base, &p)),
-        known_hosts_file: rs.known_hosts_file.map(|p| resolve(base, &p)),
+        identity_file: rs.identity_file.map(|p| names::resolve(base, &p)),
+        config_file: rs.config_file.map(|p| names::resolve(base, &p)),
+        known_hosts_file: rs.known_hosts_file.map(|p| names::resolve(base, &p)),
         connect_timeout: c.duration(&rs.connect_timeout, Duration::from_secs(10)),
         command_timeout: c.duration(&rs.command_timeout, Duration::from_secs(300)),
         jump: rs.jump.map(|j| j.into_inner()),
@@ -254,7 +246,7 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
                     c.span(root, "expected a `root` directory without control characters");
                     Transport::Local { root: PathBuf::new() }
                 }
-                Some(root) => Transport::Local { root: resolve(base, root.get_ref()) },
+                Some(root) => Transport::Local { root: names::resolve(base, root.get_ref()) },
                 None => {
                     c.span(&host, format!("host `{}` has transport = \"local\" and needs a `root` directory", hname.get_ref()));
                     Transport::Local { root: PathBuf::new() }
@@ -289,6 +281,7 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
 
     let rollouts = super::rollout::check(c, raw.rollout, &roles);
     let services = super::services::check(c, raw.services, &hosts);
+    let lease_store = super::lease::check(c, raw.watch, &name, base);
     let mut replacements = Vec::new();
     let mut by_time: BTreeMap<(Option<jiff::Timestamp>, String), usize> = BTreeMap::new();
     for (index, r) in raw.replace.into_iter().enumerate() {
@@ -359,6 +352,7 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
         replacements,
         rollouts,
         services,
+        lease_store,
         warnings,
     }
 }

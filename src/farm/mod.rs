@@ -5,6 +5,7 @@
 //! is ever replaced by a silent default.
 
 mod check;
+mod lease;
 mod names;
 pub use names::{did_you_mean, glob};
 mod raw;
@@ -12,6 +13,7 @@ mod rollout;
 mod schema;
 mod services;
 
+pub use lease::{EtcdSettings, EtcdTls, LeaseStore};
 pub use services::{Check, Service, Strategy, Talk, VirtualAddress};
 
 pub use rollout::{parse_version, Count, GateSpec, Rollout, Shadow};
@@ -46,6 +48,8 @@ pub struct Farm {
     pub rollouts: BTreeMap<String, Rollout>,
     /// `[services.<name>]` by name.
     pub services: BTreeMap<String, Service>,
+    /// `[watch]`: where the watchers keep each service's lease.
+    pub lease_store: LeaseStore,
     /// Things that are allowed but worth saying (a shared address, by `allow_shared_address`).
     pub warnings: Vec<String>,
 }

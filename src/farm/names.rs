@@ -165,3 +165,13 @@ mod closest_tests {
         assert_eq!(did_you_mean("ivr-01", hosts), " (did you mean `ivr-1`?)");
     }
 }
+
+/// A path from the farm file: relative to the farm file's directory (`base`).
+pub fn resolve(base: &std::path::Path, p: &str) -> std::path::PathBuf {
+    let p = std::path::Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}

@@ -22,6 +22,20 @@ pub struct RawFarm {
     pub rollout: BTreeMap<S<String>, S<RawRollout>>,
     #[serde(default)]
     pub services: BTreeMap<S<String>, S<RawService>>,
+    #[serde(default)]
+    pub watch: Option<S<RawWatch>>,
+}
+
+/// `[watch]`: where the watchers keep each service's lease.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWatch {
+    pub etcd: Option<S<Vec<S<String>>>>,
+    pub prefix: Option<S<String>>,
+    pub ttl: Option<S<String>>,
+    pub ca: Option<S<String>>,
+    pub cert: Option<S<String>>,
+    pub key: Option<S<String>>,
 }
 
 /// `[services.<name>]`: a stable name over a priority-ordered list of members.

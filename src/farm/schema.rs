@@ -29,6 +29,18 @@ pub fn farm_schema() -> Value {
                     "clock_tolerance": duration("warn at plan time when a host clock is further off (default 500ms)")
                 }
             },
+            "watch": {
+                "type": "object", "additionalProperties": false,
+                "description": "where the watchers of `farmctl watch` keep each service's lease: on the members (default), or in etcd",
+                "properties": {
+                    "etcd": strings("etcd endpoints, http://HOST:PORT or https://HOST:PORT: each service's lease is an etcd lease and a key"),
+                    "prefix": string("the etcd key prefix (default /farmctl/FARM/)"),
+                    "ttl": duration("how long a holder's etcd lease outlives its last keep-alive, whole seconds (default 5s)"),
+                    "ca": string("CA file for https:// endpoints, as etcdctl --cacert"),
+                    "cert": string("client certificate, as etcdctl --cert"),
+                    "key": string("client certificate's key, as etcdctl --key")
+                }
+            },
             "ssh": {
                 "type": "object", "additionalProperties": false,
                 "properties": {

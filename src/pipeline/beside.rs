@@ -42,7 +42,7 @@ pub(super) async fn renew(mut lease: impl Lease, service: String, view: Arc<std:
                 metrics.lease(&service, if g.places > 0 { Standing::Holds } else { Standing::Unreachable }, v.token);
             }
             Err(e) => {
-                metrics.lease(&service, Standing::StandsBy { holder: e.held.holder.clone() }, 0);
+                metrics.lease(&service, e.holder().map_or(Standing::Unreachable, |h| Standing::StandsBy { holder: h.to_string() }), 0);
                 view.lock().expect("lease view").lost = Some(e.to_string());
                 return;
             }

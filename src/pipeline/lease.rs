@@ -4,9 +4,9 @@
 //!
 //! [`Lease`] is what the watcher needs of a lease. [`MemberLease`], the
 //! default, needs nothing but SSH: the lease lives in each member's state
-//! directory, with an expiry and an epoch. A lease kept elsewhere (etcd's own
-//! lease, with its revision as the fencing token, for operators who run
-//! several watchers) implements the same trait.
+//! directory, with an expiry and an epoch. The etcd lease (`etcd.rs`) keeps
+//! it in etcd instead (`[watch] etcd = [...]`), its key's creation revision
+//! the fencing token; `leases.rs` makes the farm's kind for each service.
 
 use super::look::Conns;
 use crate::farm::Service;
@@ -43,15 +43,39 @@ pub struct HeldByAnother {
     pub held: Holding,
 }
 
+/// Why a lease was not granted, or is no longer this watcher's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Another watcher holds it.
+    #[error(transparent)]
+    Held(#[from] HeldByAnother),
+    /// The store could not prove, within the lease's time, that this watcher
+    /// still holds it (an etcd without quorum): it must stop acting.
+    #[error("{0}")]
+    Unproven(String),
+}
+
+impl Refusal {
+    /// The other watcher that holds the lease, if that is why.
+    pub fn holder(&self) -> Option<&str> {
+        match self {
+            Refusal::Held(h) => Some(&h.held.holder),
+            Refusal::Unproven(_) => None,
+        }
+    }
+}
+
 /// What the watcher needs of a lease.
 pub trait Lease: Send {
     /// Takes or renews the lease for this watcher, keeping `note` with it.
-    /// `Err` names the other watcher that holds it.
-    fn acquire(&mut self, note: &str) -> impl Future<Output = Result<Grant, HeldByAnother>> + Send;
+    /// A grant in no place means the store did not answer (see [`Lease::silence`]).
+    fn acquire(&mut self, note: &str) -> impl Future<Output = Result<Grant, Refusal>> + Send;
     /// Gives the lease up, so that another watcher need not wait for its expiry.
     fn release(&mut self) -> impl Future<Output = ()> + Send;
     /// Who holds the lease now, if anyone.
     fn holding(&mut self) -> impl Future<Output = Option<Holding>> + Send;
+    /// Why the last grant was in no place: which store did not answer, and its error.
+    fn silence(&self) -> String;
 }
 
 /// The lease on every member of the service, over SSH: held when no member
@@ -74,7 +98,7 @@ impl MemberLease {
         MemberLease { conns, svc: svc.clone(), holder: holder.to_string(), state_dir, limit, held: false }
     }
 
-    async fn on_members(&mut self, note: &str, release: bool) -> Result<Grant, HeldByAnother> {
+    async fn on_members(&mut self, note: &str, release: bool) -> Result<Grant, Refusal> {
         let mut grant = Grant { places: 0, token: 0 };
         let ttl = self.svc.lease.as_millis() as u64;
         for m in self.svc.members.clone() {
@@ -85,7 +109,7 @@ impl MemberLease {
                     grant.token = grant.token.max(epoch);
                 }
                 Ok(Ok(LeaseState::Held { holder, epoch, left_ms, note })) => {
-                    return Err(HeldByAnother { service: self.svc.name.clone(), held: Holding { place: m, holder, token: epoch, left_ms, note } });
+                    return Err(HeldByAnother { service: self.svc.name.clone(), held: Holding { place: m, holder, token: epoch, left_ms, note } }.into());
                 }
                 Ok(Ok(_)) => {}
                 _ => self.conns.forget(&m),
@@ -96,12 +120,12 @@ impl MemberLease {
 }
 
 impl Lease for MemberLease {
-    async fn acquire(&mut self, note: &str) -> Result<Grant, HeldByAnother> {
+    async fn acquire(&mut self, note: &str) -> Result<Grant, Refusal> {
         if !self.held {
             // A watcher that never held the lease looks before it takes: a
             // live holder on any member is named, and nothing is written.
             if let Some(held) = self.holding().await.filter(|h| h.holder != self.holder) {
-                return Err(HeldByAnother { service: self.svc.name.clone(), held });
+                return Err(HeldByAnother { service: self.svc.name.clone(), held }.into());
             }
         }
         let got = self.on_members(note, false).await;
@@ -129,5 +153,9 @@ impl Lease for MemberLease {
             }
         }
         None
+    }
+
+    fn silence(&self) -> String {
+        format!("no member of service {} answers", self.svc.name)
     }
 }

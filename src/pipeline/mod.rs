@@ -4,10 +4,13 @@
 
 mod address;
 mod beside;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod failover;
 mod look;
 pub mod status;
 pub mod lease;
+pub mod leases;
 mod saved;
 pub mod watch;
 

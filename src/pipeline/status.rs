@@ -3,7 +3,8 @@
 //! service's lease last wrote with it (its heartbeat, the standbys it sees
 //! down, its syncs).
 
-use super::lease::{Holding, Lease, MemberLease};
+use super::lease::{Holding, Lease};
+use super::leases::Leases;
 use super::look::Conns;
 use super::Session;
 use std::time::Duration;
@@ -41,6 +42,8 @@ impl ServiceStatus {
 /// Each service's active member (from the clients' files) and its watcher's lease.
 pub async fn service_status(session: &mut Session) -> Vec<ServiceStatus> {
     let farm = session.farm.clone();
+    // A lease store that cannot be opened shows no holders.
+    let leases = Leases::open(&farm, "").await.ok();
     let all: Vec<String> = farm.hosts.keys().cloned().collect();
     session.read(&all).await;
     let answers = |m: &String| session.live.get(m).is_some_and(|r| r.is_ok());
@@ -61,7 +64,11 @@ pub async fn service_status(session: &mut Session) -> Vec<ServiceStatus> {
             address: svc.address.as_ref().map(|v| (v.cidr(), crate::plan::services::address_holders(&session.live, svc))),
         };
         let conns = Conns { farm: farm.clone(), hosts: session.hosts.clone() };
-        if let Some(held) = MemberLease::new(conns, svc, "", Duration::from_secs(5)).holding().await {
+        let held = match &leases {
+            Some(l) => l.of(conns, svc, Duration::from_secs(5)).holding().await,
+            None => None,
+        };
+        if let Some(held) = held {
             for word in held.note.split_whitespace() {
                 match word.split_once('=') {
                     Some(("beat", t)) => status.last_heartbeat_ms = t.parse().ok(),

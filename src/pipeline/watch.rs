@@ -6,7 +6,8 @@
 
 use super::beside::{look_after_standbys, renew, AddressOwner, LeaseView};
 use super::failover::{failover, refresh, Cache, REFRESH};
-use super::lease::{Lease, MemberLease};
+use super::lease::Lease;
+use super::leases::{AnyLease, Leases};
 use super::look::{ask_clients, check, Answers, Conns, Log};
 use super::Session;
 use crate::apply::journal::{Entry, Journal, Record, ServiceEvent};
@@ -87,6 +88,7 @@ async fn watch_service(
     mut clients: Vec<String>,
     held: BTreeMap<String, Arc<AnyHost>>,
     lease: impl Lease + 'static,
+    token: u64,
     log: Log,
     metrics: Arc<WatchMetrics>,
     mut interrupted: tokio::sync::watch::Receiver<bool>,
@@ -99,11 +101,12 @@ async fn watch_service(
     let mut conns = Conns { farm: farm.clone(), hosts: held };
     let mut monitor = Monitor::new(active, svc.members.clone(), svc.dead_after.as_millis() as u64, svc.confirm, now_ms());
     let mut last_sync: BTreeMap<String, (Instant, u64)> = BTreeMap::new();
-    let mut epoch = 0;
+    // Every write from the first beat on carries the token the lease was taken with.
+    let mut epoch = token;
     let mut last_beat_ms = 0;
     // The lease is renewed in its own loop, every heartbeat: a member it cannot
     // reach (the one just failed over from) never stretches the heartbeat's ticks.
-    let shared = Arc::new(std::sync::Mutex::new(LeaseView::default()));
+    let shared = Arc::new(std::sync::Mutex::new(LeaseView { token, ..LeaseView::default() }));
     let renewing = tokio::spawn(renew(lease, svc.name.clone(), shared.clone(), svc.heartbeat, metrics.clone(), interrupted.clone()));
     let (tell_active, active_now) = tokio::sync::watch::channel(monitor.active.clone());
     let seen = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
@@ -299,36 +302,45 @@ pub async fn watch(farm_path: &std::path::Path, log: Log, opts: WatchOptions) ->
         tokio::spawn(crate::metrics::exporter::serve(listener, metrics.clone()));
     }
     let mut tasks = tokio::task::JoinSet::new();
+    let leases = Leases::open(&farm, &me).await?;
     for svc in farm.services.values() {
         let limit = svc.lease_limit();
         // The lease keeps its own connections (sharing the read's), so that it
         // can be renewed while the heartbeat runs.
-        let mut lease = MemberLease::new(Conns { farm: farm.clone(), hosts: session.hosts.clone() }, svc, &me, limit);
+        let mut lease = leases.of(Conns { farm: farm.clone(), hosts: session.hosts.clone() }, svc, limit);
         let first = match lease.acquire("").await {
             Ok(g) if g.places > 0 => {
                 let (active, clients) = active_member(&farm, &session, svc, log);
-                Some(Watching { active, clients, hosts: session.hosts.clone(), lease, token: g.token, took_from: None })
+                Ok(Watching { active, clients, hosts: session.hosts.clone(), lease, token: g.token, took_from: None })
             }
             Err(e) if no_wait => return Err(Error::new(ErrorKind::Refused, e.to_string()).hint("stop the other watcher, or wait for its lease to expire; without --no-wait this watcher stands by")),
-            Ok(_) if no_wait => return Err(Error::new(ErrorKind::Unreachable, format!("cannot take the lease of service {}: no member answers", svc.name))),
+            Ok(_) if no_wait => return Err(Error::new(ErrorKind::Unreachable, format!("cannot take the lease of service {}: {}", svc.name, lease.silence()))),
             Err(e) => {
                 log.event(&svc.name, "standing-by", &format!("{e}; this watcher stands by and takes over when that lease ends"));
-                metrics.lease(&svc.name, Standing::StandsBy { holder: e.held.holder.clone() }, 0);
-                None
+                metrics.lease(&svc.name, e.holder().map_or(Standing::Unreachable, |h| Standing::StandsBy { holder: h.to_string() }), 0);
+                Err(Said { holder: e.holder().map(str::to_string), silent: false })
             }
             Ok(_) => {
-                log.event(&svc.name, "standing-by", "no member answers for the lease; this watcher tries again every heartbeat");
+                log.event(&svc.name, "standing-by", &format!("{}; this watcher tries again every heartbeat", lease.silence()));
                 metrics.lease(&svc.name, Standing::Unreachable, 0);
-                None
+                Err(Said { holder: None, silent: true })
             }
         };
-        if let Some(w) = &first {
+        if let Ok(w) = &first {
             metrics.lease(&svc.name, Standing::Holds, w.token);
         }
-        tasks.spawn(serve(farm.clone(), svc.clone(), me.clone(), first, log, metrics.clone(), interrupted.clone()));
+        tasks.spawn(serve(farm.clone(), svc.clone(), leases.clone(), first, log, metrics.clone(), interrupted.clone()));
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// What a watcher standing by has said already: the holder it named, or
+/// that the lease's store did not answer (each is said again only when it changes).
+#[derive(Default)]
+struct Said {
+    holder: Option<String>,
+    silent: bool,
 }
 
 /// A service this watcher holds the lease of, ready to watch.
@@ -336,7 +348,7 @@ struct Watching {
     active: String,
     clients: Vec<String>,
     hosts: BTreeMap<String, Arc<AnyHost>>,
-    lease: MemberLease,
+    lease: AnyLease,
     token: u64,
     /// The holder whose lease ended, when this watcher took it over.
     took_from: Option<String>,
@@ -354,11 +366,13 @@ fn active_member(farm: &Farm, session: &Session, svc: &Service, log: Log) -> (St
 
 /// Watches one service while this watcher holds its lease, and stands by
 /// while another does: until interrupted.
-async fn serve(farm: Arc<Farm>, svc: Service, me: String, mut first: Option<Watching>, log: Log, metrics: Arc<WatchMetrics>, interrupted: tokio::sync::watch::Receiver<bool>) {
+async fn serve(farm: Arc<Farm>, svc: Service, leases: Leases, first: std::result::Result<Watching, Said>, log: Log, metrics: Arc<WatchMetrics>, interrupted: tokio::sync::watch::Receiver<bool>) {
+    let mut next = first;
     loop {
-        let w = match first.take() {
-            Some(w) => w,
-            None => match stand_by(&farm, &svc, &me, log, &metrics, interrupted.clone()).await {
+        // After a lease lost, nothing has been said yet of the new holder.
+        let w = match std::mem::replace(&mut next, Err(Said::default())) {
+            Ok(w) => w,
+            Err(said) => match stand_by(&farm, &svc, &leases, said, log, &metrics, interrupted.clone()).await {
                 Some(w) => w,
                 None => return,
             },
@@ -366,7 +380,7 @@ async fn serve(farm: Arc<Farm>, svc: Service, me: String, mut first: Option<Watc
         let standbys = svc.members.iter().filter(|m| **m != w.active).cloned().collect::<Vec<_>>().join(", ");
         let how = match &w.took_from {
             Some(old) => format!("taken over from {old} with fencing token {}", w.token),
-            None => format!("held by {me} with fencing token {}", w.token),
+            None => format!("held by {} with fencing token {}", leases.holder(), w.token),
         };
         log.event(&svc.name, if w.took_from.is_some() { "took-over" } else { "watching" }, &format!("{} is active (named by {} client(s)); standbys: {standbys}; lease {how}", w.active, w.clients.len()));
         metrics.lease(&svc.name, Standing::Holds, w.token);
@@ -376,7 +390,7 @@ async fn serve(farm: Arc<Farm>, svc: Service, me: String, mut first: Option<Watc
             super::address::claim(&mut conns, &svc, &w.active, w.token, log, svc.lease_limit()).await;
             w.hosts = conns.hosts;
         }
-        watch_service(farm.clone(), svc.clone(), w.active, w.clients, w.hosts, w.lease, log, metrics.clone(), interrupted.clone()).await;
+        watch_service(farm.clone(), svc.clone(), w.active, w.clients, w.hosts, w.lease, w.token, log, metrics.clone(), interrupted.clone()).await;
         if *interrupted.borrow() {
             return;
         }
@@ -388,10 +402,11 @@ async fn serve(farm: Arc<Farm>, svc: Service, me: String, mut first: Option<Watc
 /// Waits, a heartbeat at a time, until this watcher can take the service's
 /// lease; then reads the hosts again, so that it carries on from the live
 /// state. `None` when interrupted first.
-async fn stand_by(farm: &Arc<Farm>, svc: &Service, me: &str, log: Log, metrics: &WatchMetrics, mut interrupted: tokio::sync::watch::Receiver<bool>) -> Option<Watching> {
+async fn stand_by(farm: &Arc<Farm>, svc: &Service, leases: &Leases, said: Said, log: Log, metrics: &WatchMetrics, mut interrupted: tokio::sync::watch::Receiver<bool>) -> Option<Watching> {
     let limit = svc.lease_limit();
     let mut session = Session::with_farm(farm.clone(), 64);
-    let mut holder_seen: Option<String> = None;
+    let Said { holder: mut holder_seen, mut silent } = said;
+    let mut lease = leases.of(Conns { farm: farm.clone(), hosts: session.hosts.clone() }, svc, limit);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(svc.heartbeat) => {}
@@ -401,7 +416,6 @@ async fn stand_by(farm: &Arc<Farm>, svc: &Service, me: &str, log: Log, metrics: 
             log.event(&svc.name, "stopped", "the watcher stopped while standing by");
             return None;
         }
-        let mut lease = MemberLease::new(Conns { farm: farm.clone(), hosts: session.hosts.clone() }, svc, me, limit);
         match lease.acquire("").await {
             Ok(g) if g.places > 0 => {
                 let all: Vec<String> = farm.hosts.keys().cloned().collect();
@@ -409,13 +423,20 @@ async fn stand_by(farm: &Arc<Farm>, svc: &Service, me: &str, log: Log, metrics: 
                 let (active, clients) = active_member(farm, &session, svc, log);
                 return Some(Watching { active, clients, hosts: session.hosts.clone(), lease, token: g.token, took_from: Some(holder_seen.unwrap_or_else(|| "no live holder".into())) });
             }
-            Ok(_) => metrics.lease(&svc.name, Standing::Unreachable, 0),
+            Ok(_) => {
+                metrics.lease(&svc.name, Standing::Unreachable, 0);
+                if !std::mem::replace(&mut silent, true) {
+                    log.event(&svc.name, "standing-by", &format!("{}; nothing is failed over until the lease is held again", lease.silence()));
+                }
+            }
             Err(e) => {
-                metrics.lease(&svc.name, Standing::StandsBy { holder: e.held.holder.clone() }, 0);
-                if holder_seen.as_ref().is_some_and(|h| *h != e.held.holder) {
+                silent = false;
+                let holder = e.holder().unwrap_or_default().to_string();
+                metrics.lease(&svc.name, Standing::StandsBy { holder: holder.clone() }, 0);
+                if holder_seen.as_ref() != Some(&holder) {
                     log.event(&svc.name, "standing-by", &format!("{e}; still standing by"));
                 }
-                holder_seen = Some(e.held.holder);
+                holder_seen = Some(holder);
             }
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod net;
 pub mod voice;
+pub mod watcher;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};

@@ -82,3 +82,16 @@ pub fn ivr_files(lab: &Lab, host: &str, switched: bool) -> (String, String) {
 
 pub const WEB_A_TO_C: &str = "[[replace]]\nold = \"web-a\"\nnew = \"web-c\"\n";
 
+
+/// The files of a watched `web` service: web-c and web-d each name
+/// themselves, and every IVR host in `ivrs` names web-c, its active member.
+pub fn web_service(lab: &Lab, ivrs: &[&str]) {
+    let c = lab.host("web-c").address.clone();
+    for w in ["web-c", "web-d"] {
+        lab.host(w).write("/etc/ivr-web/web.toml", format!("[server]\nname = \"{w}\"\n").as_bytes());
+    }
+    for i in ivrs {
+        lab.host(i).write("/etc/ivr/ivr.toml", render(IVR_TOML, i, "web-c", &c, "web-c", &c).as_bytes());
+        lab.host(i).write("/etc/ivr/peers.conf", render(PEERS, i, "web-c", &c, "web-c", &c).as_bytes());
+    }
+}
