@@ -179,6 +179,42 @@ fn a_watcher_paused_past_its_ttl_steps_down_and_the_newer_token_holds_on_the_hos
 }
 
 #[test]
+fn three_watchers_share_six_services_two_each_and_take_over_a_killed_ones_within_the_ttl() {
+    let etcd = Etcd::start(3);
+    // Five more services over the same members, without clients of their own.
+    let more: String = (1..=5).map(|n| format!("\n[services.s{n}]\nvirtual = \"s{n}\"\nmembers = [\"web-c\", \"web-d\"]\nheartbeat = \"500ms\"\ndead_after = \"1500ms\"\n")).collect();
+    let mut lab = start(&etcd_watch(&etcd), &more);
+    let services = ["web", "s1", "s2", "s3", "s4", "s5"];
+    let holders = |etcd: &Etcd| -> Vec<Option<u32>> { services.iter().map(|s| etcd.get(&format!("/farmlab/{s}")).map(|(v, _)| pid_of(v.split(' ').next().unwrap()))).collect() };
+    let count = |hs: &[Option<u32>], pid: u32| hs.iter().filter(|h| **h == Some(pid)).count();
+    let first = Watcher::start(&lab);
+    assert!(first.wait_for("web: watching: ", 20), "{}", first.text());
+    assert!(wait_until(10, || count(&holders(&etcd), first.child.id()) == 6), "alone, one watcher holds all six: {:?}", holders(&etcd));
+    let second = Watcher::start(&lab);
+    let third = Watcher::start(&lab);
+    let pids = [first.child.id(), second.child.id(), third.child.id()];
+    // Each holds its share, ⌈6/3⌉ = 2: the first gives up four, one at a time,
+    // and the newcomers take them. 30 s of room for a loaded machine.
+    let spread = wait_until(30, || {
+        let hs = holders(&etcd);
+        pids.iter().all(|p| count(&hs, *p) == 2)
+    });
+    assert!(spread, "{:?} held by {:?}\n{}\n{}\n{}", pids, holders(&etcd), first.text(), second.text(), third.text());
+    assert_eq!(first.count("gave-up: released its lease for another watcher"), 4, "{}", first.text());
+    // kill -9 of one watcher: its two services go to the others within the ttl (2 s) + 1 s.
+    first.signal("-KILL");
+    let killed = Instant::now();
+    assert!(wait_until(20, || {
+        let hs = holders(&etcd);
+        count(&hs, pids[1]) == 3 && count(&hs, pids[2]) == 3
+    }), "{:?}", holders(&etcd));
+    eprintln!("the killed watcher's services were held by the others {:?} after the kill (ttl 2 s)", killed.elapsed());
+    // A member killed right after is failed over by whichever watcher holds web.
+    lab.host_mut("web-c").crash();
+    assert!(wait_until(20, || IVRS.iter().all(|i| names_web_d(&lab, i))), "{}\n{}", second.text(), third.text());
+}
+
+#[test]
 fn etcd_over_tls_is_reached_with_its_ca_and_client_certificate_and_a_wrong_one_is_refused_by_name() {
     let certs_dir = tempfile::tempdir().unwrap();
     let certs = Certs::make(certs_dir.path());

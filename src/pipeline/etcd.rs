@@ -8,7 +8,9 @@
 use super::lease::{Grant, HeldByAnother, Holding, Lease, Refusal};
 use crate::error::{Error, ErrorKind, Result};
 use crate::farm::{EtcdSettings, Service};
-use etcd_client::{Certificate, Client, Compare, CompareOp, ConnectOptions, Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse};
+use super::spread::Spread;
+use etcd_client::{Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::timeout;
 
@@ -100,6 +102,30 @@ impl EtcdStore {
         Ok(EtcdStore { client, cfg: cfg.clone() })
     }
 
+    /// Keeps this watcher's own key under `PREFIX/watchers/` while it runs
+    /// (on an etcd lease of the ttl; revoked at a clean stop), and counts the
+    /// live watchers' keys into `spread`: once before it returns, then every
+    /// second.
+    pub(super) async fn register(&self, holder: &str, spread: Arc<Spread>, mut interrupted: tokio::sync::watch::Receiver<bool>) {
+        let mut reg = Registration { client: self.client.clone(), dir: format!("{}watchers/", self.cfg.prefix), holder: holder.to_string(), ttl: self.cfg.ttl.as_secs() as i64, lease: None };
+        reg.round(&spread).await;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = interrupted.changed() => {}
+                }
+                if *interrupted.borrow() {
+                    if let Some(id) = reg.lease {
+                        let _ = timeout(Duration::from_secs(1), reg.client.lease_revoke(id)).await;
+                    }
+                    return;
+                }
+                reg.round(&spread).await;
+            }
+        });
+    }
+
     /// The lease of one service, for `holder`.
     pub(super) fn lease(&self, svc: &Service, holder: &str, limit: Duration) -> EtcdLease {
         EtcdLease {
@@ -112,6 +138,39 @@ impl EtcdStore {
             endpoints: self.cfg.endpoints.join(", "),
             ours: None,
             last_error: String::new(),
+        }
+    }
+}
+
+/// A watcher's own key under `PREFIX/watchers/`, by which the watchers count each other.
+struct Registration {
+    client: Client,
+    dir: String,
+    holder: String,
+    ttl: i64,
+    lease: Option<i64>,
+}
+
+impl Registration {
+    /// Keeps the key (made again if its lease ended), then counts the keys.
+    async fn round(&mut self, spread: &Spread) {
+        let limit = Duration::from_secs(1);
+        self.lease = match self.lease {
+            // Each keep-alive opens its own short stream: once a second is enough.
+            Some(id) => match timeout(limit, self.client.lease_keep_alive(id)).await {
+                Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => None,
+                _ => Some(id),
+            },
+            None => match timeout(limit, self.client.lease_grant(self.ttl, None)).await {
+                Ok(Ok(g)) => match timeout(limit, self.client.put(format!("{}{}", self.dir, self.holder), "", Some(PutOptions::new().with_lease(g.id())))).await {
+                    Ok(Ok(_)) => Some(g.id()),
+                    _ => None,
+                },
+                _ => None,
+            },
+        };
+        if let Ok(Ok(r)) = timeout(limit, self.client.get(self.dir.as_bytes(), Some(GetOptions::new().with_prefix().with_count_only()))).await {
+            spread.set_watchers(r.count().max(0) as usize);
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use super::lease::{Grant, Holding, Lease, MemberLease, Refusal};
 use super::look::Conns;
+use super::spread::Spread;
 use crate::farm::Service;
 use std::time::Duration;
 
@@ -37,6 +38,20 @@ impl Leases {
     /// The watcher these leases are for.
     pub fn holder(&self) -> &str {
         &self.holder
+    }
+
+    /// This watcher's part of the farm's services. With etcd, the watcher
+    /// is registered there and the live watchers are counted every second;
+    /// on the members, it is alone.
+    pub(super) async fn spread(&self, services: usize, interrupted: tokio::sync::watch::Receiver<bool>) -> std::sync::Arc<Spread> {
+        let spread = std::sync::Arc::new(Spread::new(services));
+        #[cfg(feature = "etcd")]
+        if let Some(store) = &self.etcd {
+            store.register(&self.holder, spread.clone(), interrupted).await;
+        }
+        #[cfg(not(feature = "etcd"))]
+        drop(interrupted);
+        spread
     }
 
     /// The lease of one service; `conns` serve the lease on the members.

@@ -12,6 +12,7 @@ pub mod status;
 pub mod lease;
 pub mod leases;
 mod saved;
+mod spread;
 pub mod watch;
 
 pub use saved::{differences, farm_of, load_plan, prepare_saved, verify_saved_file, SavedRun};

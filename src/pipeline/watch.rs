@@ -9,6 +9,7 @@ use super::failover::{failover, refresh, Cache, REFRESH};
 use super::lease::Lease;
 use super::leases::{AnyLease, Leases};
 use super::look::{ask_clients, check, Answers, Conns, Log};
+use super::spread::Spread;
 use super::Session;
 use crate::apply::journal::{Entry, Journal, Record, ServiceEvent};
 use crate::error::{Error, ErrorKind, Result};
@@ -79,7 +80,19 @@ async fn fence(farm: &Farm, svc: &Service, dead: &str, log: Log) -> bool {
     ok
 }
 
-/// Watches one service until interrupted.
+/// Why a watcher stopped watching a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    /// Stopped by the operator; the lease was released.
+    Interrupted,
+    /// The lease is another watcher's, or could not be proven.
+    Lost,
+    /// Released for another watcher: this one held more than its share.
+    GaveUp,
+}
+
+/// Watches one service until interrupted, the lease is lost, or this
+/// watcher gives the service up to another.
 #[allow(clippy::too_many_arguments)]
 async fn watch_service(
     farm: Arc<Farm>,
@@ -91,8 +104,9 @@ async fn watch_service(
     token: u64,
     log: Log,
     metrics: Arc<WatchMetrics>,
+    spread: &Spread,
     mut interrupted: tokio::sync::watch::Receiver<bool>,
-) {
+) -> Ended {
     let limit = svc.deadline();
     metrics.begin(&svc.name, &svc.members, &active);
     // When the active member first missed its heartbeat: a failover's time counts from there.
@@ -107,7 +121,9 @@ async fn watch_service(
     // The lease is renewed in its own loop, every heartbeat: a member it cannot
     // reach (the one just failed over from) never stretches the heartbeat's ticks.
     let shared = Arc::new(std::sync::Mutex::new(LeaseView { token, ..LeaseView::default() }));
-    let renewing = tokio::spawn(renew(lease, svc.name.clone(), shared.clone(), svc.heartbeat, metrics.clone(), interrupted.clone()));
+    // The lease's loop releases the lease when told to quit (an interrupt, or giving the service up).
+    let (quit, quit_rx) = tokio::sync::watch::channel(false);
+    let renewing = tokio::spawn(renew(lease, svc.name.clone(), shared.clone(), svc.heartbeat, metrics.clone(), quit_rx));
     let (tell_active, active_now) = tokio::sync::watch::channel(monitor.active.clone());
     let seen = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
     let owner: AddressOwner = Arc::new(tokio::sync::Mutex::new(monitor.active.clone()));
@@ -118,11 +134,17 @@ async fn watch_service(
     let mut asking: Option<tokio::task::JoinHandle<Answers>> = None;
     loop {
         let tick = Instant::now();
-        if *interrupted.borrow() {
+        let give_up = !*interrupted.borrow() && spread.should_give_up();
+        if *interrupted.borrow() || give_up {
+            let _ = quit.send(true);
             looking.abort();
             let _ = renewing.await;
+            if give_up {
+                log.event(&svc.name, "gave-up", &format!("released its lease for another watcher to take: {}", spread.describe()));
+                return Ended::GaveUp;
+            }
             log.event(&svc.name, "stopped", "the watcher stopped and released its lease");
-            return;
+            return Ended::Interrupted;
         }
         let active = monitor.active.clone();
         // The heartbeat is bounded: whatever a dead member's connection does,
@@ -143,7 +165,7 @@ async fn watch_service(
         if let Some(e) = lost {
             log.event(&svc.name, "lease-lost", &format!("{e}; this watcher stops acting"));
             looking.abort();
-            return;
+            return Ended::Lost;
         }
         let beat = Instant::now();
         let ok = match tokio::time::timeout(limit * 4, check(&mut conns, &farm, &svc, &active, limit)).await {
@@ -303,8 +325,14 @@ pub async fn watch(farm_path: &std::path::Path, log: Log, opts: WatchOptions) ->
     }
     let mut tasks = tokio::task::JoinSet::new();
     let leases = Leases::open(&farm, &me).await?;
+    let spread = leases.spread(farm.services.len(), interrupted.clone()).await;
     for svc in farm.services.values() {
         let limit = svc.lease_limit();
+        if !spread.may_take() {
+            log.event(&svc.name, "standing-by", &format!("left to the other watchers: {}", spread.describe()));
+            tasks.spawn(serve(farm.clone(), svc.clone(), leases.clone(), spread.clone(), Err(Said { holder: None, silent: false }), log, metrics.clone(), interrupted.clone()));
+            continue;
+        }
         // The lease keeps its own connections (sharing the read's), so that it
         // can be renewed while the heartbeat runs.
         let mut lease = leases.of(Conns { farm: farm.clone(), hosts: session.hosts.clone() }, svc, limit);
@@ -327,9 +355,10 @@ pub async fn watch(farm_path: &std::path::Path, log: Log, opts: WatchOptions) ->
             }
         };
         if let Ok(w) = &first {
+            spread.took();
             metrics.lease(&svc.name, Standing::Holds, w.token);
         }
-        tasks.spawn(serve(farm.clone(), svc.clone(), leases.clone(), first, log, metrics.clone(), interrupted.clone()));
+        tasks.spawn(serve(farm.clone(), svc.clone(), leases.clone(), spread.clone(), first, log, metrics.clone(), interrupted.clone()));
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
@@ -366,13 +395,14 @@ fn active_member(farm: &Farm, session: &Session, svc: &Service, log: Log) -> (St
 
 /// Watches one service while this watcher holds its lease, and stands by
 /// while another does: until interrupted.
-async fn serve(farm: Arc<Farm>, svc: Service, leases: Leases, first: std::result::Result<Watching, Said>, log: Log, metrics: Arc<WatchMetrics>, interrupted: tokio::sync::watch::Receiver<bool>) {
+#[allow(clippy::too_many_arguments)]
+async fn serve(farm: Arc<Farm>, svc: Service, leases: Leases, spread: Arc<Spread>, first: std::result::Result<Watching, Said>, log: Log, metrics: Arc<WatchMetrics>, interrupted: tokio::sync::watch::Receiver<bool>) {
     let mut next = first;
     loop {
         // After a lease lost, nothing has been said yet of the new holder.
         let w = match std::mem::replace(&mut next, Err(Said::default())) {
             Ok(w) => w,
-            Err(said) => match stand_by(&farm, &svc, &leases, said, log, &metrics, interrupted.clone()).await {
+            Err(said) => match stand_by(&farm, &svc, &leases, &spread, said, log, &metrics, interrupted.clone()).await {
                 Some(w) => w,
                 None => return,
             },
@@ -390,19 +420,21 @@ async fn serve(farm: Arc<Farm>, svc: Service, leases: Leases, first: std::result
             super::address::claim(&mut conns, &svc, &w.active, w.token, log, svc.lease_limit()).await;
             w.hosts = conns.hosts;
         }
-        watch_service(farm.clone(), svc.clone(), w.active, w.clients, w.hosts, w.lease, w.token, log, metrics.clone(), interrupted.clone()).await;
-        if *interrupted.borrow() {
+        let ended = watch_service(farm.clone(), svc.clone(), w.active, w.clients, w.hosts, w.lease, w.token, log, metrics.clone(), &spread, interrupted.clone()).await;
+        spread.ended(ended == Ended::GaveUp);
+        if ended == Ended::Interrupted || *interrupted.borrow() {
             return;
         }
         // The lease was lost (another watcher took it while this one could
-        // not renew): this watcher steps down and stands by.
+        // not renew) or given up: this watcher stands by.
     }
 }
 
 /// Waits, a heartbeat at a time, until this watcher can take the service's
 /// lease; then reads the hosts again, so that it carries on from the live
 /// state. `None` when interrupted first.
-async fn stand_by(farm: &Arc<Farm>, svc: &Service, leases: &Leases, said: Said, log: Log, metrics: &WatchMetrics, mut interrupted: tokio::sync::watch::Receiver<bool>) -> Option<Watching> {
+#[allow(clippy::too_many_arguments)]
+async fn stand_by(farm: &Arc<Farm>, svc: &Service, leases: &Leases, spread: &Spread, said: Said, log: Log, metrics: &WatchMetrics, mut interrupted: tokio::sync::watch::Receiver<bool>) -> Option<Watching> {
     let limit = svc.lease_limit();
     let mut session = Session::with_farm(farm.clone(), 64);
     let Said { holder: mut holder_seen, mut silent } = said;
@@ -416,8 +448,13 @@ async fn stand_by(farm: &Arc<Farm>, svc: &Service, leases: &Leases, said: Said, 
             log.event(&svc.name, "stopped", "the watcher stopped while standing by");
             return None;
         }
+        // A watcher that holds its share leaves the rest to the others.
+        if !spread.may_take() {
+            continue;
+        }
         match lease.acquire("").await {
             Ok(g) if g.places > 0 => {
+                spread.took();
                 let all: Vec<String> = farm.hosts.keys().cloned().collect();
                 session.read(&all).await;
                 let (active, clients) = active_member(farm, &session, svc, log);
