@@ -14,7 +14,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 fn accounts() -> (u32, u32) {
     static ONCE: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
     *ONCE.get_or_init(|| {
-        for u in ["fl-pw", "fl-np", "fl-bb"] {
+        for u in ["fl-pw", "fl-np", "fl-bb", "fl-mx", "fl-dt", "fl-ro"] {
             lab::ensure_user(u);
         }
         service_account("fl-svc")
@@ -144,7 +144,8 @@ fn a_farm_mixing_gnu_busybox_and_bash_sh_hosts_applies_rolls_back_and_switches_a
     assert!(!gnu.contains("busybox"), "ivr-1 is a GNU host: {gnu}");
     let bash = userland(&lab, "ivr-3");
     assert!(bash.contains("BASH"), "ivr-3's /bin/sh is bash: {bash}");
-    let ssh = lab.ssh_section();
+    // Logged in as a user that becomes root with sudo, on every kind.
+    let ssh = lab.login_user("fl-mx", "ALL=(ALL) NOPASSWD: ALL");
     farm(&lab, &ssh);
     let before = lab.snapshot();
     let out = lab.farmctl().args(["apply", "farm.toml", "--yes"]).output().unwrap();
@@ -238,7 +239,7 @@ fn a_detached_switch_fires_on_busybox_hosts_and_cancel_disarms_it() {
     accounts();
     let lab = Lab::start_with(&["web-a", "web-b", "ivr-1", "ivr-2"], lab::Options { busybox: vec!["ivr-1", "ivr-2"], ..Default::default() });
     fill(&lab);
-    let ssh = lab.ssh_section();
+    let ssh = lab.login_user("fl-dt", "ALL=(ALL) NOPASSWD: ALL");
     // Cancel first: armed, then disarmed, nothing written, no lock left.
     timed(&lab, &ssh, jiff::Timestamp::now() + jiff::SignedDuration::from_secs(30));
     let before = lab.snapshot();
@@ -285,7 +286,7 @@ fn a_rollout_on_busybox_hosts_killed_mid_wave_resumes_and_upgrades_no_host_twice
         "[farm]\nname = \"kinds\"\n\n{}\n[roles.web]\nfiles = [\"/etc/ivr-web/web.toml\"]\n\n[roles.ivr]\nfiles = [\"/etc/ivr/ivr.toml\"]\n\n{}\n\
          [rollout.ivr]\nversion = \"5.2.0\"\nprobe = \"cat /etc/ivr/VERSION\"\nupgrade = \"sh /etc/ivr/upgrade.sh {{version}}\"\nhealth = \"test -s /etc/ivr/VERSION\"\n\
          canary = 0\nwaves = [\"100%\"]\nmax_unavailable = 2\ngate = {{ samples = 1, interval = \"200ms\", timeout = \"30s\" }}\n",
-        lab.ssh_section(),
+        lab.login_user("fl-ro", "ALL=(ALL) NOPASSWD: ALL"),
         lab.hosts_section(|h| if h.starts_with("web") { "web" } else { "ivr" })
     );
     lab.write_farm("farm.toml", &text);

@@ -39,6 +39,20 @@ pub struct EtcdTls {
     pub identity: Option<(PathBuf, PathBuf)>,
 }
 
+impl LeaseStore {
+    /// The name under which hosts keep a service's newest fencing token
+    /// (`STATE_DIR/fence/NAME`). Each kind of lease counts its tokens in its
+    /// own sequence (the members' are times in ms, etcd's are revisions), so
+    /// each has its own name: a farm moved from one to the other is not
+    /// refused by the old sequence.
+    pub fn fence_key(&self, service: &str) -> String {
+        match self {
+            LeaseStore::Members => service.to_string(),
+            LeaseStore::Etcd(_) => format!("{service}@etcd"),
+        }
+    }
+}
+
 impl EtcdSettings {
     /// The key of a service's leadership.
     pub fn key(&self, service: &str) -> String {

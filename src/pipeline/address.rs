@@ -32,7 +32,7 @@ async fn change(conns: &mut Conns, svc: &Service, member: &str, epoch: u64, op: 
     let own = conns.farm.hosts[member].address.clone().unwrap_or_else(|| member.to_string());
     let state_dir = conns.farm.state_dir.clone();
     let h = conns.get(member, limit).await.ok_or_else(|| format!("{member} cannot be reached"))?;
-    match tokio::time::timeout(limit * 3, h.address(&state_dir, &svc.name, epoch, op, &v.cidr(), v.interface.as_deref(), &own)).await {
+    match tokio::time::timeout(limit * 3, h.address(&state_dir, &conns.farm.lease_store.fence_key(&svc.name), epoch, op, &v.cidr(), v.interface.as_deref(), &own)).await {
         Ok(r) => r,
         Err(_) => {
             conns.forget(member);

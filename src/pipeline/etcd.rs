@@ -10,6 +10,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::farm::{EtcdSettings, Service};
 use super::spread::Spread;
 use etcd_client::{Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::timeout;
@@ -17,8 +18,29 @@ use tokio::time::timeout;
 /// A connection to the farm's etcd, shared by the leases of its services.
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    members: Members,
     cfg: EtcdSettings,
+}
+
+/// One client per etcd member, used in turn: after a request fails, the
+/// next one goes to the next member, so a member that is down costs one try
+/// rather than every request (a balanced channel over all of them kept
+/// sending to a killed member here, until the holder's lease ran out).
+#[derive(Clone)]
+struct Members {
+    clients: Arc<Vec<Client>>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Members {
+    fn client(&self) -> Client {
+        self.clients[self.next.load(Ordering::SeqCst) % self.clients.len()].clone()
+    }
+
+    /// The member just asked did not answer: the next request asks the next one.
+    fn failed(&self) {
+        self.next.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// An etcd error with its causes, as one line (a certificate that does not
@@ -86,20 +108,30 @@ impl EtcdStore {
             opts = opts.with_tls(t);
         }
         let endpoints = cfg.endpoints.join(", ");
-        let mut client = Client::connect(&cfg.endpoints, Some(opts)).await.map_err(|e| Error::new(ErrorKind::Unreachable, format!("cannot connect to etcd at {endpoints}: {}", describe(&e))))?;
-        if let Ok(Err(e)) = timeout(Duration::from_secs(3), client.get(cfg.prefix.as_bytes(), None)).await {
-            let why = describe(&e);
-            // A member that takes the TCP connection and then drops the TLS
-            // one (etcd drops a client without the certificate it asks for)
-            // refused TLS too.
-            let dropped = cfg.tls.is_some() && why.contains("transport error") && tcp_answers(&cfg.endpoints).await;
-            if is_tls_mistake(&why) || dropped {
-                return Err(Error::new(ErrorKind::Refused, format!("etcd at {endpoints} refused the TLS connection: {why}"))
-                    .hint("check [watch] ca (the CA that signed the etcd members' certificates, whose names must match the endpoints)")
-                    .hint(if cfg.tls.as_ref().is_some_and(|t| t.identity.is_none()) { "an etcd started with --client-cert-auth drops clients without a certificate: set [watch] cert and key" } else { "check [watch] cert and key: etcd must trust the CA that signed them (its --trusted-ca-file)" }));
+        let mut clients = Vec::new();
+        for e in &cfg.endpoints {
+            clients.push(Client::connect([e], Some(opts.clone())).await.map_err(|err| Error::new(ErrorKind::Unreachable, format!("cannot connect to etcd at {e}: {}", describe(&err))))?);
+        }
+        // Ask each member once: one that answers is enough; a TLS refusal from any is a mistake to fix.
+        for c in &mut clients {
+            match timeout(Duration::from_secs(3), c.get(cfg.prefix.as_bytes(), None)).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => {
+                    let why = describe(&e);
+                    // A member that takes the TCP connection and then drops the TLS
+                    // one (etcd drops a client without the certificate it asks for)
+                    // refused TLS too.
+                    let dropped = cfg.tls.is_some() && why.contains("transport error") && tcp_answers(&cfg.endpoints).await;
+                    if is_tls_mistake(&why) || dropped {
+                        return Err(Error::new(ErrorKind::Refused, format!("etcd at {endpoints} refused the TLS connection: {why}"))
+                            .hint("check [watch] ca (the CA that signed the etcd members' certificates, whose names must match the endpoints)")
+                            .hint(if cfg.tls.as_ref().is_some_and(|t| t.identity.is_none()) { "an etcd started with --client-cert-auth drops clients without a certificate: set [watch] cert and key" } else { "check [watch] cert and key: etcd must trust the CA that signed them (its --trusted-ca-file)" }));
+                    }
+                }
+                Err(_) => {}
             }
         }
-        Ok(EtcdStore { client, cfg: cfg.clone() })
+        Ok(EtcdStore { members: Members { clients: Arc::new(clients), next: Arc::new(AtomicUsize::new(0)) }, cfg: cfg.clone() })
     }
 
     /// Keeps this watcher's own key under `PREFIX/watchers/` while it runs
@@ -107,7 +139,7 @@ impl EtcdStore {
     /// live watchers' keys into `spread`: once before it returns, then every
     /// second.
     pub(super) async fn register(&self, holder: &str, spread: Arc<Spread>, mut interrupted: tokio::sync::watch::Receiver<bool>) {
-        let mut reg = Registration { client: self.client.clone(), dir: format!("{}watchers/", self.cfg.prefix), holder: holder.to_string(), ttl: self.cfg.ttl.as_secs() as i64, lease: None };
+        let mut reg = Registration { members: self.members.clone(), dir: format!("{}watchers/", self.cfg.prefix), holder: holder.to_string(), ttl: self.cfg.ttl.as_secs() as i64, lease: None };
         reg.round(&spread).await;
         tokio::spawn(async move {
             loop {
@@ -117,7 +149,7 @@ impl EtcdStore {
                 }
                 if *interrupted.borrow() {
                     if let Some(id) = reg.lease {
-                        let _ = timeout(Duration::from_secs(1), reg.client.lease_revoke(id)).await;
+                        let _ = timeout(Duration::from_secs(1), reg.members.client().lease_revoke(id)).await;
                     }
                     return;
                 }
@@ -129,7 +161,7 @@ impl EtcdStore {
     /// The lease of one service, for `holder`.
     pub(super) fn lease(&self, svc: &Service, holder: &str, limit: Duration) -> EtcdLease {
         EtcdLease {
-            client: self.client.clone(),
+            members: self.members.clone(),
             key: self.cfg.key(&svc.name),
             service: svc.name.clone(),
             holder: holder.to_string(),
@@ -144,7 +176,7 @@ impl EtcdStore {
 
 /// A watcher's own key under `PREFIX/watchers/`, by which the watchers count each other.
 struct Registration {
-    client: Client,
+    members: Members,
     dir: String,
     holder: String,
     ttl: i64,
@@ -155,22 +187,31 @@ impl Registration {
     /// Keeps the key (made again if its lease ended), then counts the keys.
     async fn round(&mut self, spread: &Spread) {
         let limit = Duration::from_secs(1);
+        let mut client = self.members.client();
         self.lease = match self.lease {
             // Each keep-alive opens its own short stream: once a second is enough.
-            Some(id) => match timeout(limit, self.client.lease_keep_alive(id)).await {
-                Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => None,
-                _ => Some(id),
+            Some(id) => match timeout(limit, client.lease_keep_alive(id)).await {
+                Ok(Ok(_)) => Some(id),
+                Ok(Err(etcd_client::Error::LeaseKeepAliveError(m))) if m.contains("not found") => None,
+                _ => {
+                    self.members.failed();
+                    Some(id)
+                }
             },
-            None => match timeout(limit, self.client.lease_grant(self.ttl, None)).await {
-                Ok(Ok(g)) => match timeout(limit, self.client.put(format!("{}{}", self.dir, self.holder), "", Some(PutOptions::new().with_lease(g.id())))).await {
+            None => match timeout(limit, client.lease_grant(self.ttl, None)).await {
+                Ok(Ok(g)) => match timeout(limit, client.put(format!("{}{}", self.dir, self.holder), "", Some(PutOptions::new().with_lease(g.id())))).await {
                     Ok(Ok(_)) => Some(g.id()),
                     _ => None,
                 },
-                _ => None,
+                _ => {
+                    self.members.failed();
+                    None
+                }
             },
         };
-        if let Ok(Ok(r)) = timeout(limit, self.client.get(self.dir.as_bytes(), Some(GetOptions::new().with_prefix().with_count_only()))).await {
-            spread.set_watchers(r.count().max(0) as usize);
+        match timeout(limit, client.get(self.dir.as_bytes(), Some(GetOptions::new().with_prefix().with_count_only()))).await {
+            Ok(Ok(r)) => spread.set_watchers(r.count().max(0) as usize),
+            _ => self.members.failed(),
         }
     }
 }
@@ -198,7 +239,7 @@ enum KeepAlive {
 
 /// One service's lease in etcd.
 pub struct EtcdLease {
-    client: Client,
+    members: Members,
     key: String,
     service: String,
     holder: String,
@@ -221,12 +262,13 @@ impl EtcdLease {
 
     /// A request that failed or timed out: remembered for [`Lease::silence`].
     fn failed(&mut self, why: String) -> std::result::Result<Grant, Refusal> {
+        self.members.failed();
         self.last_error = why;
         Ok(Grant { places: 0, token: self.ours.as_ref().map_or(0, |o| o.token) })
     }
 
     fn revoke_later(&self, lease: i64) {
-        let (mut client, limit) = (self.client.clone(), self.limit);
+        let (mut client, limit) = (self.members.client(), self.limit);
         tokio::spawn(async move {
             let _ = timeout(limit, client.lease_revoke(lease)).await;
         });
@@ -235,7 +277,8 @@ impl EtcdLease {
     /// Creates the key with a new etcd lease, if no one holds it.
     async fn take(&mut self, note: &str) -> std::result::Result<Grant, Refusal> {
         let ttl = self.ttl.as_secs() as i64;
-        let granted = match timeout(self.limit, self.client.lease_grant(ttl, None)).await {
+        let mut client = self.members.client();
+        let granted = match timeout(self.limit, client.lease_grant(ttl, None)).await {
             Ok(Ok(g)) => g.id(),
             Ok(Err(e)) => return self.failed(describe(&e)),
             Err(_) => return self.failed(format!("no answer within {:?}", self.limit)),
@@ -246,7 +289,7 @@ impl EtcdLease {
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key.clone(), self.value(note), Some(PutOptions::new().with_lease(granted)))])
             .or_else([TxnOp::get(key, None)]);
-        let resp = match timeout(self.limit, self.client.txn(txn)).await {
+        let resp = match timeout(self.limit, client.txn(txn)).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 self.revoke_later(granted);
@@ -277,7 +320,7 @@ impl EtcdLease {
             self.ours = Some(Ours { lease: kv.lease(), token: kv.create_revision().max(0) as u64, proven: None, keeper: None, note: old_note.to_string(), noted: Instant::now() });
             return self.renew(note).await;
         }
-        let left_ms = match timeout(self.limit, self.client.lease_time_to_live(kv.lease(), None)).await {
+        let left_ms = match timeout(self.limit, client.lease_time_to_live(kv.lease(), None)).await {
             Ok(Ok(t)) => t.ttl() * 1000,
             _ => -1,
         };
@@ -326,13 +369,18 @@ impl EtcdLease {
         let (mut sent, mut alive) = (Instant::now(), KeepAlive::Gone);
         for _ in 0..2 {
             sent = Instant::now();
-            alive = match timeout(self.limit, Self::keep_alive(&mut self.client, &mut ours)).await {
+            // The stream kept from the last beat goes to the member that opened it.
+            let mut client = self.members.client();
+            alive = match timeout(self.limit, Self::keep_alive(&mut client, &mut ours)).await {
                 Ok(a) => a,
                 Err(_) => {
                     ours.keeper = None;
                     KeepAlive::Failed(format!("no answer within {:?}", self.limit))
                 }
             };
+            if matches!(alive, KeepAlive::Failed(_)) {
+                self.members.failed();
+            }
             if !matches!(alive, KeepAlive::Failed(_)) || ours.proven.is_some_and(|p| p.elapsed() + self.limit >= self.ttl) {
                 break;
             }
@@ -364,7 +412,7 @@ impl EtcdLease {
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, ours.token as i64)])
                 .and_then([TxnOp::put(key, self.value(note), Some(PutOptions::new().with_lease(ours.lease)))]);
-            match timeout(self.limit, self.client.txn(txn)).await {
+            match timeout(self.limit, self.members.client().txn(txn)).await {
                 Ok(Ok(r)) if !r.succeeded() => {
                     return Err(Refusal::Unproven(format!("the etcd key {} is no longer this watcher's (its lease is alive, but the key was deleted or made again)", self.key)));
                 }
@@ -394,16 +442,20 @@ impl Lease for EtcdLease {
     async fn release(&mut self) {
         if let Some(ours) = self.ours.take() {
             // Revoking the lease deletes the key: a standby takes it at once.
-            let _ = timeout(self.limit, self.client.lease_revoke(ours.lease)).await;
+            let _ = timeout(self.limit, self.members.client().lease_revoke(ours.lease)).await;
         }
     }
 
     async fn holding(&mut self) -> Option<Holding> {
-        let mut got = timeout(self.limit, self.client.get(self.key.as_bytes(), None)).await.ok()?.ok()?;
+        let mut client = self.members.client();
+        let Ok(Ok(mut got)) = timeout(self.limit, client.get(self.key.as_bytes(), None)).await else {
+            self.members.failed();
+            return None;
+        };
         let kv = got.take_kvs().into_iter().next()?;
         let value = String::from_utf8_lossy(kv.value()).into_owned();
         let (holder, note) = value.split_once(' ').unwrap_or((&value, ""));
-        let left_ms = match timeout(self.limit, self.client.lease_time_to_live(kv.lease(), None)).await {
+        let left_ms = match timeout(self.limit, client.lease_time_to_live(kv.lease(), None)).await {
             Ok(Ok(t)) => t.ttl() * 1000,
             _ => -1,
         };

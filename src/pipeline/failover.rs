@@ -4,7 +4,7 @@
 
 use super::look::Log;
 use super::Session;
-use crate::apply::journal::Journal;
+use crate::apply::journal::{Entry, Journal, Record, ServiceEvent};
 use crate::farm::{Farm, Replacement, Service, Strategy};
 use crate::transport::AnyHost;
 use std::collections::BTreeMap;
@@ -142,7 +142,7 @@ async fn failover_from(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, 
         return Err(Attempt::Stale("the watcher's reading shows no client to repoint".into()));
     }
     let mut opts = session.options_interrupted_by(&planned.plan, 0, false, interrupted.clone());
-    opts.fence = Some((svc.name.clone(), epoch));
+    opts.fence = Some((farm.lease_store.fence_key(&svc.name), epoch));
     let t = Instant::now();
     let summary = session.execute(&planned, &opts, &Traced(&svc.name), &Journal::open()).await;
     tracing::debug!(scope = svc.name.as_str(), event = "applied", "plan {} applied in {} ms", planned.plan.id, t.elapsed().as_millis());
@@ -166,3 +166,23 @@ impl crate::apply::Reporter for Traced<'_> {
     }
 }
 
+/// Journals a watcher's event about a service.
+pub(super) fn journal(service: &str, farm: &Farm, event: ServiceEvent, detail: String) {
+    let _ = Journal::open().record(&[Entry::now("", &farm.name, service, Record::Service(event), detail)]);
+}
+
+/// Runs a fence command against the dead member; returns whether it succeeded.
+pub(super) async fn fence(farm: &Farm, svc: &Service, dead: &str, log: Log) -> bool {
+    let Some(cmd) = &svc.fence else { return true };
+    let q = |s: &str| shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_default();
+    let addr = farm.hosts[dead].address.clone().unwrap_or_default();
+    let cmd = cmd.replace("{host}", &q(dead)).replace("{address}", &q(&addr));
+    let out = tokio::process::Command::new("sh").arg("-c").arg(&cmd).current_dir(farm.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."))).output().await;
+    let (ok, detail) = match out {
+        Ok(o) => (o.status.success(), format!("`{cmd}` exit {}: {}", o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => (false, format!("`{cmd}` could not run: {e}")),
+    };
+    log.event(&svc.name, if ok { "fenced" } else { "fence-failed" }, &format!("{dead}: {detail}"));
+    journal(&svc.name, farm, if ok { ServiceEvent::Fenced } else { ServiceEvent::FenceFailed }, format!("{dead}: {detail}"));
+    ok
+}

@@ -5,13 +5,13 @@
 //! address, the address moved: `address.rs`), and lands in the journal.
 
 use super::beside::{look_after_standbys, renew, AddressOwner, LeaseView};
-use super::failover::{failover, refresh, Cache, REFRESH};
+use super::failover::{failover, fence, journal, refresh, Cache, REFRESH};
 use super::lease::Lease;
 use super::leases::{AnyLease, Leases};
 use super::look::{ask_clients, check, Answers, Conns, Log};
 use super::spread::Spread;
 use super::Session;
-use crate::apply::journal::{Entry, Journal, Record, ServiceEvent};
+use crate::apply::journal::ServiceEvent;
 use crate::error::{Error, ErrorKind, Result};
 use crate::farm::{Farm, Service};
 use crate::metrics::exporter::{Standing, WatchMetrics};
@@ -31,9 +31,6 @@ fn holder() -> String {
     format!("{}@{}:{}", me.user, me.host, me.pid)
 }
 
-fn journal(service: &str, farm: &Farm, event: ServiceEvent, detail: String) {
-    let _ = Journal::open().record(&[Entry::now("", &farm.name, service, Record::Service(event), detail)]);
-}
 
 /// Repoints every client from `from` to `to`: an immediate replacement,
 /// planned and applied through the pipeline. Returns the clients repointed.
@@ -50,7 +47,7 @@ async fn sync(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, epoch
             if matches!(d, FileState::Present(d) if d.sha256 == s.sha256) {
                 continue;
             }
-            match h.put_file(&farm.state_dir, p, s.content.clone(), Some((&svc.name, epoch))).await {
+            match h.put_file(&farm.state_dir, p, s.content.clone(), Some((&farm.lease_store.fence_key(&svc.name), epoch))).await {
                 Ok(()) => log.event(&svc.name, "synced", &format!("{active}:{p} -> {m} (sha256 {})", &s.sha256[..12])),
                 Err(e) => {
                     all_good = false;
@@ -64,21 +61,6 @@ async fn sync(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, epoch
     }
 }
 
-/// Runs a fence command against the dead member; returns whether it succeeded.
-async fn fence(farm: &Farm, svc: &Service, dead: &str, log: Log) -> bool {
-    let Some(cmd) = &svc.fence else { return true };
-    let q = |s: &str| shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_default();
-    let addr = farm.hosts[dead].address.clone().unwrap_or_default();
-    let cmd = cmd.replace("{host}", &q(dead)).replace("{address}", &q(&addr));
-    let out = tokio::process::Command::new("sh").arg("-c").arg(&cmd).current_dir(farm.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."))).output().await;
-    let (ok, detail) = match out {
-        Ok(o) => (o.status.success(), format!("`{cmd}` exit {}: {}", o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).trim())),
-        Err(e) => (false, format!("`{cmd}` could not run: {e}")),
-    };
-    log.event(&svc.name, if ok { "fenced" } else { "fence-failed" }, &format!("{dead}: {detail}"));
-    journal(&svc.name, farm, if ok { ServiceEvent::Fenced } else { ServiceEvent::FenceFailed }, format!("{dead}: {detail}"));
-    ok
-}
 
 /// Why a watcher stopped watching a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -454,9 +436,29 @@ async fn stand_by(farm: &Arc<Farm>, svc: &Service, leases: &Leases, spread: &Spr
         }
         match lease.acquire("").await {
             Ok(g) if g.places > 0 => {
-                spread.took();
+                // The farm is read again before watching, and the lease kept
+                // alive meanwhile: a dead host's read waits out its connect
+                // timeout, which may be longer than the lease.
                 let all: Vec<String> = farm.hosts.keys().cloned().collect();
-                session.read(&all).await;
+                let kept = {
+                    let read = session.read(&all);
+                    tokio::pin!(read);
+                    loop {
+                        tokio::select! {
+                            _ = &mut read => break Ok(()),
+                            _ = tokio::time::sleep(svc.heartbeat) => {
+                                if let Err(e) = lease.acquire("").await {
+                                    break Err(e);
+                                }
+                            }
+                        }
+                    }
+                };
+                if let Err(e) = kept {
+                    log.event(&svc.name, "lease-lost", &format!("{e}, while the farm was read; still standing by"));
+                    continue;
+                }
+                spread.took();
                 let (active, clients) = active_member(farm, &session, svc, log);
                 return Some(Watching { active, clients, hosts: session.hosts.clone(), lease, token: g.token, took_from: Some(holder_seen.unwrap_or_else(|| "no live holder".into())) });
             }
