@@ -157,6 +157,16 @@ impl Etcd {
         Some((String::from_utf8(value).unwrap(), kv["create_revision"].as_u64().unwrap()))
     }
 
+    /// Which member leads the cluster now, as the members say.
+    pub fn leader(&self) -> usize {
+        let out = self.etcdctl().args(["endpoint", "status", "-w", "json"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("etcdctl endpoint status: {}", String::from_utf8_lossy(&out.stderr)));
+        let statuses = v.as_array().unwrap();
+        let leader = statuses[0]["Status"]["leader"].as_u64().unwrap();
+        let endpoint = statuses.iter().find(|s| s["Status"]["header"]["member_id"].as_u64() == Some(leader)).expect("the leader answers")["Endpoint"].as_str().unwrap().to_string();
+        self.endpoints().iter().position(|e| *e == endpoint).unwrap()
+    }
+
     /// Waits until a quorum answers a write.
     pub fn wait_until_it_answers(&self, within: Duration) {
         let started = Instant::now();
