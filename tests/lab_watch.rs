@@ -386,7 +386,14 @@ fn a_second_failover_soon_after_the_first_repoints_every_client_again() {
 // `nc -z`, which BusyBox's nc lacks, so a live member read as dead.
 #[test]
 fn a_dead_busybox_primary_fails_over_to_a_busybox_standby_for_busybox_and_gnu_clients() {
+    // Made before the lab starts: a BusyBox host keeps a copy of /etc/passwd.
+    lab::ensure_user("fl-wb");
     let mut lab = start_on(lab::Options { busybox: vec!["web-c", "web-d", "ivr-1", "ivr-2", "ivr-3"], ..Default::default() }, "", None);
+    // Logged in as a user that becomes root with sudo (issue 24), as the checks, the lease and the failover's writes all are.
+    let farm = lab.dir.path().join("farm.toml");
+    let text = std::fs::read_to_string(&farm).unwrap().replace(&lab.ssh_section(), &lab.login_user("fl-wb", "ALL=(ALL) NOPASSWD: ALL"));
+    assert!(text.contains("user = \"fl-wb\"\nsudo = true"), "{text}");
+    lab.write_farm("farm.toml", &text);
     let mut w = Watcher::start(&lab);
     assert!(w.wait_for("web-c is active", 20), "{}", w.text());
     // A few heartbeats on the BusyBox member: it is not failed over while it lives.
