@@ -1,7 +1,7 @@
 //! Pure: the meaning of a farm file. Turns the raw serde tables into a
 //! [`Farm`], reporting every problem at its place in the file.
 
-use super::raw::{RawFarm, RawSetValue, S};
+use super::raw::{RawFarm, RawHost, RawReplace, RawRole, RawSetValue, RawSsh, S};
 use super::{names, sha256_hex, Checker, Farm, Host, Replacement, Role, SetValue, SshSettings, Transport, DEFAULT_STATE_DIR};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -88,6 +88,8 @@ fn unambiguous(c: &mut Checker, hosts: &BTreeMap<String, Host>, warnings: &mut V
     }
 }
 
+/// The meaning of a farm file read by serde: every problem is recorded in
+/// `c` at its place; the farm returned is used only when there are none.
 pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, text: &str) -> Farm {
     let meta = raw.farm.into_inner();
     let name = meta.name.get_ref().trim().to_string();
@@ -112,13 +114,44 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
     };
 
     let clock_tolerance = c.duration(&meta.clock_tolerance, Duration::from_millis(500));
-    let rs = raw.ssh.unwrap_or_default();
+    let ssh = ssh_settings(c, raw.ssh.unwrap_or_default(), base);
+
+    let roles = roles(c, raw.roles);
+
+    let (hosts, host_spans) = hosts(c, raw.hosts, &roles, base);
+    let mut warnings = Vec::new();
+    unambiguous(c, &hosts, &mut warnings, &host_spans);
+
+    let rollouts = super::rollout::check(c, raw.rollout, &roles);
+    let services = super::services::check(c, raw.services, &hosts);
+    let lease_store = super::lease::check(c, raw.watch, &name, base);
+    let replacements = replacements(c, raw.replace, &hosts, &roles);
+
+    Farm {
+        path: path.to_path_buf(),
+        sha256: sha256_hex(text.as_bytes()),
+        name,
+        state_dir,
+        clock_tolerance,
+        ssh,
+        roles,
+        hosts,
+        replacements,
+        rollouts,
+        services,
+        lease_store,
+        warnings,
+    }
+}
+
+/// `[ssh]`: how every host is reached.
+fn ssh_settings(c: &mut Checker, rs: RawSsh, base: &Path) -> SshSettings {
     for (key, v) in [("user", &rs.user), ("jump", &rs.jump)] {
         if let Some(v) = v.as_ref().filter(|v| names::address_problem(v.get_ref()).is_some()) {
             c.span(v, format!("expected a plain `{key}`, found `{}`", v.get_ref().escape_debug()));
         }
     }
-    let ssh = SshSettings {
+    SshSettings {
         user: rs.user.map(|u| u.into_inner()),
         port: rs.port.map(|p| p.into_inner()),
         identity_file: rs.identity_file.map(|p| names::resolve(base, &p)),
@@ -135,10 +168,13 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
                 Duration::from_secs(60)
             }),
         },
-    };
+    }
+}
 
+/// `[roles.NAME]`: the files each role's hosts hold, and what runs after a change.
+fn roles(c: &mut Checker, raw: BTreeMap<S<String>, RawRole>) -> BTreeMap<String, Role> {
     let mut roles = BTreeMap::new();
-    for (rname, role) in raw.roles {
+    for (rname, role) in raw {
         let mut files = Vec::new();
         if role.files.get_ref().is_empty() {
             c.span(&role.files, format!("expected at least one file for role `{}`", rname.get_ref()));
@@ -202,10 +238,15 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
             Role { name: rn, files, reload: take(role.reload), health: take(role.health), retire: take(role.retire), set },
         );
     }
+    roles
+}
 
+/// `[hosts.NAME]`: each host, its role and how it is reached; and where each
+/// name and address was written, for the checks across hosts.
+fn hosts(c: &mut Checker, raw: BTreeMap<S<String>, S<RawHost>>, roles: &BTreeMap<String, Role>, base: &Path) -> (BTreeMap<String, Host>, BTreeMap<String, HostSpans>) {
     let mut hosts = BTreeMap::new();
     let mut host_spans: BTreeMap<String, HostSpans> = BTreeMap::new();
-    for (hname, host) in raw.hosts {
+    for (hname, host) in raw {
         let h = host.get_ref();
         host_spans.insert(
             hname.get_ref().clone(),
@@ -276,15 +317,14 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
             },
         );
     }
-    let mut warnings = Vec::new();
-    unambiguous(c, &hosts, &mut warnings, &host_spans);
+    (hosts, host_spans)
+}
 
-    let rollouts = super::rollout::check(c, raw.rollout, &roles);
-    let services = super::services::check(c, raw.services, &hosts);
-    let lease_store = super::lease::check(c, raw.watch, &name, base);
+/// `[[replace]]`: each replacement of one host's name by another's, when and where.
+fn replacements(c: &mut Checker, raw: Vec<S<RawReplace>>, hosts: &BTreeMap<String, Host>, roles: &BTreeMap<String, Role>) -> Vec<Replacement> {
     let mut replacements = Vec::new();
     let mut by_time: BTreeMap<(Option<jiff::Timestamp>, String), usize> = BTreeMap::new();
-    for (index, r) in raw.replace.into_iter().enumerate() {
+    for (index, r) in raw.into_iter().enumerate() {
         let r = r.into_inner();
         for side in [&r.old, &r.new] {
             if !hosts.contains_key(side.get_ref()) {
@@ -339,22 +379,7 @@ pub(super) fn check(c: &mut Checker, raw: RawFarm, base: &Path, path: &Path, tex
         }
         replacements.push(Replacement { index, old: r.old.into_inner(), new: r.new.into_inner(), at, on, skip_paths, skip_lines });
     }
-
-    Farm {
-        path: path.to_path_buf(),
-        sha256: sha256_hex(text.as_bytes()),
-        name,
-        state_dir,
-        clock_tolerance,
-        ssh,
-        roles,
-        hosts,
-        replacements,
-        rollouts,
-        services,
-        lease_store,
-        warnings,
-    }
+    replacements
 }
 
 

@@ -1,7 +1,7 @@
 //! Pure: the meaning of `[rollout.<role>]` tables: a version to reach, how to
 //! read and change it, and the canary, waves and health gates on the way.
 
-use super::raw::{RawCount, RawRollout, S};
+use super::raw::{RawCount, RawGate, RawRollout, S};
 use super::{names, Checker, Role};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -165,6 +165,56 @@ fn role_files_of(roles: &BTreeMap<String, Role>) -> Vec<String> {
     roles.values().flat_map(|r| r.files.iter().cloned()).collect()
 }
 
+/// `requires`: the versions of other roles this rollout needs, each read by
+/// that role's own rollout `probe`.
+fn requires(c: &mut Checker, raw: &BTreeMap<S<String>, S<String>>, roles: &BTreeMap<String, Role>, with_rollout: &[String]) -> Vec<(String, semver::VersionReq)> {
+    let mut requires = Vec::new();
+    for (other, req) in raw {
+        if !roles.contains_key(other.get_ref()) {
+            c.span(other, format!("unknown role `{}` in `requires`", other.get_ref()));
+            continue;
+        }
+        if !with_rollout.contains(other.get_ref()) {
+            c.span(other, format!("`requires` reads role `{}`'s version, which needs a [rollout.{}] with a `probe`", other.get_ref(), other.get_ref()));
+        }
+        match semver::VersionReq::parse(req.get_ref()) {
+            Ok(v) => requires.push((other.get_ref().clone(), v)),
+            Err(e) => c.span(req, format!("expected a version requirement such as \">=2.0\": {e}")),
+        }
+    }
+    requires
+}
+
+/// `gate`: how many samples, how many failures in a row fail it, the
+/// conditions every sample must meet, and its interval and timeout.
+fn gate(c: &mut Checker, raw: Option<&S<RawGate>>) -> GateSpec {
+    let mut gate = GateSpec { samples: 3, failure_limit: 3, conditions: Vec::new(), interval: Duration::from_secs(1), timeout: Duration::from_secs(60) };
+    if let Some(g) = raw {
+        let g = g.get_ref();
+        if let Some(n) = &g.samples {
+            match u32::try_from(*n.get_ref()) {
+                Ok(v) if v >= 1 => gate.samples = v,
+                _ => c.span(n, "expected at least 1 sample"),
+            }
+        }
+        if let Some(n) = &g.failure_limit {
+            match u32::try_from(*n.get_ref()) {
+                Ok(v) if v >= 1 => gate.failure_limit = v,
+                _ => c.span(n, "expected a failure_limit of at least 1 (failed samples in a row that fail the gate)"),
+            }
+        }
+        for t in g.conditions.iter().flat_map(|l| l.get_ref()) {
+            match crate::judge::parse_limit(t.get_ref()) {
+                Ok(l) => gate.conditions.push(l),
+                Err(e) => c.span(t, e),
+            }
+        }
+        gate.interval = c.duration(&g.interval, gate.interval);
+        gate.timeout = c.duration(&g.timeout, gate.timeout);
+    }
+    gate
+}
+
 /// Checks every `[rollout.<role>]` against the roles.
 pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawRollout>>, roles: &BTreeMap<String, Role>) -> BTreeMap<String, Rollout> {
     let mut out = BTreeMap::new();
@@ -215,44 +265,8 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawRollout>>, ro
             }
         }
         let max_unavailable = r.max_unavailable.as_ref().and_then(|v| count(c, v, "`max_unavailable`", false)).unwrap_or(Count::Hosts(1));
-        let mut gate = GateSpec { samples: 3, failure_limit: 3, conditions: Vec::new(), interval: Duration::from_secs(1), timeout: Duration::from_secs(60) };
-        if let Some(g) = &r.gate {
-            let g = g.get_ref();
-            if let Some(n) = &g.samples {
-                match u32::try_from(*n.get_ref()) {
-                    Ok(v) if v >= 1 => gate.samples = v,
-                    _ => c.span(n, "expected at least 1 sample"),
-                }
-            }
-            if let Some(n) = &g.failure_limit {
-                match u32::try_from(*n.get_ref()) {
-                    Ok(v) if v >= 1 => gate.failure_limit = v,
-                    _ => c.span(n, "expected a failure_limit of at least 1 (failed samples in a row that fail the gate)"),
-                }
-            }
-            for t in g.conditions.iter().flat_map(|l| l.get_ref()) {
-                match crate::judge::parse_limit(t.get_ref()) {
-                    Ok(l) => gate.conditions.push(l),
-                    Err(e) => c.span(t, e),
-                }
-            }
-            gate.interval = c.duration(&g.interval, gate.interval);
-            gate.timeout = c.duration(&g.timeout, gate.timeout);
-        }
-        let mut requires = Vec::new();
-        for (other, req) in &r.requires {
-            if !roles.contains_key(other.get_ref()) {
-                c.span(other, format!("unknown role `{}` in `requires`", other.get_ref()));
-                continue;
-            }
-            if !names_of.contains(other.get_ref()) {
-                c.span(other, format!("`requires` reads role `{}`'s version, which needs a [rollout.{}] with a `probe`", other.get_ref(), other.get_ref()));
-            }
-            match semver::VersionReq::parse(req.get_ref()) {
-                Ok(v) => requires.push((other.get_ref().clone(), v)),
-                Err(e) => c.span(req, format!("expected a version requirement such as \">=2.0\": {e}")),
-            }
-        }
+        let gate = gate(c, r.gate.as_ref());
+        let requires = requires(c, &r.requires, roles, &names_of);
         let shadow = r.shadow.as_ref().map(|sh| {
             let sh = sh.get_ref();
             let file = match names::normalize_path(sh.file.get_ref()) {

@@ -147,40 +147,7 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawService>>, ho
         if s.members.get_ref().len() < 2 {
             c.span(&s.members, "expected at least two members: a service fails over from one to the next");
         }
-        let check = match s.check.as_ref().map(|v| v.get_ref().as_str()) {
-            None | Some("ssh") => Check::Ssh,
-            Some(t) if t.starts_with("tcp:") => match t[4..].parse::<u16>() {
-                Ok(port) if port > 0 => {
-                    // `send` may hold line ends (`\r\n`), never a NUL; `expect` is
-                    // matched against one line, so it holds no control character.
-                    let text = |v: &Option<S<String>>, c: &mut Checker, one_line: bool| {
-                        let t = v.as_ref().map(|v| v.get_ref().clone()).unwrap_or_default();
-                        let bad = if one_line { names::control_char(&t, false) } else { t.chars().find(|ch| *ch == '\0') };
-                        if let (Some(v), Some(ch)) = (v, bad) {
-                            let why = if one_line { "; `expect` is looked for in the first line of the answer" } else { "" };
-                            c.span(v, format!("expected text without {}{why}", names::describe(ch)));
-                        }
-                        t
-                    };
-                    Check::Tcp(Talk { port, send: text(&s.send, c, false), expect: text(&s.expect, c, true) })
-                }
-                _ => {
-                    c.span(s.check.as_ref().unwrap(), format!("expected `tcp:PORT` with a port from 1 to 65535, found `{t}`"));
-                    Check::Ssh
-                }
-            },
-            Some(cmd) => {
-                if let Some(ch) = names::control_char(cmd, true) {
-                    c.span(s.check.as_ref().unwrap(), format!("expected a check command without {}", names::describe(ch)));
-                }
-                Check::Command(cmd.to_string())
-            }
-        };
-        if !matches!(check, Check::Tcp(_)) {
-            for v in [&s.send, &s.expect].into_iter().flatten() {
-                c.span(v, "`send` and `expect` are for `check = \"tcp:PORT\"`; an SSH check's clients read the SSH server's greeting");
-            }
-        }
+        let check = member_check(c, &s);
         let heartbeat = c.duration(&s.heartbeat, Duration::from_secs(1));
         let dead_after = c.duration(&s.dead_after, Duration::from_secs(3));
         if dead_after < heartbeat {
@@ -188,19 +155,7 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawService>>, ho
                 c.span(d, "expected `dead_after` to be at least one `heartbeat`");
             }
         }
-        let strategy = match (s.strategy.as_ref().map(|v| v.get_ref().as_str()), &s.adopt) {
-            (Some("hosts"), _) | (None, Some(_)) => Strategy::Hosts,
-            (Some("address"), None) => Strategy::Address,
-            (Some("rewrite"), Some(a)) => {
-                c.span(a, "an adopted server keeps its clients' files as they are, so it needs strategy \"hosts\" (leave `strategy` out or set it to \"hosts\")");
-                Strategy::Rewrite
-            }
-            (None | Some("rewrite"), None) => Strategy::Rewrite,
-            (Some(other), _) => {
-                c.span(s.strategy.as_ref().unwrap(), format!("expected strategy \"rewrite\", \"hosts\" or \"address\", found \"{other}\""));
-                Strategy::Rewrite
-            }
-        };
+        let strategy = strategy(c, &s);
         if hosts.contains_key(s.r#virtual.get_ref()) {
             let hint = if s.adopt.is_some() { "" } else { "; to keep a server's name for its clients, rename the host and set `adopt`" };
             c.span(&s.r#virtual, format!("`{}` is a host of [hosts]; a virtual name must not be a host's name{hint}", s.r#virtual.get_ref()));
@@ -211,23 +166,7 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawService>>, ho
             }
             a.get_ref().clone()
         });
-        let mut clients = Vec::new();
-        match &s.clients {
-            Some(list) if strategy == Strategy::Rewrite => c.span(list, "`clients` is for strategy \"hosts\"; with \"rewrite\" the clients are the hosts whose files name a member"),
-            Some(list) => {
-                for x in list.get_ref() {
-                    let found: Vec<&String> = hosts.iter().filter(|(n, h)| *n == x.get_ref() || h.role == *x.get_ref()).map(|(n, _)| n).collect();
-                    if found.is_empty() {
-                        c.span(x, format!("unknown host or role `{}` in `clients`", x.get_ref()));
-                    }
-                    clients.extend(found.into_iter().filter(|n| !members.contains(n)).cloned());
-                }
-            }
-            None if strategy != Strategy::Rewrite => clients = hosts.keys().filter(|n| !members.contains(n)).cloned().collect(),
-            None => {}
-        }
-        clients.sort();
-        clients.dedup();
+        let clients = clients(c, &s, strategy, hosts, &members);
         if strategy == Strategy::Hosts {
             for m in &members {
                 if hosts[m].address.as_deref().is_none_or(|a| a.parse::<std::net::IpAddr>().is_err()) {
@@ -292,6 +231,85 @@ pub(super) fn check(c: &mut Checker, raw: BTreeMap<S<String>, S<RawService>>, ho
         );
     }
     out
+}
+
+/// `check`, with `send` and `expect` for a TCP conversation.
+fn member_check(c: &mut Checker, s: &RawService) -> Check {
+    let check = match s.check.as_ref().map(|v| v.get_ref().as_str()) {
+        None | Some("ssh") => Check::Ssh,
+        Some(t) if t.starts_with("tcp:") => match t[4..].parse::<u16>() {
+            Ok(port) if port > 0 => {
+                // `send` may hold line ends (`\r\n`), never a NUL; `expect` is
+                // matched against one line, so it holds no control character.
+                let text = |v: &Option<S<String>>, c: &mut Checker, one_line: bool| {
+                    let t = v.as_ref().map(|v| v.get_ref().clone()).unwrap_or_default();
+                    let bad = if one_line { names::control_char(&t, false) } else { t.chars().find(|ch| *ch == '\0') };
+                    if let (Some(v), Some(ch)) = (v, bad) {
+                        let why = if one_line { "; `expect` is looked for in the first line of the answer" } else { "" };
+                        c.span(v, format!("expected text without {}{why}", names::describe(ch)));
+                    }
+                    t
+                };
+                Check::Tcp(Talk { port, send: text(&s.send, c, false), expect: text(&s.expect, c, true) })
+            }
+            _ => {
+                c.span(s.check.as_ref().unwrap(), format!("expected `tcp:PORT` with a port from 1 to 65535, found `{t}`"));
+                Check::Ssh
+            }
+        },
+        Some(cmd) => {
+            if let Some(ch) = names::control_char(cmd, true) {
+                c.span(s.check.as_ref().unwrap(), format!("expected a check command without {}", names::describe(ch)));
+            }
+            Check::Command(cmd.to_string())
+        }
+    };
+    if !matches!(check, Check::Tcp(_)) {
+        for v in [&s.send, &s.expect].into_iter().flatten() {
+            c.span(v, "`send` and `expect` are for `check = \"tcp:PORT\"`; an SSH check's clients read the SSH server's greeting");
+        }
+    }
+    check
+}
+
+/// `strategy`: how the clients are repointed (an adopted server's clients keep its name).
+fn strategy(c: &mut Checker, s: &RawService) -> Strategy {
+    match (s.strategy.as_ref().map(|v| v.get_ref().as_str()), &s.adopt) {
+        (Some("hosts"), _) | (None, Some(_)) => Strategy::Hosts,
+        (Some("address"), None) => Strategy::Address,
+        (Some("rewrite"), Some(a)) => {
+            c.span(a, "an adopted server keeps its clients' files as they are, so it needs strategy \"hosts\" (leave `strategy` out or set it to \"hosts\")");
+            Strategy::Rewrite
+        }
+        (None | Some("rewrite"), None) => Strategy::Rewrite,
+        (Some(other), _) => {
+            c.span(s.strategy.as_ref().unwrap(), format!("expected strategy \"rewrite\", \"hosts\" or \"address\", found \"{other}\""));
+            Strategy::Rewrite
+        }
+    }
+}
+
+/// `clients`: named hosts and roles for the strategies that need them; every
+/// host not a member by default; none for "rewrite" (its clients name a member).
+fn clients(c: &mut Checker, s: &RawService, strategy: Strategy, hosts: &BTreeMap<String, Host>, members: &[String]) -> Vec<String> {
+    let mut clients = Vec::new();
+    match &s.clients {
+        Some(list) if strategy == Strategy::Rewrite => c.span(list, "`clients` is for strategy \"hosts\"; with \"rewrite\" the clients are the hosts whose files name a member"),
+        Some(list) => {
+            for x in list.get_ref() {
+                let found: Vec<&String> = hosts.iter().filter(|(n, h)| *n == x.get_ref() || h.role == *x.get_ref()).map(|(n, _)| n).collect();
+                if found.is_empty() {
+                    c.span(x, format!("unknown host or role `{}` in `clients`", x.get_ref()));
+                }
+                clients.extend(found.into_iter().filter(|n| !members.contains(n)).cloned());
+            }
+        }
+        None if strategy != Strategy::Rewrite => clients = hosts.keys().filter(|n| !members.contains(n)).cloned().collect(),
+        None => {}
+    }
+    clients.sort();
+    clients.dedup();
+    clients
 }
 
 /// `address` and `interface`: required and checked with `strategy = "address"`, refused without.
