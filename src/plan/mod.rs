@@ -5,6 +5,7 @@
 //! byte for byte, once serialized.
 
 pub mod graph;
+mod files;
 mod node;
 mod order;
 mod queries;
@@ -21,6 +22,7 @@ pub use schema::schema;
 pub use scope::select;
 
 use crate::edit::{self, Cause, Replacer, Rule, TokenKind};
+use files::{plan_file, reloads, Found, Stages};
 use crate::farm::{Farm, Replacement};
 use crate::live::{FileState, LiveFarm, Unreadable};
 use serde::{Deserialize, Serialize};
@@ -243,6 +245,49 @@ pub fn plan(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String]) ->
     plan_with(farm, live, scope, limit, &rollout::Unproven::new())
 }
 
+/// The actions stage by stage, then host by host, each after what it
+/// depends on; levels assigned. A circle is named in words, not ids.
+fn ordered(mut actions: Vec<Action>) -> Result<Vec<Action>, PlanError> {
+    actions.sort_by(|a, b| (a.stage, &a.host).cmp(&(b.stage, &b.host)));
+    let ids: Vec<String> = actions.iter().map(|a| a.id.clone()).collect();
+    let deps: Vec<Vec<String>> = actions.iter().map(|a| a.depends_on.clone()).collect();
+    let order = graph::order(&ids, &deps).map_err(|c| graph::Cycle { members: c.members.iter().map(|id| actions.iter().find(|a| a.id == *id).map_or_else(|| id.clone(), Action::in_words)).collect() })?;
+    let mut slots: Vec<Option<Action>> = actions.into_iter().map(Some).collect();
+    let mut actions: Vec<Action> = order.into_iter().map(|i| slots[i].take().expect("each index once")).collect();
+    order::assign_levels(&mut actions);
+    // Levels respect every dependency, so this order is still topological.
+    // Gates, then host by host (edits before the reload), then retires.
+    actions.sort_by_key(|a| (a.stage, a.level, order::group(&a.kind), a.host.clone(), order::kind_rank(&a.kind)));
+    actions.iter_mut().for_each(|a| a.depends_on.sort());
+    Ok(actions)
+}
+
+/// The stages that have actions, each with its time.
+fn stages_of(times: &[Option<jiff::Timestamp>], actions: &[Action]) -> Vec<Stage> {
+    times
+        .iter()
+        .enumerate()
+        .map(|(index, t)| Stage { index, at: stamp(t), actions: actions.iter().filter(|a| a.stage == index).map(|a| a.id.clone()).collect() })
+        .filter(|s| !s.actions.is_empty())
+        .collect()
+}
+
+/// What each replacement with `skip` leaves alone, said in the plan.
+fn skip_notes(farm: &Farm) -> Vec<String> {
+    let mut notes = Vec::new();
+    for r in farm.replacements.iter().filter(|r| !r.skip_paths.is_empty() || !r.skip_lines.is_empty()) {
+        let mut left = Vec::new();
+        if !r.skip_paths.is_empty() {
+            left.push(format!("files {}", r.skip_paths.join(", ")));
+        }
+        if !r.skip_lines.is_empty() {
+            left.push(format!("lines matching {}", r.skip_lines.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ")));
+        }
+        notes.push(format!("{} ([[replace]] #{}) leaves alone: {}", r.describe(), r.index + 1, left.join("; ")));
+    }
+    notes
+}
+
 /// [`plan`], knowing which hosts a rollout brought to a version whose wave
 /// gate has not passed since (from the workstation's journal): their role is
 /// gated again even when every host already runs its version.
@@ -259,12 +304,10 @@ pub fn plan_with(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String
     let mut hosts = Vec::new();
     let mut actions: Vec<Action> = Vec::new();
     let mut notes = Vec::new();
-    let mut contents = Contents::new();
     // Which replacements caused each edit, and which old names are still referred to after a stage.
-    let mut caused_by: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    // (stage, old host) for every old host some other host's file names after that stage.
-    let mut referred: std::collections::BTreeSet<(usize, String)> = Default::default();
+    let mut found = Found::default();
     let olds: std::collections::BTreeSet<&str> = farm.replacements.iter().map(|r| r.old.as_str()).collect();
+    let cx = Stages { farm, groups: &groups, times: &times, stage_of: &stage_of, targets: &targets, olds: &olds };
     let whole_farm = scope.len() == farm.hosts.len();
     let mut unknown_hosts = false;
     for name in scope {
@@ -310,76 +353,8 @@ pub fn plan_with(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String
                 }
             };
             let sets = role.set.get(path).map(Vec::as_slice).unwrap_or(&[]);
-            let mut content = info.content.clone();
-            let mut before_hash = info.sha256.clone();
-            let mut previous: Option<String> = None;
-            for t in &times {
-                'edit: {
-                    let here: Vec<&&Replacement> = groups.get(t).into_iter().flatten().filter(|r| farm.applies_to(r, host) && !r.skip_paths.iter().any(|g| crate::farm::glob(g, path))).collect();
-                    let rules: Vec<Rule> = here.iter().flat_map(|r| rules_for(farm, r)).collect();
-                    let no_rules = rules.is_empty();
-                    let replacer = here.iter().fold(Replacer::new(rules), |rep, r| rep.skipping(r.index, &r.skip_lines));
-                    let group_sets = if t.is_none() { sets } else { &[] };
-                    let mut bytes = content.clone();
-                    let mut reasons = Vec::new();
-                    let mut replaced = Vec::new();
-                    if !no_rules || !group_sets.is_empty() {
-                        match edit::edit_file(path, &content, &replacer, group_sets) {
-                            Ok(e) if !e.causes.is_empty() => {
-                                reasons.extend(e.causes.iter().map(|c| reason(farm, c)));
-                                replaced.extend(e.causes.iter().filter_map(|c| if let Cause::Replace(i) = c { Some(*i) } else { None }));
-                                bytes = e.bytes;
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                failure = Some(format!("{path}: {e}"));
-                                break 'edit;
-                            }
-                        }
-                    }
-                    if t.is_none() {
-                        if let Some((b, why)) = services::edit(farm, &targets, name, path, &bytes) {
-                            bytes = b;
-                            reasons.extend(why);
-                        }
-                    }
-                    if reasons.is_empty() || bytes == content {
-                        break 'edit;
-                    }
-                    let stage = stage_of[t];
-                    let id = format!("edit:{name}:{path}@{stage}");
-                    let after_hash = crate::farm::sha256_hex(&bytes);
-                    host_actions.push(Action {
-                        id: id.clone(),
-                        host: name.clone(),
-                        stage,
-                        level: 0,
-                        at: stamp(t),
-                        depends_on: previous.iter().cloned().collect(),
-                        kind: ActionKind::Edit(Edit {
-                            path: path.clone(),
-                            before_sha256: before_hash.clone(),
-                            after_sha256: after_hash.clone(),
-                            after_size: bytes.len(),
-                            reasons,
-                            diff: diff_text(name, path, &content, &bytes),
-                        }),
-                    });
-                    caused_by.insert(id.clone(), replaced);
-                    previous = Some(id.clone());
-                    before_hash = after_hash;
-                    content = bytes;
-                    contents.insert(id, content.clone());
-                }
-                if failure.is_some() {
-                    break;
-                }
-                // Which old hosts this file still names once the stage is done (a host's own files aside).
-                for old in olds.iter().filter(|o| **o != name.as_str()) {
-                    if refers_to(farm, path, &content, old) {
-                        referred.insert((stage_of[t], old.to_string()));
-                    }
-                }
+            if let Err(e) = plan_file(&cx, name, host, path, info, sets, &mut host_actions, &mut found) {
+                failure = Some(e);
             }
         }
         // A file to edit that this user may not replace stops the host at the read, not at the write.
@@ -393,39 +368,14 @@ pub fn plan_with(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String
             unknown_hosts = true;
             continue;
         }
-        let mut by_stage: BTreeMap<usize, (Vec<String>, Vec<&str>)> = BTreeMap::new();
-        for a in &host_actions {
-            let entry = by_stage.entry(a.stage).or_default();
-            entry.0.push(a.id.clone());
-            if let ActionKind::Edit(e) = &a.kind {
-                entry.1.push(e.path.as_str());
-            }
-        }
-        let mut reloads = Vec::new();
-        for (stage, (deps, paths)) in by_stage {
-            // An adopted server takes its new name before its role reloads.
-            let command = match (services::rename_command(farm, name, &paths), &role.reload) {
-                (Some(rename), Some(reload)) => format!("{rename} && {reload}"),
-                (Some(rename), None) => rename,
-                (None, Some(reload)) => reload.clone(),
-                (None, None) => continue,
-            };
-            reloads.push(Action {
-                id: format!("reload:{name}@{stage}"),
-                host: name.clone(),
-                stage,
-                level: 0,
-                at: stamp(&times[stage]),
-                depends_on: deps,
-                kind: ActionKind::Reload { command },
-            });
-        }
+        let reloads = reloads(farm, name, role, &times, &host_actions);
         host_actions.extend(reloads);
         let status = if host_actions.is_empty() { HostStatus::Unchanged } else { HostStatus::Changed };
         hosts.push(HostEntry { name: name.clone(), role: host.role.clone(), status });
         actions.extend(host_actions);
     }
 
+    let Found { mut contents, caused_by, referred } = found;
     order::add_gates_and_retires(farm, &times, &mut actions, &caused_by, &referred);
     if !whole_farm || unknown_hosts {
         if actions.iter().any(|a| matches!(a.kind, ActionKind::Edit(_))) && farm.roles.values().any(|r| r.retire.is_some()) {
@@ -435,42 +385,10 @@ pub fn plan_with(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String
     }
 
     // Stage by stage, then host by host, each after what it depends on.
-    actions.sort_by(|a, b| (a.stage, &a.host).cmp(&(b.stage, &b.host)));
-    let ids: Vec<String> = actions.iter().map(|a| a.id.clone()).collect();
-    let deps: Vec<Vec<String>> = actions.iter().map(|a| a.depends_on.clone()).collect();
-    // A circle is named in words, not ids.
-    let order = graph::order(&ids, &deps).map_err(|c| graph::Cycle { members: c.members.iter().map(|id| actions.iter().find(|a| a.id == *id).map_or_else(|| id.clone(), Action::in_words)).collect() })?;
-    let mut slots: Vec<Option<Action>> = actions.into_iter().map(Some).collect();
-    let mut actions: Vec<Action> = order.into_iter().map(|i| slots[i].take().expect("each index once")).collect();
-    order::assign_levels(&mut actions);
-    // Levels respect every dependency, so this order is still topological.
-    // Gates, then host by host (edits before the reload), then retires.
-    actions.sort_by_key(|a| (a.stage, a.level, order::group(&a.kind), a.host.clone(), order::kind_rank(&a.kind)));
-    actions.iter_mut().for_each(|a| a.depends_on.sort());
-
-    let stages = times
-        .iter()
-        .enumerate()
-        .map(|(index, t)| Stage {
-            index,
-            at: stamp(t),
-            actions: actions.iter().filter(|a| a.stage == index).map(|a| a.id.clone()).collect(),
-        })
-        .filter(|s| !s.actions.is_empty())
-        .collect::<Vec<_>>();
-    let mut stages = stages;
-    let mut actions = actions;
+    let mut actions = ordered(actions)?;
+    let mut stages = stages_of(&times, &actions);
     notes.extend(services::notes(farm, live));
-    for r in farm.replacements.iter().filter(|r| !r.skip_paths.is_empty() || !r.skip_lines.is_empty()) {
-        let mut left = Vec::new();
-        if !r.skip_paths.is_empty() {
-            left.push(format!("files {}", r.skip_paths.join(", ")));
-        }
-        if !r.skip_lines.is_empty() {
-            left.push(format!("lines matching {}", r.skip_lines.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ")));
-        }
-        notes.push(format!("{} ([[replace]] #{}) leaves alone: {}", r.describe(), r.index + 1, left.join("; ")));
-    }
+    notes.extend(skip_notes(farm));
     rollout::plan_rollouts(farm, live, scope, unproven, times.len(), &mut hosts, &mut actions, &mut stages, &mut contents)?;
 
     let mut plan = Plan {
