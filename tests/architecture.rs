@@ -212,7 +212,6 @@ fn no_function_grows_past_120_lines() {
         ("pipeline/watch.rs::watch_service", 197),
         // The JSON Schema: one literal, data rather than logic.
         ("farm/schema.rs::farm_schema", 179),
-        ("apply/rollout.rs::run_wave", 161),
     ];
     let mut too_long = Vec::new();
     for (f, n) in function_lengths() {

@@ -272,7 +272,16 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
             }
         }
     }
-    // The gate: `samples` healthy samples in a row of every host of the wave. No answer is a failure.
+    wave_gate(run, wave, watch, first_sample_done, deadline, summary).await
+}
+
+/// The wave's gate, once its hosts are upgraded: `samples` healthy samples
+/// in a row of every host of the wave (no answer is a failure), each read
+/// every `interval` until `deadline`. `first_sample_done`: the last batch
+/// came back healthy as a whole wave, which counts as the first sample.
+async fn wave_gate(run: &Level<'_>, wave: &Wave<'_>, watch: &[(String, Arc<AnyHost>)], first_sample_done: bool, deadline: Instant, summary: &mut Summary) -> Result<(), String> {
+    let Level { opts, reporter, journal, .. } = *run;
+    let gate = format!("{} {} gate", wave.role, wave.name);
     let wave_hosts: Vec<(String, Arc<AnyHost>)> = watch.iter().filter(|(n, _)| wave.hosts.contains(n)).cloned().collect();
     let mut in_a_row = u32::from(first_sample_done);
     let mut n = in_a_row;
