@@ -497,3 +497,44 @@ fn a_lock_let_go_while_it_is_looked_at_is_taken_not_reported() {
         assert!(reports.contains(&Report::UpToDate("2.0".into())) && reports.contains(&Report::Done), "{name}: {reports:?}");
     }
 }
+
+// Issue 22: the address script was tried with iproute2's `ip` alone. Here it
+// runs under dash with iproute2 and under BusyBox ash with BusyBox's own `ip`
+// (its applets alone on the PATH), each in a network namespace of its own:
+// it finds the interface by the member's own address, adds the virtual
+// address there, says so, and removes it again.
+#[test]
+fn the_address_script_takes_and_drops_an_address_with_iproute2_and_with_busybox_ip() {
+    let (applets, busybox) = busybox_path();
+    for (name, program, shell, path) in [
+        ("dash + iproute2", "dash", None, "/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
+        ("busybox ash + busybox ip", busybox.to_str().unwrap(), Some("sh"), applets.path().display().to_string()),
+    ] {
+        let state = tempfile::tempdir().unwrap();
+        let s = state.path().display().to_string();
+        let run = |script: String| {
+            // A network namespace of its own: `lo` holds the member's own address.
+            let setup = "ip link set lo up && ip addr add 10.9.9.9/8 dev lo || exit 9\n";
+            let mut c = std::process::Command::new("unshare");
+            c.arg("-n").arg("--").arg(program);
+            if let Some(sh) = shell {
+                c.arg(sh);
+            }
+            let probe = "echo ---; ip -4 addr show dev lo";
+            let out = c.arg("-c").arg(format!("{setup}{script}\n{probe}")).env("PATH", &path).output().unwrap();
+            assert!(out.status.success(), "{name}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let take = address(&s, "web", 7, AddressOp::Take, "198.18.99.100/24", None, "10.9.9.9");
+        let out = run(take.clone());
+        let (said, seen) = out.split_once("---").unwrap();
+        assert!(said.contains("ADDRESS taken") && said.contains("ADDRESS held lo"), "{name}: {out}");
+        assert!(seen.contains("inet 198.18.99.100/24"), "{name}: the address is on lo: {out}");
+        // Taken and then dropped in one namespace: gone, and said so.
+        let drop = address(&s, "web", 7, AddressOp::Drop, "198.18.99.100/24", None, "10.9.9.9");
+        let out = run(format!("{take}\n{drop}"));
+        let (said, seen) = out.split_once("---").unwrap();
+        assert!(said.contains("ADDRESS dropped") && said.contains("ADDRESS free"), "{name}: {out}");
+        assert!(!seen.contains("198.18.99.100") && seen.contains("inet 10.9.9.9/8"), "{name}: only the member's own address is left: {out}");
+    }
+}
