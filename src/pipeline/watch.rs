@@ -5,7 +5,7 @@
 //! address, the address moved: `address.rs`), and lands in the journal.
 
 use super::beside::{look_after_standbys, renew, AddressOwner, LeaseView};
-use super::failover::{failover, fence, journal, refresh, Cache, REFRESH};
+use super::failover::{fence, healthy_standbys, journal, move_service, refresh, Cache, REFRESH};
 use super::lease::Lease;
 use super::leases::{AnyLease, Leases};
 use super::look::{ask_clients, check, Answers, Conns, Log};
@@ -61,6 +61,34 @@ async fn sync(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, epoch
     }
 }
 
+
+/// What this watcher keeps with the lease for `farmctl status`: the active
+/// member, its last answered beat, standbys seen down, and each standby's last sync.
+fn lease_note(svc: &Service, active: &str, last_beat_ms: u64, seen: &std::sync::Mutex<BTreeMap<String, bool>>, last_sync: &BTreeMap<String, (Instant, u64)>) -> String {
+    let down: Vec<String> = seen.lock().expect("standbys").iter().filter(|(_, up)| !**up).map(|(m, _)| m.clone()).collect();
+    std::iter::once(format!("active={active} beat={last_beat_ms} every={}", svc.heartbeat.as_millis()))
+        .chain((!down.is_empty()).then(|| format!("down={}", down.join(","))))
+        .chain(last_sync.iter().map(|(m, (_, t))| format!("sync:{m}={t}")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One heartbeat of the active member, bounded: whatever a dead member's
+/// connection does, the watcher goes on beating (a stalled beat drops the
+/// connections, to be made again).
+async fn heartbeat(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, log: Log) -> bool {
+    let limit = svc.deadline();
+    match tokio::time::timeout(limit * 4, check(conns, farm, svc, active, limit)).await {
+        Ok(ok) => ok,
+        Err(_) => {
+            log.event(&svc.name, "stalled", &format!("the heartbeat of {active} took longer than {:?}; its connections are made again", limit * 4));
+            for h in std::mem::take(&mut conns.hosts).into_values() {
+                tokio::task::spawn_blocking(move || drop(h));
+            }
+            false
+        }
+    }
+}
 
 /// Why a watcher stopped watching a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,12 +160,7 @@ async fn watch_service(
         // The heartbeat is bounded: whatever a dead member's connection does,
         // the watcher goes on beating. What `farmctl status` shows of this
         // watcher goes to the lease's loop, which keeps it with the lease.
-        let down: Vec<String> = seen.lock().expect("standbys").iter().filter(|(_, up)| !**up).map(|(m, _)| m.clone()).collect();
-        let note = std::iter::once(format!("active={active} beat={last_beat_ms} every={}", svc.heartbeat.as_millis()))
-            .chain((!down.is_empty()).then(|| format!("down={}", down.join(","))))
-            .chain(last_sync.iter().map(|(m, (_, t))| format!("sync:{m}={t}")))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let note = lease_note(&svc, &active, last_beat_ms, &seen, &last_sync);
         let lost = {
             let mut view = shared.lock().expect("lease view");
             view.note = note;
@@ -150,16 +173,7 @@ async fn watch_service(
             return Ended::Lost;
         }
         let beat = Instant::now();
-        let ok = match tokio::time::timeout(limit * 4, check(&mut conns, &farm, &svc, &active, limit)).await {
-            Ok(ok) => ok,
-            Err(_) => {
-                log.event(&svc.name, "stalled", &format!("the heartbeat of {active} took longer than {:?}; its connections are made again", limit * 4));
-                for h in std::mem::take(&mut conns.hosts).into_values() {
-                    tokio::task::spawn_blocking(move || drop(h));
-                }
-                false
-            }
-        };
+        let ok = heartbeat(&mut conns, &farm, &svc, &active, log).await;
         metrics.heartbeat(&svc.name, beat.elapsed(), ok);
         if ok {
             last_beat_ms = now_ms();
@@ -211,36 +225,14 @@ async fn watch_service(
                         if !fence(&farm, &svc, &active, log).await && svc.fence_required {
                             log.event(&svc.name, "held-back", &format!("the fence of {active} failed and fence_required is set: no failover"));
                         } else {
-                            let mut healthy = Vec::new();
-                            for m in svc.members.iter().filter(|m| **m != active) {
-                                let mut ok = check(&mut conns, &farm, &svc, m, limit).await;
-                                if ok && !svc.sync.is_empty() && last_sync.get(m).is_none_or(|(t, _)| t.elapsed() > svc.max_lag) {
-                                    log.event(&svc.name, "lagging", &format!("{m} answers, but its last good sync is older than max_lag {:?}: not promoted", svc.max_lag));
-                                    ok = false;
-                                }
-                                healthy.push((m.clone(), ok));
-                            }
+                            let healthy = healthy_standbys(&mut conns, &farm, &svc, &active, &last_sync, log).await;
                             match monitor.choose(&healthy) {
                                 Choice::NoHealthyStandby => {
                                     log.event(&svc.name, "no-standby", &format!("{active} is dead and NO other member is healthy: nothing was changed"));
                                     journal(&svc.name, &farm, ServiceEvent::NoStandby, format!("{active} dead; no healthy member"));
                                 }
                                 Choice::FailoverTo(next) => {
-                                    let moved = match &svc.address {
-                                        Some(v) => {
-                                            log.event(&svc.name, "failover", &format!("moving {} from {active} to {next}", v.cidr()));
-                                            let mut owner = owner.lock().await;
-                                            let moved = super::address::move_to(&mut conns, &svc, &active, &next, epoch, log, svc.lease_limit()).await;
-                                            if moved.is_ok() {
-                                                *owner = next.clone();
-                                            }
-                                            moved.map(|i| format!("{next} holds {} on {i} and announced it", v.cidr()))
-                                        }
-                                        None => {
-                                            log.event(&svc.name, "failover", &format!("repointing the clients from {active} to {next}"));
-                                            failover(&farm, &conns.hosts, &svc, &active, &next, epoch, &cache, log, &interrupted).await.map(|n| format!("{n} client(s) now name {next}"))
-                                        }
-                                    };
+                                    let moved = move_service(&mut conns, &farm, &svc, (&active, &next), epoch, &owner, &cache, log, &interrupted).await;
                                     match moved {
                                         Ok(done) => {
                                             log.event(&svc.name, "repointed", &format!("{done}; {active} will be a standby when it comes back"));
