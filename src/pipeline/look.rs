@@ -56,6 +56,11 @@ impl Conns {
     }
 }
 
+/// The workstation's clock, in ms since the epoch, as the watcher logs and notes it.
+pub(super) fn now_ms() -> u64 {
+    jiff::Timestamp::now().as_millisecond().max(0) as u64
+}
+
 /// Where a member is reached: its address, or its name.
 pub(super) fn address(farm: &Farm, member: &str) -> String {
     farm.hosts[member].address.clone().unwrap_or_else(|| member.to_string())

@@ -13,6 +13,7 @@ pub mod lease;
 pub mod leases;
 mod saved;
 mod spread;
+mod sync;
 pub mod watch;
 
 pub use saved::{differences, farm_of, load_plan, prepare_saved, verify_saved_file, SavedRun};

@@ -8,23 +8,20 @@ use super::beside::{look_after_standbys, renew, AddressOwner, LeaseView};
 use super::failover::{fence, healthy_standbys, journal, move_service, refresh, Cache, REFRESH};
 use super::lease::Lease;
 use super::leases::{AnyLease, Leases};
-use super::look::{ask_clients, check, Answers, Conns, Log};
+use super::look::{ask_clients, check, now_ms, Answers, Conns, Log};
 use super::spread::Spread;
+use super::sync::sync;
 use super::Session;
 use crate::apply::journal::ServiceEvent;
 use crate::error::{Error, ErrorKind, Result};
 use crate::farm::{Farm, Service};
 use crate::metrics::exporter::{Standing, WatchMetrics};
-use crate::live::FileState;
-use crate::transport::{AnyHost, Host};
+use crate::transport::AnyHost;
 use crate::watch::{Choice, Monitor, Step, Verdict};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn now_ms() -> u64 {
-    jiff::Timestamp::now().as_millisecond().max(0) as u64
-}
 
 fn holder() -> String {
     let me = crate::apply::LockOwner::this_process("");
@@ -32,34 +29,6 @@ fn holder() -> String {
 }
 
 
-/// Repoints every client from `from` to `to`: an immediate replacement,
-/// planned and applied through the pipeline. Returns the clients repointed.
-/// Copies each `sync` path from the active member to every standby where it differs.
-async fn sync(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, epoch: u64, last_sync: &mut BTreeMap<String, (Instant, u64)>, log: Log, limit: Duration) {
-    let Some(a) = conns.get(active, limit).await else { return };
-    let Ok(Ok(src)) = tokio::time::timeout(limit, a.read_state(&farm.state_dir, &svc.sync, None)).await else { return };
-    for m in svc.members.iter().filter(|m| *m != active) {
-        let Some(h) = conns.get(m, limit).await else { continue };
-        let Ok(Ok(dst)) = tokio::time::timeout(limit, h.read_state(&farm.state_dir, &svc.sync, None)).await else { continue };
-        let mut all_good = true;
-        for p in &svc.sync {
-            let (FileState::Present(s), d) = (&src.files[p], &dst.files[p]) else { continue };
-            if matches!(d, FileState::Present(d) if d.sha256 == s.sha256) {
-                continue;
-            }
-            match h.put_file(&farm.state_dir, p, s.content.clone(), Some((&farm.lease_store.fence_key(&svc.name), epoch))).await {
-                Ok(()) => log.event(&svc.name, "synced", &format!("{active}:{p} -> {m} (sha256 {})", &s.sha256[..12])),
-                Err(e) => {
-                    all_good = false;
-                    log.event(&svc.name, "sync-failed", &format!("{active}:{p} -> {m}: {e}"));
-                }
-            }
-        }
-        if all_good {
-            last_sync.insert(m.clone(), (Instant::now(), now_ms()));
-        }
-    }
-}
 
 
 /// What this watcher keeps with the lease for `farmctl status`: the active
@@ -90,6 +59,86 @@ async fn heartbeat(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, 
     }
 }
 
+/// What one service's heartbeat loop keeps between beats.
+struct Loop {
+    conns: Conns,
+    monitor: Monitor,
+    /// The hosts that name a member; a member failed over from is not one.
+    clients: Vec<String>,
+    /// (when, ms since the epoch) of each standby's last good sync.
+    last_sync: BTreeMap<String, (Instant, u64)>,
+    /// The lease's fencing token, which every write carries.
+    epoch: u64,
+    /// When the active member first missed its heartbeat: a failover's time counts from there.
+    silent_since: Option<Instant>,
+    /// When the farm was last read again for the next failover.
+    refreshed: Option<Instant>,
+}
+
+/// What a failover uses of the watch loop besides its state.
+struct Around<'a> {
+    farm: &'a Arc<Farm>,
+    svc: &'a Service,
+    log: Log,
+    metrics: &'a WatchMetrics,
+    cache: &'a Cache,
+    owner: &'a AddressOwner,
+    seen: &'a std::sync::Mutex<BTreeMap<String, bool>>,
+    tell_active: &'a tokio::sync::watch::Sender<String>,
+    interrupted: &'a tokio::sync::watch::Receiver<bool>,
+}
+
+/// The active member is confirmed dead (`down` of `asked` clients cannot
+/// reach it): fenced, then the service moves to the first healthy standby,
+/// or, with none, nothing changes and the log says so loudly.
+async fn on_dead(cx: &Around<'_>, st: &mut Loop, active: &str, down: usize, asked: usize) {
+    let (svc, log) = (cx.svc, cx.log);
+    log.event(&svc.name, "confirmed", &format!("{active} is dead: {down} of {asked} client(s) cannot reach it either"));
+    if !fence(cx.farm, cx.svc, active, log).await && svc.fence_required {
+        log.event(&svc.name, "held-back", &format!("the fence of {active} failed and fence_required is set: no failover"));
+    } else {
+        let healthy = healthy_standbys(&mut st.conns, cx.farm, &svc, &active, &st.last_sync, log).await;
+        match st.monitor.choose(&healthy) {
+            Choice::NoHealthyStandby => {
+                log.event(&svc.name, "no-standby", &format!("{active} is dead and NO other member is healthy: nothing was changed"));
+                journal(&svc.name, cx.farm, ServiceEvent::NoStandby, format!("{active} dead; no healthy member"));
+            }
+            Choice::FailoverTo(next) => {
+                let moved = move_service(&mut st.conns, cx.farm, svc, (active, &next), st.epoch, cx.owner, cx.cache, log, cx.interrupted).await;
+                match moved {
+                    Ok(done) => {
+                        log.event(&svc.name, "repointed", &format!("{done}; {active} will be a standby when it comes back"));
+                        journal(&svc.name, cx.farm, ServiceEvent::Failover, format!("{active} -> {next}: {done}"));
+                        st.monitor.failed_over(&next, now_ms());
+                        cx.metrics.failover(&svc.name, st.silent_since.take().map_or(Duration::ZERO, |t| t.elapsed()));
+                        cx.metrics.set_active(&svc.name, &svc.members, &next);
+                        let _ = cx.tell_active.send(next.clone());
+                        // Confirmed dead: its return is news.
+                        cx.seen.lock().expect("standbys").insert(active.to_string(), false);
+                        st.clients.retain(|c| !svc.members.contains(c));
+                        // The failover changed the clients: read them again at the
+                        // next healthy heartbeat, so that the next failover
+                        // (this member may fail too) need not wait for a read.
+                        st.refreshed = None;
+                    }
+                    Err(e) => log.event(&svc.name, "failover-failed", &format!("{active} -> {next}: {e}")),
+                }
+            }
+        }
+    }
+}
+
+impl Loop {
+    /// Reads the farm again over the open connections every `REFRESH`, so
+    /// that a failover is planned from a recent reading without waiting for one.
+    fn refresh_when_due(&mut self, farm: &Arc<Farm>, cache: &Cache) {
+        if self.refreshed.is_none_or(|t| t.elapsed() >= REFRESH) {
+            self.refreshed = Some(Instant::now());
+            refresh(farm, &self.conns.hosts, cache);
+        }
+    }
+}
+
 /// Why a watcher stopped watching a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ended {
@@ -101,6 +150,19 @@ enum Ended {
     GaveUp,
 }
 
+/// Stops watching a service: the lease's loop releases the lease (a
+/// standby takes it at once), and the log says why.
+async fn stop(quit: tokio::sync::watch::Sender<bool>, renewing: tokio::task::JoinHandle<()>, give_up: bool, svc: &Service, log: Log, spread: &Spread) -> Ended {
+    let _ = quit.send(true);
+    let _ = renewing.await;
+    if give_up {
+        log.event(&svc.name, "gave-up", &format!("released its lease for another watcher to take: {}", spread.describe()));
+        return Ended::GaveUp;
+    }
+    log.event(&svc.name, "stopped", "the watcher stopped and released its lease");
+    Ended::Interrupted
+}
+
 /// Watches one service until interrupted, the lease is lost, or this
 /// watcher gives the service up to another.
 #[allow(clippy::too_many_arguments)]
@@ -108,7 +170,7 @@ async fn watch_service(
     farm: Arc<Farm>,
     svc: Service,
     active: String,
-    mut clients: Vec<String>,
+    clients: Vec<String>,
     held: BTreeMap<String, Arc<AnyHost>>,
     lease: impl Lease + 'static,
     token: u64,
@@ -119,14 +181,17 @@ async fn watch_service(
 ) -> Ended {
     let limit = svc.deadline();
     metrics.begin(&svc.name, &svc.members, &active);
-    // When the active member first missed its heartbeat: a failover's time counts from there.
-    let mut silent_since: Option<Instant> = None;
-    // The connections of the first read serve the heartbeats, confirmations and failovers.
-    let mut conns = Conns { farm: farm.clone(), hosts: held };
-    let mut monitor = Monitor::new(active, svc.members.clone(), svc.dead_after.as_millis() as u64, svc.confirm, now_ms());
-    let mut last_sync: BTreeMap<String, (Instant, u64)> = BTreeMap::new();
-    // Every write from the first beat on carries the token the lease was taken with.
-    let mut epoch = token;
+    let mut st = Loop {
+        // The connections of the first read serve the heartbeats, confirmations and failovers.
+        conns: Conns { farm: farm.clone(), hosts: held },
+        monitor: Monitor::new(active, svc.members.clone(), svc.dead_after.as_millis() as u64, svc.confirm, now_ms()),
+        clients,
+        last_sync: BTreeMap::new(),
+        // Every write from the first beat on carries the token the lease was taken with.
+        epoch: token,
+        silent_since: None,
+        refreshed: None,
+    };
     let mut last_beat_ms = 0;
     // The lease is renewed in its own loop, every heartbeat: a member it cannot
     // reach (the one just failed over from) never stretches the heartbeat's ticks.
@@ -134,37 +199,29 @@ async fn watch_service(
     // The lease's loop releases the lease when told to quit (an interrupt, or giving the service up).
     let (quit, quit_rx) = tokio::sync::watch::channel(false);
     let renewing = tokio::spawn(renew(lease, svc.name.clone(), shared.clone(), svc.heartbeat, metrics.clone(), quit_rx));
-    let (tell_active, active_now) = tokio::sync::watch::channel(monitor.active.clone());
+    let (tell_active, active_now) = tokio::sync::watch::channel(st.monitor.active.clone());
     let seen = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
-    let owner: AddressOwner = Arc::new(tokio::sync::Mutex::new(monitor.active.clone()));
+    let owner: AddressOwner = Arc::new(tokio::sync::Mutex::new(st.monitor.active.clone()));
     let looking = tokio::spawn(look_after_standbys(farm.clone(), svc.clone(), active_now, seen.clone(), shared.clone(), owner.clone(), log, interrupted.clone()));
     let cache: Cache = Default::default();
-    let mut refreshed: Option<Instant> = None;
     // The clients' answers about the active member, asked at its first missed beat.
     let mut asking: Option<tokio::task::JoinHandle<Answers>> = None;
     loop {
         let tick = Instant::now();
         let give_up = !*interrupted.borrow() && spread.should_give_up();
         if *interrupted.borrow() || give_up {
-            let _ = quit.send(true);
             looking.abort();
-            let _ = renewing.await;
-            if give_up {
-                log.event(&svc.name, "gave-up", &format!("released its lease for another watcher to take: {}", spread.describe()));
-                return Ended::GaveUp;
-            }
-            log.event(&svc.name, "stopped", "the watcher stopped and released its lease");
-            return Ended::Interrupted;
+            return stop(quit, renewing, give_up, &svc, log, spread).await;
         }
-        let active = monitor.active.clone();
+        let active = st.monitor.active.clone();
         // The heartbeat is bounded: whatever a dead member's connection does,
         // the watcher goes on beating. What `farmctl status` shows of this
         // watcher goes to the lease's loop, which keeps it with the lease.
-        let note = lease_note(&svc, &active, last_beat_ms, &seen, &last_sync);
+        let note = lease_note(&svc, &active, last_beat_ms, &seen, &st.last_sync);
         let lost = {
             let mut view = shared.lock().expect("lease view");
             view.note = note;
-            epoch = epoch.max(view.token);
+            st.epoch = st.epoch.max(view.token);
             view.lost.clone()
         };
         if let Some(e) = lost {
@@ -173,28 +230,21 @@ async fn watch_service(
             return Ended::Lost;
         }
         let beat = Instant::now();
-        let ok = heartbeat(&mut conns, &farm, &svc, &active, log).await;
+        let ok = heartbeat(&mut st.conns, &farm, &svc, &active, log).await;
         metrics.heartbeat(&svc.name, beat.elapsed(), ok);
-        if ok {
-            last_beat_ms = now_ms();
-            silent_since = None;
-        } else {
-            silent_since.get_or_insert(beat);
-        }
-        for (m, (t, _)) in &last_sync {
+        st.silent_since = if ok { None } else { st.silent_since.or(Some(beat)) };
+        last_beat_ms = if ok { now_ms() } else { last_beat_ms };
+        for (m, (t, _)) in &st.last_sync {
             metrics.sync_age(&svc.name, m, t.elapsed());
         }
-        match monitor.heartbeat(ok, now_ms()) {
+        match st.monitor.heartbeat(ok, now_ms()) {
             Step::Healthy => {
                 if let Some(pending) = asking.take() {
                     pending.abort();
                 }
-                if refreshed.is_none_or(|t| t.elapsed() >= REFRESH) {
-                    refreshed = Some(Instant::now());
-                    refresh(&farm, &conns.hosts, &cache);
-                }
+                st.refresh_when_due(&farm, &cache);
                 if !svc.sync.is_empty() {
-                    sync(&mut conns, &farm, &svc, &active, epoch, &mut last_sync, log, limit).await;
+                    sync(&mut st.conns, &farm, &svc, &active, st.epoch, &mut st.last_sync, log, limit).await;
                 }
             }
             Step::Silent { for_ms } => {
@@ -202,58 +252,27 @@ async fn watch_service(
                 // The clients are asked at the first miss, so that their answers
                 // are in hand when `dead_after` ends.
                 if asking.is_none() {
-                    let (farm, held, clients, svc, needed) = (farm.clone(), conns.hosts.clone(), clients.clone(), svc.clone(), monitor.needed(clients.len()));
+                    let (farm, held, clients, svc, needed) = (farm.clone(), st.conns.hosts.clone(), st.clients.clone(), svc.clone(), st.monitor.needed(st.clients.len()));
                     asking = Some(tokio::spawn(async move { ask_clients(farm, held, clients, &svc, &active, needed, limit).await }));
                 }
             }
             Step::AskClients => {
                 let answers = match asking.take() {
                     Some(pending) => pending.await.unwrap_or(Answers { down: 0, asked: 0, made: Vec::new() }),
-                    None => ask_clients(farm.clone(), conns.hosts.clone(), clients.clone(), &svc, &active, monitor.needed(clients.len()), limit).await,
+                    None => ask_clients(farm.clone(), st.conns.hosts.clone(), st.clients.clone(), &svc, &active, st.monitor.needed(st.clients.len()), limit).await,
                 };
                 let (down, asked) = (answers.down, answers.asked);
                 metrics.confirmations(&svc.name, asked, down);
                 for (c, h) in answers.made {
-                    conns.hosts.entry(c).or_insert(h);
+                    st.conns.hosts.entry(c).or_insert(h);
                 }
-                match monitor.confirm(down, asked) {
+                match st.monitor.confirm(down, asked) {
                     Verdict::NotConfirmed { down, asked, needed } => {
                         log.event(&svc.name, "not-confirmed", &format!("the watcher cannot reach {active}, but only {down} of {asked} client(s) confirm ({needed} needed): not failing over"));
                     }
                     Verdict::Dead { down, asked } => {
-                        log.event(&svc.name, "confirmed", &format!("{active} is dead: {down} of {asked} client(s) cannot reach it either"));
-                        if !fence(&farm, &svc, &active, log).await && svc.fence_required {
-                            log.event(&svc.name, "held-back", &format!("the fence of {active} failed and fence_required is set: no failover"));
-                        } else {
-                            let healthy = healthy_standbys(&mut conns, &farm, &svc, &active, &last_sync, log).await;
-                            match monitor.choose(&healthy) {
-                                Choice::NoHealthyStandby => {
-                                    log.event(&svc.name, "no-standby", &format!("{active} is dead and NO other member is healthy: nothing was changed"));
-                                    journal(&svc.name, &farm, ServiceEvent::NoStandby, format!("{active} dead; no healthy member"));
-                                }
-                                Choice::FailoverTo(next) => {
-                                    let moved = move_service(&mut conns, &farm, &svc, (&active, &next), epoch, &owner, &cache, log, &interrupted).await;
-                                    match moved {
-                                        Ok(done) => {
-                                            log.event(&svc.name, "repointed", &format!("{done}; {active} will be a standby when it comes back"));
-                                            journal(&svc.name, &farm, ServiceEvent::Failover, format!("{active} -> {next}: {done}"));
-                                            monitor.failed_over(&next, now_ms());
-                                            metrics.failover(&svc.name, silent_since.take().map_or(Duration::ZERO, |t| t.elapsed()));
-                                            metrics.set_active(&svc.name, &svc.members, &next);
-                                            let _ = tell_active.send(next.clone());
-                                            // Confirmed dead: its return is news.
-                                            seen.lock().expect("standbys").insert(active.clone(), false);
-                                            clients.retain(|c| !svc.members.contains(c));
-                                            // The failover changed the clients: read them again at the
-                                            // next healthy heartbeat, so that the next failover
-                                            // (this member may fail too) need not wait for a read.
-                                            refreshed = None;
-                                        }
-                                        Err(e) => log.event(&svc.name, "failover-failed", &format!("{active} -> {next}: {e}")),
-                                    }
-                                }
-                            }
-                        }
+                        let around = Around { farm: &farm, svc: &svc, log, metrics: &metrics, cache: &cache, owner: &owner, seen: &seen, tell_active: &tell_active, interrupted: &interrupted };
+                        on_dead(&around, &mut st, &active, down, asked).await;
                     }
                 }
             }
