@@ -1,5 +1,5 @@
 //! Each service's lease of the farm's kind (`[watch]`): on the members
-//! ([`MemberLease`]) or in etcd ([`super::etcd::EtcdLease`], with the `etcd`
+//! ([`MemberLease`]) or in etcd (`etcd.rs`'s `EtcdLease`, with the `etcd`
 //! feature).
 
 use super::lease::{Grant, Holding, Lease, MemberLease, Refusal};
