@@ -94,10 +94,10 @@ struct Around<'a> {
 async fn on_dead(cx: &Around<'_>, st: &mut Loop, active: &str, down: usize, asked: usize) {
     let (svc, log) = (cx.svc, cx.log);
     log.event(&svc.name, "confirmed", &format!("{active} is dead: {down} of {asked} client(s) cannot reach it either"));
-    if !fence(cx.farm, cx.svc, active, log).await && svc.fence_required {
+    if !fence(cx.farm, svc, active, log).await && svc.fence_required {
         log.event(&svc.name, "held-back", &format!("the fence of {active} failed and fence_required is set: no failover"));
     } else {
-        let healthy = healthy_standbys(&mut st.conns, cx.farm, &svc, &active, &st.last_sync, log).await;
+        let healthy = healthy_standbys(&mut st.conns, cx.farm, svc, active, &st.last_sync, log).await;
         match st.monitor.choose(&healthy) {
             Choice::NoHealthyStandby => {
                 log.event(&svc.name, "no-standby", &format!("{active} is dead and NO other member is healthy: nothing was changed"));
