@@ -278,12 +278,14 @@ impl EtcdLease {
     async fn take(&mut self, note: &str) -> std::result::Result<Grant, Refusal> {
         let ttl = self.ttl.as_secs() as i64;
         let mut client = self.members.client();
+        // The lease's time runs from its grant at the latest: counted from
+        // before the request, the proof never outlasts the lease.
+        let sent = Instant::now();
         let granted = match timeout(self.limit, client.lease_grant(ttl, None)).await {
             Ok(Ok(g)) => g.id(),
             Ok(Err(e)) => return self.failed(describe(&e)),
             Err(_) => return self.failed(format!("no answer within {:?}", self.limit)),
         };
-        let sent = Instant::now();
         let key = self.key.as_bytes().to_vec();
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
