@@ -147,7 +147,26 @@ fn endpoint_problem(e: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::endpoint_problem;
+    use super::{endpoint_problem, EtcdTls, LeaseStore};
+    use std::path::Path;
+    use std::time::Duration;
+
+    const HOSTS: &str = "[farm]\nname = \"east\"\n\n[roles.web]\nfiles = [\"/etc/web.toml\"]\n\n[hosts.web-a]\naddress = \"10.0.0.1\"\nrole = \"web\"\n";
+
+    #[test]
+    fn without_watch_the_lease_is_on_the_members_and_etcd_takes_its_defaults_and_paths() {
+        let farm = crate::farm::parse(Path::new("farms/east.toml"), HOSTS).unwrap();
+        assert_eq!(farm.lease_store, LeaseStore::Members);
+        assert_eq!(farm.lease_store.fence_key("web"), "web");
+        let text = format!("{HOSTS}\n[watch]\netcd = [\"https://10.0.0.11:2379\", \"https://10.0.0.12:2379\"]\nca = \"certs/ca.pem\"\ncert = \"certs/me.pem\"\nkey = \"/etc/farmctl/me-key.pem\"\n");
+        let farm = crate::farm::parse(Path::new("farms/east.toml"), &text).unwrap();
+        let LeaseStore::Etcd(e) = &farm.lease_store else { panic!("{:?}", farm.lease_store) };
+        assert_eq!(e.endpoints, ["https://10.0.0.11:2379", "https://10.0.0.12:2379"]);
+        assert_eq!((e.prefix.as_str(), e.ttl), ("/farmctl/east/", Duration::from_secs(5)), "the defaults");
+        assert_eq!(e.key("web"), "/farmctl/east/web");
+        assert_eq!(e.tls, Some(EtcdTls { ca: "farms/certs/ca.pem".into(), identity: Some(("farms/certs/me.pem".into(), "/etc/farmctl/me-key.pem".into())) }), "relative to the farm file");
+        assert_eq!(farm.lease_store.fence_key("web"), "web@etcd", "etcd's tokens are a sequence of their own on the hosts");
+    }
 
     #[test]
     fn an_endpoint_is_a_scheme_a_host_and_a_port() {
