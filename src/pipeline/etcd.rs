@@ -321,20 +321,25 @@ impl EtcdLease {
             _ => None,
         });
         let Some(kv) = kv else { return self.failed("the key was deleted while it was read".into()) };
-        let value = String::from_utf8_lossy(kv.value()).into_owned();
-        let (holder, old_note) = value.split_once(' ').unwrap_or((&value, ""));
-        if holder == self.holder {
+        let held = self.holding_of(&mut client, &kv).await;
+        if held.holder == self.holder {
             // This watcher's own key, from before etcd lost its quorum: it is
             // held again once a keep-alive proves its lease is still alive.
-            self.ours = Some(Ours { lease: kv.lease(), token: kv.create_revision().max(0) as u64, proven: None, keeper: None, note: old_note.to_string(), noted: Instant::now() });
+            self.ours = Some(Ours { lease: kv.lease(), token: held.token, proven: None, keeper: None, note: held.note, noted: Instant::now() });
             return self.renew(note).await;
         }
+        Err(HeldByAnother { service: self.service.clone(), held }.into())
+    }
+
+    /// Who holds the key, as its value and its etcd lease say.
+    async fn holding_of(&self, client: &mut Client, kv: &etcd_client::KeyValue) -> Holding {
+        let value = String::from_utf8_lossy(kv.value()).into_owned();
+        let (holder, note) = value.split_once(' ').unwrap_or((&value, ""));
         let left_ms = match timeout(self.limit, client.lease_time_to_live(kv.lease(), None)).await {
             Ok(Ok(t)) => t.ttl() * 1000,
             _ => -1,
         };
-        let held = Holding { place: format!("etcd key {}", self.key), holder: holder.to_string(), token: kv.create_revision().max(0) as u64, left_ms, note: old_note.to_string() };
-        Err(HeldByAnother { service: self.service.clone(), held }.into())
+        Holding { place: format!("etcd key {}", self.key), holder: holder.to_string(), token: kv.create_revision().max(0) as u64, left_ms, note: note.to_string() }
     }
 
     async fn keep_alive(client: &mut Client, ours: &mut Ours) -> KeepAlive {
@@ -462,13 +467,7 @@ impl Lease for EtcdLease {
             return None;
         };
         let kv = got.take_kvs().into_iter().next()?;
-        let value = String::from_utf8_lossy(kv.value()).into_owned();
-        let (holder, note) = value.split_once(' ').unwrap_or((&value, ""));
-        let left_ms = match timeout(self.limit, client.lease_time_to_live(kv.lease(), None)).await {
-            Ok(Ok(t)) => t.ttl() * 1000,
-            _ => -1,
-        };
-        Some(Holding { place: format!("etcd key {}", self.key), holder: holder.to_string(), token: kv.create_revision().max(0) as u64, left_ms, note: note.to_string() })
+        Some(self.holding_of(&mut client, &kv).await)
     }
 
     fn silence(&self) -> String {
