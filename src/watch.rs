@@ -62,6 +62,13 @@ impl Monitor {
         }
     }
 
+    /// How long the active member may stay silent before `dead_after` ends,
+    /// from `now_ms`: the watcher cuts a beat short there, so that the
+    /// silence is judged when it reaches `dead_after`, not a beat later.
+    pub fn left_ms(&self, now_ms: u64) -> u64 {
+        self.dead_after_ms.saturating_sub(now_ms.saturating_sub(self.last_ok_ms))
+    }
+
     /// How many of `asked` clients must fail to reach the member. With
     /// clients to ask, at least one must agree: never the watcher's word alone.
     pub fn needed(&self, asked: usize) -> usize {
@@ -117,6 +124,18 @@ mod tests {
         assert_eq!(m.heartbeat(false, 4000), Step::AskClients);
         assert_eq!(m.heartbeat(true, 4500), Step::Healthy);
         assert_eq!(m.heartbeat(false, 5000), Step::Silent { for_ms: 500 });
+    }
+
+    #[test]
+    fn the_time_left_before_dead_after_counts_from_the_last_answer() {
+        let mut m = m();
+        assert_eq!(m.heartbeat(true, 1000), Step::Healthy);
+        assert_eq!(m.left_ms(1000), 3000);
+        assert_eq!(m.left_ms(3500), 500);
+        assert_eq!(m.left_ms(4000), 0);
+        assert_eq!(m.left_ms(9000), 0);
+        // A beat cut short when the time is up is judged at dead_after.
+        assert_eq!(m.heartbeat(false, 1000 + 3000), Step::AskClients);
     }
 
     #[test]

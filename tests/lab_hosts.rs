@@ -120,14 +120,7 @@ fn a_non_root_user_with_sudo_applies_and_every_file_keeps_its_owner_group_and_mo
 
 /// What a lab host's shell is, asked over SSH as farmctl would reach it.
 fn userland(lab: &Lab, h: &str) -> String {
-    let host = lab.host(h);
-    let out = std::process::Command::new("ssh")
-        .args(["-F", &lab.ssh_config.display().to_string(), "-i", &lab.key.display().to_string(), "-o", &format!("UserKnownHostsFile={}", lab.known_hosts.display()), "-o", "BatchMode=yes", "-p", &lab.port.to_string()])
-        .arg(format!("root@{}", host.address))
-        .arg("readlink -f /bin/sh; command -v perl || echo no-perl; date +%N; sh -c 'echo ${BASH_VERSION:+BASH}'")
-        .output()
-        .unwrap();
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    lab.over_ssh(h, "readlink -f /bin/sh; command -v perl || echo no-perl; date +%N; sh -c 'echo ${BASH_VERSION:+BASH}'")
 }
 
 // See issue 24: on a BusyBox host (ash, no perl, no GNU stat or date) every

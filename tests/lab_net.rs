@@ -19,7 +19,12 @@ fn start() -> (Lab, String) {
 }
 
 fn start_with(extra: &str) -> (Lab, String) {
-    let lab = Lab::start_with(&["web-c", "web-d", "ivr-1", "ivr-2", "ivr-3"], Options { network: true, ..Default::default() });
+    start_on(Vec::new(), extra)
+}
+
+/// `busybox`: the hosts whose userland is BusyBox alone (its `ip`, `arping`, `nc`).
+fn start_on(busybox: Vec<&'static str>, extra: &str) -> (Lab, String) {
+    let lab = Lab::start_with(&["web-c", "web-d", "ivr-1", "ivr-2", "ivr-3"], Options { network: true, busybox, ..Default::default() });
     let vip = format!("{}.100", lab.net.as_ref().unwrap().prefix);
     for w in ["web-c", "web-d"] {
         lab.host(w).write("/etc/ivr-web/web.toml", format!("[server]\nname = \"{w}\"\n").as_bytes());
@@ -120,6 +125,41 @@ fn a_killed_primarys_address_moves_to_the_standby_and_the_returning_member_never
     assert_eq!(answering(&lab, &vip), [mac(&lab, "web-c")]);
     let journal = std::fs::read_to_string(&lab.journal).unwrap();
     assert!(journal.contains("\"outcome\":\"failover\"") && journal.contains("web-c -> web-d"), "{journal}");
+    let (code, log) = w.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// Issue 22 and 24: the members are BusyBox appliances (BusyBox's `ip` and
+/// `arping`, no iproute2), reached as a user that becomes root with sudo,
+/// and one client is BusyBox too (its `nc` confirms).
+#[test]
+fn a_busybox_members_address_moves_to_a_busybox_standby_through_sudo_and_a_returning_one_loses_it() {
+    // Made before the lab starts: a BusyBox host keeps a copy of /etc/passwd.
+    lab::ensure_user("fl-nb");
+    let (mut lab, vip) = start_on(vec!["web-c", "web-d", "ivr-1"], "");
+    for h in ["web-c", "web-d", "ivr-1"] {
+        let ip = lab.over_ssh(h, "readlink -f \"$(command -v ip)\"");
+        assert!(ip.contains("busybox"), "{h}'s ip is BusyBox's: {ip}");
+    }
+    let farm = lab.dir.path().join("farm.toml");
+    let text = std::fs::read_to_string(&farm).unwrap().replace(&lab.ssh_section(), &lab.login_user("fl-nb", "ALL=(ALL) NOPASSWD: ALL"));
+    assert!(text.contains("user = \"fl-nb\"\nsudo = true"), "{text}");
+    lab.write_farm("farm.toml", &text);
+    let mut w = Watcher::start(&lab);
+    assert!(w.wait_for(&format!("web: address: web-c holds {vip}/24 on eth0"), 20), "{}", w.text());
+    assert!(holds(&lab, "web-c", &vip) && !holds(&lab, "web-d", &vip));
+    assert_eq!(answering(&lab, &vip), [mac(&lab, "web-c")], "one member answers at the address");
+
+    lab.host_mut("web-c").crash();
+    // dead_after 1 s + the move; 20 s is room for a loaded machine.
+    let took = until(20, || greets(&vip) && answering(&lab, &vip) == [mac(&lab, "web-d")]);
+    assert!(took.is_some(), "the BusyBox standby never answered at the address: {}", w.text());
+    assert!(holds(&lab, "web-d", &vip), "{}", w.text());
+    assert!(w.text().contains("web: confirmed: web-c is dead"), "{}", w.text());
+    lab.host_mut("web-c").restart();
+    let removed = until(15, || !holds(&lab, "web-c", &vip));
+    assert!(removed.is_some(), "the returning BusyBox member kept the address: {}", w.text());
+    assert_eq!(answering(&lab, &vip), [mac(&lab, "web-d")], "exactly one member answers at the address");
     let (code, log) = w.stop();
     assert_eq!(code, Some(0), "{log}");
 }

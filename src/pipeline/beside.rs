@@ -1,6 +1,7 @@
 //! The loops that run beside a service's heartbeat, so that neither a slow
 //! member nor a slow lease store stretches the beats: the lease's renewal
-//! (its token and its loss go to the heartbeat through a [`LeaseView`]), and
+//! (its token and its loss go to the heartbeat through a [`LeaseView`], and
+//! the heartbeat's note for `farmctl status` comes back with it), and
 //! the look at the standbys (a member that stops answering or comes back,
 //! and, for a service with an address, a standby that must not hold it).
 
@@ -10,7 +11,7 @@ use crate::farm::{Farm, Service};
 use crate::metrics::exporter::{Standing, WatchMetrics};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the lease's loop tells the heartbeat's: the fencing token, or that the
 /// lease is lost (another watcher holds it); and what to keep with the lease.
@@ -26,6 +27,23 @@ pub(super) struct LeaseView {
 /// takes the address from one: the look can never take it from a member that
 /// has just become active.
 pub(super) type AddressOwner = Arc<tokio::sync::Mutex<String>>;
+
+/// This watcher, as a lease names its holder: `user@host:pid`.
+pub(super) fn holder() -> String {
+    let me = crate::apply::LockOwner::this_process("");
+    format!("{}@{}:{}", me.user, me.host, me.pid)
+}
+
+/// What this watcher keeps with the lease for `farmctl status`: the active
+/// member, its last answered beat, standbys seen down, and each standby's last sync.
+pub(super) fn lease_note(svc: &Service, active: &str, last_beat_ms: u64, seen: &std::sync::Mutex<BTreeMap<String, bool>>, last_sync: &BTreeMap<String, (Instant, u64)>) -> String {
+    let down: Vec<String> = seen.lock().expect("standbys").iter().filter(|(_, up)| !**up).map(|(m, _)| m.clone()).collect();
+    std::iter::once(format!("active={active} beat={last_beat_ms} every={}", svc.heartbeat.as_millis()))
+        .chain((!down.is_empty()).then(|| format!("down={}", down.join(","))))
+        .chain(last_sync.iter().map(|(m, (_, t))| format!("sync:{m}={t}")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 /// Renews the lease every `every` until interrupted (then releases it) or lost.
 pub(super) async fn renew(mut lease: impl Lease, service: String, view: Arc<std::sync::Mutex<LeaseView>>, every: Duration, metrics: Arc<WatchMetrics>, mut interrupted: tokio::sync::watch::Receiver<bool>) {

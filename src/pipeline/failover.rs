@@ -187,21 +187,6 @@ pub(super) async fn fence(farm: &Farm, svc: &Service, dead: &str, log: Log) -> b
     ok
 }
 
-/// Each standby and whether it may take over: it answers the heartbeat's
-/// check, and (with `sync`) its last good sync is within `max_lag`.
-pub(super) async fn healthy_standbys(conns: &mut super::look::Conns, farm: &Farm, svc: &Service, active: &str, last_sync: &BTreeMap<String, (Instant, u64)>, log: Log) -> Vec<(String, bool)> {
-    let mut healthy = Vec::new();
-    for m in svc.members.iter().filter(|m| *m != active) {
-        let mut ok = super::look::check(conns, farm, svc, m, svc.deadline()).await;
-        if ok && !svc.sync.is_empty() && last_sync.get(m).is_none_or(|(t, _)| t.elapsed() > svc.max_lag) {
-            log.event(&svc.name, "lagging", &format!("{m} answers, but its last good sync is older than max_lag {:?}: not promoted", svc.max_lag));
-            ok = false;
-        }
-        healthy.push((m.clone(), ok));
-    }
-    healthy
-}
-
 /// Moves the service from the dead member to `next`: its address (taken by
 /// `next` and announced, under the address's owner lock), or its clients
 /// (repointed through the pipeline). Says what was done.

@@ -8,7 +8,7 @@ use crate::farm::{Check, Farm, Service, Talk};
 use crate::transport::{self, AnyHost, Reach};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The watcher's events, through `tracing` (written by the logging module): one
@@ -31,6 +31,7 @@ impl Log {
 }
 
 /// A connection per host, made again when it broke.
+#[derive(Clone)]
 pub(super) struct Conns {
     pub(super) farm: Arc<Farm>,
     pub(super) hosts: BTreeMap<String, Arc<AnyHost>>,
@@ -162,4 +163,80 @@ pub(super) async fn ask_clients(farm: Arc<Farm>, held: BTreeMap<String, Arc<AnyH
         }
     }
     answers
+}
+
+/// One heartbeat of the active member, bounded twice: by the time `left`
+/// before its silence reaches `dead_after` (a beat cut there is a miss, so
+/// the silence is judged when it ends, not up to a beat later), and by four
+/// deadlines whatever a dead member's connection does (a stalled beat drops
+/// the connections, to be made again).
+pub(super) async fn heartbeat(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, left: Duration, log: Log) -> bool {
+    let limit = svc.deadline();
+    let stall = limit * 4;
+    match tokio::time::timeout(stall.min(left), check(conns, farm, svc, active, limit)).await {
+        Ok(ok) => ok,
+        Err(_) if left < stall => {
+            conns.forget(active);
+            false
+        }
+        Err(_) => {
+            log.event(&svc.name, "stalled", &format!("the heartbeat of {active} took longer than {stall:?}; its connections are made again"));
+            for h in std::mem::take(&mut conns.hosts).into_values() {
+                tokio::task::spawn_blocking(move || drop(h));
+            }
+            false
+        }
+    }
+}
+
+/// Each standby and whether it may take over: it answers the heartbeat's
+/// check, and (with `sync`) its last good sync is within `max_lag`.
+pub(super) async fn healthy_standbys(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, last_sync: &BTreeMap<String, (Instant, u64)>, log: Log) -> Vec<(String, bool)> {
+    let mut healthy = Vec::new();
+    for m in svc.members.iter().filter(|m| *m != active) {
+        let mut ok = check(conns, farm, svc, m, svc.deadline()).await;
+        if ok && !svc.sync.is_empty() && last_sync.get(m).is_none_or(|(t, _)| t.elapsed() > svc.max_lag) {
+            log.event(&svc.name, "lagging", &format!("{m} answers, but its last good sync is older than max_lag {:?}: not promoted", svc.max_lag));
+            ok = false;
+        }
+        healthy.push((m.clone(), ok));
+    }
+    healthy
+}
+
+/// What is asked at the active member's first missed beat, so that it is in
+/// hand when `dead_after` ends and a failover costs only the move: the
+/// clients' answers about the member, and which standbys could take over.
+pub(super) struct Early {
+    clients: tokio::task::JoinHandle<Answers>,
+    standbys: tokio::task::JoinHandle<Vec<(String, bool)>>,
+}
+
+impl Early {
+    pub(super) fn ask(conns: &Conns, svc: &Service, active: &str, clients: Vec<String>, needed: usize, last_sync: &BTreeMap<String, (Instant, u64)>, log: Log) -> Early {
+        let (farm, held) = (conns.farm.clone(), conns.hosts.clone());
+        let (svc1, active1) = (svc.clone(), active.to_string());
+        let clients = tokio::spawn(async move { ask_clients(farm, held, clients, &svc1, &active1, needed, svc1.deadline()).await });
+        // The standbys' own connections, apart from the heartbeat's: the
+        // active member's may be stuck in a beat meanwhile.
+        let mut own = Conns { farm: conns.farm.clone(), hosts: conns.hosts.iter().filter(|(h, _)| *h != active).map(|(h, c)| (h.clone(), c.clone())).collect() };
+        let (svc2, active2, last_sync) = (svc.clone(), active.to_string(), last_sync.clone());
+        let standbys = tokio::spawn(async move {
+            let farm = own.farm.clone();
+            healthy_standbys(&mut own, &farm, &svc2, &active2, &last_sync, log).await
+        });
+        Early { clients, standbys }
+    }
+
+    /// The clients' answers, and the standbys' health once it is in.
+    pub(super) async fn answers(self) -> (Answers, Option<Vec<(String, bool)>>) {
+        let answers = self.clients.await.unwrap_or(Answers { down: 0, asked: 0, made: Vec::new() });
+        (answers, self.standbys.await.ok())
+    }
+
+    /// The member answered again: nothing asked is needed.
+    pub(super) fn abort(self) {
+        self.clients.abort();
+        self.standbys.abort();
+    }
 }

@@ -4,11 +4,11 @@
 //! through the same pipeline as any other (or, for a service with an
 //! address, the address moved: `address.rs`), and lands in the journal.
 
-use super::beside::{look_after_standbys, renew, AddressOwner, LeaseView};
-use super::failover::{fence, healthy_standbys, journal, move_service, refresh, Cache, REFRESH};
+use super::beside::{holder, lease_note, look_after_standbys, renew, AddressOwner, LeaseView};
+use super::failover::{fence, journal, move_service, refresh, Cache, REFRESH};
 use super::lease::Lease;
 use super::leases::{AnyLease, Leases};
-use super::look::{ask_clients, check, now_ms, Answers, Conns, Log};
+use super::look::{ask_clients, healthy_standbys, heartbeat, now_ms, Conns, Early, Log};
 use super::spread::Spread;
 use super::sync::sync;
 use super::Session;
@@ -21,43 +21,6 @@ use crate::watch::{Choice, Monitor, Step, Verdict};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-
-fn holder() -> String {
-    let me = crate::apply::LockOwner::this_process("");
-    format!("{}@{}:{}", me.user, me.host, me.pid)
-}
-
-
-
-
-/// What this watcher keeps with the lease for `farmctl status`: the active
-/// member, its last answered beat, standbys seen down, and each standby's last sync.
-fn lease_note(svc: &Service, active: &str, last_beat_ms: u64, seen: &std::sync::Mutex<BTreeMap<String, bool>>, last_sync: &BTreeMap<String, (Instant, u64)>) -> String {
-    let down: Vec<String> = seen.lock().expect("standbys").iter().filter(|(_, up)| !**up).map(|(m, _)| m.clone()).collect();
-    std::iter::once(format!("active={active} beat={last_beat_ms} every={}", svc.heartbeat.as_millis()))
-        .chain((!down.is_empty()).then(|| format!("down={}", down.join(","))))
-        .chain(last_sync.iter().map(|(m, (_, t))| format!("sync:{m}={t}")))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// One heartbeat of the active member, bounded: whatever a dead member's
-/// connection does, the watcher goes on beating (a stalled beat drops the
-/// connections, to be made again).
-async fn heartbeat(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, log: Log) -> bool {
-    let limit = svc.deadline();
-    match tokio::time::timeout(limit * 4, check(conns, farm, svc, active, limit)).await {
-        Ok(ok) => ok,
-        Err(_) => {
-            log.event(&svc.name, "stalled", &format!("the heartbeat of {active} took longer than {:?}; its connections are made again", limit * 4));
-            for h in std::mem::take(&mut conns.hosts).into_values() {
-                tokio::task::spawn_blocking(move || drop(h));
-            }
-            false
-        }
-    }
-}
 
 /// What one service's heartbeat loop keeps between beats.
 struct Loop {
@@ -73,6 +36,9 @@ struct Loop {
     silent_since: Option<Instant>,
     /// When the farm was last read again for the next failover.
     refreshed: Option<Instant>,
+    /// The clients' answers about the active member and the standbys'
+    /// health, asked at its first missed beat.
+    early: Option<Early>,
 }
 
 /// What a failover uses of the watch loop besides its state.
@@ -90,14 +56,18 @@ struct Around<'a> {
 
 /// The active member is confirmed dead (`down` of `asked` clients cannot
 /// reach it): fenced, then the service moves to the first healthy standby,
-/// or, with none, nothing changes and the log says so loudly.
-async fn on_dead(cx: &Around<'_>, st: &mut Loop, active: &str, down: usize, asked: usize) {
+/// or, with none, nothing changes and the log says so loudly. `standbys`:
+/// their health if it was looked at while `dead_after` ran.
+async fn on_dead(cx: &Around<'_>, st: &mut Loop, active: &str, (down, asked): (usize, usize), standbys: Option<Vec<(String, bool)>>) {
     let (svc, log) = (cx.svc, cx.log);
     log.event(&svc.name, "confirmed", &format!("{active} is dead: {down} of {asked} client(s) cannot reach it either"));
     if !fence(cx.farm, svc, active, log).await && svc.fence_required {
         log.event(&svc.name, "held-back", &format!("the fence of {active} failed and fence_required is set: no failover"));
     } else {
-        let healthy = healthy_standbys(&mut st.conns, cx.farm, svc, active, &st.last_sync, log).await;
+        let healthy = match standbys {
+            Some(h) => h,
+            None => healthy_standbys(&mut st.conns, cx.farm, svc, active, &st.last_sync, log).await,
+        };
         match st.monitor.choose(&healthy) {
             Choice::NoHealthyStandby => {
                 log.event(&svc.name, "no-standby", &format!("{active} is dead and NO other member is healthy: nothing was changed"));
@@ -129,6 +99,36 @@ async fn on_dead(cx: &Around<'_>, st: &mut Loop, active: &str, down: usize, aske
 }
 
 impl Loop {
+    /// One heartbeat of the active member. A beat not answered within its
+    /// deadline is a miss already: the clients and the standbys are asked
+    /// then, while the beat's retry runs.
+    async fn beat(&mut self, farm: &Farm, svc: &Service, active: &str, log: Log) -> bool {
+        // Past `dead_after` (not confirmed dead), a beat gets its whole
+        // deadline again: it is what tells that the member is back.
+        let left = match self.monitor.left_ms(now_ms()) {
+            0 => Duration::MAX,
+            ms => Duration::from_millis(ms),
+        };
+        let before = self.conns.clone();
+        let beating = heartbeat(&mut self.conns, farm, svc, active, left, log);
+        tokio::pin!(beating);
+        tokio::select! {
+            ok = &mut beating => ok,
+            _ = tokio::time::sleep(svc.deadline()), if self.early.is_none() => {
+                // Not `ask_early`: the beat holds `self.conns`, so the other fields are used one by one.
+                self.early = Some(Early::ask(&before, svc, active, self.clients.clone(), self.monitor.needed(self.clients.len()), &self.last_sync, log));
+                beating.await
+            }
+        }
+    }
+
+    /// Asks the clients and the standbys now, unless they were asked already.
+    fn ask_early(&mut self, conns: &Conns, svc: &Service, active: &str, log: Log) {
+        if self.early.is_none() {
+            self.early = Some(Early::ask(conns, svc, active, self.clients.clone(), self.monitor.needed(self.clients.len()), &self.last_sync, log));
+        }
+    }
+
     /// Reads the farm again over the open connections every `REFRESH`, so
     /// that a failover is planned from a recent reading without waiting for one.
     fn refresh_when_due(&mut self, farm: &Arc<Farm>, cache: &Cache) {
@@ -191,6 +191,7 @@ async fn watch_service(
         epoch: token,
         silent_since: None,
         refreshed: None,
+        early: None,
     };
     let mut last_beat_ms = 0;
     // The lease is renewed in its own loop, every heartbeat: a member it cannot
@@ -204,8 +205,6 @@ async fn watch_service(
     let owner: AddressOwner = Arc::new(tokio::sync::Mutex::new(st.monitor.active.clone()));
     let looking = tokio::spawn(look_after_standbys(farm.clone(), svc.clone(), active_now, seen.clone(), shared.clone(), owner.clone(), log, interrupted.clone()));
     let cache: Cache = Default::default();
-    // The clients' answers about the active member, asked at its first missed beat.
-    let mut asking: Option<tokio::task::JoinHandle<Answers>> = None;
     loop {
         let tick = Instant::now();
         let give_up = !*interrupted.borrow() && spread.should_give_up();
@@ -230,7 +229,7 @@ async fn watch_service(
             return Ended::Lost;
         }
         let beat = Instant::now();
-        let ok = heartbeat(&mut st.conns, &farm, &svc, &active, log).await;
+        let ok = st.beat(&farm, &svc, &active, log).await;
         metrics.heartbeat(&svc.name, beat.elapsed(), ok);
         st.silent_since = if ok { None } else { st.silent_since.or(Some(beat)) };
         last_beat_ms = if ok { now_ms() } else { last_beat_ms };
@@ -239,7 +238,7 @@ async fn watch_service(
         }
         match st.monitor.heartbeat(ok, now_ms()) {
             Step::Healthy => {
-                if let Some(pending) = asking.take() {
+                if let Some(pending) = st.early.take() {
                     pending.abort();
                 }
                 st.refresh_when_due(&farm, &cache);
@@ -251,15 +250,12 @@ async fn watch_service(
                 log.event(&svc.name, "missed", &format!("{active} did not answer its heartbeat (silent {for_ms} ms)"));
                 // The clients are asked at the first miss, so that their answers
                 // are in hand when `dead_after` ends.
-                if asking.is_none() {
-                    let (farm, held, clients, svc, needed) = (farm.clone(), st.conns.hosts.clone(), st.clients.clone(), svc.clone(), st.monitor.needed(st.clients.len()));
-                    asking = Some(tokio::spawn(async move { ask_clients(farm, held, clients, &svc, &active, needed, limit).await }));
-                }
+                st.ask_early(&st.conns.clone(), &svc, &active, log);
             }
             Step::AskClients => {
-                let answers = match asking.take() {
-                    Some(pending) => pending.await.unwrap_or(Answers { down: 0, asked: 0, made: Vec::new() }),
-                    None => ask_clients(farm.clone(), st.conns.hosts.clone(), st.clients.clone(), &svc, &active, st.monitor.needed(st.clients.len()), limit).await,
+                let (answers, standbys) = match st.early.take() {
+                    Some(pending) => pending.answers().await,
+                    None => (ask_clients(farm.clone(), st.conns.hosts.clone(), st.clients.clone(), &svc, &active, st.monitor.needed(st.clients.len()), limit).await, None),
                 };
                 let (down, asked) = (answers.down, answers.asked);
                 metrics.confirmations(&svc.name, asked, down);
@@ -272,7 +268,7 @@ async fn watch_service(
                     }
                     Verdict::Dead { down, asked } => {
                         let around = Around { farm: &farm, svc: &svc, log, metrics: &metrics, cache: &cache, owner: &owner, seen: &seen, tell_active: &tell_active, interrupted: &interrupted };
-                        on_dead(&around, &mut st, &active, down, asked).await;
+                        on_dead(&around, &mut st, &active, (down, asked), standbys).await;
                     }
                 }
             }

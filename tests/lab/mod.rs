@@ -510,6 +510,20 @@ impl Lab {
         self.ssh_section().replace("user = \"root\"", &format!("user = \"{user}\"\nsudo = true"))
     }
 
+    /// Runs `script` on a lab host over SSH as root, as farmctl would reach
+    /// it (in the host's own mount namespace: a BusyBox host's userland);
+    /// its stdout and stderr.
+    pub fn over_ssh(&self, name: &str, script: &str) -> String {
+        let host = self.host(name);
+        let out = Command::new("ssh")
+            .args(["-F", &self.ssh_config.display().to_string(), "-i", &self.key.display().to_string(), "-o", &format!("UserKnownHostsFile={}", self.known_hosts.display()), "-o", "BatchMode=yes", "-p", &host.port.to_string()])
+            .arg(format!("root@{}", host.address))
+            .arg(script)
+            .output()
+            .unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    }
+
     /// An ssh_config that reaches each named host through the lab's delaying
     /// relay (tests/lab/delay.py as ProxyCommand), `ms` each way, and every
     /// other host directly.
