@@ -208,7 +208,6 @@ fn function_lengths() -> Vec<(String, usize)> {
 fn no_function_grows_past_120_lines() {
     const BOUND: usize = 120;
     let still_long: &[(&str, usize)] = &[
-        ("apply/switch.rs::switch_stage", 245),
         // The JSON Schema: one literal, data rather than logic.
         ("farm/schema.rs::farm_schema", 179),
     ];

@@ -10,6 +10,7 @@
 //! and wave gates in `rollout`, shadow judgements in `shadow`.
 
 mod commands;
+mod detach;
 mod health;
 pub mod journal;
 mod outcome;
@@ -23,7 +24,7 @@ mod switch;
 pub use outcome::{AbortReason, HostState, NotStarted};
 pub use owner::{LockOwner, NotAnOwner};
 pub use rollback::{rollback, undo_upgrades};
-pub use switch::lock_is_stale;
+pub use detach::lock_is_stale;
 
 use crate::live::Clock;
 use crate::plan::{ActionKind, Contents, Edit, Plan};
@@ -387,7 +388,7 @@ pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Connections, 
             let mut flow = std::ops::ControlFlow::Continue(());
             for &level in &levels {
                 let work = stage_work(plan, stage.index, level, contents, &summary.hosts);
-                flow = switch::detach_level(&run, &work, gates_of(level), conns, &mut summary, &mut failures).await;
+                flow = detach::detach_level(&run, &work, gates_of(level), conns, &mut summary, &mut failures).await;
                 if flow.is_break() {
                     break;
                 }

@@ -184,7 +184,8 @@ pub(crate) fn finish(what: &str, summary: &Summary, plan: &Plan, undo: Option<&s
         err = err.hint(cause.hint());
     }
     if summary.interrupted {
-        let left: Vec<&str> = summary.hosts.iter().filter(|(_, s)| !s.untouched() && !matches!(s, HostState::Applied { .. })).map(|(h, _)| h.as_str()).collect();
+        // A host that did not answer the clean-up wrote nothing, but may still hold its staged copies and lock.
+        let left: Vec<&str> = summary.hosts.iter().filter(|(_, s)| !matches!(s, HostState::Applied { .. } | HostState::Aborted { .. } | HostState::NotStarted { .. } | HostState::Refused { .. } | HostState::Locked { .. })).map(|(h, _)| h.as_str()).collect();
         if left.is_empty() {
             err = err.hint("interrupted: every host that had not switched dropped its staged copies and released its lock");
         } else {
