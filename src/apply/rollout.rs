@@ -309,11 +309,11 @@ async fn wave_gate(run: &Level<'_>, wave: &Wave<'_>, watch: &[(String, Arc<AnyHo
                     // moved) during the gate never passes it (found by the rollout
                     // model test: a rollback still running from a killed run).
                     versions_hold(&wave_hosts, wave.probe, wave.version, opts.parallel).await.map_err(|e| format!("{gate} failed: {e}"))?;
-                    let m: Vec<String> = h.iter().filter_map(|(host, r)| r.as_ref().ok().filter(|m| !m.is_empty()).map(|m| format!("{host}: {m}"))).collect();
+                    let m: Vec<String> = h.iter().filter_map(|(host, r)| r.as_ref().ok().filter(|m| !m.0.is_empty()).map(|m| format!("{host}: {m}"))).collect();
                     let detail = if m.is_empty() { String::new() } else { format!("; metrics: {}", m.join("; ")) };
                     reporter.event(Event::Note(format!("{gate}: passed ({} healthy samples in a row){detail}", wave.samples)));
                     // The last sample's metrics are kept with the gate's verdict.
-                    let entries = h.iter().map(|(host, r)| Entry::now(&run.plan.id, &run.plan.farm.name, host, Record::GatePassed, format!("{gate}: {}", r.as_deref().unwrap_or("")))).collect();
+                    let entries = h.iter().map(|(host, r)| Entry::now(&run.plan.id, &run.plan.farm.name, host, Record::GatePassed, format!("{gate}: {}", r.as_ref().map(ToString::to_string).unwrap_or_default()))).collect();
                     record(journal, summary, entries);
                     return Ok(());
                 }

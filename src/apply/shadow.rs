@@ -35,11 +35,6 @@ fn entry(run: &Level<'_>, host: &str, outcome: ShadowOutcome, detail: String) ->
     Entry::now(&run.plan.id, &run.plan.farm.name, host, Record::Shadow(outcome), detail)
 }
 
-/// The `name=value` metrics of one sample's output.
-fn parse_metrics(m: &str) -> BTreeMap<String, f64> {
-    m.split([' ', '\n']).filter_map(|kv| kv.split_once('=')).filter_map(|(k, v)| Some((k.to_string(), v.trim().parse::<f64>().ok()?))).collect()
-}
-
 /// With Prometheus queries, the window opens once the canary's sample is
 /// complete (Prometheus has scraped the new version), waiting at most the
 /// window or 30 s, whichever is longer: samples from before would only say
@@ -51,7 +46,7 @@ async fn warm_up(canary: &[(String, std::sync::Arc<crate::transport::AnyHost>)],
     while !canary.is_empty() && Instant::now() < bound {
         match sample(canary, how, 1).await.into_values().next() {
             Some(Ok(_)) => return,
-            Some(Err(why)) => last = why,
+            Some(Err(why)) => last = why.to_string(),
             None => return,
         }
         tokio::time::sleep(Duration::from_millis(interval_ms)).await;
@@ -90,16 +85,15 @@ pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Connection
         let mut lines = Vec::new();
         for (h, r) in &round {
             let Ok(m) = r else {
-                let why = r.as_ref().err().cloned().unwrap_or_default();
-                if h == canary {
-                    canary_misses.push(why.clone());
+                if let (true, Err(why)) = (h == canary, r) {
+                    canary_misses.push(why.to_string());
                 }
                 lines.push(entry(run, h, ShadowOutcome::Sample, format!("no answer: {}", how.account(h, r))));
                 continue;
             };
             let side = if h == canary { &mut ours } else { &mut theirs };
-            for (k, v) in parse_metrics(m) {
-                side.entry(k).or_default().push(v);
+            for (k, v) in m.latest() {
+                side.entry(k.to_string()).or_default().push(v);
             }
             lines.push(entry(run, h, ShadowOutcome::Sample, how.account(h, r)));
         }

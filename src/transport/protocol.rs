@@ -67,6 +67,26 @@ pub struct CommandResult {
     pub output: String,
 }
 
+impl CommandResult {
+    /// The `name=value` lines it printed (a health check's metrics), each as
+    /// (name, value, the whole line); a value that is not a number is no metric.
+    pub fn metrics(&self) -> Vec<(&str, f64, &str)> {
+        self.output
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (!k.is_empty() && !k.contains(' ')).then_some(())?;
+                Some((k, v.trim().parse::<f64>().ok()?, l))
+            })
+            .collect()
+    }
+
+    /// The first line it printed, trimmed: what a version probe answers.
+    pub fn first_line(&self) -> &str {
+        self.output.lines().next().unwrap_or("").trim()
+    }
+}
+
 /// A detached switch on a host, as `status` sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArmedJob {
