@@ -2,14 +2,14 @@
 //! `health` before clients are pointed at it, its `retire` once nothing refers
 //! to it). The one place these node kinds run.
 
-use super::{Connections, Event, HostState, Reporter, Summary};
+use super::{Connections, Event, HostFailure, HostState, Reporter, Summary};
 use crate::live::FileState;
 use crate::plan::{Action, ActionKind, Plan};
 use crate::transport::Host;
 use std::collections::BTreeSet;
 
 /// Runs the operator command of each gate or retire on its host, bounded like every fan-out.
-pub(super) async fn run_commands(conns: &mut Connections, actions: Vec<&Action>, reporter: &dyn Reporter) -> Vec<(String, Result<(), String>)> {
+pub(super) async fn run_commands(conns: &mut Connections, actions: Vec<&Action>, reporter: &dyn Reporter) -> Vec<(String, Result<(), HostFailure>)> {
     let mut jobs = Vec::new();
     let mut nothing_to_run = BTreeSet::new();
     for a in actions {
@@ -30,17 +30,17 @@ pub(super) async fn run_commands(conns: &mut Connections, actions: Vec<&Action>,
             Err(e) => return (id, Err(e)),
         };
         if let Err(e) = host.refresh().await {
-            return (id, Err(format!("{e} ({})", e.hint())));
+            return (id, Err(e.into()));
         }
         let Some(cmd) = command.as_deref() else {
             // A retire without a command: nothing to run, and nothing to claim.
             return (id, Ok(()));
         };
         let r = match host.command(cmd).await {
-            Err(e) => Err(format!("{e} ({})", e.hint())),
+            Err(e) => Err(e.into()),
             Ok(Some(c)) if c.status == 0 => Ok(()),
-            Ok(Some(c)) => Err(format!("`{cmd}` failed (exit {}): {}", c.status, c.output)),
-            Ok(None) => Err("the host gave no answer".to_string()),
+            Ok(Some(c)) => Err(HostFailure::Exit { command: cmd.to_string(), status: c.status, output: c.output }),
+            Ok(None) => Err(HostFailure::Silent),
         };
         (id, r)
     })
@@ -57,7 +57,7 @@ pub(super) async fn run_commands(conns: &mut Connections, actions: Vec<&Action>,
 }
 
 /// Gates that failed, joined as "what: why", recorded as the reason the run stops.
-pub(super) fn gate_failures(results: Vec<(String, Result<(), String>)>, summary: &mut Summary) -> Option<String> {
+pub(super) fn gate_failures(results: Vec<(String, Result<(), HostFailure>)>, summary: &mut Summary) -> Option<String> {
     let failed: Vec<String> = results.into_iter().filter_map(|(id, r)| r.err().map(|e| format!("{id}: {e}"))).collect();
     if failed.is_empty() {
         return None;

@@ -21,7 +21,7 @@ mod rollout;
 mod shadow;
 mod switch;
 
-pub use outcome::{AbortReason, HostState, NotStarted};
+pub use outcome::{AbortReason, HostFailure, HostState, NotStarted};
 pub use owner::{LockOwner, NotAnOwner};
 pub use rollback::{rollback, undo_upgrades};
 pub use detach::lock_is_stale;
@@ -263,14 +263,14 @@ pub struct Connections {
 }
 
 impl Connections {
-    pub async fn get(&mut self, name: &str) -> Result<Arc<AnyHost>, String> {
+    pub async fn get(&mut self, name: &str) -> Result<Arc<AnyHost>, HostFailure> {
         if let Some(h) = self.hosts.get(name) {
             return Ok(h.clone());
         }
         if !self.farm.hosts.contains_key(name) {
-            return Err(format!("{name} is not in the farm file"));
+            return Err(HostFailure::NotInFarm(name.to_string()));
         }
-        let h = Arc::new(crate::transport::connect(&self.farm, name).await.map_err(|e| format!("{e} ({})", e.hint()))?);
+        let h = Arc::new(crate::transport::connect(&self.farm, name).await?);
         self.hosts.insert(name.to_string(), h.clone());
         Ok(h)
     }

@@ -4,6 +4,20 @@
 use crate::transport::Cause;
 use std::fmt;
 
+/// Why a host could not be reached, or an operator's command on it (a gate
+/// or a retire) did not pass. Shown with the transport's hint, once.
+#[derive(Debug, thiserror::Error)]
+pub enum HostFailure {
+    #[error("{0} is not in the farm file")]
+    NotInFarm(String),
+    #[error("{0} ({hint})", hint = .0.hint())]
+    Transport(#[from] crate::transport::TransportError),
+    #[error("`{command}` failed (exit {status}): {output}")]
+    Exit { command: String, status: i32, output: String },
+    #[error("the host gave no answer")]
+    Silent,
+}
+
 /// Why a host's work never started.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NotStarted {

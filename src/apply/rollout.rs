@@ -10,7 +10,7 @@
 //! within `max_unavailable`), and is health-checked again.
 
 use super::journal::{Entry, Record, VersionOutcome};
-use super::health::{sample, versions_hold, Failing, Sampling};
+use super::health::{sample, versions_hold, Failing, OffVersion, Sample, SampleFailure, Sampling};
 use super::{record, Connections, Event, HostState, Level, Summary};
 use crate::plan::{Action, ActionKind, Phase};
 use crate::transport::AnyHost;
@@ -124,7 +124,7 @@ pub(super) async fn run_stage(run: &Level<'_>, conns: &mut Connections, summary:
             match run_wave(run, &wave, &ups, &watch, unreachable, summary).await {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(why) => {
-                    summary.problems.push(why);
+                    summary.problems.push(why.to_string());
                     roll_back(run, &wave, &ups, &watch, summary).await;
                     ControlFlow::Break(())
                 }
@@ -161,8 +161,40 @@ async fn roll_back_host(run: &Level<'_>, host: &str, conns: &mut Connections, su
     roll_back(run, &wave, &[up], &watch, summary).await;
 }
 
-/// Upgrades one wave in batches and runs its gate. `Err` names the gate, the host and the failing sample.
-async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(String, Arc<AnyHost>)], unreachable: usize, summary: &mut Summary) -> Result<(), String> {
+/// Why a wave stopped, naming its gate (`ROLE WAVE gate`), the host and
+/// the failing sample.
+#[derive(Debug, thiserror::Error)]
+enum WaveStop {
+    #[error("{gate}: {} host(s) of {role} are down ({}), and at most {max} may be: no room to upgrade", .down.len() + .unreachable, .down.join(", "))]
+    NoRoom { gate: String, role: String, down: Vec<String>, unreachable: usize, max: usize },
+    #[error("{gate}: {host} cannot be reached")]
+    Unreachable { gate: String, host: String },
+    #[error("{gate}: {host}: {state}")]
+    Upgrade { gate: String, host: String, state: HostState },
+    #[error("{gate} failed: {host} did not come back healthy after its upgrade: {n} failed samples in a row (failure_limit {limit}): {why}")]
+    NotBack { gate: String, host: String, n: u32, limit: u32, why: SampleFailure },
+    #[error("{gate}: {host} did not come back healthy within {within:?}: {why}")]
+    NotBackInTime { gate: String, host: String, within: Duration, why: SampleFailure },
+    #[error("{gate} failed: {host} failed {n} samples in a row (failure_limit {limit}), the last: {why}")]
+    FailedInARow { gate: String, host: String, n: u32, limit: u32, why: SampleFailure },
+    #[error("{gate} failed: {host}, sample {n}: {why}")]
+    Sample { gate: String, host: String, n: u32, why: SampleFailure },
+    #[error("{gate} failed: {off}")]
+    OffVersion { gate: String, off: OffVersion },
+    #[error("{gate} failed: only {in_a_row} healthy sample(s) in a row of {samples} within {within:?}")]
+    TooFew { gate: String, in_a_row: u32, samples: u32, within: Duration },
+}
+
+/// The failure of `host` in a round of samples, taken out of the round.
+fn failure_of(round: &mut BTreeMap<String, Sample>, host: &str) -> SampleFailure {
+    match round.remove(host) {
+        Some(Err(why)) => why,
+        _ => SampleFailure::Silent(None),
+    }
+}
+
+/// Upgrades one wave in batches and runs its gate.
+async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(String, Arc<AnyHost>)], unreachable: usize, summary: &mut Summary) -> Result<(), WaveStop> {
     let Level { opts, reporter, journal, .. } = *run;
     let gate = format!("{} {} gate", wave.role, wave.name);
     let deadline = Instant::now() + wave.timeout;
@@ -176,11 +208,11 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
         }
         // Room in this batch: max_unavailable minus the hosts of the role that are down now.
         let health = sample(watch, &wave.health, opts.parallel).await;
-        let down: Vec<&String> = health.iter().filter(|(_, r)| r.is_err()).map(|(h, _)| h).collect();
+        let down: Vec<String> = health.iter().filter(|(_, r)| r.is_err()).map(|(h, _)| h.clone()).collect();
         let room = wave.max_unavailable.saturating_sub(down.len() + unreachable);
         if room == 0 {
             if Instant::now() >= deadline {
-                return Err(format!("{gate}: {} host(s) of {} are down ({}), and at most {} may be: no room to upgrade", down.len() + unreachable, wave.role, down.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(", "), wave.max_unavailable));
+                return Err(WaveStop::NoRoom { gate, role: wave.role.to_string(), down, unreachable, max: wave.max_unavailable });
             }
             tokio::time::sleep(wave.interval).await;
             continue;
@@ -190,7 +222,7 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
         let mut jobs = Vec::new();
         for u in &batch {
             let Some(host) = conns.get(u.host).cloned() else {
-                return Err(format!("{gate}: {} cannot be reached", u.host));
+                return Err(WaveStop::Unreachable { gate, host: u.host.to_string() });
             };
             // Recorded before the host is touched, so a rollback knows where to go back to.
             record(journal, summary, vec![version_entry(run, u.host, u.from, u.to, VersionOutcome::UpgradeStarted, String::new())]);
@@ -246,7 +278,7 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
             record(journal, summary, vec![version_entry(run, &name, u.from, u.to, outcome, detail)]);
             reporter.event(Event::Host { host: name.clone(), state: state.clone() });
             if !matches!(state, HostState::Upgraded { .. }) && failed.is_none() {
-                failed = Some(format!("{gate}: {name}: {state}"));
+                failed = Some(WaveStop::Upgrade { gate: gate.clone(), host: name.clone(), state: state.clone() });
             }
             summary.upgrades.insert(name, state);
         }
@@ -257,9 +289,10 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
         let batch_hosts: Vec<(String, Arc<AnyHost>)> = watch.iter().filter(|(n, _)| batch.iter().any(|u| u.host == n)).cloned().collect();
         let mut failing = Failing::default();
         loop {
-            let h = sample(&batch_hosts, &wave.health, opts.parallel).await;
-            if let Some((host, n, why)) = failing.count(&h).filter(|(_, n, _)| *n >= wave.failure_limit) {
-                return Err(format!("{gate} failed: {host} did not come back healthy after its upgrade: {n} failed samples in a row (failure_limit {}): {why}", wave.failure_limit));
+            let mut h = sample(&batch_hosts, &wave.health, opts.parallel).await;
+            if let Some((host, n)) = failing.count(&h).filter(|(_, n, _)| *n >= wave.failure_limit).map(|(host, n, _)| (host.to_string(), n)) {
+                let why = failure_of(&mut h, &host);
+                return Err(WaveStop::NotBack { gate, host, n, limit: wave.failure_limit, why });
             }
             match h.iter().find(|(_, r)| r.is_err()) {
                 None => {
@@ -267,7 +300,11 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
                     first_sample_done = pending.is_empty() && batch_hosts.len() == wave.hosts.len() && wave.gate.metrics.is_none() && wave.gate.conditions.is_empty();
                     break;
                 }
-                Some((host, Err(why))) if Instant::now() >= deadline => return Err(format!("{gate}: {host} did not come back healthy within {:?}: {why}", wave.timeout)),
+                Some((host, _)) if Instant::now() >= deadline => {
+                    let host = host.clone();
+                    let why = failure_of(&mut h, &host);
+                    return Err(WaveStop::NotBackInTime { gate, host, within: wave.timeout, why });
+                }
                 Some(_) => tokio::time::sleep(wave.interval).await,
             }
         }
@@ -279,7 +316,7 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
 /// in a row of every host of the wave (no answer is a failure), each read
 /// every `interval` until `deadline`. `first_sample_done`: the last batch
 /// came back healthy as a whole wave, which counts as the first sample.
-async fn wave_gate(run: &Level<'_>, wave: &Wave<'_>, watch: &[(String, Arc<AnyHost>)], first_sample_done: bool, deadline: Instant, summary: &mut Summary) -> Result<(), String> {
+async fn wave_gate(run: &Level<'_>, wave: &Wave<'_>, watch: &[(String, Arc<AnyHost>)], first_sample_done: bool, deadline: Instant, summary: &mut Summary) -> Result<(), WaveStop> {
     let Level { opts, reporter, journal, .. } = *run;
     let gate = format!("{} {} gate", wave.role, wave.name);
     let wave_hosts: Vec<(String, Arc<AnyHost>)> = watch.iter().filter(|(n, _)| wave.hosts.contains(n)).cloned().collect();
@@ -292,14 +329,15 @@ async fn wave_gate(run: &Level<'_>, wave: &Wave<'_>, watch: &[(String, Arc<AnyHo
     let mut failing = Failing::default();
     loop {
         n += 1;
-        let h = sample(&wave_hosts, &wave.gate, opts.parallel).await;
+        let mut h = sample(&wave_hosts, &wave.gate, opts.parallel).await;
         if wave.gate.metrics.is_some() {
             // Every sample that read Prometheus is kept, with its queries.
             let entries = h.iter().map(|(host, r)| Entry::now(&run.plan.id, &run.plan.farm.name, host, Record::GateSample { healthy: r.is_ok() }, format!("{gate}, sample {n}: {}", wave.gate.account(host, r)))).collect();
             record(journal, summary, entries);
         }
-        if let Some((host, k, why)) = failing.count(&h).filter(|(_, k, _)| *k >= wave.failure_limit) {
-            return Err(format!("{gate} failed: {host} failed {k} samples in a row (failure_limit {}), the last: {why}", wave.failure_limit));
+        if let Some((host, k)) = failing.count(&h).filter(|(_, k, _)| *k >= wave.failure_limit).map(|(host, k, _)| (host.to_string(), k)) {
+            let why = failure_of(&mut h, &host);
+            return Err(WaveStop::FailedInARow { gate, host, n: k, limit: wave.failure_limit, why });
         }
         match h.iter().find(|(_, r)| r.is_err()) {
             None => {
@@ -308,7 +346,9 @@ async fn wave_gate(run: &Level<'_>, wave: &Wave<'_>, watch: &[(String, Arc<AnyHo
                     // Healthy, and on the version: a host that went back (or was
                     // moved) during the gate never passes it (found by the rollout
                     // model test: a rollback still running from a killed run).
-                    versions_hold(&wave_hosts, wave.probe, wave.version, opts.parallel).await.map_err(|e| format!("{gate} failed: {e}"))?;
+                    if let Err(off) = versions_hold(&wave_hosts, wave.probe, wave.version, opts.parallel).await {
+                        return Err(WaveStop::OffVersion { gate, off });
+                    }
                     let m: Vec<String> = h.iter().filter_map(|(host, r)| r.as_ref().ok().filter(|m| !m.0.is_empty()).map(|m| format!("{host}: {m}"))).collect();
                     let detail = if m.is_empty() { String::new() } else { format!("; metrics: {}", m.join("; ")) };
                     reporter.event(Event::Note(format!("{gate}: passed ({} healthy samples in a row){detail}", wave.samples)));
@@ -318,16 +358,17 @@ async fn wave_gate(run: &Level<'_>, wave: &Wave<'_>, watch: &[(String, Arc<AnyHo
                     return Ok(());
                 }
             }
-            Some((host, Err(why))) => {
+            Some((host, _)) => {
                 in_a_row = 0;
                 if Instant::now() >= deadline {
-                    return Err(format!("{gate} failed: {host}, sample {n}: {why}"));
+                    let host = host.clone();
+                    let why = failure_of(&mut h, &host);
+                    return Err(WaveStop::Sample { gate, host, n, why });
                 }
             }
-            Some(_) => {}
         }
         if Instant::now() >= deadline {
-            return Err(format!("{gate} failed: only {in_a_row} healthy sample(s) in a row of {} within {:?}", wave.samples, wave.timeout));
+            return Err(WaveStop::TooFew { gate, in_a_row, samples: wave.samples, within: wave.timeout });
         }
         tokio::time::sleep(wave.interval).await;
     }
