@@ -8,35 +8,52 @@
 
 use super::look::{Conns, Log};
 use crate::farm::Service;
-use crate::transport::{AddressOp, AddressState};
+use crate::transport::{AddressOp, AddressState, WatcherWriteError};
 use std::time::Duration;
 
+/// Why a member's address could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum AddressError {
+    #[error("the service has no address")]
+    NoAddress,
+    #[error("{0} cannot be reached")]
+    Unreachable(String),
+    #[error("{member} did not answer within {within:?}")]
+    Silent { member: String, within: Duration },
+    #[error(transparent)]
+    Refused(#[from] WatcherWriteError),
+    #[error("{0} does not hold the address after taking it")]
+    NotTaken(String),
+    #[error("{0} still holds the address")]
+    StillHeld(String),
+}
+
 /// Adds the address to `member` and announces it; `Err` says why not.
-pub(super) async fn take(conns: &mut Conns, svc: &Service, member: &str, epoch: u64, limit: Duration) -> Result<String, String> {
+pub(super) async fn take(conns: &mut Conns, svc: &Service, member: &str, epoch: u64, limit: Duration) -> Result<String, AddressError> {
     match change(conns, svc, member, epoch, AddressOp::Take, limit).await? {
         AddressState::Held { interface, .. } => Ok(interface),
-        AddressState::Free { .. } => Err(format!("{member} does not hold the address after taking it")),
+        AddressState::Free { .. } => Err(AddressError::NotTaken(member.to_string())),
     }
 }
 
 /// Removes the address from `member` if it holds it; `Ok(true)` when it did.
-pub(super) async fn drop_from(conns: &mut Conns, svc: &Service, member: &str, epoch: u64, limit: Duration) -> Result<bool, String> {
+pub(super) async fn drop_from(conns: &mut Conns, svc: &Service, member: &str, epoch: u64, limit: Duration) -> Result<bool, AddressError> {
     match change(conns, svc, member, epoch, AddressOp::Drop, limit).await? {
         AddressState::Free { changed } => Ok(changed),
-        AddressState::Held { .. } => Err(format!("{member} still holds the address")),
+        AddressState::Held { .. } => Err(AddressError::StillHeld(member.to_string())),
     }
 }
 
-async fn change(conns: &mut Conns, svc: &Service, member: &str, epoch: u64, op: AddressOp, limit: Duration) -> Result<AddressState, String> {
-    let v = svc.address.as_ref().ok_or("the service has no address")?;
+async fn change(conns: &mut Conns, svc: &Service, member: &str, epoch: u64, op: AddressOp, limit: Duration) -> Result<AddressState, AddressError> {
+    let v = svc.address.as_ref().ok_or(AddressError::NoAddress)?;
     let own = conns.farm.hosts[member].address.clone().unwrap_or_else(|| member.to_string());
     let state_dir = conns.farm.state_dir.clone();
-    let h = conns.get(member, limit).await.ok_or_else(|| format!("{member} cannot be reached"))?;
+    let h = conns.get(member, limit).await.ok_or_else(|| AddressError::Unreachable(member.to_string()))?;
     match tokio::time::timeout(limit * 3, h.address(&state_dir, &conns.farm.lease_store.fence_key(&svc.name), epoch, op, &v.cidr(), v.interface.as_deref(), &own)).await {
-        Ok(r) => r,
+        Ok(r) => Ok(r?),
         Err(_) => {
             conns.forget(member);
-            Err(format!("{member} did not answer within {:?}", limit * 3))
+            Err(AddressError::Silent { member: member.to_string(), within: limit * 3 })
         }
     }
 }
@@ -62,8 +79,8 @@ pub(super) async fn claim(conns: &mut Conns, svc: &Service, active: &str, epoch:
 /// confirmed `from` dead; should it still be reachable (cut from the clients
 /// alone), it is asked to give the address up at the same time, and a member
 /// that comes back loses it before anything else (`beside.rs`).
-pub(super) async fn move_to(conns: &mut Conns, svc: &Service, from: &str, to: &str, epoch: u64, log: Log, limit: Duration) -> Result<String, String> {
-    let v = svc.address.clone().ok_or("the service has no address")?;
+pub(super) async fn move_to(conns: &mut Conns, svc: &Service, from: &str, to: &str, epoch: u64, log: Log, limit: Duration) -> Result<String, AddressError> {
+    let v = svc.address.clone().ok_or(AddressError::NoAddress)?;
     let mut old = Conns { farm: conns.farm.clone(), hosts: conns.hosts.iter().filter(|(h, _)| *h == from).map(|(h, c)| (h.clone(), c.clone())).collect() };
     let (svc2, from2) = (svc.clone(), from.to_string());
     tokio::spawn(async move {

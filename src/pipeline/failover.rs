@@ -65,30 +65,52 @@ pub(super) fn refresh(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, c
 /// (no read while clients wait); a client whose file changed since refuses
 /// it on the host, and then the failover is planned again from a fresh read.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn failover(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: &Service, from: &str, to: &str, epoch: u64, cache: &Cache, log: Log, interrupted: &tokio::sync::watch::Receiver<bool>) -> std::result::Result<usize, String> {
+pub(super) async fn failover(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, svc: &Service, from: &str, to: &str, epoch: u64, cache: &Cache, log: Log, interrupted: &tokio::sync::watch::Receiver<bool>) -> std::result::Result<usize, RepointError> {
     let recent = cache.recent();
     // Whatever happens now writes clients: no reading from before it may plan a later one.
     cache.invalidate();
     if let Some(live) = recent {
         match failover_from(farm, held, svc, from, to, epoch, Some(live), log, interrupted).await {
             Err(Attempt::Stale(why)) => log.event(&svc.name, "stale", &format!("a client changed since the watcher last read it ({why}); planning again from a fresh read")),
-            other => return other.map_err(Attempt::into_message),
+            other => return other.map_err(Attempt::into_error),
         }
     }
-    failover_from(farm, held, svc, from, to, epoch, None, log, interrupted).await.map_err(Attempt::into_message)
+    failover_from(farm, held, svc, from, to, epoch, None, log, interrupted).await.map_err(Attempt::into_error)
+}
+
+/// Why repointing the clients did not complete.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RepointError {
+    /// The failover could not be planned.
+    #[error("{}", .0.message)]
+    Plan(crate::error::Error),
+    /// Hosts that did not end as planned, and where each ended.
+    #[error("plan {plan}: {}", .hosts.iter().map(|(h, s)| format!("{h}: {s}")).collect::<Vec<_>>().join("; "))]
+    Hosts { plan: String, hosts: Vec<(String, crate::apply::HostState)> },
+    #[error("the watcher's reading shows no client to repoint")]
+    NoClient,
+}
+
+/// Why a failover did not move the service.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum MoveError {
+    #[error(transparent)]
+    Address(#[from] super::address::AddressError),
+    #[error(transparent)]
+    Repoint(#[from] RepointError),
 }
 
 /// Why a failover attempt did not complete.
 enum Attempt {
     /// Only refusals of files changed since the reading: nothing was written.
-    Stale(String),
-    Failed(String),
+    Stale(RepointError),
+    Failed(RepointError),
 }
 
 impl Attempt {
-    fn into_message(self) -> String {
+    fn into_error(self) -> RepointError {
         match self {
-            Attempt::Stale(m) | Attempt::Failed(m) => m,
+            Attempt::Stale(e) | Attempt::Failed(e) => e,
         }
     }
 }
@@ -133,13 +155,13 @@ async fn failover_from(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, 
         log.event(&svc.name, "skipped", &format!("{h} cannot be read; it is not repointed now"));
     }
     let t = Instant::now();
-    let planned = session.plan(&readable, &[]).map_err(|e| Attempt::Failed(e.message))?;
+    let planned = session.plan(&readable, &[]).map_err(|e| Attempt::Failed(RepointError::Plan(e)))?;
     tracing::debug!(scope = svc.name.as_str(), event = "planned", "plan {} in {} ms", planned.plan.id, t.elapsed().as_millis());
     let clients: std::collections::BTreeSet<&str> = planned.plan.edits().map(|(a, _)| a.host.as_str()).collect();
     let n = clients.len();
     if n == 0 && from_reading {
         // The reading says no client names the dead member: only a fresh read may say so.
-        return Err(Attempt::Stale("the watcher's reading shows no client to repoint".into()));
+        return Err(Attempt::Stale(RepointError::NoClient));
     }
     let mut opts = session.options_interrupted_by(&planned.plan, 0, false, interrupted.clone());
     opts.fence = Some((farm.lease_store.fence_key(&svc.name), epoch));
@@ -149,8 +171,7 @@ async fn failover_from(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, 
     if summary.ok() {
         return Ok(n);
     }
-    let bad: Vec<String> = summary.hosts.iter().filter(|(_, s)| !s.is_ok()).map(|(h, s)| format!("{h}: {s}")).collect();
-    let why = format!("plan {}: {}", planned.plan.id, bad.join("; "));
+    let why = RepointError::Hosts { plan: planned.plan.id.clone(), hosts: summary.hosts.iter().filter(|(_, s)| !s.is_ok()).map(|(h, s)| (h.clone(), s.clone())).collect() };
     // Refused for a changed file, and nothing written anywhere: a newer reading will do.
     let stale = summary.hosts.values().any(|s| matches!(s, crate::apply::HostState::Refused { .. })) && summary.hosts.values().all(|s| s.written().is_empty());
     Err(if stale { Attempt::Stale(why) } else { Attempt::Failed(why) })
@@ -191,7 +212,7 @@ pub(super) async fn fence(farm: &Farm, svc: &Service, dead: &str, log: Log) -> b
 /// `next` and announced, under the address's owner lock), or its clients
 /// (repointed through the pipeline). Says what was done.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn move_service(conns: &mut super::look::Conns, farm: &Arc<Farm>, svc: &Service, (active, next): (&str, &str), epoch: u64, owner: &super::beside::AddressOwner, cache: &Cache, log: Log, interrupted: &tokio::sync::watch::Receiver<bool>) -> std::result::Result<String, String> {
+pub(super) async fn move_service(conns: &mut super::look::Conns, farm: &Arc<Farm>, svc: &Service, (active, next): (&str, &str), epoch: u64, owner: &super::beside::AddressOwner, cache: &Cache, log: Log, interrupted: &tokio::sync::watch::Receiver<bool>) -> std::result::Result<String, MoveError> {
     match &svc.address {
         Some(v) => {
             log.event(&svc.name, "failover", &format!("moving {} from {active} to {next}", v.cidr()));
@@ -200,11 +221,11 @@ pub(super) async fn move_service(conns: &mut super::look::Conns, farm: &Arc<Farm
             if moved.is_ok() {
                 *owner = next.to_string();
             }
-            moved.map(|i| format!("{next} holds {} on {i} and announced it", v.cidr()))
+            Ok(moved.map(|i| format!("{next} holds {} on {i} and announced it", v.cidr()))?)
         }
         None => {
             log.event(&svc.name, "failover", &format!("repointing the clients from {active} to {next}"));
-            failover(farm, &conns.hosts, svc, active, next, epoch, cache, log, interrupted).await.map(|n| format!("{n} client(s) now name {next}"))
+            Ok(failover(farm, &conns.hosts, svc, active, next, epoch, cache, log, interrupted).await.map(|n| format!("{n} client(s) now name {next}"))?)
         }
     }
 }

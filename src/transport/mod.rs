@@ -10,7 +10,7 @@ pub mod protocol;
 mod script;
 pub mod ssh;
 
-pub use protocol::{AddressState, ArmedJob, CancelOutcome, Cause, CommandResult, JobState, LeaseState, Reach, UnlockOutcome, UpgradeReport, WriteReport};
+pub use protocol::{AddressState, ArmedJob, CancelOutcome, Cause, CommandResult, JobState, LeaseState, Reach, UnlockOutcome, UpgradeReport, WatcherWriteError, WriteReport};
 pub use script::AddressOp;
 pub use script::{FileWrite, RunIds};
 

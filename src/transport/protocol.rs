@@ -67,6 +67,19 @@ pub struct CommandResult {
     pub output: String,
 }
 
+/// Why a write of the watcher's (a synced file, an address change) did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WatcherWriteError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// A watcher with a newer lease wrote on this host first: this one's lease is gone.
+    #[error("refused: a watcher with a newer lease of service {service} (epoch {newer}) has written here; this watcher's lease (epoch {ours}) is gone")]
+    Fenced { service: String, newer: u64, ours: u64 },
+    /// What the host said went wrong (`ip` failed, a full disk, ...), in its words.
+    #[error("{0}")]
+    Host(String),
+}
+
 impl CommandResult {
     /// The `name=value` lines it printed (a health check's metrics), each as
     /// (name, value, the whole line); a value that is not a number is no metric.
@@ -349,29 +362,35 @@ impl AnyHost {
         })
     }
 
-    /// Writes `content` to `path` on this host atomically, checked by sha256;
-    /// with a `fence` (service, lease epoch), only if no newer watcher wrote here.
-    pub async fn put_file(&self, state_dir: &str, path: &str, content: Vec<u8>, fence: Option<(&str, u64)>) -> Result<(), String> {
-        let sha = crate::farm::sha256_hex(&content);
-        let dir = super::host_state_dir(state_dir, self.name());
-        let out = self.run(&script::put_file(self.root(), &dir, path, content.len(), &sha, fence), content).await.map_err(|e| e.to_string())?;
+    /// What a fenced write's host said: done, refused by a newer fencing token,
+    /// or why not in its own words.
+    fn fenced_outcome(out: &super::Output, fence: Option<(&str, u64)>) -> Result<Vec<Report>, WatcherWriteError> {
         let reports = script::parse_report(&out.stdout);
         if reports.contains(&Report::Done) {
-            return Ok(());
+            return Ok(reports);
         }
-        Err(reports.into_iter().find_map(|r| if let Report::Error(e) = r { Some(e) } else { None }).unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string()))
+        if let (Some(newer), Some((service, ours))) = (reports.iter().find_map(|r| if let Report::Fenced(t) = r { Some(*t) } else { None }), fence) {
+            return Err(WatcherWriteError::Fenced { service: service.to_string(), newer, ours });
+        }
+        Err(WatcherWriteError::Host(reports.into_iter().find_map(|r| if let Report::Error(e) = r { Some(e) } else { None }).unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string())))
+    }
+
+    /// Writes `content` to `path` on this host atomically, checked by sha256;
+    /// with a `fence` (service, lease epoch), only if no newer watcher wrote here.
+    pub async fn put_file(&self, state_dir: &str, path: &str, content: Vec<u8>, fence: Option<(&str, u64)>) -> Result<(), WatcherWriteError> {
+        let sha = crate::farm::sha256_hex(&content);
+        let dir = super::host_state_dir(state_dir, self.name());
+        let out = self.run(&script::put_file(self.root(), &dir, path, content.len(), &sha, fence), content).await?;
+        Self::fenced_outcome(&out, fence).map(|_| ())
     }
 
     /// Takes or drops a service's virtual address (`A.B.C.D/N`) on this
     /// member, under the watcher's fencing token; `Ok` says where it is now.
     #[allow(clippy::too_many_arguments)]
-    pub async fn address(&self, state_dir: &str, service: &str, epoch: u64, op: script::AddressOp, cidr: &str, interface: Option<&str>, own: &str) -> Result<AddressState, String> {
+    pub async fn address(&self, state_dir: &str, service: &str, epoch: u64, op: script::AddressOp, cidr: &str, interface: Option<&str>, own: &str) -> Result<AddressState, WatcherWriteError> {
         let dir = super::host_state_dir(state_dir, self.name());
-        let out = self.run(&script::address(&dir, service, epoch, op, cidr, interface, own), Vec::new()).await.map_err(|e| e.to_string())?;
-        let reports = script::parse_report(&out.stdout);
-        if !reports.contains(&Report::Done) {
-            return Err(reports.into_iter().find_map(|r| if let Report::Error(e) = r { Some(e) } else { None }).unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string()));
-        }
+        let out = self.run(&script::address(&dir, service, epoch, op, cidr, interface, own), Vec::new()).await?;
+        let reports = Self::fenced_outcome(&out, Some((service, epoch)))?;
         let words: Vec<String> = reports.into_iter().filter_map(|r| if let Report::Address(a) = r { Some(a) } else { None }).collect();
         let changed = words.iter().any(|w| w == "taken" || w == "dropped");
         Ok(match words.iter().find_map(|w| w.strip_prefix("held ")) {

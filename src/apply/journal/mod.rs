@@ -47,6 +47,14 @@ pub struct Journal {
     path: PathBuf,
 }
 
+/// The journal cannot be appended to, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the journal {}: {error}", .path.display())]
+pub struct Unwritable {
+    pub path: std::path::PathBuf,
+    pub error: std::io::Error,
+}
+
 impl Journal {
     pub fn open() -> Journal {
         Journal { path: path() }
@@ -69,8 +77,8 @@ impl Journal {
 
     /// Whether the journal can be appended to, checked before any host is
     /// touched: a run that cannot journal its writes does not write.
-    pub fn check_writable(&self) -> Result<(), String> {
-        self.open_append().map(drop).map_err(|e| format!("cannot write the journal {}: {e}", self.path.display()))
+    pub fn check_writable(&self) -> Result<(), Unwritable> {
+        self.open_append().map(drop).map_err(|error| Unwritable { path: self.path.clone(), error })
     }
 
     /// Appends entries, fsynced. A last line cut short (as a crash leaves
@@ -174,7 +182,7 @@ mod tests {
         // A file where the journal's directory should be: no uid can create it.
         std::fs::write(d.path().join("state"), b"").unwrap();
         let j = Journal::at(d.path().join("state/journal.jsonl"));
-        let e = j.check_writable().unwrap_err();
+        let e = j.check_writable().unwrap_err().to_string();
         assert!(e.contains("state/journal.jsonl") && e.len() > "cannot write the journal ".len() + 20, "{e}");
     }
 }

@@ -57,6 +57,8 @@ pub enum Report {
     Address(String),
     /// From `reach`: "up", "down" or "unknown".
     Reach(String),
+    /// From a fenced write: the newer fencing token that refused it.
+    Fenced(u64),
 }
 
 /// Reads a script's report lines; unknown lines are ignored.
@@ -104,6 +106,10 @@ pub fn parse_report(out: &[u8]) -> Vec<Report> {
                 Report::Reload { status: status.parse().unwrap_or(-1), output }
             }
             "ERR" => Report::Error(rest.to_string()),
+            "FENCED" => match rest.trim().parse() {
+                Ok(t) => Report::Fenced(t),
+                Err(_) => continue,
+            },
             "READY" => Report::Ready,
             "ARMED" => Report::Armed,
             "ABORTED" => Report::Aborted,

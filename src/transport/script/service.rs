@@ -66,7 +66,7 @@ pub fn fence(s: &mut String, service: &str, epoch: u64, undo: &str) {
         s,
         "mkdir -p -- \"$S/fence\" || {{ echo 'ERR cannot create the fence directory'; {undo} exit 1; }}\n\
          f=$(cat -- \"$S/fence/\"{n} 2>/dev/null); case \"$f\" in ''|*[!0-9]*) f=0 ;; esac\n\
-         if [ \"$f\" -gt {epoch} ]; then printf 'ERR refused: a watcher with a newer lease of service %s (epoch %s) has written here; this watcher'\"'\"'s lease (epoch %s) is gone\\n' {n} \"$f\" {epoch}; {undo} exit 7; fi\n\
+         if [ \"$f\" -gt {epoch} ]; then printf 'FENCED %s\\n' \"$f\"; printf 'ERR refused: a watcher with a newer lease of service %s (epoch %s) has written here; this watcher'\"'\"'s lease (epoch %s) is gone\\n' {n} \"$f\" {epoch}; {undo} exit 7; fi\n\
          [ \"$f\" = {epoch} ] || printf '%s\\n' {epoch} > \"$S/fence/\"{n}",
         n = q(service)
     )
@@ -234,6 +234,7 @@ mod tests {
         let (code, out) = put(5, "");
         assert_eq!(code, Some(7), "{out}");
         assert!(out.contains("newer lease of service web (epoch 9)") && out.contains("(epoch 5) is gone"), "{out}");
+        assert!(super::super::parse_report(out.as_bytes()).contains(&super::super::Report::Fenced(9)), "the refusal is typed for the watcher: {out}");
         assert_eq!(std::fs::read_to_string(state.join("fence/web")).unwrap(), "9\n", "a refused write leaves the newer epoch");
     }
 
