@@ -93,7 +93,7 @@ async fn abort(run: &Level<'_>, ready: &[&HostStage], conns: &Connections, summa
 /// tried once more.
 async fn stage_host(host: &AnyHost, ids: &RunIds, state_dir: &str, owner: &str, files: &[FileWrite], input: Vec<u8>) -> HostState {
     if let Err(e) = host.refresh().await {
-        return HostState::failed(format!("{e} ({})", e.hint()));
+        return HostState::failed_for(e);
     }
     let state = judge(&host.stage(ids, owner, files, input.clone()).await, HostState::Staged);
     match &state {

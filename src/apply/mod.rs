@@ -21,7 +21,7 @@ mod rollout;
 mod shadow;
 mod switch;
 
-pub use outcome::{AbortReason, HostFailure, HostState, NotStarted};
+pub use outcome::{AbortReason, Failure, HostFailure, HostState, NotStarted};
 pub use owner::{LockOwner, NotAnOwner};
 pub use rollback::{rollback, undo_upgrades};
 pub use detach::lock_is_stale;
@@ -203,7 +203,7 @@ fn file_write(e: &Edit, len: usize) -> FileWrite {
 fn judge(out: &Result<WriteReport, TransportError>, success: HostState) -> HostState {
     let r = match out {
         Ok(r) => r,
-        Err(e) => return HostState::Failed { error: format!("{e} ({})", e.hint()), cause: None, written: vec![] },
+        Err(e) => return HostState::failed_for(e.clone()),
     };
     // Files put back from their backups after a later rename failed are as before.
     let renamed: Vec<String> = r.renamed.iter().map(|(p, _)| p.clone()).filter(|p| !r.restored.contains(p)).collect();
@@ -215,10 +215,10 @@ fn judge(out: &Result<WriteReport, TransportError>, success: HostState) -> HostS
     }
     if let Some(e) = &r.error {
         let error = if r.restored.is_empty() { e.clone() } else { format!("{e}; put back as before from the backups: {}", r.restored.join(", ")) };
-        return HostState::Failed { error, cause: r.cause, written: renamed };
+        return HostState::Failed { why: Failure::Host { error, cause: r.cause }, written: renamed };
     }
     if !r.finished {
-        return HostState::Failed { error: format!("the host's script stopped early (exit {}): {}", r.exit, r.stderr), cause: None, written: renamed };
+        return HostState::Failed { why: Failure::Host { error: format!("the host's script stopped early (exit {}): {}", r.exit, r.stderr), cause: None }, written: renamed };
     }
     if let Some(reload) = r.reload.as_ref().filter(|c| c.status != 0) {
         return HostState::ReloadFailed { status: reload.status, output: reload.output.clone(), files: renamed };

@@ -1,7 +1,7 @@
 //! Where each host ends: the outcome of a run on one host, as a value the
 //! summary, the journal and the exit code are made from.
 
-use crate::transport::Cause;
+use crate::transport::{Cause, TransportError};
 use std::fmt;
 
 /// Why a host could not be reached, or an operator's command on it (a gate
@@ -16,6 +16,47 @@ pub enum HostFailure {
     Exit { command: String, status: i32, output: String },
     #[error("the host gave no answer")]
     Silent,
+}
+
+/// Why a host failed: the cause its hint comes from, shown once, in the
+/// summary's hints, never folded into the host's line.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Failure {
+    /// The session to the host: unreachable, hung, lost, or sudo refused.
+    Transport(TransportError),
+    /// The host's script failed, in its own words, with the class of its
+    /// errno when it is known.
+    Host { error: String, cause: Option<Cause> },
+    /// What farmctl found on its side (a version it cannot go back to, a
+    /// host that did not answer in time).
+    Found(String),
+}
+
+impl Failure {
+    /// What to do about it, when there is something to say.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Failure::Transport(e) => Some(e.hint()),
+            Failure::Host { cause, .. } => cause.map(Cause::hint),
+            Failure::Found(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Transport(e) => write!(f, "{e}"),
+            Failure::Host { error, .. } => write!(f, "{error}"),
+            Failure::Found(what) => write!(f, "{what}"),
+        }
+    }
+}
+
+impl From<TransportError> for Failure {
+    fn from(e: TransportError) -> Failure {
+        Failure::Transport(e)
+    }
 }
 
 /// Why a host's work never started.
@@ -65,7 +106,7 @@ pub enum HostState {
     Aborted { why: AbortReason },
     /// Never reached: nothing was sent to this host.
     NotStarted { why: NotStarted },
-    Failed { error: String, cause: Option<Cause>, written: Vec<String> },
+    Failed { why: Failure, written: Vec<String> },
     /// A detached switch waits on the host for its time.
     Armed { at: String },
     /// A rollout brought the host to a version (or found it there).
@@ -105,8 +146,14 @@ impl HostState {
         }
     }
 
-    pub(super) fn failed(error: impl Into<String>) -> HostState {
-        HostState::Failed { error: error.into(), cause: None, written: vec![] }
+    /// Failed with nothing written, for what farmctl found.
+    pub(super) fn failed(what: impl Into<String>) -> HostState {
+        HostState::Failed { why: Failure::Found(what.into()), written: vec![] }
+    }
+
+    /// Failed with nothing written, for `why`.
+    pub(super) fn failed_for(why: impl Into<Failure>) -> HostState {
+        HostState::Failed { why: why.into(), written: vec![] }
     }
 }
 
@@ -132,8 +179,8 @@ impl fmt::Display for HostState {
             HostState::NotStarted { why: NotStarted::NotReady(gate) } => write!(f, "not reached, nothing written: a host it would point to is not ready: {gate}"),
             HostState::NotStarted { why: NotStarted::EarlierFailure } => write!(f, "not reached, nothing written: the run stopped before this host's turn"),
             HostState::NotStarted { why: NotStarted::Interrupted } => write!(f, "not reached, nothing written: interrupted before this host's turn"),
-            HostState::Failed { error, written, .. } if written.is_empty() => write!(f, "failed, nothing written: {error}"),
-            HostState::Failed { error, written, .. } => write!(f, "failed after writing {}: {error}", written.join(", ")),
+            HostState::Failed { why, written } if written.is_empty() => write!(f, "failed, nothing written: {why}"),
+            HostState::Failed { why, written } => write!(f, "failed after writing {}: {why}", written.join(", ")),
             HostState::Armed { at } => write!(f, "armed on the host: switches at {at} without this workstation"),
             HostState::Unknown { error } => write!(f, "unknown: {error}"),
             HostState::Upgraded { from, to } if from == to => write!(f, "runs {to} (it already did)"),
@@ -152,3 +199,23 @@ impl fmt::Display for HostState {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_keeps_its_cause_and_gives_its_hint_apart_from_the_hosts_line() {
+        let hung = HostState::failed_for(TransportError::Timeout { host: "ivr-3".into(), timeout: std::time::Duration::from_secs(4) });
+        assert_eq!(hung.to_string(), "failed, nothing written: ivr-3 did not answer within 4s");
+        let HostState::Failed { why, .. } = &hung else { unreachable!() };
+        assert!(matches!(why, Failure::Transport(TransportError::Timeout { .. })));
+        assert_eq!(why.hint(), Some("the host may be hung or overloaded; check it, or raise [ssh] command_timeout"));
+        let immutable = HostState::Failed { why: Failure::Host { error: "mv: Operation not permitted".into(), cause: Some(Cause::NotPermitted) }, written: vec!["/etc/a".into()] };
+        assert_eq!(immutable.to_string(), "failed after writing /etc/a: mv: Operation not permitted");
+        assert!(immutable.written() == ["/etc/a"] && !immutable.untouched());
+        let HostState::Failed { why, .. } = &immutable else { unreachable!() };
+        assert_eq!(why.hint(), Some(Cause::NotPermitted.hint()));
+        assert_eq!(Failure::Found("its old version is unknown".into()).hint(), None);
+    }
+}

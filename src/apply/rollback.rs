@@ -3,7 +3,7 @@
 //! and takes every host the plan upgraded back to the version it had.
 
 use super::journal::{Entry, FileOutcome, Journal, Record, VersionOutcome};
-use super::{file_write, judge, Event, HostState, Options, Reporter, Summary};
+use super::{file_write, judge, Event, Failure, HostState, Options, Reporter, Summary};
 use crate::plan::{ActionKind, Plan, RunId};
 use crate::transport::{AnyHost, FileWrite};
 use super::health::sample;
@@ -85,11 +85,11 @@ pub async fn undo_upgrades(plan: &crate::plan::Plan, hosts: &BTreeMap<String, Ar
         }
         let Some(host) = hosts.get(&a.host) else { continue };
         let state = match rollback {
-            None => HostState::Failed { error: format!("runs {to}; its old version is unknown, so it was left there"), cause: None, written: vec![] },
+            None => HostState::failed(format!("runs {to}; its old version is unknown, so it was left there")),
             Some(cmd) => {
                 let ids = host.run_ids(&opts.state_dir, &RunId::Undo { plan: plan.id.clone() }.to_string(), &token);
                 match host.upgrade(&ids, &opts.owner.to_string(), probe, from, cmd, Some(to)).await {
-                    Ok(r) if r.skipped.is_some() => HostState::Failed { error: format!("left alone: it runs {}, not {to}, since the apply", r.skipped.unwrap_or_default()), cause: None, written: vec![] },
+                    Ok(r) if r.skipped.is_some() => HostState::failed(format!("left alone: it runs {}, not {to}, since the apply", r.skipped.unwrap_or_default())),
                     // Already at the old version: nothing was undone here, and nothing is claimed.
                     Ok(r) if r.up_to_date => HostState::Upgraded { from: from.clone(), to: from.clone() },
                     Ok(r) if r.now.as_deref() == Some(from.as_str()) => {
@@ -105,8 +105,8 @@ pub async fn undo_upgrades(plan: &crate::plan::Plan, hosts: &BTreeMap<String, Ar
                         };
                         HostState::UpgradeRolledBack { from: from.clone(), to: to.clone(), healthy }
                     }
-                    Ok(r) => HostState::Failed { error: format!("could not go back to {from}: {:?}", r.result.map(|c| c.output).or(r.error).unwrap_or_default()), cause: None, written: vec![] },
-                    Err(e) => HostState::Failed { error: format!("{e} ({})", e.hint()), cause: None, written: vec![] },
+                    Ok(r) => HostState::failed_for(Failure::Host { error: format!("could not go back to {from}: {:?}", r.result.map(|c| c.output).or(r.error).unwrap_or_default()), cause: None }),
+                    Err(e) => HostState::failed_for(e),
                 }
             }
         };

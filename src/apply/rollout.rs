@@ -11,7 +11,7 @@
 
 use super::journal::{Entry, Record, VersionOutcome};
 use super::health::{sample, versions_hold, Failing, OffVersion, Sample, SampleFailure, Sampling};
-use super::{record, Connections, Event, HostState, Level, Summary};
+use super::{record, Connections, Event, Failure, HostState, Level, Summary};
 use crate::plan::{Action, ActionKind, Phase};
 use crate::transport::AnyHost;
 use std::collections::{BTreeMap, BTreeSet};
@@ -258,7 +258,7 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
                 Ok(rep) if rep.locked_by.is_some() => HostState::Locked { holder: rep.locked_by.clone().unwrap_or_default() },
                 Ok(rep) if rep.up_to_date => HostState::Upgraded { from: rep.was.clone().unwrap_or_default(), to: u.to.to_string() },
                 Ok(rep) if rep.result.as_ref().is_some_and(|c| c.status == 0) && rep.now.as_deref() == Some(u.to) => HostState::Upgraded { from: u.from.to_string(), to: u.to.to_string() },
-                Ok(rep) => HostState::Failed {
+                Ok(rep) => HostState::failed_for(Failure::Host {
                     error: match (&rep.error, &rep.result) {
                         (Some(e), _) => e.clone(),
                         (None, Some(c)) if c.status != 0 => format!("the upgrade failed (exit {}): {}", c.status, c.output),
@@ -266,9 +266,8 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
                         (None, None) => format!("the host's script stopped early: {}", rep.stderr),
                     },
                     cause: None,
-                    written: vec![],
-                },
-                Err(e) => HostState::Failed { error: format!("{e} ({})", e.hint()), cause: None, written: vec![] },
+                }),
+                Err(e) => HostState::failed_for(e.clone()),
             };
             let (outcome, detail) = match &state {
                 HostState::Upgraded { .. } if r.as_ref().is_ok_and(|x| x.up_to_date) => (VersionOutcome::UpgradeSkipped, "already at the version".to_string()),
@@ -407,7 +406,7 @@ async fn roll_back(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(S
             }
         }
         let (Some(cmd), Some(host)) = (u.rollback, conns.get(u.host)) else {
-            let state = HostState::Failed { error: format!("upgraded to {}, and its old version is unknown, so it was left there", u.to), cause: None, written: vec![] };
+            let state = HostState::failed(format!("upgraded to {}, and its old version is unknown, so it was left there", u.to));
             reporter.event(Event::Host { host: u.host.to_string(), state: state.clone() });
             summary.upgrades.insert(u.host.to_string(), state);
             continue;
@@ -432,7 +431,7 @@ async fn roll_back(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(S
         let state = if back {
             HostState::UpgradeRolledBack { from: u.from.to_string(), to: u.to.to_string(), healthy }
         } else {
-            HostState::Failed { error: format!("could not go back to {}: {}", u.from, r.map(|r| format!("{r:?}")).unwrap_or_else(|e| e.to_string())), cause: None, written: vec![] }
+            HostState::failed(format!("could not go back to {}: {}", u.from, r.map(|r| format!("{r:?}")).unwrap_or_else(|e| e.to_string())))
         };
         let outcome = if back { VersionOutcome::RolledBack } else { VersionOutcome::RollbackFailed };
         record(journal, summary, vec![version_entry(run, u.host, u.to, u.from, outcome, state.to_string())]);

@@ -180,8 +180,9 @@ pub(crate) fn finish(what: &str, summary: &Summary, plan: &Plan, undo: Option<&s
     if states().any(|s| matches!(s, HostState::ReloadFailed { .. })) {
         err = err.hint("the new files are in place but the reload failed: fix the service and reload it");
     }
-    for cause in states().filter_map(|s| if let HostState::Failed { cause: Some(c), .. } = s { Some(*c) } else { None }) {
-        err = err.hint(cause.hint());
+    // Each failure's hint once, whatever the number of hosts it failed.
+    for hint in states().filter_map(|s| if let HostState::Failed { why, .. } = s { why.hint() } else { None }) {
+        err = err.hint(hint);
     }
     if summary.interrupted {
         // A host that did not answer the clean-up wrote nothing, but may still hold its staged copies and lock.

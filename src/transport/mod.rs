@@ -28,7 +28,7 @@ pub struct Output {
     pub stderr: Vec<u8>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum TransportError {
     #[error("cannot connect to {host}: {detail}")]
     Connect { host: String, detail: String, hint: &'static str },
