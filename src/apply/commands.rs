@@ -2,14 +2,14 @@
 //! `health` before clients are pointed at it, its `retire` once nothing refers
 //! to it). The one place these node kinds run.
 
-use super::{Connections, Event, HostFailure, HostState, Reporter, Summary};
+use super::{Event, HostFailure, HostState, Reporter, Summary};
 use crate::live::FileState;
 use crate::plan::{Action, ActionKind, Plan};
-use crate::transport::Host;
+use crate::transport::{Host, Pool};
 use std::collections::BTreeSet;
 
 /// Runs the operator command of each gate or retire on its host, bounded like every fan-out.
-pub(super) async fn run_commands(conns: &mut Connections, actions: Vec<&Action>, reporter: &dyn Reporter) -> Vec<(String, Result<(), HostFailure>)> {
+pub(super) async fn run_commands(conns: &mut Pool, actions: Vec<&Action>, reporter: &dyn Reporter) -> Vec<(String, Result<(), HostFailure>)> {
     let mut jobs = Vec::new();
     let mut nothing_to_run = BTreeSet::new();
     for a in actions {
@@ -27,7 +27,7 @@ pub(super) async fn run_commands(conns: &mut Connections, actions: Vec<&Action>,
     let results = crate::fanout::each(jobs, parallel, |(id, host, command)| async move {
         let host = match host {
             Ok(h) => h,
-            Err(e) => return (id, Err(e)),
+            Err(e) => return (id, Err(e.into())),
         };
         if let Err(e) = host.refresh().await {
             return (id, Err(e.into()));
@@ -71,7 +71,7 @@ pub(super) fn gate_failures(results: Vec<(String, Result<(), HostFailure>)>, sum
 /// interrupted, a host of the stage did not end as planned (refused, failed,
 /// aborted: it may still name `old`), or a host of the farm, read again now,
 /// still names it or cannot be read. Empty when the retire is safe.
-pub(super) async fn retire_blockers(plan: &Plan, stage: usize, old: &str, conns: &mut Connections, summary: &Summary, interrupted: bool) -> Vec<String> {
+pub(super) async fn retire_blockers(plan: &Plan, stage: usize, old: &str, conns: &mut Pool, summary: &Summary, interrupted: bool) -> Vec<String> {
     if interrupted {
         return vec!["the run was interrupted".to_string()];
     }

@@ -4,9 +4,9 @@
 //! and the locks that a dead farmctl left behind.
 
 use super::commands::{gate_failures, run_commands};
-use super::{entries, judge, record, AbortReason, Connections, Event, HostStage, HostState, Level, Summary};
+use super::{entries, judge, record, AbortReason, Event, HostStage, HostState, Level, Summary};
 use crate::plan::Action;
-use crate::transport::{AnyHost, FileWrite, Host, RunIds};
+use crate::transport::{AnyHost, FileWrite, Host, Pool, RunIds};
 use std::ops::ControlFlow;
 
 /// One level of a timed stage with `--detach`: gates now, then each host stages
@@ -15,7 +15,7 @@ pub(super) async fn detach_level(
     run: &Level<'_>,
     work: &[HostStage],
     gates: Vec<&Action>,
-    conns: &mut Connections,
+    conns: &mut Pool,
     summary: &mut Summary,
     failures: &mut usize,
 ) -> ControlFlow<()> {
@@ -71,7 +71,7 @@ pub(super) async fn detach_level(
 }
 
 /// All or nothing: removes every staged copy of the ready hosts; no target was touched.
-async fn abort(run: &Level<'_>, ready: &[&HostStage], conns: &Connections, summary: &mut Summary) {
+async fn abort(run: &Level<'_>, ready: &[&HostStage], conns: &Pool, summary: &mut Summary) {
     let Level { plan, opts, run_id, token, reporter, journal, .. } = *run;
     let jobs: Vec<_> = ready.iter().map(|w| (conns.hosts[&w.host].clone(), w.files.clone())).collect();
     let (state_dir, ps, tk) = (opts.state_dir.clone(), run_id.to_string(), token.to_string());

@@ -28,10 +28,9 @@ pub use detach::lock_is_stale;
 
 use crate::live::Clock;
 use crate::plan::{ActionKind, Contents, Edit, Plan};
-use crate::transport::{AnyHost, FileWrite, TransportError, WriteReport};
+use crate::transport::{FileWrite, Pool, TransportError, WriteReport};
 use journal::{Entry, FileOutcome, Journal, Record};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -254,28 +253,6 @@ fn record(journal: &Journal, summary: &mut Summary, entries: Vec<Entry>) {
     }
 }
 
-/// Open connections, and the farm to open more (gates and retires may name hosts outside the plan's edits).
-pub struct Connections {
-    pub farm: Arc<crate::farm::Farm>,
-    pub hosts: BTreeMap<String, Arc<AnyHost>>,
-    /// The bound on hosts worked on at once (`--parallel`).
-    pub parallel: usize,
-}
-
-impl Connections {
-    pub async fn get(&mut self, name: &str) -> Result<Arc<AnyHost>, HostFailure> {
-        if let Some(h) = self.hosts.get(name) {
-            return Ok(h.clone());
-        }
-        if !self.farm.hosts.contains_key(name) {
-            return Err(HostFailure::NotInFarm(name.to_string()));
-        }
-        let h = Arc::new(crate::transport::connect(&self.farm, name).await?);
-        self.hosts.insert(name.to_string(), h.clone());
-        Ok(h)
-    }
-}
-
 /// Why a plan cannot be detached, if it cannot.
 pub fn detach_problem(plan: &Plan) -> Option<String> {
     let timed: Vec<_> = plan.stages.iter().filter(|s| s.at.is_some()).collect();
@@ -349,7 +326,7 @@ struct Level<'a> {
 }
 
 /// Applies `plan` (with its `contents`) through `conns`.
-pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Connections, opts: &Options, reporter: &dyn Reporter, journal: &Journal) -> Summary {
+pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Pool, opts: &Options, reporter: &dyn Reporter, journal: &Journal) -> Summary {
     let mut summary = Summary::default();
     let token = format!("{}-{}-{}", plan.id, std::process::id(), jiff::Timestamp::now().as_nanosecond());
     let mut failures = 0usize;

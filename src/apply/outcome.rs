@@ -8,8 +8,6 @@ use std::fmt;
 /// or a retire) did not pass. Shown with the transport's hint, once.
 #[derive(Debug, thiserror::Error)]
 pub enum HostFailure {
-    #[error("{0} is not in the farm file")]
-    NotInFarm(String),
     #[error("{0} ({hint})", hint = .0.hint())]
     Transport(#[from] crate::transport::TransportError),
     #[error("`{command}` failed (exit {status}): {output}")]

@@ -11,9 +11,9 @@
 
 use super::journal::{Entry, Record, VersionOutcome};
 use super::health::{sample, versions_hold, Failing, OffVersion, Sample, SampleFailure, Sampling};
-use super::{record, Connections, Event, Failure, HostState, Level, Summary};
+use super::{record, Event, Failure, HostState, Level, Summary};
 use crate::plan::{Action, ActionKind, Phase};
-use crate::transport::AnyHost;
+use crate::transport::{AnyHost, Pool};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -83,7 +83,7 @@ fn up_of(a: &Action) -> Option<Up<'_>> {
 }
 
 /// Connections to every host of `names`; those that cannot be reached are reported.
-async fn connect(names: &[String], conns: &mut Connections, reporter: &dyn super::Reporter) -> Vec<(String, Arc<AnyHost>)> {
+async fn connect(names: &[String], conns: &mut Pool, reporter: &dyn super::Reporter) -> Vec<(String, Arc<AnyHost>)> {
     let mut out = Vec::new();
     for h in names {
         match conns.get(h).await {
@@ -97,7 +97,7 @@ async fn connect(names: &[String], conns: &mut Connections, reporter: &dyn super
 
 /// Runs a rollout stage, level by level: waves, and a shadow canary's entry,
 /// judgement and promotion or exit. Returns `Break` when it stopped.
-pub(super) async fn run_stage(run: &Level<'_>, conns: &mut Connections, summary: &mut Summary, contents: &crate::plan::Contents) -> ControlFlow<()> {
+pub(super) async fn run_stage(run: &Level<'_>, conns: &mut Pool, summary: &mut Summary, contents: &crate::plan::Contents) -> ControlFlow<()> {
     let Level { plan, stage, opts, reporter, .. } = *run;
     let in_stage = || plan.actions.iter().filter(|a| a.stage == stage.index);
     // The judge's branches run from the judge, never on their own.
@@ -153,7 +153,7 @@ pub(super) async fn run_stage(run: &Level<'_>, conns: &mut Connections, summary:
 }
 
 /// Puts `host` back on its old version after its wave (a shadow canary that was not promoted).
-async fn roll_back_host(run: &Level<'_>, host: &str, conns: &mut Connections, summary: &mut Summary) {
+async fn roll_back_host(run: &Level<'_>, host: &str, conns: &mut Pool, summary: &mut Summary) {
     let in_stage = || run.plan.actions.iter().filter(|a| a.stage == run.stage.index);
     let Some(up) = in_stage().filter(|a| a.host == host).find_map(up_of) else { return };
     let Some(wave) = in_stage().filter_map(wave_of).find(|w| w.hosts.iter().any(|h| h == host)) else { return };

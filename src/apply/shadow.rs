@@ -5,15 +5,16 @@
 use super::journal::{Entry, Record, ShadowOutcome};
 use super::health::sample;
 use super::switch::{switch_stage, LevelWork};
-use super::{record, work_for, Connections, Event, Level, Summary};
+use super::{record, work_for, Event, Level, Summary};
 use crate::judge::{self, MannWhitney};
 use crate::plan::{Action, ActionKind, Contents, Phase};
+use crate::transport::Pool;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 /// Applies exactly the edits and reloads `ids`, all or nothing, under their own backup name.
-pub(super) async fn edits(run: &Level<'_>, ids: &[String], phase: Phase, conns: &mut Connections, summary: &mut Summary, contents: &Contents) -> ControlFlow<()> {
+pub(super) async fn edits(run: &Level<'_>, ids: &[String], phase: Phase, conns: &mut Pool, summary: &mut Summary, contents: &Contents) -> ControlFlow<()> {
     let work = work_for(run.plan, ids, contents);
     if work.is_empty() {
         return ControlFlow::Continue(());
@@ -60,7 +61,7 @@ async fn warm_up(canary: &[(String, std::sync::Arc<crate::transport::AnyHost>)],
 /// join condition, records samples and verdicts, then promotes or exits.
 /// `Break(Some(canary))`: the canary left the shadow, and the caller puts it
 /// back on its old version.
-pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Connections, summary: &mut Summary, contents: &Contents) -> ControlFlow<Option<String>> {
+pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Pool, summary: &mut Summary, contents: &Contents) -> ControlFlow<Option<String>> {
     let ActionKind::Judge { role, canary, baseline, health, metrics, window_ms, interval_ms, join, confidence, promote, exit, .. } = &node.kind else {
         return ControlFlow::Continue(());
     };

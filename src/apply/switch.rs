@@ -4,13 +4,11 @@
 use super::commands::{gate_failures, run_commands};
 use super::detach::{armed_holder, lock_is_stale};
 use super::{
-    entries, judge, record, wait_until, AbortReason, Connections, Event, HostStage, HostState,
+    entries, judge, record, wait_until, AbortReason, Event, HostStage, HostState,
     Level, Summary, SwitchBy,
 };
 use crate::plan::Action;
-use crate::transport::{
-    AnyHost, Checked, FileWrite, Gate, Host, RunIds, TransportError, Word, WriteReport,
-};
+use crate::transport::{AnyHost, Checked, FileWrite, Gate, Host, Pool, RunIds, TransportError, Word, WriteReport};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,7 +143,7 @@ impl<'a> Fleet<'a> {
     }
 
     /// Starts host `k`'s session: it stages, arms, and waits for its word.
-    fn spawn(&mut self, k: usize, run: &Level<'_>, conns: &Connections) {
+    fn spawn(&mut self, k: usize, run: &Level<'_>, conns: &Pool) {
         let (l, i) = self.order[k];
         let w = self.work(k);
         let host = conns.hosts[&w.host].clone();
@@ -174,7 +172,7 @@ impl<'a> Fleet<'a> {
     /// the rest, while the first level's gates run. Of two applies started
     /// together, one gets the first lock and goes ahead, and the other is
     /// refused at once. Says why a gate failed, if one did.
-    async fn arm(&mut self, run: &Level<'_>, conns: &mut Connections, summary: &mut Summary, interrupted: &mut watch::Receiver<bool>) -> Option<String> {
+    async fn arm(&mut self, run: &Level<'_>, conns: &mut Pool, summary: &mut Summary, interrupted: &mut watch::Receiver<bool>) -> Option<String> {
         let n = self.order.len();
         if n > 0 {
             self.spawn(0, run, conns);
@@ -297,7 +295,7 @@ impl<'a> Fleet<'a> {
 /// included) stops the stage before any host switches. Then, level by level,
 /// the level's gates run (its new hosts must be ready), every host of the
 /// level checks once more, and all get `go` together, or `abort`.
-pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, conns: &mut Connections, summary: &mut Summary, failures: &mut usize) -> ControlFlow<()> {
+pub(super) async fn switch_stage(run: &Level<'_>, levels: Vec<LevelWork<'_>>, conns: &mut Pool, summary: &mut Summary, failures: &mut usize) -> ControlFlow<()> {
     let Level { plan, stage, opts, reporter, journal, .. } = *run;
     let mut fleet = Fleet::new(levels, conns.farm.ssh.command_timeout);
     // With the hosts' clocks: T, and how long before it the hosts are asked to check.

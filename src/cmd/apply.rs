@@ -41,7 +41,7 @@ pub async fn run(args: &ApplyArgs) -> Outcome {
     };
     let plan = &planned.plan;
     pipeline::check_schedule(plan, args.detach)?;
-    for w in pipeline::clock_warnings(&session.farm, &session.live) {
+    for w in pipeline::clock_warnings(&session.pool.farm, &session.live) {
         crate::say!("warning: {w}");
     }
     if args.detach && args.switch_by == crate::cli::SwitchBy::Workstation {

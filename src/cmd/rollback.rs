@@ -63,7 +63,7 @@ pub async fn run(args: &RollbackArgs) -> Outcome {
         crate::say!("Plan {} wrote no file and upgraded no host; nothing to roll back.", plan.id);
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(h) = scope.iter().find(|h| !session.farm.hosts.contains_key(*h)) {
+    if let Some(h) = scope.iter().find(|h| !session.pool.farm.hosts.contains_key(*h)) {
         return Err(Error::new(ErrorKind::Plan, format!("plan {} names host {h}, which {} no longer has", plan.id, plan.farm.path)));
     }
     crate::say!("Rollback of plan {} restores, on {} host(s), every file that still has the content the plan wrote, and every version it still runs:", plan.id, scope.len());
@@ -78,7 +78,7 @@ pub async fn run(args: &RollbackArgs) -> Outcome {
     confirm("roll back this plan", args.yes)?;
     journal.check_writable().map_err(|e| Error::new(ErrorKind::Io, format!("refusing to roll back, nothing was written: {e}")).hint("make the journal's directory writable, or point $FARMCTL_JOURNAL elsewhere"))?;
     let down = session.connect(&scope).await;
-    let hosts: BTreeMap<String, Arc<crate::transport::AnyHost>> = session.hosts.clone();
+    let hosts: BTreeMap<String, Arc<crate::transport::AnyHost>> = session.pool.hosts.clone();
     let opts = session.options(&plan, 0, false);
     let edit_conns: BTreeMap<String, Arc<crate::transport::AnyHost>> = hosts.iter().filter(|(h, _)| edit_hosts.contains(*h)).map(|(h, c)| (h.clone(), c.clone())).collect();
     let reporter = progress::reporter(super::quiet());

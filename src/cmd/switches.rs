@@ -23,10 +23,10 @@ where
     let mut session = Session::load(farm, parallel)?;
     let scope = session.select(limit)?;
     let down: Vec<String> = session.connect(&scope).await.into_iter().map(|(n, e)| format!("{n}: {e}")).collect();
-    let jobs: Vec<(String, Arc<AnyHost>)> = scope.iter().filter_map(|n| Some((n.clone(), session.hosts.get(n)?.clone()))).collect();
-    let state_dir = session.farm.state_dir.clone();
+    let jobs: Vec<(String, Arc<AnyHost>)> = scope.iter().filter_map(|n| Some((n.clone(), session.pool.hosts.get(n)?.clone()))).collect();
+    let state_dir = session.pool.farm.state_dir.clone();
     let op = Arc::new(op);
-    let results = crate::fanout::each(jobs, session.parallel, move |(name, host)| {
+    let results = crate::fanout::each(jobs, session.pool.parallel, move |(name, host)| {
         let (op, state_dir) = (op.clone(), state_dir.clone());
         async move { (name, op(host, state_dir).await) }
     })
@@ -71,7 +71,7 @@ pub async fn status(args: &FarmArgs) -> Outcome {
         crate::say!("warning: could not record the fired switches in the journal: {e}");
     }
     let mut down = down;
-    if !session.farm.services.is_empty() {
+    if !session.pool.farm.services.is_empty() {
         for s in crate::pipeline::status::service_status(&mut session).await {
             out(&format!("{}\n", service_line(&s)));
             // A dead standby of a service that is served is what a failover

@@ -6,9 +6,9 @@
 //! before anything else. Every change carries the lease's fencing token, so a
 //! watcher whose lease is gone is refused on the member.
 
-use super::look::{Conns, Log};
+use super::look::Log;
 use crate::farm::Service;
-use crate::transport::{AddressOp, AddressState, WatcherWriteError};
+use crate::transport::{AddressOp, AddressState, Pool, WatcherWriteError};
 use std::time::Duration;
 
 /// Why a member's address could not be changed.
@@ -29,7 +29,7 @@ pub(super) enum AddressError {
 }
 
 /// Adds the address to `member` and announces it; `Err` says why not.
-pub(super) async fn take(conns: &mut Conns, svc: &Service, member: &str, epoch: u64, limit: Duration) -> Result<String, AddressError> {
+pub(super) async fn take(conns: &mut Pool, svc: &Service, member: &str, epoch: u64, limit: Duration) -> Result<String, AddressError> {
     match change(conns, svc, member, epoch, AddressOp::Take, limit).await? {
         AddressState::Held { interface, .. } => Ok(interface),
         AddressState::Free { .. } => Err(AddressError::NotTaken(member.to_string())),
@@ -37,18 +37,18 @@ pub(super) async fn take(conns: &mut Conns, svc: &Service, member: &str, epoch: 
 }
 
 /// Removes the address from `member` if it holds it; `Ok(true)` when it did.
-pub(super) async fn drop_from(conns: &mut Conns, svc: &Service, member: &str, epoch: u64, limit: Duration) -> Result<bool, AddressError> {
+pub(super) async fn drop_from(conns: &mut Pool, svc: &Service, member: &str, epoch: u64, limit: Duration) -> Result<bool, AddressError> {
     match change(conns, svc, member, epoch, AddressOp::Drop, limit).await? {
         AddressState::Free { changed } => Ok(changed),
         AddressState::Held { .. } => Err(AddressError::StillHeld(member.to_string())),
     }
 }
 
-async fn change(conns: &mut Conns, svc: &Service, member: &str, epoch: u64, op: AddressOp, limit: Duration) -> Result<AddressState, AddressError> {
+async fn change(conns: &mut Pool, svc: &Service, member: &str, epoch: u64, op: AddressOp, limit: Duration) -> Result<AddressState, AddressError> {
     let v = svc.address.as_ref().ok_or(AddressError::NoAddress)?;
     let own = conns.farm.hosts[member].address.clone().unwrap_or_else(|| member.to_string());
     let state_dir = conns.farm.state_dir.clone();
-    let h = conns.get(member, limit).await.ok_or_else(|| AddressError::Unreachable(member.to_string()))?;
+    let h = conns.get_within(member, limit).await.ok_or_else(|| AddressError::Unreachable(member.to_string()))?;
     match tokio::time::timeout(limit * 3, h.address(&state_dir, &conns.farm.lease_store.fence_key(&svc.name), epoch, op, &v.cidr(), v.interface.as_deref(), &own)).await {
         Ok(r) => Ok(r?),
         Err(_) => {
@@ -60,7 +60,7 @@ async fn change(conns: &mut Conns, svc: &Service, member: &str, epoch: u64, op: 
 
 /// At the start of a watch: no member but `active` holds the address, and
 /// `active` does. Logs each change.
-pub(super) async fn claim(conns: &mut Conns, svc: &Service, active: &str, epoch: u64, log: Log, limit: Duration) {
+pub(super) async fn claim(conns: &mut Pool, svc: &Service, active: &str, epoch: u64, log: Log, limit: Duration) {
     let Some(v) = &svc.address else { return };
     for m in svc.members.iter().filter(|m| *m != active) {
         match drop_from(conns, svc, m, epoch, limit).await {
@@ -79,9 +79,9 @@ pub(super) async fn claim(conns: &mut Conns, svc: &Service, active: &str, epoch:
 /// confirmed `from` dead; should it still be reachable (cut from the clients
 /// alone), it is asked to give the address up at the same time, and a member
 /// that comes back loses it before anything else (`beside.rs`).
-pub(super) async fn move_to(conns: &mut Conns, svc: &Service, from: &str, to: &str, epoch: u64, log: Log, limit: Duration) -> Result<String, AddressError> {
+pub(super) async fn move_to(conns: &mut Pool, svc: &Service, from: &str, to: &str, epoch: u64, log: Log, limit: Duration) -> Result<String, AddressError> {
     let v = svc.address.clone().ok_or(AddressError::NoAddress)?;
-    let mut old = Conns { farm: conns.farm.clone(), hosts: conns.hosts.iter().filter(|(h, _)| *h == from).map(|(h, c)| (h.clone(), c.clone())).collect() };
+    let mut old = conns.only(|h| h == from);
     let (svc2, from2) = (svc.clone(), from.to_string());
     tokio::spawn(async move {
         match drop_from(&mut old, &svc2, &from2, epoch, limit).await {

@@ -6,9 +6,10 @@
 //! and, for a service with an address, a standby that must not hold it).
 
 use super::lease::Lease;
-use super::look::{check, Conns, Log};
+use super::look::{check, Log, WATCH_PARALLEL};
 use crate::farm::{Farm, Service};
 use crate::metrics::exporter::{Standing, WatchMetrics};
+use crate::transport::Pool;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,7 +83,7 @@ pub(super) async fn look_after_standbys(farm: Arc<Farm>, svc: Service, active: t
     // A standby that holds the service's address answers at it: every
     // heartbeat, so that a member that comes back loses it at once.
     let every = if svc.address.is_some() { svc.heartbeat } else { (svc.heartbeat * 4).max(Duration::from_secs(2)) };
-    let mut conns = Conns { farm: farm.clone(), hosts: BTreeMap::new() };
+    let mut conns = Pool::new(farm.clone(), BTreeMap::new(), WATCH_PARALLEL);
     while !*interrupted.borrow() {
         let now_active = active.borrow().clone();
         for m in svc.members.iter().filter(|m| **m != now_active) {

@@ -2,11 +2,11 @@
 //! and applied through the pipeline, from the watcher's own recent reading of
 //! the hosts when it has one, and journaled like any apply.
 
-use super::look::Log;
+use super::look::{Log, WATCH_PARALLEL};
 use super::Session;
 use crate::apply::journal::{Entry, Journal, Record, ServiceEvent};
 use crate::farm::{Farm, Replacement, Service, Strategy};
-use crate::transport::AnyHost;
+use crate::transport::{AnyHost, Pool};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,14 +49,14 @@ const FRESH: Duration = Duration::from_secs(20);
 
 /// Reads every host in the background into `cache`, over the held connections.
 pub(super) fn refresh(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, cache: &Cache) {
-    let mut session = Session::with_farm(farm.clone(), 64);
-    session.hosts = held.clone();
+    let mut session = Session::with_farm(farm.clone(), WATCH_PARALLEL);
+    session.pool.hosts = held.clone();
     let (cache, all): (Cache, Vec<String>) = (cache.clone(), farm.hosts.keys().cloned().collect());
     let generation = cache.generation();
     tokio::spawn(async move {
         session.read(&all).await;
         cache.store(generation, std::mem::take(&mut session.live));
-        let hosts = std::mem::take(&mut session.hosts);
+        let hosts = std::mem::take(&mut session.pool.hosts);
         tokio::task::spawn_blocking(move || drop(hosts));
     });
 }
@@ -133,9 +133,9 @@ async fn failover_from(farm: &Arc<Farm>, held: &BTreeMap<String, Arc<AnyHost>>, 
         Strategy::Address => return Ok(0),
     }
     let f = Arc::new(f);
-    let mut session = Session::with_farm(f.clone(), 64);
+    let mut session = Session::with_farm(f.clone(), WATCH_PARALLEL);
     // The watcher's own connections serve the failover: no new handshakes while clients wait.
-    session.hosts = held.iter().filter(|(h, _)| *h != from).map(|(h, c)| (h.clone(), c.clone())).collect();
+    session.pool.hosts = held.iter().filter(|(h, _)| *h != from).map(|(h, c)| (h.clone(), c.clone())).collect();
     let scope: Vec<String> = f.hosts.keys().filter(|h| *h != from).cloned().collect();
     let t = Instant::now();
     let from_reading = live.is_some();
@@ -212,7 +212,7 @@ pub(super) async fn fence(farm: &Farm, svc: &Service, dead: &str, log: Log) -> b
 /// `next` and announced, under the address's owner lock), or its clients
 /// (repointed through the pipeline). Says what was done.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn move_service(conns: &mut super::look::Conns, farm: &Arc<Farm>, svc: &Service, (active, next): (&str, &str), epoch: u64, owner: &super::beside::AddressOwner, cache: &Cache, log: Log, interrupted: &tokio::sync::watch::Receiver<bool>) -> std::result::Result<String, MoveError> {
+pub(super) async fn move_service(conns: &mut Pool, farm: &Arc<Farm>, svc: &Service, (active, next): (&str, &str), epoch: u64, owner: &super::beside::AddressOwner, cache: &Cache, log: Log, interrupted: &tokio::sync::watch::Receiver<bool>) -> std::result::Result<String, MoveError> {
     match &svc.address {
         Some(v) => {
             log.event(&svc.name, "failover", &format!("moving {} from {active} to {next}", v.cidr()));

@@ -8,9 +8,8 @@
 //! it in etcd instead (`[watch] etcd = [...]`), its key's creation revision
 //! the fencing token; `leases.rs` makes the farm's kind for each service.
 
-use super::look::Conns;
 use crate::farm::Service;
-use crate::transport::LeaseState;
+use crate::transport::{LeaseState, Pool};
 use std::future::Future;
 use std::time::Duration;
 
@@ -81,7 +80,7 @@ pub trait Lease: Send {
 /// The lease on every member of the service, over SSH: held when no member
 /// names another live holder. It outlives a dead holder by `svc.lease`.
 pub struct MemberLease {
-    conns: Conns,
+    conns: Pool,
     svc: Service,
     holder: String,
     state_dir: String,
@@ -93,7 +92,7 @@ pub struct MemberLease {
 }
 
 impl MemberLease {
-    pub(super) fn new(conns: Conns, svc: &Service, holder: &str, limit: Duration) -> MemberLease {
+    pub(super) fn new(conns: Pool, svc: &Service, holder: &str, limit: Duration) -> MemberLease {
         let state_dir = conns.farm.state_dir.clone();
         MemberLease { conns, svc: svc.clone(), holder: holder.to_string(), state_dir, limit, held: false }
     }
@@ -102,7 +101,7 @@ impl MemberLease {
         let mut grant = Grant { places: 0, token: 0 };
         let ttl = self.svc.lease.as_millis() as u64;
         for m in self.svc.members.clone() {
-            let Some(h) = self.conns.get(&m, self.limit).await else { continue };
+            let Some(h) = self.conns.get_within(&m, self.limit).await else { continue };
             match tokio::time::timeout(self.limit, h.lease(&self.state_dir, &self.svc.name, &self.holder, ttl, release, note)).await {
                 Ok(Ok(LeaseState::Ours { epoch })) => {
                     grant.places += 1;
@@ -147,7 +146,7 @@ impl Lease for MemberLease {
 
     async fn holding(&mut self) -> Option<Holding> {
         for m in self.svc.members.clone() {
-            let Some(h) = self.conns.get(&m, self.limit).await else { continue };
+            let Some(h) = self.conns.get_within(&m, self.limit).await else { continue };
             if let Ok(Ok(LeaseState::Held { holder, epoch, left_ms, note })) = tokio::time::timeout(self.limit, h.lease_holder(&self.state_dir, &self.svc.name)).await {
                 return Some(Holding { place: m, holder, token: epoch, left_ms, note });
             }

@@ -3,9 +3,9 @@
 //! feature).
 
 use super::lease::{Grant, Holding, Lease, MemberLease, Refusal};
-use super::look::Conns;
 use super::spread::Spread;
 use crate::farm::Service;
+use crate::transport::Pool;
 use std::time::Duration;
 
 /// Makes each service's lease of the farm's kind (`[watch]`).
@@ -55,7 +55,7 @@ impl Leases {
     }
 
     /// The lease of one service; `conns` serve the lease on the members.
-    pub(super) fn of(&self, conns: Conns, svc: &Service, limit: Duration) -> AnyLease {
+    pub(super) fn of(&self, conns: Pool, svc: &Service, limit: Duration) -> AnyLease {
         #[cfg(feature = "etcd")]
         if let Some(store) = &self.etcd {
             return AnyLease::Etcd(store.lease(svc, &self.holder, limit));

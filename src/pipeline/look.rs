@@ -5,7 +5,7 @@
 //! they write to. Nothing here decides: `crate::watch` does.
 
 use crate::farm::{Check, Farm, Service, Talk};
-use crate::transport::{self, AnyHost, Reach};
+use crate::transport::{self, AnyHost, Pool, Reach};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,32 +30,9 @@ impl Log {
     }
 }
 
-/// A connection per host, made again when it broke.
-#[derive(Clone)]
-pub(super) struct Conns {
-    pub(super) farm: Arc<Farm>,
-    pub(super) hosts: BTreeMap<String, Arc<AnyHost>>,
-}
-
-impl Conns {
-    pub(super) async fn get(&mut self, name: &str, limit: Duration) -> Option<Arc<AnyHost>> {
-        if let Some(h) = self.hosts.get(name) {
-            return Some(h.clone());
-        }
-        let h = Arc::new(tokio::time::timeout(limit, transport::connect(&self.farm, name)).await.ok()?.ok()?);
-        self.hosts.insert(name.to_string(), h.clone());
-        Some(h)
-    }
-
-    /// Drops a broken connection. Closing an SSH master can block on its
-    /// socket, so it is closed off the async workers: a dead member must
-    /// never stall the heartbeats of the others.
-    pub(super) fn forget(&mut self, name: &str) {
-        if let Some(h) = self.hosts.remove(name) {
-            tokio::task::spawn_blocking(move || drop(h));
-        }
-    }
-}
+/// How many hosts the watcher works on at once: a failover's repoint and
+/// its reads of the clients.
+pub(super) const WATCH_PARALLEL: usize = 64;
 
 /// The workstation's clock, in ms since the epoch, as the watcher logs and notes it.
 pub(super) fn now_ms() -> u64 {
@@ -92,7 +69,7 @@ async fn talk(address: &str, talk: &Talk, limit: Duration) -> bool {
 
 /// One check of a member, within `limit`: a check that does not finish in
 /// time is a failure.
-pub(super) async fn check(conns: &mut Conns, farm: &Farm, svc: &Service, member: &str, limit: Duration) -> bool {
+pub(super) async fn check(conns: &mut Pool, farm: &Farm, svc: &Service, member: &str, limit: Duration) -> bool {
     let ok = match &svc.check {
         Check::Tcp(t) => talk(&address(farm, member), t, limit).await,
         Check::Ssh | Check::Command(_) => {
@@ -102,7 +79,7 @@ pub(super) async fn check(conns: &mut Conns, farm: &Farm, svc: &Service, member:
             let tries = if conns.hosts.contains_key(member) { 2 } else { 1 };
             let mut ok = false;
             for _ in 0..tries {
-                ok = match conns.get(member, limit).await {
+                ok = match conns.get_within(member, limit).await {
                     Some(h) => matches!(tokio::time::timeout(limit, h.command(cmd)).await, Ok(Ok(Some(c))) if c.status == 0),
                     None => false,
                 };
@@ -170,7 +147,7 @@ pub(super) async fn ask_clients(farm: Arc<Farm>, held: BTreeMap<String, Arc<AnyH
 /// the silence is judged when it ends, not up to a beat later), and by four
 /// deadlines whatever a dead member's connection does (a stalled beat drops
 /// the connections, to be made again).
-pub(super) async fn heartbeat(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, left: Duration, log: Log) -> bool {
+pub(super) async fn heartbeat(conns: &mut Pool, farm: &Farm, svc: &Service, active: &str, left: Duration, log: Log) -> bool {
     let limit = svc.deadline();
     let stall = limit * 4;
     match tokio::time::timeout(stall.min(left), check(conns, farm, svc, active, limit)).await {
@@ -191,7 +168,7 @@ pub(super) async fn heartbeat(conns: &mut Conns, farm: &Farm, svc: &Service, act
 
 /// Each standby and whether it may take over: it answers the heartbeat's
 /// check, and (with `sync`) its last good sync is within `max_lag`.
-pub(super) async fn healthy_standbys(conns: &mut Conns, farm: &Farm, svc: &Service, active: &str, last_sync: &BTreeMap<String, (Instant, u64)>, log: Log) -> Vec<(String, bool)> {
+pub(super) async fn healthy_standbys(conns: &mut Pool, farm: &Farm, svc: &Service, active: &str, last_sync: &BTreeMap<String, (Instant, u64)>, log: Log) -> Vec<(String, bool)> {
     let mut healthy = Vec::new();
     for m in svc.members.iter().filter(|m| *m != active) {
         let mut ok = check(conns, farm, svc, m, svc.deadline()).await;
@@ -213,13 +190,13 @@ pub(super) struct Early {
 }
 
 impl Early {
-    pub(super) fn ask(conns: &Conns, svc: &Service, active: &str, clients: Vec<String>, needed: usize, last_sync: &BTreeMap<String, (Instant, u64)>, log: Log) -> Early {
+    pub(super) fn ask(conns: &Pool, svc: &Service, active: &str, clients: Vec<String>, needed: usize, last_sync: &BTreeMap<String, (Instant, u64)>, log: Log) -> Early {
         let (farm, held) = (conns.farm.clone(), conns.hosts.clone());
         let (svc1, active1) = (svc.clone(), active.to_string());
         let clients = tokio::spawn(async move { ask_clients(farm, held, clients, &svc1, &active1, needed, svc1.deadline()).await });
         // The standbys' own connections, apart from the heartbeat's: the
         // active member's may be stuck in a beat meanwhile.
-        let mut own = Conns { farm: conns.farm.clone(), hosts: conns.hosts.iter().filter(|(h, _)| *h != active).map(|(h, c)| (h.clone(), c.clone())).collect() };
+        let mut own = conns.only(|h| h != active);
         let (svc2, active2, last_sync) = (svc.clone(), active.to_string(), last_sync.clone());
         let standbys = tokio::spawn(async move {
             let farm = own.farm.clone();

@@ -19,21 +19,20 @@ pub mod watch;
 pub use saved::{differences, farm_of, load_plan, prepare_saved, verify_saved_file, SavedRun};
 pub use look::Log;
 
-use crate::apply::{self, journal::Journal, Connections, Reporter, Summary};
+use crate::apply::{self, journal::Journal, Reporter, Summary};
 use crate::error::{Error, ErrorKind, Result};
 use crate::farm::{self, Farm};
 use crate::live::LiveFarm;
 use crate::plan::{self, ActionKind, Plan, Planned};
-use crate::transport::{self, AnyHost, Host, TransportError};
+use crate::transport::{self, AnyHost, Host, Pool, TransportError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-/// One run against a farm: the farm, the connections opened so far, and what was read.
+/// One run against a farm: the farm and the connections opened so far (one
+/// pool, which an apply and a watcher go on using), and what was read.
 pub struct Session {
-    pub farm: Arc<Farm>,
-    pub parallel: usize,
-    pub hosts: BTreeMap<String, Arc<AnyHost>>,
+    pub pool: Pool,
     pub live: LiveFarm,
     /// Hosts whose rollout gate has not passed since their upgrade, by this workstation's journal.
     pub unproven: plan::rollout::Unproven,
@@ -46,21 +45,21 @@ impl Session {
     }
 
     pub fn with_farm(farm: Arc<Farm>, parallel: usize) -> Session {
-        Session { farm, parallel: parallel.max(1), hosts: BTreeMap::new(), live: LiveFarm::new(), unproven: Default::default() }
+        Session { pool: Pool::new(farm, BTreeMap::new(), parallel), live: LiveFarm::new(), unproven: Default::default() }
     }
 
     /// The hosts `--limit` selects (all, when it is empty).
     pub fn select(&self, limit: &[String]) -> Result<Vec<String>> {
-        plan::select(&self.farm, limit).map_err(|e| Error::new(ErrorKind::Refused, e).hint("--limit takes host names, roles or globs; `!name` excludes"))
+        plan::select(&self.pool.farm, limit).map_err(|e| Error::new(ErrorKind::Refused, e).hint("--limit takes host names, roles or globs; `!name` excludes"))
     }
 
     /// Connects to and reads every host in `names`, at most `parallel` at a time.
     /// A host that cannot be reached is recorded in `live` with why.
     pub async fn read(&mut self, names: &[String]) {
-        let farm = self.farm.clone();
+        let farm = self.pool.farm.clone();
         // Connections this session already holds are used again.
-        let held: Vec<Option<Arc<AnyHost>>> = names.iter().map(|n| self.hosts.get(n).cloned()).collect();
-        let read = crate::fanout::each(names.iter().cloned().zip(held).collect(), self.parallel, move |(name, held): (String, Option<Arc<AnyHost>>)| {
+        let held: Vec<Option<Arc<AnyHost>>> = names.iter().map(|n| self.pool.hosts.get(n).cloned()).collect();
+        let read = crate::fanout::each(names.iter().cloned().zip(held).collect(), self.pool.parallel, move |(name, held): (String, Option<Arc<AnyHost>>)| {
             let farm = farm.clone();
             async move {
                 let host = match held {
@@ -81,7 +80,7 @@ impl Session {
         for (name, state, host) in read {
             self.live.insert(name.clone(), state);
             if let Some(h) = host {
-                self.hosts.insert(name, h);
+                self.pool.hosts.insert(name, h);
             }
         }
     }
@@ -89,19 +88,19 @@ impl Session {
     /// What this workstation's rollouts left ungated is part of what is read:
     /// hosts upgraded by a run that died before their wave's gate passed.
     pub fn read_unproven(&mut self) {
-        if !self.farm.rollouts.is_empty() {
+        if !self.pool.farm.rollouts.is_empty() {
             self.unproven = apply::journal::unproven(&Journal::open().read().unwrap_or_default());
         }
     }
 
     /// Connects to every host in `names` not yet connected; returns those that cannot be reached.
     pub async fn connect(&mut self, names: &[String]) -> Vec<(String, TransportError)> {
-        let missing: Vec<String> = names.iter().filter(|n| !self.hosts.contains_key(*n)).cloned().collect();
+        let missing: Vec<String> = names.iter().filter(|n| !self.pool.hosts.contains_key(*n)).cloned().collect();
         let mut down = Vec::new();
-        for (name, r) in transport::connect_all(&self.farm, &missing, self.parallel).await {
+        for (name, r) in transport::connect_all(&self.pool.farm, &missing, self.pool.parallel).await {
             match r {
                 Ok(h) => {
-                    self.hosts.insert(name, h);
+                    self.pool.hosts.insert(name, h);
                 }
                 Err(e) => down.push((name, e)),
             }
@@ -125,7 +124,7 @@ impl Session {
 
     /// Plans the hosts in `scope` from what was read.
     pub fn plan(&self, scope: &[String], limit: &[String]) -> Result<Planned> {
-        Ok(plan::plan_with(&self.farm, &self.live, scope, limit, &self.unproven)?)
+        Ok(plan::plan_with(&self.pool.farm, &self.live, scope, limit, &self.unproven)?)
     }
 
     /// Loads, selects, reads and plans: what `plan`, `graph` and `apply FARM` start with.
@@ -154,10 +153,10 @@ impl Session {
     ) -> apply::Options {
         apply::Options {
             interrupted,
-            parallel: self.parallel,
+            parallel: self.pool.parallel,
             max_fail,
             owner: apply::LockOwner::this_process(&plan.id),
-            state_dir: self.farm.state_dir.clone(),
+            state_dir: self.pool.farm.state_dir.clone(),
             detach,
             fence: None,
             switch_by: apply::SwitchBy::Workstation,
@@ -166,10 +165,7 @@ impl Session {
 
     /// Executes `plan` through the connections held.
     pub async fn execute(&mut self, planned: &Planned, opts: &apply::Options, reporter: &dyn Reporter, journal: &Journal) -> Summary {
-        let mut conns = Connections { farm: self.farm.clone(), hosts: std::mem::take(&mut self.hosts), parallel: self.parallel };
-        let summary = apply::execute(&planned.plan, &planned.contents, &mut conns, opts, reporter, journal).await;
-        self.hosts = conns.hosts;
-        summary
+        apply::execute(&planned.plan, &planned.contents, &mut self.pool, opts, reporter, journal).await
     }
 }
 

@@ -5,7 +5,6 @@
 
 use super::lease::{Holding, Lease};
 use super::leases::Leases;
-use super::look::Conns;
 use super::Session;
 use std::time::Duration;
 
@@ -41,7 +40,7 @@ impl ServiceStatus {
 
 /// Each service's active member (from the clients' files) and its watcher's lease.
 pub async fn service_status(session: &mut Session) -> Vec<ServiceStatus> {
-    let farm = session.farm.clone();
+    let farm = session.pool.farm.clone();
     // A lease store that cannot be opened shows no holders.
     let leases = Leases::open(&farm, "").await.ok();
     let all: Vec<String> = farm.hosts.keys().cloned().collect();
@@ -63,9 +62,8 @@ pub async fn service_status(session: &mut Session) -> Vec<ServiceStatus> {
             last_sync: Vec::new(),
             address: svc.address.as_ref().map(|v| (v.cidr(), crate::plan::services::address_holders(&session.live, svc))),
         };
-        let conns = Conns { farm: farm.clone(), hosts: session.hosts.clone() };
         let held = match &leases {
-            Some(l) => l.of(conns, svc, Duration::from_secs(5)).holding().await,
+            Some(l) => l.of(session.pool.clone(), svc, Duration::from_secs(5)).holding().await,
             None => None,
         };
         if let Some(held) = held {

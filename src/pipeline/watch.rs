@@ -8,7 +8,7 @@ use super::beside::{holder, lease_note, look_after_standbys, renew, AddressOwner
 use super::failover::{fence, journal, move_service, refresh, Cache, REFRESH};
 use super::lease::Lease;
 use super::leases::{AnyLease, Leases};
-use super::look::{ask_clients, healthy_standbys, heartbeat, now_ms, Conns, Early, Log};
+use super::look::{ask_clients, healthy_standbys, heartbeat, now_ms, Early, Log, WATCH_PARALLEL};
 use super::spread::Spread;
 use super::sync::sync;
 use super::Session;
@@ -16,7 +16,7 @@ use crate::apply::journal::ServiceEvent;
 use crate::error::{Error, ErrorKind, Result};
 use crate::farm::{Farm, Service};
 use crate::metrics::exporter::{Standing, WatchMetrics};
-use crate::transport::AnyHost;
+use crate::transport::{AnyHost, Pool};
 use crate::watch::{Choice, Monitor, Step, Verdict};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 /// What one service's heartbeat loop keeps between beats.
 struct Loop {
-    conns: Conns,
+    conns: Pool,
     monitor: Monitor,
     /// The hosts that name a member; a member failed over from is not one.
     clients: Vec<String>,
@@ -123,7 +123,7 @@ impl Loop {
     }
 
     /// Asks the clients and the standbys now, unless they were asked already.
-    fn ask_early(&mut self, conns: &Conns, svc: &Service, active: &str, log: Log) {
+    fn ask_early(&mut self, conns: &Pool, svc: &Service, active: &str, log: Log) {
         if self.early.is_none() {
             self.early = Some(Early::ask(conns, svc, active, self.clients.clone(), self.monitor.needed(self.clients.len()), &self.last_sync, log));
         }
@@ -183,7 +183,7 @@ async fn watch_service(
     metrics.begin(&svc.name, &svc.members, &active);
     let mut st = Loop {
         // The connections of the first read serve the heartbeats, confirmations and failovers.
-        conns: Conns { farm: farm.clone(), hosts: held },
+        conns: Pool::new(farm.clone(), held, WATCH_PARALLEL),
         monitor: Monitor::new(active, svc.members.clone(), svc.dead_after.as_millis() as u64, svc.confirm, now_ms()),
         clients,
         last_sync: BTreeMap::new(),
@@ -298,7 +298,7 @@ pub struct WatchOptions {
 pub async fn watch(farm_path: &std::path::Path, log: Log, opts: WatchOptions) -> Result<()> {
     let no_wait = opts.no_wait;
     let mut session = Session::load(farm_path, 64)?;
-    let farm = session.farm.clone();
+    let farm = session.pool.farm.clone();
     if farm.services.is_empty() {
         return Err(Error::new(ErrorKind::Refused, format!("{} has no [services]; there is nothing to watch", farm_path.display())).hint("add a [services.NAME] with `virtual` and `members`"));
     }
@@ -324,11 +324,11 @@ pub async fn watch(farm_path: &std::path::Path, log: Log, opts: WatchOptions) ->
         }
         // The lease keeps its own connections (sharing the read's), so that it
         // can be renewed while the heartbeat runs.
-        let mut lease = leases.of(Conns { farm: farm.clone(), hosts: session.hosts.clone() }, svc, limit);
+        let mut lease = leases.of(session.pool.clone(), svc, limit);
         let first = match lease.acquire("").await {
             Ok(g) if g.places > 0 => {
                 let (active, clients) = active_member(&farm, &session, svc, log);
-                Ok(Watching { active, clients, hosts: session.hosts.clone(), lease, token: g.token, took_from: None })
+                Ok(Watching { active, clients, hosts: session.pool.hosts.clone(), lease, token: g.token, took_from: None })
             }
             Err(e) if no_wait => return Err(Error::new(ErrorKind::Refused, e.to_string()).hint("stop the other watcher, or wait for its lease to expire; without --no-wait this watcher stands by")),
             Ok(_) if no_wait => return Err(Error::new(ErrorKind::Unreachable, format!("cannot take the lease of service {}: {}", svc.name, lease.silence()))),
@@ -405,7 +405,7 @@ async fn serve(farm: Arc<Farm>, svc: Service, leases: Leases, spread: Arc<Spread
         metrics.lease(&svc.name, Standing::Holds, w.token);
         let mut w = w;
         if svc.address.is_some() {
-            let mut conns = Conns { farm: farm.clone(), hosts: std::mem::take(&mut w.hosts) };
+            let mut conns = Pool::new(farm.clone(), std::mem::take(&mut w.hosts), WATCH_PARALLEL);
             super::address::claim(&mut conns, &svc, &w.active, w.token, log, svc.lease_limit()).await;
             w.hosts = conns.hosts;
         }
@@ -425,9 +425,9 @@ async fn serve(farm: Arc<Farm>, svc: Service, leases: Leases, spread: Arc<Spread
 #[allow(clippy::too_many_arguments)]
 async fn stand_by(farm: &Arc<Farm>, svc: &Service, leases: &Leases, spread: &Spread, said: Said, log: Log, metrics: &WatchMetrics, mut interrupted: tokio::sync::watch::Receiver<bool>) -> Option<Watching> {
     let limit = svc.lease_limit();
-    let mut session = Session::with_farm(farm.clone(), 64);
+    let mut session = Session::with_farm(farm.clone(), WATCH_PARALLEL);
     let Said { holder: mut holder_seen, mut silent } = said;
-    let mut lease = leases.of(Conns { farm: farm.clone(), hosts: session.hosts.clone() }, svc, limit);
+    let mut lease = leases.of(session.pool.clone(), svc, limit);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(svc.heartbeat) => {}
@@ -467,7 +467,7 @@ async fn stand_by(farm: &Arc<Farm>, svc: &Service, leases: &Leases, spread: &Spr
                 }
                 spread.took();
                 let (active, clients) = active_member(farm, &session, svc, log);
-                return Some(Watching { active, clients, hosts: session.hosts.clone(), lease, token: g.token, took_from: Some(holder_seen.unwrap_or_else(|| "no live holder".into())) });
+                return Some(Watching { active, clients, hosts: session.pool.hosts.clone(), lease, token: g.token, took_from: Some(holder_seen.unwrap_or_else(|| "no live holder".into())) });
             }
             Ok(_) => {
                 metrics.lease(&svc.name, Standing::Unreachable, 0);

@@ -6,11 +6,13 @@
 //! `transport` builds a script or parses a host's answer.
 
 pub mod local;
+mod pool;
 pub mod protocol;
 mod script;
 pub mod ssh;
 
 pub use protocol::{AddressState, ArmedJob, CancelOutcome, Cause, CommandResult, JobState, LeaseState, Reach, UnlockOutcome, UpgradeReport, WatcherWriteError, WriteReport};
+pub use pool::Pool;
 pub use script::AddressOp;
 pub use script::{FileWrite, RunIds};
 
@@ -40,6 +42,8 @@ pub enum TransportError {
     /// command: it wants a password, is missing, or refuses the user.
     #[error("{host}: {detail}")]
     Sudo { host: String, detail: String, hint: &'static str },
+    #[error("{host} is not in the farm file")]
+    NotInFarm { host: String },
 }
 
 impl TransportError {
@@ -49,6 +53,7 @@ impl TransportError {
             TransportError::Timeout { .. } => "the host may be hung or overloaded; check it, or raise [ssh] command_timeout",
             TransportError::Lost { .. } => "check the host; nothing is renamed into place until every host is staged",
             TransportError::Sudo { hint, .. } => hint,
+            TransportError::NotInFarm { .. } => "add the host to the farm file, or remove what names it",
         }
     }
 }
