@@ -10,6 +10,7 @@ mod failover;
 mod look;
 pub mod status;
 pub mod lease;
+pub mod rollback;
 pub mod leases;
 mod saved;
 mod spread;
