@@ -572,7 +572,10 @@ fn a_clock_beyond_the_farms_tolerance_is_named_at_plan_time() {
     let path = farm(&lab, "");
     let plan = |lab: &Lab| stderr(&lab.farmctl().args(["plan", "farm.toml"]).output().unwrap());
     let err = plan(&lab);
-    assert!(err.contains("warning: ivr-5's clock is +25") && err.contains("(tolerance 500 ms)"), "the default tolerance is 500 ms: {err}");
+    // The estimate is within half the read's round trip of +2500 ms: a
+    // loaded machine reads +2480 as well as +2510, so the test allows ±400.
+    let said: Option<i64> = err.split("warning: ivr-5's clock is +").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok());
+    assert!(said.is_some_and(|ms| (2100..=2900).contains(&ms)) && err.contains("(tolerance 500 ms)"), "the default tolerance is 500 ms: {err}");
     assert!(!err.contains("ivr-4's clock"), "a host within the tolerance is not named: {err}");
     let text = std::fs::read_to_string(&path).unwrap().replace("[farm]\nname = \"lab\"\n", "[farm]\nname = \"lab\"\nclock_tolerance = \"5s\"\n");
     lab.write_farm("farm.toml", &text);

@@ -4,35 +4,10 @@
 use super::{confirm, out, Outcome};
 use crate::cli::{FarmArgs, UnlockArgs};
 use crate::error::{Error, ErrorKind};
-use crate::pipeline::Session;
+use crate::pipeline::switches::{self, CancelOutcome, JobState, OnEach, UnlockOutcome};
 use crate::plan::RunId;
-use crate::transport::{AnyHost, CancelOutcome, JobState, TransportError, UnlockOutcome};
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
-
-/// Connects to the selected hosts and runs `op` on each, bounded by `--parallel`.
-async fn on_each<R, F, Fut>(farm: &Path, limit: &[String], parallel: usize, op: F) -> crate::error::Result<(Session, Vec<(String, Result<R, TransportError>)>, Vec<String>)>
-where
-    R: Send + 'static,
-    F: Fn(Arc<AnyHost>, String) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, TransportError>> + Send + 'static,
-{
-    let mut session = Session::load(farm, parallel)?;
-    let scope = session.select(limit)?;
-    let down: Vec<String> = session.connect(&scope).await.into_iter().map(|(n, e)| format!("{n}: {e}")).collect();
-    let jobs: Vec<(String, Arc<AnyHost>)> = scope.iter().filter_map(|n| Some((n.clone(), session.pool.hosts.get(n)?.clone()))).collect();
-    let state_dir = session.pool.farm.state_dir.clone();
-    let op = Arc::new(op);
-    let results = crate::fanout::each(jobs, session.pool.parallel, move |(name, host)| {
-        let (op, state_dir) = (op.clone(), state_dir.clone());
-        async move { (name, op(host, state_dir).await) }
-    })
-    .await;
-    Ok((session, results, down))
-}
 
 /// A detached job's id (`PLAN-STAGE`) in words: `the switch of plan PLAN, stage N`.
 fn switch_name(id: &str) -> String {
@@ -44,7 +19,7 @@ fn unreachable(down: &[String], what: &str) -> Error {
 }
 
 pub async fn status(args: &FarmArgs) -> Outcome {
-    let (mut session, results, down) = on_each(&args.farm, &args.reach.limit, args.reach.parallel as usize, |h, dir| async move { h.armed_jobs(&dir).await }).await?;
+    let (OnEach { mut session, results, down }, journaled) = switches::armed(&args.farm, &args.reach.limit, args.reach.parallel as usize).await?;
     let mut renames: BTreeMap<String, BTreeMap<String, i128>> = BTreeMap::new();
     let mut any = false;
     for (host, r) in &results {
@@ -67,7 +42,7 @@ pub async fn status(args: &FarmArgs) -> Outcome {
     if !any {
         out("Nothing is armed or has fired on these hosts.\n");
     }
-    if let Err(e) = journal_fired(&results) {
+    if let Err(e) = journaled {
         crate::say!("warning: could not record the fired switches in the journal: {e}");
     }
     let mut down = down;
@@ -132,35 +107,8 @@ fn service_line(s: &crate::pipeline::status::ServiceStatus) -> String {
     format!("service {}: {active}; standbys: {}; {lease}{beat}{sync}", s.name, standbys.join(", "))
 }
 
-/// Records, once, each file of a detached switch that `status` has seen fire:
-/// the apply journaled them as armed; now they are written.
-fn journal_fired(results: &[(String, Result<Vec<crate::transport::ArmedJob>, TransportError>)]) -> std::io::Result<()> {
-    use crate::apply::journal::{Entry, FileOutcome, Journal, Record};
-    let journal = Journal::open();
-    let entries = journal.read()?;
-    let mut new = Vec::new();
-    for (host, r) in results {
-        for job in r.iter().flatten().filter(|j| j.state == JobState::Fired) {
-            let run = job.id.parse::<RunId>().ok();
-            let plan = run.as_ref().map_or(job.id.as_str(), RunId::plan);
-            let ours = |e: &&Entry, outcome: FileOutcome| e.plan == plan && e.host == *host && e.file().is_some_and(|(_, o)| o == outcome);
-            let done: Vec<&str> = entries.iter().filter(|e| ours(e, FileOutcome::Written)).filter_map(|e| e.file().map(|(p, _)| p)).collect();
-            for armed in entries.iter().filter(|e| ours(e, FileOutcome::Armed)) {
-                let Record::File { path, before_sha256, after_sha256, .. } = &armed.record else { continue };
-                if done.contains(&path.as_str()) {
-                    continue;
-                }
-                let at = job.renamed_ns.and_then(|ns| jiff::Timestamp::from_nanosecond(ns).ok()).map_or_else(|| job.at.clone(), |t| t.to_string());
-                let record = Record::File { path: path.clone(), before_sha256: before_sha256.clone(), after_sha256: after_sha256.clone(), outcome: FileOutcome::Written };
-                new.push(Entry::now(&armed.plan, &armed.farm, host, record, format!("detached switch {} fired at {at}", job.id)));
-            }
-        }
-    }
-    journal.record(&new)
-}
-
 pub async fn cancel(args: &FarmArgs) -> Outcome {
-    let (_, results, down) = on_each(&args.farm, &args.reach.limit, args.reach.parallel as usize, |h, dir| async move { h.cancel_armed(&dir).await }).await?;
+    let OnEach { results, down, .. } = switches::cancel(&args.farm, &args.reach.limit, args.reach.parallel as usize).await?;
     let (mut cancelled, mut fired) = (0, Vec::new());
     for (host, r) in &results {
         match r {
@@ -193,17 +141,7 @@ pub async fn cancel(args: &FarmArgs) -> Outcome {
 
 pub async fn unlock(args: &UnlockArgs) -> Outcome {
     confirm("break the locks of these hosts (only do this when no apply is running)", args.yes)?;
-    let farm = crate::farm::load(&args.farm)?;
-    let files: BTreeMap<String, Vec<String>> = farm.hosts.keys().map(|n| (n.clone(), farm.paths_of(n))).collect();
-    let files = Arc::new(files);
-    let (_, results, down) = on_each(&args.farm, &args.reach.limit, args.reach.parallel as usize, move |h, dir| {
-        let files = files.clone();
-        async move {
-            let paths = files.get(crate::transport::Host::name(&*h)).cloned().unwrap_or_default();
-            h.unlock(&dir, &paths).await
-        }
-    })
-    .await?;
+    let OnEach { results, down, .. } = switches::unlock(&args.farm, &args.reach.limit, args.reach.parallel as usize).await?;
     let mut armed = Vec::new();
     for (host, r) in &results {
         match r {

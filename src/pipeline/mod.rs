@@ -9,6 +9,7 @@ mod etcd;
 mod failover;
 mod look;
 pub mod status;
+pub mod switches;
 pub mod lease;
 pub mod rollback;
 pub mod leases;
