@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod logging;
 pub mod snapshot;
 pub mod transport;
+pub mod workstation;
 // The library pipeline, then the command line on top of it.
 pub mod pipeline;
 pub mod cli;

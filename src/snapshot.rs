@@ -50,14 +50,7 @@ fn yes() -> bool {
 }
 
 fn dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("FARMCTL_CACHE_DIR") {
-        return PathBuf::from(p);
-    }
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("farmctl/snapshots")
+    crate::workstation::snapshots_dir()
 }
 
 fn path(plan_id: &str) -> PathBuf {

@@ -30,17 +30,9 @@ pub fn unproven(entries: &[Entry]) -> crate::plan::rollout::Unproven {
     out
 }
 
-/// Where the journal lives: `$FARMCTL_JOURNAL`, else `$XDG_STATE_HOME/farmctl/journal.jsonl`,
-/// else `~/.local/state/farmctl/journal.jsonl`.
+/// Where the journal lives (see [`crate::workstation::journal_path`]).
 pub fn path() -> PathBuf {
-    if let Some(p) = std::env::var_os("FARMCTL_JOURNAL") {
-        return PathBuf::from(p);
-    }
-    let state = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    state.join("farmctl/journal.jsonl")
+    crate::workstation::journal_path()
 }
 
 pub struct Journal {
