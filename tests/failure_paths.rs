@@ -127,6 +127,42 @@ fn a_rollout_killed_in_a_wave_gates_that_wave_again_before_any_later_wave() {
     }
 }
 
+// Found by the 10,000-farm model run (seeds 5800 and 7282): hosts that ran
+// the new version before the rollout, one of them broken on it, make up the
+// last wave. Killed during that wave's gate, the resumed apply found the whole
+// role at the version, planned nothing and exited 0. The first run now
+// journals such hosts as pending their wave's gate.
+#[test]
+fn hosts_already_at_the_version_keep_their_wave_gated_after_a_kill() {
+    let d = demo();
+    // Slow samples, so the kill lands inside wave 2's gate (see the test above).
+    edit_farm(d.path(), &[HEALTH, ("interval = \"100ms\", timeout = \"10s\"", "interval = \"2s\", failure_limit = 5, timeout = \"60s\"")]);
+    for h in ["ivr-4", "ivr-5", "ivr-6"] {
+        std::fs::write(host(d.path(), h, "opt/ivr/VERSION"), "5.2.0\n").unwrap();
+    }
+    std::fs::write(host(d.path(), "ivr-6", "opt/ivr/broken-5.2.0"), "").unwrap();
+    let mut child = farmctl(d.path()).args(["apply", "inventories/demo.toml", "--yes"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Wave 2 upgrades nothing, so its start shows only in the journal: wave 1's
+    // gate passed for ivr-3. The kill then lands within wave 2's five 2 s samples.
+    let journal = d.path().join("state/journal.jsonl");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&journal).unwrap_or_default().lines().any(|l| l.contains("\"ivr-3\"") && l.contains("gate-passed")) {
+        assert!(start.elapsed() < Duration::from_secs(90), "wave 1's gate never passed");
+        assert!(child.try_wait().unwrap().is_none(), "farmctl ended before wave 1's gate passed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for h in ["ivr-1", "ivr-2", "ivr-3", "ivr-4", "ivr-5", "ivr-6"] {
+        assert_eq!(version(d.path(), h), "5.2.0", "every host runs the version when the resumed apply starts: {h}");
+    }
+    edit_farm(d.path(), &[("interval = \"2s\", failure_limit = 5", "interval = \"100ms\", failure_limit = 3")]);
+    let out = apply(d.path(), &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a role with an unhealthy host never ends at exit 0: {err}");
+    assert!(err.contains("ivr-6"), "the unhealthy host is named: {err}");
+}
+
 // See issue 25: a gate whose every sample failed waited its whole timeout
 // (Argo Rollouts stops at `failureLimit`). Also: a wave's (not the canary's)
 // gate failure puts back exactly that wave.

@@ -107,6 +107,7 @@ pub(super) async fn run_stage(run: &Level<'_>, conns: &mut Pool, summary: &mut S
             _ => Vec::new(),
         })
         .collect();
+    pending_gates(run, summary);
     let levels: BTreeSet<usize> = in_stage().map(|a| a.level).collect();
     for level in levels {
         let in_level: Vec<&Action> = in_stage().filter(|a| a.level == level && !branches.contains(a.id.as_str())).collect();
@@ -150,6 +151,25 @@ pub(super) async fn run_stage(run: &Level<'_>, conns: &mut Pool, summary: &mut S
         }
     }
     ControlFlow::Continue(())
+}
+
+/// Journals, before the stage's first upgrade, every gated host the plan does
+/// not upgrade (it runs the version already) as pending its wave's gate, as an
+/// upgrade would: a run killed before that gate passes leaves the host
+/// unproven, and the resumed plan gates its wave again (see
+/// [`crate::apply::journal::unproven`]). Without this, a host that ran the
+/// version before the rollout, and is broken on it, ended a resumed rollout
+/// at exit 0 (the rollout model's seeds 5800 and 7282).
+fn pending_gates(run: &Level<'_>, summary: &mut Summary) {
+    let in_stage = || run.plan.actions.iter().filter(|a| a.stage == run.stage.index);
+    let upgraded: BTreeSet<&str> = in_stage().filter_map(up_of).map(|u| u.host).collect();
+    let entries: Vec<Entry> = in_stage()
+        .filter_map(wave_of)
+        .flat_map(|w| w.hosts.iter().filter(|h| !upgraded.contains(h.as_str())).map(move |h| version_entry(run, h, w.version, w.version, VersionOutcome::UpgradeSkipped, format!("already at the version; {} {} gates it", w.role, w.name))).collect::<Vec<_>>())
+        .collect();
+    if !entries.is_empty() {
+        record(run.journal, summary, entries);
+    }
 }
 
 /// Puts `host` back on its old version after its wave (a shadow canary that was not promoted).
