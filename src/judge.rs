@@ -25,8 +25,11 @@ pub enum Op {
     Ge,
 }
 
-/// `agg(metric) op baseline * scale + offset`.
-#[derive(Clone, Debug, PartialEq)]
+/// `agg(metric) op baseline * scale + offset`. A plan carries it as the
+/// text of the farm file; a saved plan whose text does not parse is refused
+/// when it is read.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Condition {
     pub text: String,
     pub metric: String,
@@ -116,8 +119,10 @@ pub fn parse(text: &str) -> Result<Condition, String> {
 }
 
 /// A gate's condition on each sample of each host: `METRIC OP NUMBER`, for
-/// example `error_rate < 0.05`. A sample without the metric breaks it.
-#[derive(Clone, Debug, PartialEq)]
+/// example `error_rate < 0.05`. A sample without the metric breaks it. A plan
+/// carries it as its text, as [`Condition`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Limit {
     pub text: String,
     pub metric: String,
@@ -157,6 +162,30 @@ pub fn parse_limit(text: &str) -> Result<Limit, String> {
     }
     Ok(Limit { text: text.trim().to_string(), metric: metric.to_string(), op, value })
 }
+
+/// A condition's text, as the farm file and a plan hold it, and back.
+macro_rules! as_text {
+    ($t:ty, $parse:path) => {
+        impl TryFrom<String> for $t {
+            type Error = String;
+            fn try_from(text: String) -> Result<Self, String> {
+                $parse(&text)
+            }
+        }
+        impl From<$t> for String {
+            fn from(c: $t) -> String {
+                c.text
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.text)
+            }
+        }
+    };
+}
+as_text!(Condition, parse);
+as_text!(Limit, parse_limit);
 
 impl Limit {
     /// Whether a sample's value of the metric meets the condition; `Err` says
@@ -330,5 +359,17 @@ mod tests {
         assert!(parse_limit("error_rate < baseline").is_err());
         assert!(parse_limit("rate(x) < 1").is_err());
         assert!(parse_limit("error_rate 0.05").is_err());
+    }
+
+    #[test]
+    fn a_plan_carries_conditions_as_their_text_and_refuses_text_that_does_not_parse() {
+        let l: Vec<Limit> = serde_json::from_str(r#"["error_rate < 0.05"]"#).unwrap();
+        assert_eq!((l[0].metric.as_str(), l[0].op, l[0].value), ("error_rate", Op::Lt, 0.05));
+        assert_eq!(serde_json::to_string(&l).unwrap(), r#"["error_rate < 0.05"]"#);
+        let c: Condition = serde_json::from_str(r#""p95(p95_ms) <= baseline + 20""#).unwrap();
+        assert_eq!((c.agg, c.offset), (Agg::P95, 20.0));
+        let bad = serde_json::from_str::<Vec<Limit>>(r#"["error_rate <> 0.05"]"#).unwrap_err().to_string();
+        assert!(bad.contains("expected a number, found `> 0.05`"), "{bad}");
+        assert!(serde_json::from_str::<Condition>(r#""error_rate <= 0.1""#).is_err());
     }
 }

@@ -53,8 +53,6 @@ pub(super) enum SampleFailure {
     BadPrometheus(crate::metrics::prometheus::BadUrl),
     #[error("{metric}: query `{query}`: {error}")]
     Query { metric: String, query: String, error: crate::metrics::prometheus::QueryError },
-    #[error("a gate condition cannot be read: {0}")]
-    BadCondition(String),
     /// A metric outside a gate's condition, and the query it came from.
     #[error("{why}{}", .query.as_ref().map(|q| format!(" (query `{q}`)")).unwrap_or_default())]
     Outside { why: String, query: Option<String> },
@@ -70,13 +68,13 @@ pub(super) struct Sampling {
     pub health: String,
     /// Asked of Prometheus for each host; each answer is one more metric.
     pub metrics: Option<Queries>,
-    /// What every sample must meet (a condition that does not parse fails every sample).
-    pub conditions: Vec<Result<Limit, String>>,
+    /// What every sample must meet.
+    pub conditions: Vec<Limit>,
 }
 
 impl Sampling {
-    pub(super) fn new(health: &str, metrics: Option<&Queries>, conditions: &[String]) -> Sampling {
-        Sampling { health: health.to_string(), metrics: metrics.cloned(), conditions: conditions.iter().map(|c| crate::judge::parse_limit(c)).collect() }
+    pub(super) fn new(health: &str, metrics: Option<&Queries>, conditions: &[Limit]) -> Sampling {
+        Sampling { health: health.to_string(), metrics: metrics.cloned(), conditions: conditions.to_vec() }
     }
 
     /// The journal's account of a sample: its metrics, and the query each
@@ -131,7 +129,6 @@ async fn sample_one(name: &str, host: &AnyHost, how: &Sampling) -> Sample {
         }
     }
     for c in &how.conditions {
-        let c = c.as_ref().map_err(|e| SampleFailure::BadCondition(e.clone()))?;
         if let Err(why) = c.check(metrics.get(&c.metric)) {
             let query = queries.and_then(|(_, q)| q?.get(&c.metric)).cloned();
             return Err(SampleFailure::Outside { why, query });

@@ -325,6 +325,48 @@ struct Level<'a> {
     journal: &'a Journal,
 }
 
+/// What runs one level of a stage. Chosen here and only here, by the apply
+/// and by the rollout stage alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Executor {
+    /// Upgrades in batches, then the wave's gate (`apply/rollout.rs`).
+    Wave,
+    /// A shadow canary's judgement, and its branch (`apply/shadow.rs`).
+    Judge,
+    /// The edits that take a shadow canary in or out (`apply/shadow.rs`).
+    ShadowEdits,
+    /// Staged files switched together, at the stage's time or now (`apply/switch.rs`).
+    Switch,
+    /// Staged files armed for a job on each host (`apply/detach.rs`).
+    Detach,
+}
+
+impl Executor {
+    /// Whether the level belongs to a rollout stage, which runs level by level.
+    fn is_rollout(self) -> bool {
+        matches!(self, Executor::Wave | Executor::Judge | Executor::ShadowEdits)
+    }
+}
+
+/// The executor of `level` of `stage`. A stage with upgrades or wave gates is
+/// a rollout (it may hold gates alone: a rollout killed during its last gate
+/// is gated again); its other levels are a judgement or a shadow's edits.
+fn executor(plan: &Plan, stage: usize, level: usize, detached: bool) -> Executor {
+    let in_stage = || plan.actions.iter().filter(|a| a.stage == stage);
+    let in_level = || in_stage().filter(|a| a.level == level);
+    if in_level().any(|a| matches!(a.kind, ActionKind::WaveGate { .. } | ActionKind::Upgrade { .. })) {
+        Executor::Wave
+    } else if in_level().any(|a| matches!(a.kind, ActionKind::Judge { .. })) {
+        Executor::Judge
+    } else if in_stage().any(|a| matches!(a.kind, ActionKind::WaveGate { .. } | ActionKind::Upgrade { .. })) {
+        Executor::ShadowEdits
+    } else if detached {
+        Executor::Detach
+    } else {
+        Executor::Switch
+    }
+}
+
 /// Applies `plan` (with its `contents`) through `conns`.
 pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Pool, opts: &Options, reporter: &dyn Reporter, journal: &Journal) -> Summary {
     let mut summary = Summary::default();
@@ -356,9 +398,7 @@ pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Pool, opts: &
         let gates_of = |level: usize| -> Vec<&crate::plan::Action> {
             plan.actions.iter().filter(|a| a.stage == stage.index && a.level == level && matches!(a.kind, ActionKind::Gate { .. })).collect()
         };
-        // A rollout stage may hold gates alone: a rollout killed during its last gate is gated again.
-        let is_rollout = plan.actions.iter().any(|a| a.stage == stage.index && matches!(a.kind, ActionKind::Upgrade { .. } | ActionKind::WaveGate { .. }));
-        let flow = if is_rollout {
+        let flow = if levels.iter().any(|&l| executor(plan, stage.index, l, detached).is_rollout()) {
             rollout::run_stage(&run, conns, &mut summary, contents).await
         } else if detached {
             // `detach_problem` allows one level only: there is no workstation between levels.

@@ -111,36 +111,42 @@ pub(super) async fn run_stage(run: &Level<'_>, conns: &mut Pool, summary: &mut S
     let levels: BTreeSet<usize> = in_stage().map(|a| a.level).collect();
     for level in levels {
         let in_level: Vec<&Action> = in_stage().filter(|a| a.level == level && !branches.contains(a.id.as_str())).collect();
-        let flow = if let Some(wave) = in_level.iter().find_map(|a| wave_of(a)) {
-            let ups: Vec<Up> = in_level.iter().filter_map(|a| up_of(a)).collect();
-            let again: Vec<&str> = wave.hosts.iter().map(String::as_str).filter(|h| !ups.iter().any(|u| u.host == *h)).collect();
-            let upgrading: Vec<&str> = ups.iter().map(|u| u.host).collect();
-            let mut line = format!("{} {}: {} host(s): {}", wave.role, wave.name, ups.len(), upgrading.join(", "));
-            if !again.is_empty() {
-                line.push_str(&format!("; gated again, already at the version: {}", again.join(", ")));
-            }
-            reporter.event(Event::Note(line));
-            let watch = connect(wave.watch, conns, reporter).await;
-            let unreachable = wave.watch.len() - watch.len();
-            match run_wave(run, &wave, &ups, &watch, unreachable, summary).await {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(why) => {
-                    summary.problems.push(why.to_string());
-                    roll_back(run, &wave, &ups, &watch, summary).await;
-                    ControlFlow::Break(())
+        let flow = match super::executor(plan, stage.index, level, false) {
+            super::Executor::Wave => {
+                let Some(wave) = in_level.iter().find_map(|a| wave_of(a)) else { continue };
+                let ups: Vec<Up> = in_level.iter().filter_map(|a| up_of(a)).collect();
+                let again: Vec<&str> = wave.hosts.iter().map(String::as_str).filter(|h| !ups.iter().any(|u| u.host == *h)).collect();
+                let upgrading: Vec<&str> = ups.iter().map(|u| u.host).collect();
+                let mut line = format!("{} {}: {} host(s): {}", wave.role, wave.name, ups.len(), upgrading.join(", "));
+                if !again.is_empty() {
+                    line.push_str(&format!("; gated again, already at the version: {}", again.join(", ")));
+                }
+                reporter.event(Event::Note(line));
+                let watch = connect(wave.watch, conns, reporter).await;
+                let unreachable = wave.watch.len() - watch.len();
+                match run_wave(run, &wave, &ups, &watch, unreachable, summary).await {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(why) => {
+                        summary.problems.push(why.to_string());
+                        roll_back(run, &wave, &ups, &watch, summary).await;
+                        ControlFlow::Break(())
+                    }
                 }
             }
-        } else if let Some(judge) = in_level.iter().find(|a| matches!(a.kind, ActionKind::Judge { .. })) {
-            match super::shadow::judge(run, judge, conns, summary, contents).await {
-                ControlFlow::Break(Some(canary)) => {
-                    roll_back_host(run, &canary, conns, summary).await;
-                    ControlFlow::Break(())
+            super::Executor::Judge => {
+                let Some(judge) = in_level.iter().find(|a| matches!(a.kind, ActionKind::Judge { .. })) else { continue };
+                match super::shadow::judge(run, judge, conns, summary, contents).await {
+                    ControlFlow::Break(Some(canary)) => {
+                        roll_back_host(run, &canary, conns, summary).await;
+                        ControlFlow::Break(())
+                    }
+                    other => other.map_break(|_| ()),
                 }
-                other => other.map_break(|_| ()),
             }
-        } else {
-            let ids: Vec<String> = in_level.iter().map(|a| a.id.clone()).collect();
-            super::shadow::edits(run, &ids, Phase::ShadowEntry, conns, summary, contents).await
+            super::Executor::ShadowEdits | super::Executor::Switch | super::Executor::Detach => {
+                let ids: Vec<String> = in_level.iter().map(|a| a.id.clone()).collect();
+                super::shadow::edits(run, &ids, Phase::ShadowEntry, conns, summary, contents).await
+            }
         };
         if flow.is_break() {
             return flow;

@@ -107,11 +107,8 @@ pub(super) async fn judge(run: &Level<'_>, node: &Action, conns: &mut Pool, summ
     let test = confidence.map(|c| MannWhitney { confidence: c });
     let mut failed = Vec::new();
     let mut verdicts = Vec::new();
-    for text in join {
-        let v = match judge::parse(text) {
-            Ok(c) => judge::judge(&c, ours.get(&c.metric).map_or(&[][..], Vec::as_slice), theirs.get(&c.metric).map_or(&[][..], Vec::as_slice), test),
-            Err(e) => judge::Verdict { condition: text.clone(), canary: None, baseline: None, bound: None, pass: false, why: e },
-        };
+    for c in join {
+        let v = judge::judge(c, ours.get(&c.metric).map_or(&[][..], Vec::as_slice), theirs.get(&c.metric).map_or(&[][..], Vec::as_slice), test);
         reporter.event(Event::Note(format!("{canary}: {v}")));
         verdicts.push(entry(run, canary, if v.pass { ShadowOutcome::Holds } else { ShadowOutcome::Fails }, v.to_string()));
         if !v.pass {

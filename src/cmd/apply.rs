@@ -2,7 +2,7 @@
 //! exactly a saved plan once it has been verified.
 
 use super::{color, confirm, finish, out, Outcome};
-use crate::apply::{journal::{FileOutcome, Journal}, progress, Summary};
+use crate::pipeline::{journal::{FileOutcome, Journal}, progress, Summary};
 use crate::cli::ApplyArgs;
 use crate::error::{Error, ErrorKind};
 use crate::live::LiveFarm;

@@ -1,7 +1,7 @@
 //! `farmctl journal`: what this workstation applied, file by file.
 
 use super::{out, Outcome};
-use crate::apply::journal::{Journal, Record};
+use crate::pipeline::journal::{Journal, Record};
 use crate::cli::JournalArgs;
 use crate::error::{Error, ErrorKind};
 use std::process::ExitCode;

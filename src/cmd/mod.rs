@@ -14,7 +14,7 @@ pub mod switches;
 pub mod validate;
 pub mod watch;
 
-use crate::apply::{HostState, Summary};
+use crate::pipeline::{HostState, Summary};
 use crate::error::{Error, ErrorKind, Result};
 use crate::plan::Plan;
 use std::collections::BTreeMap;

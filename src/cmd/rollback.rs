@@ -3,7 +3,7 @@
 //! rollback itself is `pipeline::rollback::Rollback`; this shows it and asks.
 
 use super::{confirm, finish, Outcome};
-use crate::apply::{journal::Journal, progress};
+use crate::pipeline::{journal::Journal, progress};
 use crate::cli::RollbackArgs;
 use crate::error::{Error, ErrorKind};
 use crate::pipeline::{self, rollback::Rollback};

@@ -21,8 +21,11 @@ pub mod watch;
 pub use saved::{differences, farm_of, load_plan, prepare_saved, verify_saved_file, SavedRun};
 pub use look::Log;
 pub use crate::workstation::{find_plan, keep_applied, kept_plans_dir, write_atomic};
+/// What the commands show of an apply: its journal, its progress and its
+/// summary (the commands reach `apply` only through here).
+pub use crate::apply::{journal, progress, HostState, Summary};
 
-use crate::apply::{self, journal::Journal, Reporter, Summary};
+use crate::apply::{self, journal::Journal, Reporter};
 use crate::error::{Error, ErrorKind, Result};
 use crate::farm::{self, Farm};
 use crate::live::LiveFarm;

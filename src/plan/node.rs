@@ -77,7 +77,7 @@ pub enum ActionKind {
         metrics: Option<Queries>,
         /// `METRIC OP NUMBER` that every sample of every host of the wave must meet.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        conditions: Vec<String>,
+        conditions: Vec<crate::judge::Limit>,
         samples: u32,
         /// Failed samples in a row (of any one host) that fail the gate at once.
         failure_limit: u32,
@@ -100,7 +100,7 @@ pub enum ActionKind {
         metrics: Option<Queries>,
         window_ms: u64,
         interval_ms: u64,
-        join: Vec<String>,
+        join: Vec<crate::judge::Condition>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         confidence: Option<f64>,
         promote: Vec<String>,

@@ -195,7 +195,7 @@ pub fn plan_rollouts(farm: &Farm, live: &LiveFarm, scope: &[String], unproven: &
                     watch: members.clone(),
                     health: r.health.clone(),
                     metrics: super::queries::queries(farm, live, r, &members, &gated.iter().map(|h| (*h).clone()).collect::<Vec<_>>()),
-                    conditions: r.gate.conditions.iter().map(|c| c.text.clone()).collect(),
+                    conditions: r.gate.conditions.clone(),
                     samples: r.gate.samples,
                     failure_limit: r.gate.failure_limit,
                     version: r.version.clone(),

@@ -179,7 +179,7 @@ pub fn nodes(farm: &Farm, live: &LiveFarm, scope: &[String], r: &Rollout, member
             metrics,
             window_ms: sh.window.as_millis() as u64,
             interval_ms: r.gate.interval.as_millis() as u64,
-            join: sh.join.iter().map(|c| c.text.clone()).collect(),
+            join: sh.join.clone(),
             confidence: sh.test.map(|t| t.confidence),
             promote: promote_ids.clone(),
             exit: exit_ids.clone(),

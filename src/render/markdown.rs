@@ -65,7 +65,7 @@ fn row(a: &Action) -> (String, String) {
         ActionKind::Retire { replaced_by, command } => (format!("retire{}", command.as_ref().map(|c| format!(" `{}`", cell(c))).unwrap_or_default()), format!("replaced by {replaced_by}; no host refers to it")),
         ActionKind::Upgrade { from, to, command, .. } => (format!("upgrade `{}`", cell(command)), format!("{} -> {}", cell(from), cell(to))),
         ActionKind::WaveGate { wave, samples, .. } => (format!("{wave} gate"), format!("{samples} healthy samples in a row before the next wave")),
-        ActionKind::Judge { join, window_ms, .. } => (format!("shadow judgement over {window_ms} ms"), format!("joins only if {}", cell(&join.join(" and ")))),
+        ActionKind::Judge { join, window_ms, .. } => (format!("shadow judgement over {window_ms} ms"), format!("joins only if {}", cell(&join.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ")))),
     }
 }
 
