@@ -158,9 +158,7 @@ pub(super) async fn heartbeat(conns: &mut Pool, farm: &Farm, svc: &Service, acti
         }
         Err(_) => {
             log.event(&svc.name, "stalled", &format!("the heartbeat of {active} took longer than {stall:?}; its connections are made again"));
-            for h in std::mem::take(&mut conns.hosts).into_values() {
-                tokio::task::spawn_blocking(move || drop(h));
-            }
+            conns.forget_all();
             false
         }
     }

@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::plan::RunId;
 use crate::transport::{AnyHost, Host, TransportError};
 pub use crate::transport::{ArmedJob, CancelOutcome, JobState, UnlockOutcome};
-use std::collections::BTreeMap;
+use crate::farm::Farm;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -24,18 +24,18 @@ pub struct OnEach<R> {
 async fn on_each<R, F, Fut>(farm: &Path, limit: &[String], parallel: usize, op: F) -> Result<OnEach<R>>
 where
     R: Send + 'static,
-    F: Fn(Arc<AnyHost>, String) -> Fut + Send + Sync + 'static,
+    F: Fn(Arc<AnyHost>, Arc<Farm>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = std::result::Result<R, TransportError>> + Send + 'static,
 {
     let mut session = Session::load(farm, parallel)?;
     let scope = session.select(limit)?;
     let down: Vec<String> = session.connect(&scope).await.into_iter().map(|(n, e)| format!("{n}: {e}")).collect();
     let jobs: Vec<(String, Arc<AnyHost>)> = scope.iter().filter_map(|n| Some((n.clone(), session.pool.hosts.get(n)?.clone()))).collect();
-    let state_dir = session.pool.farm.state_dir.clone();
+    let farm = session.pool.farm.clone();
     let op = Arc::new(op);
     let results = crate::fanout::each(jobs, session.pool.parallel, move |(name, host)| {
-        let (op, state_dir) = (op.clone(), state_dir.clone());
-        async move { (name, op(host, state_dir).await) }
+        let (op, farm) = (op.clone(), farm.clone());
+        async move { (name, op(host, farm).await) }
     })
     .await;
     Ok(OnEach { session, results, down })
@@ -45,26 +45,21 @@ where
 /// seen fired are journaled as written, once; `Err` in the second place says
 /// why the journal could not take them.
 pub async fn armed(farm: &Path, limit: &[String], parallel: usize) -> Result<(OnEach<Vec<ArmedJob>>, std::io::Result<()>)> {
-    let each = on_each(farm, limit, parallel, |h, dir| async move { h.armed_jobs(&dir).await }).await?;
+    let each = on_each(farm, limit, parallel, |h, farm| async move { h.armed_jobs(&farm.state_dir).await }).await?;
     let journaled = journal_fired(&each.results);
     Ok((each, journaled))
 }
 
 /// Disarms every switch armed on the selected hosts.
 pub async fn cancel(farm: &Path, limit: &[String], parallel: usize) -> Result<OnEach<Vec<CancelOutcome>>> {
-    on_each(farm, limit, parallel, |h, dir| async move { h.cancel_armed(&dir).await }).await
+    on_each(farm, limit, parallel, |h, farm| async move { h.cancel_armed(&farm.state_dir).await }).await
 }
 
 /// Breaks the lock of each selected host, unless a switch is armed there.
 pub async fn unlock(farm: &Path, limit: &[String], parallel: usize) -> Result<OnEach<UnlockOutcome>> {
-    let loaded = crate::farm::load(farm)?;
-    let files: Arc<BTreeMap<String, Vec<String>>> = Arc::new(loaded.hosts.keys().map(|n| (n.clone(), loaded.paths_of(n))).collect());
-    on_each(farm, limit, parallel, move |h, dir| {
-        let files = files.clone();
-        async move {
-            let paths = files.get(h.name()).cloned().unwrap_or_default();
-            h.unlock(&dir, &paths).await
-        }
+    on_each(farm, limit, parallel, |h, farm| async move {
+        let paths = farm.paths_of(h.name());
+        h.unlock(&farm.state_dir, &paths).await
     })
     .await
 }

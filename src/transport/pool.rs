@@ -54,4 +54,11 @@ impl Pool {
             tokio::task::spawn_blocking(move || drop(h));
         }
     }
+
+    /// Drops every held connection, as [`Pool::forget`] drops one.
+    pub fn forget_all(&mut self) {
+        for h in std::mem::take(&mut self.hosts).into_values() {
+            tokio::task::spawn_blocking(move || drop(h));
+        }
+    }
 }
