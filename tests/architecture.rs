@@ -208,10 +208,8 @@ fn function_lengths() -> Vec<(String, usize)> {
 #[test]
 fn no_function_grows_past_120_lines() {
     const BOUND: usize = 120;
-    let still_long: &[(&str, usize)] = &[
-        // The JSON Schema: one literal, data rather than logic.
-        ("farm/schema.rs::farm_schema", 179),
-    ];
+    // Functions allowed past the bound, each with its ceiling: none now.
+    let still_long: &[(&str, usize)] = &[];
     let lengths = function_lengths();
     let mut too_long = Vec::new();
     for (f, n) in lengths.iter().cloned() {

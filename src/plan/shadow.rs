@@ -125,7 +125,7 @@ pub fn nodes(farm: &Farm, live: &LiveFarm, scope: &[String], r: &Rollout, member
         let promote_id = format!("shadow-promote:{}:{}@{stage}", cl.host, sh.file);
         let sets = [(sh.mirror_key.clone(), list(&mirror_after)), (sh.active_key.clone(), list(&active_after))];
         let reason = format!("{canary} is promoted: it met every join condition ({})", sh.active_key);
-        if let Some((p, _)) = edit_node(promote_id.clone(), &cl.host, &sh.file, &entered, &sets, &reason, stage, level + 2, &[judge_id.clone()], contents) {
+        if let Some((p, _)) = edit_node(promote_id.clone(), &cl.host, &sh.file, &entered, &sets, &reason, stage, level + 2, std::slice::from_ref(&judge_id), contents) {
             actions.push(p);
             promote_ids.push(promote_id.clone());
             if let Some(rl) = reload_node(farm, format!("shadow-promote-reload:{}@{stage}", cl.host), &cl.host, stage, level + 2, vec![promote_id]) {
