@@ -390,6 +390,7 @@ pub fn plan_with(farm: &Farm, live: &LiveFarm, scope: &[String], limit: &[String
     notes.extend(services::notes(farm, live));
     notes.extend(skip_notes(farm));
     rollout::plan_rollouts(farm, live, scope, unproven, times.len(), &mut hosts, &mut actions, &mut stages, &mut contents)?;
+    notes.extend(rollout::unknown_versions(live, &actions));
 
     let mut plan = Plan {
         format_version: FORMAT_VERSION,

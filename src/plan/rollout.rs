@@ -28,6 +28,24 @@ fn installed(live: &LiveFarm, host: &str) -> Option<Result<String, String>> {
     }
 }
 
+/// A note for each host upgraded from a version its probe did not tell: the
+/// reviewer sees why, and that its upgrade has no rollback.
+pub fn unknown_versions(live: &LiveFarm, actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match &a.kind {
+            ActionKind::Upgrade { from, probe, .. } if from == "unknown" => {
+                let why = match installed(live, &a.host) {
+                    Some(Err(e)) => e,
+                    _ => "it printed nothing".to_string(),
+                };
+                Some(format!("{}: the probe `{probe}` did not tell its version ({why}); it is upgraded from an unknown version, which a rollback cannot put back", a.host))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The command that brings a host to `version`, with the version quoted for sh.
 pub fn upgrade_command(r: &Rollout, version: &str) -> String {
     let quoted = shlex::try_quote(version).map(|c| c.into_owned()).unwrap_or_else(|_| "''".into());

@@ -386,3 +386,24 @@ fn a_file_to_edit_that_this_user_may_not_replace_stops_its_host_at_plan_time() {
     assert!(failed[0].1.contains("/etc/peers.conf: this user may not replace it"), "{}", failed[0].1);
     assert!(p.edits().all(|(a, _)| a.host != "ivr-1"), "nothing is planned for a host that cannot be written");
 }
+
+#[test]
+fn a_host_whose_probe_fails_is_upgraded_with_a_note_that_it_has_no_rollback() {
+    let farm = farm_with("[rollout.ivr]\nversion = \"2.0\"\nprobe = \"cat /opt/v\"\nupgrade = \"install {version}\"\nhealth = \"true\"\n");
+    let mut l = live(&farm, &[]);
+    for (name, v) in [("ivr-1", Err("the probe failed (exit 1)".to_string())), ("ivr-2", Ok("1.0".to_string()))] {
+        if let Some(Ok(h)) = l.get_mut(name) {
+            h.version = Some(v);
+        }
+    }
+    let p = run(&farm, &l);
+    let upgrade = |host: &str| p.actions.iter().find_map(|a| match &a.kind {
+        ActionKind::Upgrade { from, rollback, .. } if a.host == host => Some((from.clone(), rollback.is_some())),
+        _ => None,
+    });
+    assert_eq!(upgrade("ivr-1"), Some(("unknown".to_string(), false)));
+    assert_eq!(upgrade("ivr-2"), Some(("1.0".to_string(), true)));
+    let notes: Vec<&String> = p.notes.iter().filter(|n| n.contains("did not tell its version")).collect();
+    assert_eq!(notes.len(), 1, "{:?}", p.notes);
+    assert!(notes[0].starts_with("ivr-1: the probe `cat /opt/v`") && notes[0].contains("exit 1"), "{}", notes[0]);
+}
