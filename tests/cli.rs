@@ -367,3 +367,22 @@ fn a_journal_written_before_records_were_typed_still_serves_journal_and_rollback
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(version("ivr-1"), "5.1.0\n", "the rollback read the old journal's upgrades");
 }
+
+// An empty `journal` says why on stderr: no journal at that path yet, or no
+// record that matches; `--json` stays empty for scripts.
+#[test]
+fn an_empty_journal_says_why() {
+    let d = demo();
+    let none = run(farmctl(d.path()).arg("journal"));
+    assert_eq!(none.status.code(), Some(0));
+    assert!(none.stdout.is_empty());
+    let path = d.path().join("journal.jsonl");
+    assert!(text(&none.stderr).contains(&format!("{}: no journal here yet", path.display())), "{}", text(&none.stderr));
+    std::fs::write(&path, r#"{"time":"2026-11-30T10:00:00Z","plan":"p1","farm":"f","host":"web-a","path":"/etc/a","before_sha256":"aa","after_sha256":"bb","outcome":"written"}"#.to_string() + "\n").unwrap();
+    let other = run(farmctl(d.path()).args(["journal", "--host", "web-b"]));
+    assert!(other.stdout.is_empty() && text(&other.stderr).contains("no record matches"), "{}", text(&other.stderr));
+    let json = run(farmctl(d.path()).args(["journal", "--json", "--host", "web-b"]));
+    assert!(json.stdout.is_empty() && json.stderr.is_empty(), "{}", text(&json.stderr));
+    let one = run(farmctl(d.path()).arg("journal"));
+    assert!(text(&one.stdout).contains("web-a /etc/a") && one.stderr.is_empty(), "{}{}", text(&one.stdout), text(&one.stderr));
+}

@@ -23,6 +23,11 @@ pub fn run(args: &JournalArgs) -> Outcome {
         .filter(|e| args.plan.as_deref().is_none_or(|p| e.plan == p))
         .filter(|e| since.is_none_or(|s| e.time.parse::<jiff::Timestamp>().is_ok_and(|t| t >= s)))
         .collect();
+    if entries.is_empty() && !args.json {
+        // An empty answer says why, so that a wrong $FARMCTL_JOURNAL or filter shows.
+        let why = if journal.path().exists() { "no record matches" } else { "no journal here yet: nothing was applied from this workstation" };
+        crate::say!("{}: {why}", journal.path().display());
+    }
     if args.json {
         for e in &entries {
             out(&format!("{}\n", serde_json::to_string(e).expect("an entry serializes")));
