@@ -386,3 +386,17 @@ fn an_empty_journal_says_why() {
     let one = run(farmctl(d.path()).arg("journal"));
     assert!(text(&one.stdout).contains("web-a /etc/a") && one.stderr.is_empty(), "{}{}", text(&one.stdout), text(&one.stderr));
 }
+
+// `rollback` and `show` take a saved plan: a farm file given there is named
+// as one, with the way to a plan, and nothing runs.
+#[test]
+fn a_farm_file_where_a_plan_belongs_is_named_as_one() {
+    let d = demo();
+    for cmd in ["rollback", "show"] {
+        let o = run(farmctl(d.path()).args([cmd, "inventories/demo.toml", "--yes"].iter().filter(|a| cmd == "rollback" || **a != "--yes")));
+        assert_eq!(o.status.code(), Some(1), "{cmd}");
+        let err = text(&o.stderr);
+        assert!(err.contains("inventories/demo.toml is a farm file, not a farmctl plan") && err.contains("farmctl plan FARM -o PLAN.json"), "{cmd}: {err}");
+    }
+    assert!(!d.path().join("journal.jsonl").exists(), "nothing was journaled");
+}

@@ -22,7 +22,11 @@ fn tampered(path: &Path, what: impl std::fmt::Display) -> Error {
 pub fn load_plan(path: &Path) -> Result<Plan> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::new(ErrorKind::Io, format!("cannot read plan {}: {e}", path.display())))?;
     let plan: Plan = serde_json::from_str(&text).map_err(|e| {
-        Error::new(ErrorKind::Plan, format!("{}:{}:{}: not a farmctl plan: {e}", path.display(), e.line(), e.column())).hint("make one with `farmctl plan FARM -o PLAN.json`")
+        // A farm file given where a plan belongs is the likeliest mistake: said so.
+        let farm_file = text.parse::<toml_edit::DocumentMut>().is_ok_and(|d| d.contains_key("farm"));
+        let what = if farm_file { format!("{} is a farm file, not a farmctl plan", path.display()) } else { format!("{}:{}:{}: not a farmctl plan: {e}", path.display(), e.line(), e.column()) };
+        Error::new(ErrorKind::Plan, what)
+            .hint("make a plan with `farmctl plan FARM -o PLAN.json`; `farmctl journal --plans` lists the applied plans by id, which `rollback` also takes")
     })?;
     if plan.format_version != plan::FORMAT_VERSION {
         return Err(Error::new(ErrorKind::Plan, format!("{} is plan format {}; this farmctl reads format {}", path.display(), plan.format_version, plan::FORMAT_VERSION)));
