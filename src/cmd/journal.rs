@@ -35,7 +35,7 @@ pub fn run(args: &JournalArgs) -> Outcome {
         return Ok(ExitCode::SUCCESS);
     }
     if args.plans {
-        // Plans in the order they were first applied, with what happened to their files.
+        // Plans in the order they were first applied, with a count of their records by kind.
         let mut order: Vec<&str> = Vec::new();
         let mut seen: std::collections::BTreeMap<&str, (String, String, std::collections::BTreeSet<&str>, std::collections::BTreeMap<&str, usize>)> = Default::default();
         for e in &entries {
@@ -51,7 +51,7 @@ pub fn run(args: &JournalArgs) -> Outcome {
             let counts: Vec<String> = outcomes.iter().map(|(o, n)| format!("{n} {o}")).collect();
             let kept = crate::pipeline::kept_plans_dir().join(format!("{plan}.json"));
             let undo = if kept.exists() { format!("undo: farmctl rollback {plan}") } else { "not kept here".to_string() };
-            out(&format!("{time} {plan} farm={farm} hosts={} files: {} ({undo})\n", hosts.len(), counts.join(", ")));
+            out(&format!("{time} {plan} farm={farm} hosts={} records: {} ({undo})\n", hosts.len(), counts.join(", ")));
         }
         return Ok(ExitCode::SUCCESS);
     }
