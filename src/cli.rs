@@ -295,7 +295,7 @@ pub enum Command {
   farmctl show plans/next.json
   farmctl show plans/next.json --format markdown")]
     Show(ShowArgs),
-    /// Restore every file of an applied plan that still has its planned content
+    /// Undo an applied plan: its files that still hold the planned content, and its upgrades
     #[command(after_help = "Examples:
   farmctl rollback plans/next.json
   farmctl rollback 3f2a9c0d1e4b5a67 --yes   # a plan id from `farmctl journal --plans`")]
