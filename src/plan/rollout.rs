@@ -37,7 +37,7 @@ pub fn unknown_versions(live: &LiveFarm, actions: &[Action]) -> Vec<String> {
             ActionKind::Upgrade { from, probe, .. } if from == "unknown" => {
                 let why = match installed(live, &a.host) {
                     Some(Err(e)) => e,
-                    _ => "it printed nothing".to_string(),
+                    _ => "the host did not answer it".to_string(),
                 };
                 Some(format!("{}: the probe `{probe}` did not tell its version ({why}); it is upgraded from an unknown version, which a rollback cannot put back", a.host))
             }
