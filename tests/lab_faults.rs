@@ -138,6 +138,48 @@ fn a_host_killed_during_a_write_leaves_its_target_whole_and_the_next_apply_recov
 }
 
 #[test]
+fn a_host_killed_once_armed_stops_the_switch_on_every_host_and_the_next_apply_recovers() {
+    let mut lab = lab();
+    farm(&lab, WEB_A_TO_C);
+    // The fault fires in the switch phase alone: ivr-2 stages, says ARMED, and dies.
+    lab.host("ivr-2").inject("switch", "die-armed");
+    let out = apply(&lab, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let fired = std::fs::read_to_string(lab.host("ivr-2").dir.join("injected")).unwrap_or_default();
+    assert!(fired.lines().any(|l| l.starts_with("armed ")), "ivr-2 died after it armed, not before: {fired:?}");
+    assert!(err.contains("ivr-2: failed, nothing written: lost the connection to ivr-2"), "the dead host is named: {err}");
+    // No host switched: every file as before, the live hosts clean.
+    for h in lab.hosts.values().filter(|h| h.name != "ivr-2") {
+        assert!(!h.state("lock").exists(), "{} is still locked", h.name);
+    }
+    let left: Vec<String> = lab.snapshot().keys().filter(|(h, p)| h != "ivr-2" && p.contains(".farmctl-")).map(|(h, p)| format!("{h}:{p}")).collect();
+    assert!(left.is_empty(), "staged copies left on live hosts: {left:?}");
+    for h in IVR_A {
+        let (toml, peers) = ivr_files(&lab, h, false);
+        assert_eq!(String::from_utf8_lossy(&lab.host(h).read("/etc/ivr/ivr.toml")), toml, "{h}:/etc/ivr/ivr.toml");
+        assert_eq!(String::from_utf8_lossy(&lab.host(h).read("/etc/ivr/peers.conf")), peers, "{h}:/etc/ivr/peers.conf");
+    }
+    assert!(!err.contains("applied:"), "and the summary says none did: {err}");
+
+    // ivr-2 comes back holding the dead run's lock and whole staged copies:
+    // it had armed, so it died in the switch phase and nowhere else.
+    lab.host_mut("ivr-2").restart();
+    assert!(lab.host("ivr-2").state("lock").exists(), "the crash left a lock");
+    let (new_toml, _) = ivr_files(&lab, "ivr-2", true);
+    let staged: Vec<Vec<u8>> = std::fs::read_dir(lab.host("ivr-2").path("/etc/ivr"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".ivr.toml.farmctl-") && !e.file_name().to_string_lossy().ends_with("-probe"))
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect();
+    assert_eq!(staged, vec![new_toml.into_bytes()], "one whole staged copy of ivr.toml was left");
+    let out = apply(&lab, &[]);
+    assert!(out.status.success(), "the next apply recovers the dead run's lock and switches: {}", stderr(&out));
+    assert_whole(&lab, &IVR_A);
+}
+
+#[test]
 fn a_host_killed_after_its_rename_and_before_its_reload_is_reported_with_whole_files() {
     let mut lab = lab();
     farm_custom(&lab, "touch /var/log/farmlab/reloading; sleep 3; echo reload >> /var/log/farmlab/reloads", "", WEB_A_TO_C);

@@ -64,6 +64,12 @@ if [ -n "$marker" ] && printf '%s' "$cmd" | grep -qF -- "$marker"; then
       i=0; while [ $i -lt 200 ] && ! ls -a /etc/ivr /etc/ivr-web 2>/dev/null | grep '\.farmctl-' | grep -qv -- '-probe$'; do sleep 0.05; i=$((i+1)); done
       sleep 0.1; kill -9 "$(cat "$H/sshd.pid")" "$PPID" 0; exit 255 ;;
     hang) kill -STOP "$(cat "$H/sshd.pid")"; kill -STOP "$PPID"; sleep 100000 ;;
+    # The switch phase alone: the script runs, staging its copies, and dies
+    # with its host right after it says ARMED (its copies and lock are left).
+    die-armed) /bin/sh -c "$cmd" | while IFS= read -r line; do
+        printf '%s\n' "$line"
+        case "$line" in ARMED) echo "armed $(date +%s%N)" >> "$H/injected"; kill -9 "$(cat "$H/sshd.pid")" "$PPID" 0; exit 255 ;; esac
+      done; exit 255 ;;
   esac
 fi
 # A host whose clock is off (see LabHost::skew_clock): its own `date` first.
