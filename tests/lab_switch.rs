@@ -56,8 +56,14 @@ fn every_host_switches_together_at_the_scheduled_instant() {
         );
     }
     let measured = (times.iter().max().unwrap() - times.iter().min().unwrap()) as f64 / 1e6;
+    // A margin, not the target: six hosts wake at T on 2 cores shared with a
+    // second test, and a woken shell can wait tens of ms for a core (50 lab
+    // hosts measured 6-17 ms quiet, 59-76 ms loaded: docs/BENCHMARKS.md). The
+    // 50 ms target is the benchmark's; this fails when a host waits for a word.
     assert!(measured < 100.0, "the hosts switched {measured:.1} ms apart");
     let printed = skew_printed(&err);
+    // Each ctime lags its rename by up to a kernel tick (CTIME_TICK_NS), so the
+    // two measures of the skew may differ by that much and a little more.
     assert!((printed - measured).abs() < 10.0, "farmctl says {printed} ms, the hosts' ctimes say {measured:.1} ms");
     assert!(err.contains("host clock offsets against this workstation: ivr-1 "), "{err}");
     let after = lab.snapshot();
@@ -125,6 +131,8 @@ fn hosts_far_apart_switch_at_t_by_their_own_clocks_where_the_workstations_word_l
     let skew = (after.iter().map(|a| a.1).max().unwrap() - after.iter().map(|a| a.1).min().unwrap())
         as f64
         / 1e6;
+    // The same margin as in every_host_switches_together_at_the_scheduled_instant;
+    // on the workstation's word this would be over 150 ms.
     assert!(
         skew < 100.0,
         "the hosts switched {skew:.1} ms apart: {after:?}"
@@ -295,6 +303,7 @@ fn a_detached_switch_fires_without_the_workstation_and_cancel_disarms_it() {
         "no host switches before T"
     );
     let measured = (times.iter().max().unwrap() - times.iter().min().unwrap()) as f64 / 1e6;
+    // The same margin as above: detached, each host waits by its own clock.
     assert!(measured < 100.0, "detached hosts switched {measured:.1} ms apart");
     let (a, c) = (&lab.host("web-a").address, &lab.host("web-c").address);
     assert_eq!(String::from_utf8(lab.host("ivr-2").read("/etc/ivr/ivr.toml")).unwrap(), render(IVR_TOML, "ivr-2", "web-c", c, "web-a", a));
