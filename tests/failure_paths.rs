@@ -198,6 +198,13 @@ fn a_server_is_not_retired_while_a_client_that_did_not_switch_still_names_it() {
     let lock = host(d.path(), "ivr-3", "/var/lib/farmctl/hosts/ivr-3/lock");
     std::fs::create_dir_all(&lock).unwrap();
     std::fs::write(lock.join("owner"), "ops@elsewhere pid=1 plan=0000000000000000 since=2026-01-01T00:00:00Z\n").unwrap();
+    // Without --max-fail the stage stops before any host switches: the retire
+    // left undone is named too (it used to go unmentioned).
+    let out = apply(d.path(), &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!host(d.path(), "web-a", "retired").exists(), "web-a was retired with no client switched: {err}");
+    assert!(err.contains("web-a is not retired: the run stopped before its retire"), "{err}");
     let out = apply(d.path(), &["--max-fail", "1"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -211,6 +218,48 @@ fn a_server_is_not_retired_while_a_client_that_did_not_switch_still_names_it() {
     let out = apply(d.path(), &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(host(d.path(), "web-a", "retired").exists(), "web-a is retired once nothing names it");
+}
+
+// See issue 25: an apply interrupted after its renames (Ctrl-C during a slow
+// reload) still ran `retire` and exited 0.
+#[test]
+fn an_apply_interrupted_during_its_reloads_does_not_retire_and_says_so() {
+    use std::os::unix::process::CommandExt;
+    let d = demo();
+    edit_farm(
+        d.path(),
+        &[
+            ("reload = \"mkdir -p var/log && echo reload ivr-web >> var/log/reload.log\"", "reload = \"true\"\nretire = \"touch retired\""),
+            ("reload = \"mkdir -p var/log && echo reload ivr >> var/log/reload.log\"", "reload = \"touch reloading; sleep 5; touch reloaded\""),
+        ],
+    );
+    // Its own process group, as a terminal's foreground job: Ctrl-C reaches
+    // farmctl and the reloads it runs alike.
+    let mut child = farmctl(d.path()).args(["apply", "inventories/demo.toml", "--yes"]).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0).spawn().unwrap();
+    // Once a reload runs, that host's files are renamed into place.
+    let marker = host(d.path(), "ivr-1", "reloading");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "ivr-1 never started its reload");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(Command::new("kill").args(["-INT", "--", &format!("-{}", child.id())]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    let ivr1 = std::fs::read_to_string(host(d.path(), "ivr-1", "/etc/ivr/ivr.toml")).unwrap();
+    assert!(ivr1.contains("web-b") && !ivr1.contains("web-a"), "ivr-1 had switched when it was interrupted");
+    // The host finishes its switch, reload included, as a remote host would:
+    // the interrupt reaches farmctl, not the hosts' scripts.
+    assert!(host(d.path(), "ivr-1", "reloaded").exists(), "ivr-1's reload was cut short by the interrupt");
+    assert!(!host(d.path(), "web-a", "retired").exists(), "web-a was retired after an interrupt: {err}");
+    assert_ne!(out.status.code(), Some(0), "an interrupted apply does not exit 0: {err}");
+    assert!(err.contains("web-a is not retired: the run was interrupted"), "the retire left undone is named: {err}");
+    assert!(err.contains("run its role's `retire` on it yourself"), "what is left to do is said: {err}");
+    // As the message says: applied again with no client left to switch, the
+    // run finishes (its rollout) and does not retire web-a.
+    let out = apply(d.path(), &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!host(d.path(), "web-a", "retired").exists(), "web-a is retired by the operator, as the message says");
 }
 
 // See issue 25: with the journal's path unwritable, every edit and upgrade ran

@@ -198,6 +198,12 @@ fn file_write(e: &Edit, len: usize) -> FileWrite {
     FileWrite { path: e.path.clone(), before_sha256: e.before_sha256.clone(), after_sha256: e.after_sha256.clone(), len }
 }
 
+/// Why `old`'s retire did not run, and what is left to the operator: a later
+/// plan has a retire only while some client still has to switch away from it.
+fn not_retired(old: &str, why: &str) -> String {
+    format!("{old} is not retired: {why} (a later apply retires it only if a client is still left to switch; once none is, run its role's `retire` on it yourself)")
+}
+
 /// Turns what a stage/switch script reported into a host state.
 fn judge(out: &Result<WriteReport, TransportError>, success: HostState) -> HostState {
     let r = match out {
@@ -217,7 +223,8 @@ fn judge(out: &Result<WriteReport, TransportError>, success: HostState) -> HostS
         return HostState::Failed { why: Failure::Host { error, cause: r.cause }, written: renamed };
     }
     if !r.finished {
-        return HostState::Failed { why: Failure::Host { error: format!("the host's script stopped early (exit {}): {}", r.exit, r.stderr), cause: None }, written: renamed };
+        let said = if r.stderr.is_empty() { String::new() } else { format!(": {}", r.stderr) };
+        return HostState::Failed { why: Failure::Host { error: format!("the host's script stopped early (exit {}){said}", r.exit), cause: None }, written: renamed };
     }
     if let Some(reload) = r.reload.as_ref().filter(|c| c.status != 0) {
         return HostState::ReloadFailed { status: reload.status, output: reload.output.clone(), files: renamed };
@@ -415,7 +422,14 @@ pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Pool, opts: &
             let work: Vec<switch::LevelWork> = levels.iter().map(|&level| switch::LevelWork { work: stage_work(plan, stage.index, level, contents, &summary.hosts), gates: gates_of(level) }).collect();
             switch::switch_stage(&run, work, conns, &mut summary, &mut failures).await
         };
+        // An interrupt that came after the stage's switch (during its reloads, say).
+        summary.interrupted |= *opts.interrupted.borrow();
         if flow.is_break() {
+            // The retires of this stage and the ones after it never run: said so.
+            for a in plan.actions.iter().filter(|a| a.stage >= stage.index && matches!(a.kind, ActionKind::Retire { .. })) {
+                let why = if summary.interrupted { "the run was interrupted" } else { "the run stopped before its retire" };
+                summary.problems.push(not_retired(&a.host, why));
+            }
             break 'stages;
         }
         // Retire the hosts nothing refers to any more; a detached switch has not happened yet.
@@ -433,7 +447,7 @@ pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Pool, opts: &
                 if why.is_empty() {
                     safe.push(a);
                 } else {
-                    summary.problems.push(format!("{} is not retired: {}", a.host, why.join("; ")));
+                    summary.problems.push(not_retired(&a.host, &why.join("; ")));
                 }
             }
             for (id, r) in commands::run_commands(conns, safe, reporter).await {

@@ -71,6 +71,9 @@ impl Host for LocalHost {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group, as a remote host's script is on its own
+            // host: a terminal's Ctrl-C reaches farmctl, which tells the host.
+            .process_group(0)
             .spawn()
             .map_err(lost)?;
         let (w, r, e) = (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
