@@ -292,6 +292,12 @@ fn rolling_back_a_plan_that_was_never_applied_claims_and_journals_nothing() {
     assert_eq!(snapshot(d.path()), before, "nothing to undo, nothing touched");
     let journal = std::fs::read_to_string(d.path().join("state/journal.jsonl")).unwrap_or_default();
     assert!(!journal.contains("rolled-back"), "no host was rolled back, and the journal says none was: {journal}");
+    // Nor does the summary (it said "rolled back: ivr-1..ivr-3" and "rollout: at
+    // the new version: ivr-1..ivr-6" of hosts that never left 5.1.0).
+    let said = text(&out.stdout) + &err;
+    assert!(!said.contains("rolled back:") && !said.contains("at the new version"), "{said}");
+    assert!(said.contains("already as before (nothing to roll back): ivr-1..ivr-3"), "{said}");
+    assert!(said.contains("rollout: already at that version: ivr-1..ivr-6"), "{said}");
 }
 
 // See issue 25: `--limit ''` (an unset `$HOSTS` in a script) applied the whole farm.

@@ -93,6 +93,8 @@ fn state_word(state: &HostState) -> &'static str {
     match state {
         HostState::Applied { .. } => "applied",
         HostState::Armed { .. } => "armed (switches on the host at its time)",
+        // A rollback that found every file as before rolled nothing back.
+        HostState::RolledBack { restored: 0, changed, .. } if changed.is_empty() => "already as before (nothing to roll back)",
         HostState::RolledBack { changed, .. } if changed.is_empty() => "rolled back",
         HostState::RolledBack { .. } => "rolled back in part",
         HostState::ReloadFailed { .. } => "files in place, reload failed",
@@ -103,6 +105,8 @@ fn state_word(state: &HostState) -> &'static str {
         HostState::Failed { written, .. } if written.is_empty() => "failed (nothing written)",
         HostState::Failed { .. } => "failed part-way",
         HostState::Unknown { .. } => "unknown (may have switched)",
+        // An apply's host that ran the version already, or a rollback's that still ran the old one.
+        HostState::Upgraded { from, to } if from == to => "already at that version",
         HostState::Upgraded { .. } => "at the new version",
         HostState::UpgradeRolledBack { .. } => "rolled back to the old version",
         HostState::Staging | HostState::Staged | HostState::Switching => "unfinished",
