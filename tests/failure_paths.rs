@@ -104,7 +104,7 @@ fn a_rollout_killed_in_a_wave_gates_that_wave_again_before_any_later_wave() {
     // between samples leaves seconds for a 20 ms poll, even on a loaded machine.
     edit_farm(d.path(), &[HEALTH, ("interval = \"100ms\", timeout = \"10s\"", "interval = \"2s\", failure_limit = 5, timeout = \"60s\"")]);
     std::fs::write(host(d.path(), "ivr-2", "opt/ivr/broken-5.2.0"), "").unwrap();
-    let child = farmctl(d.path()).args(["apply", "inventories/demo.toml", "--yes"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = farmctl(d.path()).args(["apply", "inventories/demo.toml", "--yes"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let start = Instant::now();
     while !(version(d.path(), "ivr-2") == "5.2.0" && version(d.path(), "ivr-3") == "5.2.0") {
         assert!(start.elapsed() < Duration::from_secs(60), "wave 1 never upgraded");
@@ -141,7 +141,7 @@ fn hosts_already_at_the_version_keep_their_wave_gated_after_a_kill() {
         std::fs::write(host(d.path(), h, "opt/ivr/VERSION"), "5.2.0\n").unwrap();
     }
     std::fs::write(host(d.path(), "ivr-6", "opt/ivr/broken-5.2.0"), "").unwrap();
-    let child = farmctl(d.path()).args(["apply", "inventories/demo.toml", "--yes"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = farmctl(d.path()).args(["apply", "inventories/demo.toml", "--yes"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     // Wave 2 upgrades nothing, so its start shows only in the journal: wave 1's
     // gate passed for ivr-3. The kill then lands within wave 2's five 2 s samples.
     let journal = d.path().join("state/journal.jsonl");
@@ -233,8 +233,8 @@ fn an_apply_interrupted_during_its_reloads_does_not_retire_and_says_so() {
             ("reload = \"mkdir -p var/log && echo reload ivr >> var/log/reload.log\"", "reload = \"touch reloading; sleep 5; touch reloaded\""),
         ],
     );
-    // Its own process group, as a terminal's foreground job: Ctrl-C reaches
-    // farmctl and the reloads it runs alike.
+    // Its own process group, as a terminal's foreground job: the Ctrl-C below
+    // goes to the whole group, as a terminal sends it.
     let child = farmctl(d.path()).args(["apply", "inventories/demo.toml", "--yes"]).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0).spawn().unwrap();
     // Once a reload runs, that host's files are renamed into place.
     let marker = host(d.path(), "ivr-1", "reloading");
