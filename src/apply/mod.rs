@@ -198,10 +198,14 @@ fn file_write(e: &Edit, len: usize) -> FileWrite {
     FileWrite { path: e.path.clone(), before_sha256: e.before_sha256.clone(), after_sha256: e.after_sha256.clone(), len }
 }
 
-/// Why `old`'s retire did not run, and what is left to the operator: a later
-/// plan has a retire only while some client still has to switch away from it.
-fn not_retired(old: &str, why: &str) -> String {
-    format!("{old} is not retired: {why} (a later apply retires it only if a client is still left to switch; once none is, run its role's `retire` on it yourself)")
+/// Why a retire did not run, and what is left to the operator: a later plan
+/// has a retire only while some client still has to switch away from it.
+fn not_retired(retire: &crate::plan::Action, why: &str) -> String {
+    let old = &retire.host;
+    match &retire.kind {
+        ActionKind::Retire { command: Some(_), .. } => format!("{old} is not retired: {why} (a later apply retires it only if a client is still left to switch; once none is, run its role's `retire` on it yourself)"),
+        _ => format!("{old} is not retired: {why}"),
+    }
 }
 
 /// Turns what a stage/switch script reported into a host state.
@@ -428,7 +432,7 @@ pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Pool, opts: &
             // The retires of this stage and the ones after it never run: said so.
             for a in plan.actions.iter().filter(|a| a.stage >= stage.index && matches!(a.kind, ActionKind::Retire { .. })) {
                 let why = if summary.interrupted { "the run was interrupted" } else { "the run stopped before its retire" };
-                summary.problems.push(not_retired(&a.host, why));
+                summary.problems.push(not_retired(a, why));
             }
             break 'stages;
         }
@@ -447,7 +451,7 @@ pub async fn execute(plan: &Plan, contents: &Contents, conns: &mut Pool, opts: &
                 if why.is_empty() {
                     safe.push(a);
                 } else {
-                    summary.problems.push(not_retired(&a.host, &why.join("; ")));
+                    summary.problems.push(not_retired(a, &why.join("; ")));
                 }
             }
             for (id, r) in commands::run_commands(conns, safe, reporter).await {
