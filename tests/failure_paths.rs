@@ -298,6 +298,7 @@ fn rolling_back_a_plan_that_was_never_applied_claims_and_journals_nothing() {
     assert!(!said.contains("rolled back:") && !said.contains("at the new version"), "{said}");
     assert!(said.contains("already as before (nothing to roll back): ivr-1..ivr-3"), "{said}");
     assert!(said.contains("rollout: already at that version: ivr-1..ivr-6"), "{said}");
+    assert!(said.contains("rollback complete: nothing needed changing on 6 host(s)."), "{said}");
 }
 
 // See issue 25: `--limit ''` (an unset `$HOSTS` in a script) applied the whole farm.

@@ -161,7 +161,16 @@ pub(crate) fn finish(what: &str, summary: &Summary, plan: &Plan, undo: Option<&s
             crate::say!("{what}: every switch is armed; nothing has switched yet. Follow it with `farmctl status FARM`.");
         } else {
             let all: std::collections::BTreeSet<&String> = summary.hosts.keys().chain(summary.upgrades.keys()).collect();
-            crate::say!("{what} complete: {} host(s).", all.len());
+            let as_found = |s: &HostState| match s {
+                HostState::RolledBack { restored, .. } => *restored == 0,
+                HostState::Upgraded { from, to } => from == to,
+                _ => false,
+            };
+            if summary.hosts.values().chain(summary.upgrades.values()).all(as_found) {
+                crate::say!("{what} complete: nothing needed changing on {} host(s).", all.len());
+            } else {
+                crate::say!("{what} complete: {} host(s).", all.len());
+            }
         }
         if let (Some(undo), true) = (undo, wrote) {
             crate::say!("To undo: {undo}");
