@@ -44,7 +44,7 @@ pub(super) enum SampleFailure {
     /// The host did not answer, or its session broke.
     #[error("no answer{}", .0.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
     Silent(Option<crate::transport::TransportError>),
-    #[error("`{command}` exit {status}: {output}")]
+    #[error("`{command}` exit {status}{}", super::outcome::and_said(.output))]
     Exit { command: String, status: i32, output: String },
     /// No answer is never a pass: NaN or an infinity fails the sample.
     #[error("`{command}` reported `{line}`, which is not a finite number")]
@@ -228,6 +228,8 @@ mod tests {
         assert_eq!(outside.to_string(), "`error_rate < 0.05` FAILS: error_rate is 0.2 (query `rate(x[1m])`)");
         assert_eq!(SampleFailure::Silent(None).to_string(), "no answer");
         assert_eq!(SampleFailure::Exit { command: "check".into(), status: 3, output: "down".into() }.to_string(), "`check` exit 3: down");
+        // A check that said nothing: no bare colon at the end.
+        assert_eq!(SampleFailure::Exit { command: "check".into(), status: 1, output: " \n".into() }.to_string(), "`check` exit 1");
         assert_eq!(SampleFailure::NotFinite { command: "check".into(), line: "rate=inf".into() }.to_string(), "`check` reported `rate=inf`, which is not a finite number");
     }
 }

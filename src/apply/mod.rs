@@ -227,8 +227,7 @@ fn judge(out: &Result<WriteReport, TransportError>, success: HostState) -> HostS
         return HostState::Failed { why: Failure::Host { error, cause: r.cause }, written: renamed };
     }
     if !r.finished {
-        let said = if r.stderr.is_empty() { String::new() } else { format!(": {}", r.stderr) };
-        return HostState::Failed { why: Failure::Host { error: format!("the host's script stopped early (exit {}){said}", r.exit), cause: None }, written: renamed };
+        return HostState::Failed { why: Failure::Host { error: format!("the host's script stopped early (exit {}){}", r.exit, outcome::and_said(&r.stderr)), cause: None }, written: renamed };
     }
     if let Some(reload) = r.reload.as_ref().filter(|c| c.status != 0) {
         return HostState::ReloadFailed { status: reload.status, output: reload.output.clone(), files: renamed };

@@ -4,13 +4,24 @@
 use crate::transport::{Cause, TransportError};
 use std::fmt;
 
+/// `": OUTPUT"` after a failure's words, or nothing when the host said nothing
+/// (a message never ends in a bare colon).
+pub(crate) fn and_said(output: &str) -> String {
+    let output = output.trim();
+    if output.is_empty() {
+        String::new()
+    } else {
+        format!(": {output}")
+    }
+}
+
 /// Why a host could not be reached, or an operator's command on it (a gate
 /// or a retire) did not pass. Shown with the transport's hint, once.
 #[derive(Debug, thiserror::Error)]
 pub enum HostFailure {
     #[error("{0} ({hint})", hint = .0.hint())]
     Transport(#[from] crate::transport::TransportError),
-    #[error("`{command}` failed (exit {status}): {output}")]
+    #[error("`{command}` failed (exit {status}){}", and_said(.output))]
     Exit { command: String, status: i32, output: String },
     #[error("the host gave no answer")]
     Silent,
@@ -170,7 +181,7 @@ impl fmt::Display for HostState {
             HostState::Staged => write!(f, "staged, waiting to switch"),
             HostState::Switching => write!(f, "switching"),
             HostState::Applied { files } => write!(f, "applied ({} file{}: {})", files.len(), plural(files.len()), files.join(", ")),
-            HostState::ReloadFailed { status, output, .. } => write!(f, "files in place, but the reload failed (exit {status}): {output}"),
+            HostState::ReloadFailed { status, output, .. } => write!(f, "files in place, but the reload failed (exit {status}){}", and_said(output)),
             HostState::Refused { changed } => write!(f, "refused, nothing written: changed since the plan: {}", changed.join(", ")),
             HostState::Locked { holder } => write!(f, "refused, nothing written: another apply holds the lock ({holder})"),
             HostState::Aborted { why } => write!(f, "aborted, nothing written ({why})"),

@@ -287,9 +287,9 @@ async fn run_wave(run: &Level<'_>, wave: &Wave<'_>, ups: &[Up<'_>], watch: &[(St
                 Ok(rep) => HostState::failed_for(Failure::Host {
                     error: match (&rep.error, &rep.result) {
                         (Some(e), _) => e.clone(),
-                        (None, Some(c)) if c.status != 0 => format!("the upgrade failed (exit {}): {}", c.status, c.output),
+                        (None, Some(c)) if c.status != 0 => format!("the upgrade failed (exit {}){}", c.status, super::outcome::and_said(&c.output)),
                         (None, Some(_)) => format!("the upgrade ran, but the probe now says {:?}, not {}", rep.now.clone().unwrap_or_default(), u.to),
-                        (None, None) => format!("the host's script stopped early: {}", rep.stderr),
+                        (None, None) => format!("the host's script stopped early{}", super::outcome::and_said(&rep.stderr)),
                     },
                     cause: None,
                 }),

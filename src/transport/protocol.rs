@@ -245,6 +245,7 @@ fn readable_log_line(line: &str) -> String {
     match script::parse_report(line.as_bytes()).into_iter().next() {
         Some(Report::Reload { status: 0, output }) if output.is_empty() => "reload passed".to_string(),
         Some(Report::Reload { status: 0, output }) => format!("reload passed: {output}"),
+        Some(Report::Reload { status, output }) if output.is_empty() => format!("reload failed (exit {status})"),
         Some(Report::Reload { status, output }) => format!("reload failed (exit {status}): {output}"),
         Some(Report::Changed { file, .. }) => format!("refused: managed file #{} changed since the plan", file + 1),
         Some(Report::Error(e)) => format!("error: {e}"),
