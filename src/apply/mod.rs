@@ -21,6 +21,7 @@ mod rollout;
 mod shadow;
 mod switch;
 
+pub(crate) use outcome::and_said;
 pub use outcome::{AbortReason, Failure, HostFailure, HostState, NotStarted};
 pub use owner::{LockOwner, NotAnOwner};
 pub use rollback::{rollback, undo_upgrades};

@@ -137,6 +137,16 @@ impl HostState {
             || matches!(self, HostState::RolledBack { changed, .. } if changed.is_empty())
     }
 
+    /// Whether the run found the host as it should be and changed nothing: a
+    /// rollback with nothing to restore, or a version the host already ran.
+    pub fn as_found(&self) -> bool {
+        match self {
+            HostState::RolledBack { restored, changed, .. } => *restored == 0 && changed.is_empty(),
+            HostState::Upgraded { from, to } => from == to,
+            _ => false,
+        }
+    }
+
     /// Whether nothing was written on the host, for certain.
     pub fn untouched(&self) -> bool {
         match self {

@@ -94,7 +94,7 @@ fn state_word(state: &HostState) -> &'static str {
         HostState::Applied { .. } => "applied",
         HostState::Armed { .. } => "armed (switches on the host at its time)",
         // A rollback that found every file as before rolled nothing back.
-        HostState::RolledBack { restored: 0, changed, .. } if changed.is_empty() => "already as before (nothing to roll back)",
+        HostState::RolledBack { .. } if state.as_found() => "already as before (nothing to roll back)",
         HostState::RolledBack { changed, .. } if changed.is_empty() => "rolled back",
         HostState::RolledBack { .. } => "rolled back in part",
         HostState::ReloadFailed { .. } => "files in place, reload failed",
@@ -106,7 +106,7 @@ fn state_word(state: &HostState) -> &'static str {
         HostState::Failed { .. } => "failed part-way",
         HostState::Unknown { .. } => "unknown (may have switched)",
         // An apply's host that ran the version already, or a rollback's that still ran the old one.
-        HostState::Upgraded { from, to } if from == to => "already at that version",
+        HostState::Upgraded { .. } if state.as_found() => "already at that version",
         HostState::Upgraded { .. } => "at the new version",
         HostState::UpgradeRolledBack { .. } => "rolled back to the old version",
         HostState::Staging | HostState::Staged | HostState::Switching => "unfinished",
@@ -161,12 +161,7 @@ pub(crate) fn finish(what: &str, summary: &Summary, plan: &Plan, undo: Option<&s
             crate::say!("{what}: every switch is armed; nothing has switched yet. Follow it with `farmctl status FARM`.");
         } else {
             let all: std::collections::BTreeSet<&String> = summary.hosts.keys().chain(summary.upgrades.keys()).collect();
-            let as_found = |s: &HostState| match s {
-                HostState::RolledBack { restored, .. } => *restored == 0,
-                HostState::Upgraded { from, to } => from == to,
-                _ => false,
-            };
-            if summary.hosts.values().chain(summary.upgrades.values()).all(as_found) {
+            if summary.hosts.values().chain(summary.upgrades.values()).all(HostState::as_found) {
                 crate::say!("{what} complete: nothing needed changing on {} host(s).", all.len());
             } else {
                 crate::say!("{what} complete: {} host(s).", all.len());

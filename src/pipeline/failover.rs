@@ -200,11 +200,7 @@ pub(super) async fn fence(farm: &Farm, svc: &Service, dead: &str, log: Log) -> b
     let cmd = cmd.replace("{host}", &q(dead)).replace("{address}", &q(&addr));
     let out = tokio::process::Command::new("sh").arg("-c").arg(&cmd).current_dir(farm.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."))).output().await;
     let (ok, detail) = match out {
-        Ok(o) => {
-            let said = String::from_utf8_lossy(&o.stderr).trim().to_string();
-            let said = if said.is_empty() { said } else { format!(": {said}") };
-            (o.status.success(), format!("`{cmd}` exit {}{said}", o.status.code().unwrap_or(-1)))
-        }
+        Ok(o) => (o.status.success(), format!("`{cmd}` exit {}{}", o.status.code().unwrap_or(-1), crate::apply::and_said(&String::from_utf8_lossy(&o.stderr)))),
         Err(e) => (false, format!("`{cmd}` could not run: {e}")),
     };
     log.event(&svc.name, if ok { "fenced" } else { "fence-failed" }, &format!("{dead}: {detail}"));
