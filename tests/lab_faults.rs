@@ -165,7 +165,7 @@ fn a_host_killed_once_armed_stops_the_switch_on_every_host_and_the_next_apply_re
     // ivr-2 comes back holding the dead run's lock and whole staged copies:
     // it had armed, so it died in the switch phase and nowhere else.
     lab.host_mut("ivr-2").restart();
-    assert!(lab.host("ivr-2").state("lock").exists(), "the crash left a lock");
+    assert!(lab.host("ivr-2").state("lock").exists(), "the crash left a lock: {fired:?} {err}");
     let (new_toml, _) = ivr_files(&lab, "ivr-2", true);
     let staged: Vec<Vec<u8>> = std::fs::read_dir(lab.host("ivr-2").path("/etc/ivr"))
         .unwrap()

@@ -42,7 +42,8 @@ pub struct LabHost {
 /// farmctl script of that phase arrives. Phases: read, stage, switch.
 /// Actions: die (the host goes down before the script runs), die-midway (it
 /// goes down 0.1 s after a staged copy starts to be written, so that a
-/// partial copy exists), hang (sshd stops answering).
+/// partial copy exists), die-armed (it goes down right after the script
+/// staged and said `ARMED`), hang (sshd stops answering).
 const INJECT: &str = r#"#!/bin/sh
 H=__DIR__
 cmd=$SSH_ORIGINAL_COMMAND
@@ -59,16 +60,21 @@ if [ -n "$marker" ] && printf '%s' "$cmd" | grep -qF -- "$marker"; then
   echo "$phase $action $(date +%s%N)" >> "$H/injected"
   case "$action" in
     die) kill -9 "$(cat "$H/sshd.pid")" "$PPID"; exit 255 ;;
-    die-midway) exec 3<&0; /bin/sh -c "$cmd" <&3 &
+    # In both: the script's processes (their own process group) are killed
+    # first, in one signal: killed after the session, the script would read
+    # the end of its input and clean up before it died.
+    die-midway) exec 3<&0; setsid /bin/sh -c "$cmd" <&3 & spid=$!
       # Dies once a staged copy (not the replaceability probe) is being written, or after 10 s.
       i=0; while [ $i -lt 200 ] && ! ls -a /etc/ivr /etc/ivr-web 2>/dev/null | grep '\.farmctl-' | grep -qv -- '-probe$'; do sleep 0.05; i=$((i+1)); done
-      sleep 0.1; kill -9 "$(cat "$H/sshd.pid")" "$PPID" 0; exit 255 ;;
+      sleep 0.1; kill -9 "-$spid"; kill -9 "$(cat "$H/sshd.pid")" "$PPID" 0; exit 255 ;;
     hang) kill -STOP "$(cat "$H/sshd.pid")"; kill -STOP "$PPID"; sleep 100000 ;;
     # The switch phase alone: the script runs, staging its copies, and dies
     # with its host right after it says ARMED (its copies and lock are left).
-    die-armed) /bin/sh -c "$cmd" | while IFS= read -r line; do
+    die-armed) exec 3<&0
+      { setsid /bin/sh -c "$cmd" <&3 & echo $! > "$H/script.pid"; wait $!; } | while IFS= read -r line; do
         printf '%s\n' "$line"
-        case "$line" in ARMED) echo "armed $(date +%s%N)" >> "$H/injected"; kill -9 "$(cat "$H/sshd.pid")" "$PPID" 0; exit 255 ;; esac
+        case "$line" in ARMED) read -r spid < "$H/script.pid"; kill -9 "-$spid"; echo "armed $(date +%s%N)" >> "$H/injected"
+          kill -9 "$(cat "$H/sshd.pid")" "$PPID" 0; exit 255 ;; esac
       done; exit 255 ;;
   esac
 fi
